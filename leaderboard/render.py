@@ -1,0 +1,314 @@
+"""Leaderboard tables as Markdown, LaTeX, CSV, JSON or a static sortable HTML page.
+
+CSV and JSON go through pandas and keep raw numbers; the three human formats are
+built here from one list of display cells, so no templating dependency is needed.
+"""
+
+import html
+import json
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath, PureWindowsPath
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+from leaderboard.summary import RANKING_RULE
+
+DEFAULT_COLUMNS = (
+    "rank",
+    "defense",
+    "exact_column_rate",
+    "entry_accuracy",
+    "update_cosine",
+    "psnr_recovered",
+    "psnr_aggregate",
+    "label_accuracy_recovered",
+    "label_accuracy_aggregate",
+    "test_accuracy",
+    "epsilon",
+    "attack_seconds",
+    "tasks",
+    "failed",
+)
+
+SIGNIFICANT = 3
+MISSING = "\u2014"
+PLUS_MINUS = "\u00b1"
+PAGE_TITLE = "DisaggBench leaderboard"
+
+# A display cell: the text shown, and the raw number the HTML sorter orders by (None for text).
+Cell = tuple[str, float | None]
+
+
+def _format_number(value: float, decimals: int) -> str:
+    if math.isinf(value):
+        return "\u221e" if value > 0 else "-\u221e"
+    return f"{round(value, decimals) + 0.0:.{decimals}f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def _decimals(*values: float) -> int:
+    """Decimals that show SIGNIFICANT digits of the largest finite magnitude among `values`."""
+    magnitude = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    if magnitude == 0:
+        return 0
+    return max(0, SIGNIFICANT - 1 - math.floor(math.log10(magnitude)))
+
+
+def _is_missing(value: object) -> bool:
+    return pd.api.types.is_scalar(value) and bool(pd.isna(value))
+
+
+def _number_cell(value: float, ci: float = math.nan) -> Cell:
+    """`mean ± ci` with both rounded to the same decimal place; ci left out when NaN."""
+    decimals = _decimals(value, ci)
+    text = _format_number(value, decimals)
+    if not math.isnan(ci):
+        text += f" {PLUS_MINUS} {_format_number(ci, decimals)}"
+    return text, value
+
+
+def _cell(value: object, ci: object) -> Cell:
+    if _is_missing(value):
+        return MISSING, None
+    if isinstance(value, bool | np.bool_):
+        return str(value), None
+    if isinstance(value, numbers.Integral):
+        return str(int(value)), float(value)
+    if isinstance(value, numbers.Real):
+        return _number_cell(float(value), math.nan if _is_missing(ci) else float(ci))
+    return " ".join(str(value).split()), None
+
+
+def _display_rows(summary: pd.DataFrame, columns: Sequence[str]) -> list[list[Cell]]:
+    """Cells built column by column, so integer columns stay integers (iterrows would upcast them)."""
+    nan_column = [math.nan] * len(summary)
+    by_column = [
+        [
+            _cell(value, ci)
+            for value, ci in zip(
+                summary[c].tolist(),
+                summary[f"{c}_ci"].tolist() if f"{c}_ci" in summary.columns else nan_column,
+            )
+        ]
+        for c in columns
+    ]
+    return [list(row) for row in zip(*by_column)]
+
+
+def _numeric(rows: list[list[Cell]], n_columns: int) -> list[bool]:
+    """Per column: whether every non-missing cell is a number (for right alignment)."""
+    return [all(row[i][1] is not None or row[i][0] == MISSING for row in rows) for i in range(n_columns)]
+
+
+def _raw_columns(summary: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Each requested column followed by its `_ci` column where the summary has one."""
+    expanded = []
+    for column in columns:
+        expanded.append(column)
+        if f"{column}_ci" in summary.columns:
+            expanded.append(f"{column}_ci")
+    return list(dict.fromkeys(expanded))
+
+
+def _markdown(summary: pd.DataFrame, columns: Sequence[str]) -> str:
+    rows = _display_rows(summary, columns)
+
+    def escape(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("|", "\\|")
+
+    numeric = _numeric(rows, len(columns))
+    lines = [
+        RANKING_RULE,
+        "",
+        "| " + " | ".join(escape(c) for c in columns) + " |",
+        "| " + " | ".join("---:" if is_num else ":---" for is_num in numeric) + " |",
+    ]
+    lines += ["| " + " | ".join(escape(text) for text, _ in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    PLUS_MINUS: r"$\pm$",
+    MISSING: "---",
+    "\u221e": r"$\infty$",
+}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(char, char) for char in text)
+
+
+def _latex(summary: pd.DataFrame, columns: Sequence[str]) -> str:
+    rows = _display_rows(summary, columns)
+    align = "".join("r" if is_num else "l" for is_num in _numeric(rows, len(columns)))
+    lines = [
+        r"\begin{table}",
+        r"\centering",
+        rf"\caption{{{_latex_escape(RANKING_RULE)}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(_latex_escape(c) for c in columns) + r" \\",
+        r"\midrule",
+        *(" & ".join(_latex_escape(text) for text, _ in row) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(summary: pd.DataFrame, columns: Sequence[str]) -> str:
+    return summary[_raw_columns(summary, columns)].to_csv(index=False)
+
+
+def _json(summary: pd.DataFrame, columns: Sequence[str]) -> str:
+    records = json.loads(summary[_raw_columns(summary, columns)].to_json(orient="records"))
+    return json.dumps({"caption": RANKING_RULE, "rows": records}, indent=2, ensure_ascii=False) + "\n"
+
+
+_SORTER = """
+document.querySelectorAll("table.leaderboard").forEach(function (table) {
+  var headers = table.tHead.rows[0].cells;
+  function key(cell) {
+    var raw = cell.getAttribute("data-value");
+    if (raw !== null) { return {missing: false, number: Number(raw)}; }
+    var text = cell.textContent.trim();
+    if (text === "" || text === "\\u2014") { return {missing: true}; }
+    var number = Number(text);
+    return isNaN(number) ? {missing: false, text: text} : {missing: false, number: number};
+  }
+  Array.prototype.forEach.call(headers, function (header, column) {
+    header.addEventListener("click", function () {
+      var ascending = header.getAttribute("aria-sort") !== "ascending";
+      Array.prototype.forEach.call(headers, function (h) { h.removeAttribute("aria-sort"); });
+      header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a.cells[column]), y = key(b.cells[column]);
+        if (x.missing || y.missing) { return (x.missing ? 1 : 0) - (y.missing ? 1 : 0); }
+        var order;
+        if (x.number !== undefined && y.number !== undefined) {
+          order = x.number < y.number ? -1 : x.number > y.number ? 1 : 0;
+        } else {
+          order = String(x.text !== undefined ? x.text : x.number)
+            .localeCompare(String(y.text !== undefined ? y.text : y.number));
+        }
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; }
+table.leaderboard { border-collapse: collapse; }
+table.leaderboard caption { caption-side: top; text-align: left; padding-bottom: 0.5em; }
+table.leaderboard th, table.leaderboard td { padding: 0.25em 0.75em; border-bottom: 1px solid #ccc; }
+table.leaderboard th { cursor: pointer; user-select: none; }
+table.leaderboard th[aria-sort="ascending"]::after { content: " \\25B2"; }
+table.leaderboard th[aria-sort="descending"]::after { content: " \\25BC"; }
+table.leaderboard td.number { text-align: right; white-space: nowrap; }
+figure img { max-width: 100%; }
+"""
+
+
+def _check_plot_path(path: str) -> None:
+    """The page must work offline and when moved with its plots, so only relative file paths are allowed."""
+    if urlsplit(path).scheme or PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute():
+        raise BenchmarkError(f"plot path must be a relative file path, got {path!r}")
+
+
+def _sort_value(value: float) -> str:
+    return repr(value) if math.isfinite(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _html(summary: pd.DataFrame, columns: Sequence[str], plots: Sequence[str]) -> str:
+    for plot in plots:
+        _check_plot_path(plot)
+    esc = html.escape
+    rows = _display_rows(summary, columns)
+    body_rows = []
+    for row in rows:
+        cells = []
+        for text, value in row:
+            if value is None:
+                cells.append(f"<td>{esc(text)}</td>")
+            else:
+                cells.append(f'<td class="number" data-value="{_sort_value(value)}">{esc(text)}</td>')
+        body_rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f'<th scope="col">{esc(c)}</th>' for c in columns)
+    figures = [
+        f'<figure><img src="{esc(plot)}" alt="{esc(plot)}"><figcaption>{esc(plot)}</figcaption></figure>'
+        for plot in plots
+    ]
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>{esc(PAGE_TITLE)}</title>",
+            f"<style>{_STYLE}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{esc(PAGE_TITLE)}</h1>",
+            '<table class="leaderboard">',
+            f"<caption>{esc(RANKING_RULE)}</caption>",
+            f"<thead><tr>{header}</tr></thead>",
+            "<tbody>",
+            *body_rows,
+            "</tbody>",
+            "</table>",
+            *figures,
+            f"<script>{_SORTER}</script>",
+            "</body>",
+            "</html>",
+        ]
+    ) + "\n"
+
+
+_RENDERERS: dict[str, Callable[[pd.DataFrame, Sequence[str]], str]] = {
+    "markdown": _markdown,
+    "latex": _latex,
+    "csv": _csv,
+    "json": _json,
+}
+
+FORMATS = tuple(sorted([*_RENDERERS, "html"]))
+
+
+def render(
+    summary: pd.DataFrame,
+    fmt: str,
+    columns: Sequence[str] | None = None,
+    plots: Sequence[str] = (),
+) -> str:
+    """The summary from `summarize` as one table in `fmt`; `plots` (relative image paths) are shown by html only."""
+    if fmt not in FORMATS:
+        raise BenchmarkError(f"unknown leaderboard format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    columns = list(DEFAULT_COLUMNS if columns is None else columns)
+    if not columns:
+        raise BenchmarkError("no leaderboard columns to render")
+    missing = [c for c in columns if c not in summary.columns]
+    if missing:
+        raise BenchmarkError(f"summary lacks leaderboard column(s): {', '.join(missing)}")
+    if fmt == "html":
+        return _html(summary, columns, plots)
+    return _RENDERERS[fmt](summary, columns)
