@@ -1,0 +1,81 @@
+"""What every user's search shares: the subspace col(A), the window structure, the per-window top-c projection."""
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from attacks.inputs import window_lengths, window_of_round
+
+
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """An orthonormal basis of the aggregates' column space plus the analytics windows.
+
+    Every participant column p_j lies in col(A) (exactly when updates are fixed,
+    approximately under drift or noise) and its window sums equal the counts.
+    """
+
+    basis: np.ndarray  # (T, r) orthonormal
+    counts: np.ndarray  # (n, W) int64
+    window: int
+
+    @property
+    def n_rounds(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[1]
+
+    @cached_property
+    def window_index(self) -> np.ndarray:
+        return window_of_round(self.n_rounds, self.window)
+
+    @cached_property
+    def window_matrix(self) -> np.ndarray:
+        """B (W x T): row w sums the rounds of window w."""
+        lengths = window_lengths(self.n_rounds, self.window)
+        matrix = np.zeros((len(lengths), self.n_rounds))
+        matrix[self.window_index, np.arange(self.n_rounds)] = 1.0
+        return matrix
+
+    @cached_property
+    def complement(self) -> np.ndarray:
+        """An orthonormal basis (T x (T - r)) of the orthogonal complement of col(A)."""
+        q, _ = np.linalg.qr(self.basis, mode="complete")
+        return q[:, self.rank :]
+
+    def fixed_rounds(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of rounds forced to 0 (window count 0) and to 1 (count equals window length)."""
+        lengths = window_lengths(self.n_rounds, self.window)
+        per_round = self.counts[user][self.window_index]
+        return per_round == 0, per_round == lengths[self.window_index]
+
+    def residual(self, columns: np.ndarray) -> np.ndarray:
+        """Relative distance of each column (T x m) to col(A): 0 for a perfect fit."""
+        outside = columns - self.basis @ (self.basis.T @ columns)
+        return np.linalg.norm(outside, axis=0) / np.maximum(np.linalg.norm(columns, axis=0), 1.0)
+
+    def round_to_counts(self, scores: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Nearest binary columns with the users' window counts: in each window, the top-c rounds get 1."""
+        n_windows = self.counts.shape[1]
+        padded = np.full((n_windows * self.window, scores.shape[1]), -np.inf)
+        padded[: self.n_rounds] = scores
+        blocks = padded.reshape(n_windows, self.window, -1)
+        order = np.argsort(-blocks, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(self.window)[None, :, None], axis=1)
+        binary = ranks < self.counts[users].T[:, None, :]
+        return binary.reshape(n_windows * self.window, -1)[: self.n_rounds].astype(np.float64)
+
+
+def column_space(aggregates: np.ndarray, n_users: int, noise: bool) -> np.ndarray:
+    """Orthonormal basis of col(A): its numerical rank when exact, the top n directions under noise."""
+    left, singular, _ = np.linalg.svd(aggregates, full_matrices=False)
+    if noise:
+        rank = min(n_users, len(singular))
+    else:
+        tolerance = singular[0] * max(aggregates.shape) * 1e-10 if singular[0] > 0 else 0.0
+        rank = min(int(np.sum(singular > tolerance)), n_users)
+    return left[:, :rank]

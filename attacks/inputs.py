@@ -1,0 +1,64 @@
+"""Checks on what the server observed, so that a bad file gives one clear line, not a traceback."""
+
+import numpy as np
+
+from benchmark.errors import BenchmarkError
+
+
+def window_lengths(n_rounds: int, window: int) -> np.ndarray:
+    """Rounds in each window; the last window may be shorter."""
+    n_windows = -(-n_rounds // window)
+    lengths = np.full(n_windows, window, dtype=np.int64)
+    lengths[-1] = n_rounds - window * (n_windows - 1)
+    return lengths
+
+
+def window_of_round(n_rounds: int, window: int) -> np.ndarray:
+    return np.arange(n_rounds) // window
+
+
+def check_observation(
+    aggregates: np.ndarray,
+    counts: np.ndarray,
+    window: int,
+    totals: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate and convert to (float64 T x d, int64 n x W, int64 T or None)."""
+    if not isinstance(window, (int, np.integer)) or window < 1:
+        raise BenchmarkError(f"window must be a positive integer, got {window!r}")
+    if aggregates.ndim != 2 or aggregates.shape[0] == 0 or aggregates.shape[1] == 0:
+        raise BenchmarkError(f"aggregates must be a non-empty 2-D array (rounds x dimension), got shape {aggregates.shape}")
+    if not np.issubdtype(aggregates.dtype, np.floating) and not np.issubdtype(aggregates.dtype, np.integer):
+        raise BenchmarkError(f"aggregates must be numeric, got dtype {aggregates.dtype}")
+    if not np.all(np.isfinite(aggregates)):
+        raise BenchmarkError("aggregates contain NaN or infinite values")
+    if counts.ndim != 2 or counts.shape[0] == 0:
+        raise BenchmarkError(f"counts must be a non-empty 2-D array (users x windows), got shape {counts.shape}")
+    if not np.issubdtype(counts.dtype, np.integer):
+        raise BenchmarkError(f"counts must be an integer array, got dtype {counts.dtype}")
+    n_rounds = aggregates.shape[0]
+    lengths = window_lengths(n_rounds, int(window))
+    if counts.shape[1] != len(lengths):
+        raise BenchmarkError(
+            f"counts have {counts.shape[1]} windows but {n_rounds} rounds with window {window} make {len(lengths)}"
+        )
+    if counts.min() < 0:
+        raise BenchmarkError("counts contain a negative participation count")
+    over = counts > lengths[None, :]
+    if over.any():
+        user, win = np.argwhere(over)[0]
+        raise BenchmarkError(
+            f"user {user} has count {counts[user, win]} in window {win}, which has only {lengths[win]} rounds"
+        )
+    if totals is not None:
+        if totals.ndim != 1 or totals.shape[0] != n_rounds:
+            raise BenchmarkError(f"totals must have one entry per round ({n_rounds}), got shape {totals.shape}")
+        if not np.issubdtype(totals.dtype, np.integer):
+            raise BenchmarkError(f"totals must be an integer array, got dtype {totals.dtype}")
+        if totals.min() < 0 or totals.max() > counts.shape[0]:
+            raise BenchmarkError(f"totals must lie between 0 and the number of users ({counts.shape[0]})")
+        per_window = np.bincount(window_of_round(n_rounds, int(window)), weights=totals, minlength=len(lengths))
+        if not np.array_equal(per_window.astype(np.int64), counts.sum(axis=0)):
+            raise BenchmarkError("totals disagree with counts: their sums over a window differ")
+        totals = totals.astype(np.int64)
+    return aggregates.astype(np.float64), counts.astype(np.int64), totals

@@ -1,0 +1,113 @@
+"""The per-user integer program (the exact fallback) and the LP certificate of uniqueness, solved by HiGHS."""
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+from scipy.optimize import linprog
+
+# Rows of N^T p are allowed this far from 0: N is orthonormal, so this is an absolute fit tolerance.
+SUBSPACE_TOLERANCE = 1e-6
+# An LP optimum of the distance objective below this proves there is no other binary answer (each lies at >= 1).
+UNIQUE_BELOW = 0.999
+
+
+@dataclass(frozen=True, eq=False)
+class UserProgram:
+    """Everything one user's program needs, so that it can travel to a worker process."""
+
+    user: int
+    complement: np.ndarray  # (T, T - r) orthonormal basis of col(A)'s complement
+    window_matrix: np.ndarray  # (W, T)
+    counts: np.ndarray  # (W,)
+    zero: np.ndarray  # (T,) bool: rounds forced to 0
+    one: np.ndarray  # (T,) bool: rounds forced to 1
+    noise: bool
+    time_limit: float
+
+
+@dataclass(frozen=True)
+class UserAnswer:
+    user: int
+    status: str  # "found", "timeout" or "infeasible"
+    column: np.ndarray | None
+    seconds: float
+
+
+def _constraints(program: UserProgram, free_values: cp.Expression) -> tuple[list, cp.Expression]:
+    free = ~(program.zero | program.one)
+    fixed_ones = program.one.astype(np.float64)
+    fit = program.complement[free].T @ free_values + program.complement.T @ fixed_ones
+    window_target = program.counts - program.window_matrix @ fixed_ones
+    constraints = [program.window_matrix[:, free] @ free_values == window_target]
+    return constraints, fit
+
+
+def _assemble(program: UserProgram, free_values: np.ndarray) -> np.ndarray:
+    column = program.one.astype(np.float64)
+    column[~(program.zero | program.one)] = np.round(free_values)
+    return column
+
+
+def _solve(problem: cp.Problem, time_limit: float) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            problem.solve(solver=cp.HIGHS, time_limit=time_limit)
+        except cp.error.SolverError:
+            return "timeout"
+    return problem.status
+
+
+def solve_user(program: UserProgram) -> UserAnswer:
+    """Find a binary column with the user's counts inside col(A) (exact) or closest to it (noise)."""
+    start = time.perf_counter()
+    n_free = int((~(program.zero | program.one)).sum())
+    if n_free == 0:
+        return UserAnswer(program.user, "found", _assemble(program, np.zeros(0)), time.perf_counter() - start)
+    values = cp.Variable(n_free, boolean=True)
+    constraints, fit = _constraints(program, values)
+    if program.noise:
+        problem = cp.Problem(cp.Minimize(cp.norm1(fit)), constraints)
+    else:
+        problem = cp.Problem(cp.Minimize(0), constraints + [cp.abs(fit) <= SUBSPACE_TOLERANCE])
+    status = _solve(problem, program.time_limit)
+    seconds = time.perf_counter() - start
+    if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        return UserAnswer(program.user, "infeasible", None, seconds)
+    if values.value is None or status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.USER_LIMIT):
+        return UserAnswer(program.user, "timeout", None, seconds)
+    return UserAnswer(program.user, "found", _assemble(program, values.value), seconds)
+
+
+def is_unique(basis: np.ndarray, program: UserProgram, column: np.ndarray) -> bool:
+    """True when an LP proves `column` is the only count-feasible binary vector in col(A).
+
+    Every other answer is `column + U w` with w in the null space Q of the
+    constraints (zero on fixed rounds, zero window sums), so the LP maximises
+    the L1 distance to `column` over y with 0 <= column + U Q y <= 1 on the free
+    rounds: a small LP in dim(Q) variables. Any other binary answer lies at
+    distance >= 1, so an optimum below 1 rules them all out. A time-out or a
+    solver failure proves nothing.
+    """
+    free = ~(program.zero | program.one)
+    pinned = np.vstack([basis[~free], program.window_matrix @ basis])
+    _, singular, right = np.linalg.svd(pinned, full_matrices=True)
+    rank = int(np.sum(singular > singular[0] * 1e-9)) if len(singular) else 0
+    null = right[rank:].T
+    if null.shape[1] == 0:
+        return True
+    moves = basis[free] @ null
+    target = column[free]
+    gain = (1.0 - 2.0 * target) @ moves
+    result = linprog(
+        -gain,
+        A_ub=np.vstack([moves, -moves]),
+        b_ub=np.concatenate([1.0 - target, target]),
+        bounds=(None, None),
+        method="highs",
+        options={"time_limit": program.time_limit},
+    )
+    return result.status == 0 and -result.fun < UNIQUE_BELOW

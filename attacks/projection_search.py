@@ -1,0 +1,57 @@
+"""Batched Douglas-Rachford search for binary count-feasible columns inside col(A).
+
+All users advance together as the columns of one matrix, so each iteration is
+two dense matrix products shared by every user. The first iterations solve the
+convex relaxation (box [0, 1]); the rest use the non-convex projection onto
+binary vectors with the right window counts. Every candidate is only a
+candidate: the caller accepts it when its residual is small enough.
+"""
+
+import time
+
+import numpy as np
+
+from attacks.geometry import Geometry
+
+
+def projection_search(
+    geometry: Geometry,
+    users: np.ndarray,
+    tolerance: float,
+    iterations: int = 600,
+    convex_iterations: int = 100,
+    check_every: int = 25,
+    deadline: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best rounded column (T x m) and its residual (m) for each user; stops early once all fit within tolerance."""
+    basis = geometry.basis
+    sums = geometry.window_matrix @ basis
+    sums_pinv = np.linalg.pinv(sums)
+    targets = geometry.counts[users].T.astype(np.float64)
+    upper = (geometry.counts[users].T[geometry.window_index] > 0).astype(np.float64)
+    state = targets[geometry.window_index] / geometry.window
+    best = geometry.round_to_counts(state, users)
+    best_residual = geometry.residual(best)
+    active = np.flatnonzero(best_residual > tolerance)
+    state = state[:, active]
+    for iteration in range(iterations):
+        if len(active) == 0 or (deadline is not None and time.monotonic() > deadline):
+            break
+        coords = basis.T @ state
+        coords -= sums_pinv @ (sums @ coords - targets[:, active])
+        on_subspace = basis @ coords
+        reflected = 2.0 * on_subspace - state
+        if iteration < convex_iterations:
+            other = np.clip(reflected, 0.0, upper[:, active])
+        else:
+            other = geometry.round_to_counts(reflected, users[active])
+        state += other - on_subspace
+        if (iteration + 1) % check_every == 0:
+            candidates = geometry.round_to_counts(on_subspace, users[active])
+            residual = geometry.residual(candidates)
+            better = residual < best_residual[active]
+            best[:, active[better]] = candidates[:, better]
+            best_residual[active[better]] = residual[better]
+            keep = best_residual[active] > tolerance
+            active, state = active[keep], state[:, keep]
+    return best, best_residual

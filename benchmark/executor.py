@@ -1,0 +1,65 @@
+"""One way to run independent tasks: in-process, local processes, or a Dask cluster.
+
+Suites and the per-user integer programs both go through `run_tasks`, so a
+Dask cluster that runs a suite can also run the attack's per-user work.
+"""
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where tasks run: `workers` local processes (1 = in this process) or a Dask `scheduler` address."""
+
+    workers: int = 1
+    scheduler: str | None = None
+
+    @property
+    def parallel(self) -> bool:
+        return self.scheduler is not None or self.workers > 1
+
+
+@contextmanager
+def _backend(executor: Executor) -> Iterator[int]:
+    if executor.scheduler is not None:
+        from dask.distributed import Client
+
+        with Client(executor.scheduler), joblib.parallel_config(backend="dask"):
+            yield -1
+    else:
+        with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+            yield executor.workers
+
+
+def run_tasks(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    executor: Executor = Executor(),
+    progress: str | None = None,
+) -> Iterable[Any]:
+    """Yield `fn(item)` for every item, in order, with one BLAS thread per worker process.
+
+    `progress` is the label of a progress bar (none when it is None).
+    """
+    bar = tqdm(total=len(items), desc=progress, disable=progress is None, leave=False)
+    try:
+        if not executor.parallel or len(items) <= 1:
+            for item in items:
+                yield fn(item)
+                bar.update()
+            return
+        with _backend(executor) as n_jobs:
+            results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
+                joblib.delayed(fn)(item) for item in items
+            )
+            for result in results:
+                yield result
+                bar.update()
+    finally:
+        bar.close()
