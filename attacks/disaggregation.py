@@ -216,7 +216,7 @@ def disaggregate(
     _certify_found(geometry, state, settings, executor, progress)
     started = time.perf_counter()
     participants = state.columns.astype(np.uint8)
-    updates = np.linalg.lstsq(state.columns, aggregates, rcond=None)[0]
+    updates = np.linalg.pinv(state.columns) @ aggregates
     state.charge("updates", np.arange(n_users), started)
     return Disaggregation(
         participants=participants,

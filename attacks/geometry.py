@@ -70,12 +70,24 @@ class Geometry:
         return binary.reshape(n_windows * self.window, -1)[: self.n_rounds].astype(np.float64)
 
 
+def left_singular(aggregates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left singular vectors and values of A (T x d); for d > T via a QR of A^T first, much faster when d >> T."""
+    if aggregates.shape[1] > aggregates.shape[0]:
+        triangular = np.linalg.qr(aggregates.T, mode="r")
+        left, singular, _ = np.linalg.svd(triangular.T, full_matrices=False)
+        return left, singular
+    left, singular, _ = np.linalg.svd(aggregates, full_matrices=False)
+    return left, singular
+
+
+def numerical_rank(singular: np.ndarray, shape: tuple[int, int]) -> int:
+    if len(singular) == 0 or singular[0] <= 0:
+        return 0
+    return int(np.sum(singular > singular[0] * max(shape) * 1e-10))
+
+
 def column_space(aggregates: np.ndarray, n_users: int, noise: bool) -> np.ndarray:
     """Orthonormal basis of col(A): its numerical rank when exact, the top n directions under noise."""
-    left, singular, _ = np.linalg.svd(aggregates, full_matrices=False)
-    if noise:
-        rank = min(n_users, len(singular))
-    else:
-        tolerance = singular[0] * max(aggregates.shape) * 1e-10 if singular[0] > 0 else 0.0
-        rank = min(int(np.sum(singular > tolerance)), n_users)
+    left, singular = left_singular(aggregates)
+    rank = min(n_users, len(singular)) if noise else min(numerical_rank(singular, aggregates.shape), n_users)
     return left[:, :rank]

@@ -1,0 +1,174 @@
+"""The `disaggbench` command line: run suites, attack logged aggregates, list what exists, render leaderboards."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.errors import BenchmarkError
+from benchmark.executor import Executor
+
+DEFAULT_RESULTS = "results"
+
+
+def _executor(args: argparse.Namespace) -> Executor:
+    if args.workers < 1:
+        raise BenchmarkError("--workers must be at least 1")
+    return Executor(workers=args.workers, scheduler=getattr(args, "scheduler", None))
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
+    file = Path(path)
+    if not file.is_file():
+        raise BenchmarkError(f"{what} file {file} does not exist")
+    try:
+        return np.load(file, allow_pickle=False)
+    except Exception as error:  # any unreadable file becomes one line
+        raise BenchmarkError(f"{what} file {file} is not a readable .npy array: {error}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner import run_suite
+    from benchmark.suite import DefenseSpec, expand, load_suite
+    from leaderboard.render import render
+    from leaderboard.summary import summarize
+
+    suite = load_suite(args.suite)
+    defenses = tuple(DefenseSpec(name) for name in args.defense) if args.defense else None
+    if defenses:
+        from defenses.registry import defense_class
+
+        for spec in defenses:
+            defense_class(spec.name)
+    table = run_suite(expand(suite, defenses), args.results, _executor(args), progress=not args.quiet)
+    print(render(summarize(table), args.format))
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        first = failed.iloc[0]
+        print(f"error: {len(failed)} task(s) failed; first ({first['defense']}, {first['scenario']}, seed {first['seed']}): {first['status']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_disaggregate(args: argparse.Namespace) -> int:
+    from attacks.disaggregation import AttackSettings, disaggregate
+    from attacks.inputs import check_observation
+    from benchmark.store import write_atomically
+
+    aggregates = _load_array(args.aggregates, "aggregates")
+    counts = _load_array(args.counts, "counts")
+    totals = _load_array(args.totals, "totals") if args.totals else None
+    check_observation(aggregates, counts, args.window, totals)
+    if args.time_limit < 0:
+        raise BenchmarkError("--time-limit must be non-negative")
+    settings = AttackSettings(noise=args.noise, time_limit=args.time_limit, certify=not args.no_certify)
+    result = disaggregate(aggregates, counts, args.window, totals, settings, _executor(args), progress=not args.quiet)
+    out = Path(args.out)
+    for name, array in (("participants.npy", result.participants), ("updates.npy", result.updates)):
+        buffer = _npy_bytes(array)
+        write_atomically(out / name, buffer)
+    write_atomically(out / "report.json", json.dumps(result.report(), indent=2).encode())
+    totals_line = ", ".join(f"{k} {v}" for k, v in result.report()["totals"].items())
+    print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
+    return 0
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.suite import builtin_suites, load_suite
+    from defenses.registry import available_defenses
+
+    print("suites:")
+    for name in builtin_suites():
+        suite = load_suite(name)
+        print(f"  {name} (version {suite.version}): {suite.description}")
+    print("defenses:")
+    for name, doc in available_defenses().items():
+        print(f"  {name}: {doc}")
+    print("attacks:")
+    print("  disaggregation: participant matrix (linear, projection search, HiGHS integer program), then least squares")
+    print("  inversion: label inference, analytic first-layer inversion, cosine matching with a TV prior")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from leaderboard.render import render
+    from leaderboard.summary import summarize
+
+    path = Path(args.results) / args.suite / "results.parquet"
+    if not path.is_file():
+        raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {args.suite}` first")
+    text = render(summarize(pd.read_parquet(path)), args.format)
+    if args.out:
+        from benchmark.store import write_atomically
+
+        write_atomically(Path(args.out), text.encode())
+    else:
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="disaggbench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a suite (default quick) and print its leaderboard")
+    run.add_argument("--suite", default="quick", help="a built-in suite name or a .toml file (default: quick)")
+    run.add_argument("--defense", action="append", help="run this defense instead of the suite's (repeatable): a built-in name, path/to/file.py:ClassName or an entry point")
+    run.add_argument("--results", default=DEFAULT_RESULTS, help="results folder (default: results)")
+    run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    run.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
+    run.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
+
+    dis = commands.add_parser("disaggregate", help="attack aggregates logged by any FL system (.npy files)")
+    dis.add_argument("--aggregates", required=True, help="float array T x d, one aggregated update per round")
+    dis.add_argument("--counts", required=True, help="integer array n x W, participation counts per window")
+    dis.add_argument("--window", required=True, type=int, help="rounds per analytics window K")
+    dis.add_argument("--out", required=True, help="output folder")
+    dis.add_argument("--totals", help="optional integer array of length T, participants per round")
+    dis.add_argument("--time-limit", type=float, default=60.0, help="seconds per user for the integer program and its certificate (default 60)")
+    dis.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")
+    dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates")
+    dis.add_argument("--quiet", action="store_true", help="no progress bar")
+    dis.set_defaults(handler=cmd_disaggregate)
+
+    lst = commands.add_parser("list", help="list suites, defenses and attacks")
+    lst.set_defaults(handler=cmd_list)
+
+    board = commands.add_parser("leaderboard", help="render a suite's stored results as a table")
+    board.add_argument("--suite", default="quick")
+    board.add_argument("--results", default=DEFAULT_RESULTS)
+    board.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
+    board.add_argument("--out", help="write to this file instead of standard output")
+    board.set_defaults(handler=cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BenchmarkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished tasks are kept and a new run resumes from them", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

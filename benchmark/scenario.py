@@ -1,0 +1,66 @@
+"""A scenario: one federated-learning setting the benchmark simulates and attacks."""
+
+from dataclasses import asdict, dataclass, fields
+
+from benchmark.datasets import DATASETS
+from benchmark.errors import BenchmarkError
+from benchmark.models import MODELS
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Every knob of the simulation; invalid values raise BenchmarkError at construction."""
+
+    name: str = "default"
+    n_users: int = 20
+    n_rounds: int = 60
+    participation: float = 0.3
+    window: int = 5
+    dataset: str = "digits"
+    data_root: str | None = None
+    model: str = "mlp"
+    samples_per_user: int = 1
+    local_training: str = "fedsgd"  # "fedsgd": one gradient; "fedavg": local epochs of SGD
+    local_epochs: int = 1
+    batch_size: int = 8
+    learning_rate: float = 0.1
+    model_policy: str = "frozen"  # "frozen": the global model never changes; "trained": aggregates are applied
+    update_kind: str = "model"  # "model": real model updates; "synthetic": Gaussian vectors
+    synthetic_dim: int = 0  # dimension of synthetic updates; 0 means ceil(1.2 n)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_users >= 2, "n_users must be at least 2"),
+            (self.n_rounds >= 1, "n_rounds must be at least 1"),
+            (0.0 < self.participation <= 1.0, "participation must be in (0, 1]"),
+            (1 <= self.window <= self.n_rounds, "window must be between 1 and n_rounds"),
+            (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}"),
+            (self.model in MODELS, f"model must be one of {', '.join(MODELS)}"),
+            (self.samples_per_user >= 1, "samples_per_user must be at least 1"),
+            (self.local_training in ("fedsgd", "fedavg"), "local_training must be 'fedsgd' or 'fedavg'"),
+            (self.local_epochs >= 1, "local_epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.model_policy in ("frozen", "trained"), "model_policy must be 'frozen' or 'trained'"),
+            (self.update_kind in ("model", "synthetic"), "update_kind must be 'model' or 'synthetic'"),
+            (self.synthetic_dim >= 0, "synthetic_dim must be non-negative"),
+            (self.seed >= 0, "seed must be non-negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BenchmarkError(f"scenario {self.name!r}: {message}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Scenario":
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise BenchmarkError(f"unknown scenario field(s): {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise BenchmarkError(f"scenario {values.get('name', '?')!r}: {error}") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,197 @@
+"""Federated learning with secure aggregation: what the server observes, and the truth kept aside for scoring."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmark.datasets import Dataset, load_dataset
+from benchmark.errors import BenchmarkError
+from benchmark.models import build_model, flat_gradient, get_flat, set_flat
+from benchmark.scenario import Scenario
+from defenses.base import Defense
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the server sees, and nothing else: this is all an attack gets."""
+
+    aggregates: np.ndarray  # (T, d) float64: each round's aggregated update
+    counts: np.ndarray  # (n, W) int64: per-user participation counts per analytics window
+    window: int  # rounds per analytics window
+    totals: np.ndarray | None  # (T,) participants counted per round
+    weights: np.ndarray  # (T, d) the global model each round; (0, 0) for synthetic updates
+    model: str
+    image_shape: tuple[int, int, int]
+    n_classes: int
+    samples_per_user: int
+    local_training: str
+    learning_rate: float
+    defense_parameters: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What only scoring may read."""
+
+    participants: np.ndarray  # (T, n) uint8: who contributed to each round's sum
+    updates: np.ndarray  # (n, d) each user's clean update (before the defense), averaged over its rounds
+    images: np.ndarray  # (n, s, C, H, W) each user's data; empty for synthetic updates
+    labels: np.ndarray  # (n, s)
+    test_accuracy: float  # of the model trained with FL under the defense; NaN for synthetic updates
+    max_participations: int
+
+
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    names = ("participation", "defense", "data", "synthetic", "clients")
+    children = np.random.SeedSequence(seed).spawn(len(names))
+    return {name: np.random.default_rng(child) for name, child in zip(names, children)}
+
+
+def partition(dataset: Dataset, n_users: int, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Label-skewed split: user j draws 80% of its samples from class j mod C, the rest from any class."""
+    by_class = [rng.permutation(np.flatnonzero(dataset.y_train == c)) for c in range(dataset.n_classes)]
+    taken = [0] * dataset.n_classes
+    indices = np.empty((n_users, samples), dtype=np.int64)
+    for user in range(n_users):
+        dominant = int(np.ceil(0.8 * samples))
+        classes = [user % dataset.n_classes] * dominant + list(rng.integers(0, dataset.n_classes, samples - dominant))
+        for slot, cls in enumerate(classes):
+            pool = by_class[cls]
+            if len(pool) == 0:
+                raise BenchmarkError(f"data set {dataset.name} has no training sample of class {cls}")
+            indices[user, slot] = pool[taken[cls] % len(pool)]
+            taken[cls] += 1
+    return indices
+
+
+def local_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
+    """fedsgd: the gradient of the mean loss; fedavg: (w_before - w_after) / lr after local epochs of SGD."""
+    start = get_flat(model)
+    if scenario.local_training == "fedsgd":
+        return flat_gradient(model, F.cross_entropy(model(x), y)).numpy()
+    weights = start.clone()
+    for _ in range(scenario.local_epochs):
+        order = torch.from_numpy(rng.permutation(len(y)))
+        for batch in order.split(scenario.batch_size):
+            set_flat(model, weights)
+            weights = weights - scenario.learning_rate * flat_gradient(model, F.cross_entropy(model(x[batch]), y[batch]))
+    set_flat(model, start)
+    return ((start - weights) / scenario.learning_rate).numpy()
+
+
+def _accuracy(model: nn.Module, dataset: Dataset) -> float:
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(dataset.x_test, dtype=np.float64)))
+    return float((logits.argmax(dim=1).numpy() == dataset.y_test).mean())
+
+
+class _Federation:
+    """One run of the protocol; `apply` says whether the server trains the model with each aggregate."""
+
+    def __init__(self, scenario: Scenario, defense: Defense) -> None:
+        self.scenario, self.defense = scenario, defense
+        self.rngs = _streams(scenario.seed)
+        if scenario.update_kind == "synthetic":
+            dim = scenario.synthetic_dim or int(np.ceil(1.2 * scenario.n_users))
+            self.synthetic = self.rngs["synthetic"].standard_normal((scenario.n_users, dim))
+            return
+        self.dataset = load_dataset(scenario.dataset, scenario.data_root)
+        index = partition(self.dataset, scenario.n_users, scenario.samples_per_user, self.rngs["data"])
+        self.images = np.ascontiguousarray(self.dataset.x_train[index], dtype=np.float64)
+        self.labels = self.dataset.y_train[index]
+        self.model = build_model(scenario.model, self.images.shape[2:], self.dataset.n_classes, scenario.seed)
+        self.cache: dict[int, np.ndarray] = {}
+        self.deterministic = scenario.local_training == "fedsgd" or scenario.batch_size >= scenario.samples_per_user
+
+    def clean_update(self, user: int, frozen: bool) -> np.ndarray:
+        if self.scenario.update_kind == "synthetic":
+            return self.synthetic[user]
+        if frozen and self.deterministic and user in self.cache:
+            return self.cache[user]
+        x, y = torch.from_numpy(self.images[user]), torch.from_numpy(self.labels[user])
+        update = local_update(self.model, x, y, self.scenario, self.rngs["clients"])
+        if frozen and self.deterministic:
+            self.cache[user] = update
+        return update
+
+    def run(self, apply: bool) -> dict:
+        s, defense = self.scenario, self.defense
+        n, dim = s.n_users, None
+        contributed = np.zeros((s.n_rounds, n), dtype=bool)
+        checked_in = np.zeros((s.n_rounds, n), dtype=bool)
+        aggregates, weights, clean_sum = [], [], None
+        for t in range(s.n_rounds):
+            selected = self.rngs["participation"].random(n) < s.participation
+            contributing, counted = defense.choose_participants(selected, t, self.rngs["defense"])
+            contributed[t], checked_in[t] = contributing, counted
+            if s.update_kind == "model":
+                weights.append(get_flat(self.model).numpy())
+            aggregate = None
+            for user in np.flatnonzero(contributing):
+                clean = self.clean_update(int(user), frozen=not apply)
+                if clean_sum is None:
+                    dim = clean.shape[0]
+                    clean_sum = np.zeros((n, dim))
+                clean_sum[user] += clean
+                sent = np.asarray(defense.transform_update(clean.copy(), self.rngs["defense"]), dtype=np.float64)
+                aggregate = sent if aggregate is None else aggregate + sent
+            if dim is None:
+                dim = self.clean_update(0, frozen=not apply).shape[0]
+            aggregate = np.zeros(dim) if aggregate is None else aggregate
+            aggregate = np.asarray(defense.transform_aggregate(aggregate, self.rngs["defense"]), dtype=np.float64)
+            aggregates.append(aggregate)
+            if apply and s.update_kind == "model" and contributing.any():
+                step = torch.from_numpy(aggregate) * (s.learning_rate / contributing.sum())
+                set_flat(self.model, get_flat(self.model) - step)
+        rounds_per_user = np.maximum(contributed.sum(axis=0), 1)[:, None]
+        return {
+            "aggregates": np.stack(aggregates),
+            "weights": np.stack(weights) if weights else np.zeros((0, 0)),
+            "contributed": contributed,
+            "checked_in": checked_in,
+            "updates": (clean_sum if clean_sum is not None else np.zeros((n, dim))) / rounds_per_user,
+        }
+
+
+def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundTruth]:
+    """Run the protocol under `defense`; the same scenario (with its seed) gives the same arrays, bit for bit."""
+    federation = _Federation(scenario, defense)
+    trained = scenario.model_policy == "trained"
+    observed = federation.run(apply=trained)
+    analytics = defense.transform_analytics(observed["checked_in"], scenario.window, federation.rngs["defense"])
+    if scenario.update_kind == "model":
+        if not trained:
+            federation = _Federation(scenario, defense)
+            federation.run(apply=True)
+        test_accuracy = _accuracy(federation.model, federation.dataset)
+        images, labels = federation.images, federation.labels
+        image_shape, n_classes = tuple(images.shape[2:]), federation.dataset.n_classes
+    else:
+        test_accuracy, images, labels = float("nan"), np.zeros((0,)), np.zeros((0,), dtype=np.int64)
+        image_shape, n_classes = (0, 0, 0), 0
+    observation = Observation(
+        aggregates=observed["aggregates"],
+        counts=analytics.counts,
+        window=analytics.window,
+        totals=analytics.totals,
+        weights=observed["weights"],
+        model=scenario.model if scenario.update_kind == "model" else "none",
+        image_shape=image_shape,
+        n_classes=n_classes,
+        samples_per_user=scenario.samples_per_user,
+        local_training=scenario.local_training,
+        learning_rate=scenario.learning_rate,
+        defense_parameters=defense.public_parameters(),
+    )
+    truth = GroundTruth(
+        participants=observed["contributed"].astype(np.uint8),
+        updates=observed["updates"],
+        images=images,
+        labels=labels,
+        test_accuracy=test_accuracy,
+        max_participations=int(observed["contributed"].sum(axis=0).max()),
+    )
+    return observation, truth

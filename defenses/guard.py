@@ -1,0 +1,71 @@
+"""Runs a defense's hooks and turns a failure or a malformed output into one line naming the hook."""
+
+import numpy as np
+
+from benchmark.errors import BenchmarkError
+from defenses.base import Analytics, Defense
+
+
+class GuardedDefense(Defense):
+    """Wraps a defense: same behaviour, but every hook output is checked (shape, dtype, finiteness)."""
+
+    def __init__(self, inner: Defense) -> None:
+        self.inner = inner
+        self.name = getattr(inner, "name", type(inner).__name__)
+
+    def _call(self, hook: str, *args):
+        try:
+            return getattr(self.inner, hook)(*args)
+        except BenchmarkError:
+            raise
+        except Exception as error:  # user code: report which hook failed, never a traceback
+            raise BenchmarkError(f"defense {self.name!r}: hook {hook} raised {type(error).__name__}: {error}") from None
+
+    def _fail(self, hook: str, problem: str) -> None:
+        raise BenchmarkError(f"defense {self.name!r}: hook {hook} {problem}")
+
+    def public_parameters(self) -> dict:
+        parameters = self._call("public_parameters")
+        if not isinstance(parameters, dict):
+            self._fail("public_parameters", "must return a dict")
+        return parameters
+
+    def choose_participants(self, selected, round_index, rng):
+        out = self._call("choose_participants", selected, round_index, rng)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            self._fail("choose_participants", "must return a (contributing, checked_in) pair of masks")
+        masks = tuple(np.asarray(mask) for mask in out)
+        for mask in masks:
+            if mask.shape != selected.shape or mask.dtype != bool:
+                self._fail("choose_participants", f"must return boolean masks of shape {selected.shape}")
+        return masks
+
+    def transform_update(self, update, rng):
+        return self._checked("transform_update", self._call("transform_update", update, rng), update.shape)
+
+    def transform_aggregate(self, aggregate, rng):
+        return self._checked("transform_aggregate", self._call("transform_aggregate", aggregate, rng), aggregate.shape)
+
+    def _checked(self, hook: str, value, shape: tuple) -> np.ndarray:
+        out = np.asarray(value)
+        if out.shape != shape or not np.issubdtype(out.dtype, np.number):
+            self._fail(hook, f"must return a numeric array of shape {shape}, got {out.dtype} {out.shape}")
+        if not np.all(np.isfinite(out)):
+            self._fail(hook, "returned NaN or infinite values")
+        return out.astype(np.float64)
+
+    def transform_analytics(self, checked_in, window, rng) -> Analytics:
+        out = self._call("transform_analytics", checked_in, window, rng)
+        if not isinstance(out, Analytics):
+            self._fail("transform_analytics", "must return defenses.base.Analytics")
+        n_rounds, n_users = checked_in.shape
+        n_windows = -(-n_rounds // max(int(out.window), 1))
+        counts = np.asarray(out.counts)
+        if out.window < 1 or counts.shape != (n_users, n_windows) or not np.issubdtype(counts.dtype, np.integer):
+            self._fail("transform_analytics", f"must return integer counts of shape ({n_users}, {n_windows}) for window {out.window}")
+        if out.totals is not None and np.asarray(out.totals).shape != (n_rounds,):
+            self._fail("transform_analytics", f"must return totals of shape ({n_rounds},) or None")
+        return out
+
+    def epsilon(self, n_rounds, participation, max_participations, delta) -> float:
+        return float(self._call("epsilon", n_rounds, participation, max_participations, delta))

@@ -1,0 +1,63 @@
+"""Find a defense by name: a built-in, `path/to/file.py:ClassName`, or an entry point in `disaggbench.defenses`."""
+
+import importlib.util
+import inspect
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+from defenses.base import Defense
+from defenses.builtin import BUILTIN_DEFENSES
+
+ENTRY_POINT_GROUP = "disaggbench.defenses"
+
+
+def _from_file(spec: str) -> type:
+    path_text, _, class_name = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise BenchmarkError(f"defense file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"disaggbench_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # a user's file: any failure becomes one line
+        raise BenchmarkError(f"defense file {path} failed to load: {type(error).__name__}: {error}") from None
+    if not hasattr(module, class_name):
+        raise BenchmarkError(f"defense file {path} has no class {class_name}")
+    return getattr(module, class_name)
+
+
+def defense_class(name: str) -> type:
+    """The class behind a defense name."""
+    if name in BUILTIN_DEFENSES:
+        return BUILTIN_DEFENSES[name]
+    if ".py:" in name:
+        cls = _from_file(name)
+    else:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not found:
+            known = ", ".join(sorted(available_defenses()))
+            raise BenchmarkError(f"unknown defense {name!r}; known: {known}; or give path/to/file.py:ClassName")
+        cls = found[0].load()
+    if not (inspect.isclass(cls) and issubclass(cls, Defense)):
+        raise BenchmarkError(f"defense {name!r} is not a subclass of defenses.base.Defense")
+    return cls
+
+
+def make_defense(name: str, parameters: dict | None = None) -> Defense:
+    cls = defense_class(name)
+    try:
+        return cls(**(parameters or {}))
+    except BenchmarkError:
+        raise
+    except Exception as error:  # a constructor that rejects its parameters
+        raise BenchmarkError(f"defense {name!r} rejected its parameters {parameters}: {error}") from None
+
+
+def available_defenses() -> dict[str, str]:
+    """Name -> first line of the docstring, for `disaggbench list`."""
+    names = {name: (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "" for name, cls in BUILTIN_DEFENSES.items()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, f"plugin from {ep.value}")
+    return names
