@@ -51,9 +51,9 @@ def cosine_inversion(
     labels: np.ndarray,
     image_shape: tuple[int, ...],
     seed: int,
-    steps: int = 200,
+    steps: int = 300,
     restarts: int = 1,
-    tv_weight: float = 1e-2,
+    tv_weight: float = 1e-4,
     learning_rate: float = 0.1,
 ) -> np.ndarray:
     """Inverting Gradients (Geiping et al., 2020): Adam on inputs to maximise cosine(grad(x), update) + TV prior.
@@ -64,19 +64,23 @@ def cosine_inversion(
     target = torch.from_numpy(update)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
+
+    def objective(logits_x: torch.Tensor) -> torch.Tensor:
+        x = torch.sigmoid(logits_x)
+        gradient = flat_gradient(model, F.cross_entropy(model(x), y), create_graph=True)
+        return 1 - F.cosine_similarity(gradient, target, dim=0) + tv_weight * _total_variation(x)
+
     best, best_loss = None, float("inf")
     for _ in range(restarts):
         logits_x = torch.randn((len(labels), *image_shape), generator=generator, dtype=torch.float64).requires_grad_(True)
         optimizer = torch.optim.Adam([logits_x], lr=learning_rate)
         for _ in range(steps):
             optimizer.zero_grad()
-            x = torch.sigmoid(logits_x)
-            gradient = flat_gradient(model, F.cross_entropy(model(x), y), create_graph=True)
-            loss = 1 - F.cosine_similarity(gradient, target, dim=0) + tv_weight * _total_variation(x)
-            loss.backward()
+            objective(logits_x).backward()
             optimizer.step()
-        if loss.item() < best_loss:
-            best, best_loss = torch.sigmoid(logits_x).detach().numpy(), loss.item()
+        final = objective(logits_x).item()
+        if final < best_loss:
+            best, best_loss = torch.sigmoid(logits_x).detach().numpy(), final
     return best
 
 

@@ -1,0 +1,19 @@
+import numpy as np
+import pytest
+
+from benchmark.synthetic import make_instance
+
+
+@pytest.fixture
+def small_instance():
+    """40 users, 160 rounds, windows of 10 (16 windows < 40 users: no closed form)."""
+    return make_instance(40, 160, 10, 0.3, seed=3)
+
+
+def write_observation(folder, instance, totals=True):
+    paths = {"aggregates": folder / "A.npy", "counts": folder / "C.npy", "totals": folder / "S.npy"}
+    np.save(paths["aggregates"], instance.aggregates)
+    np.save(paths["counts"], instance.counts)
+    if totals:
+        np.save(paths["totals"], instance.totals)
+    return paths

@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+
+from benchmark.cli import main
+from tests.conftest import write_observation
+
+
+def run_cli(args):
+    return main(["disaggregate", "--quiet", *args])
+
+
+def test_disaggregate_writes_participants_updates_and_report(tmp_path, small_instance, capsys):
+    paths = write_observation(tmp_path, small_instance)
+    out = tmp_path / "out"
+    code = run_cli(["--aggregates", str(paths["aggregates"]), "--counts", str(paths["counts"]), "--totals", str(paths["totals"]), "--window", "10", "--out", str(out)])
+    assert code == 0
+    participants = np.load(out / "participants.npy")
+    assert participants.dtype == np.uint8 and participants.shape == (160, 40)
+    assert np.array_equal(participants, small_instance.participants)
+    updates = np.load(out / "updates.npy")
+    assert updates.dtype == np.float64 and np.allclose(updates, small_instance.updates, atol=1e-8)
+    report = json.loads((out / "report.json").read_text())
+    assert report["users"] == 40 and sum(report["totals"].values()) == 40
+    assert {entry["status"] for entry in report["per_user"]} <= {"unique", "found"}
+    assert "40 users" in capsys.readouterr().out
+
+
+def _broken(tmp_path, name, array):
+    path = tmp_path / name
+    np.save(path, array)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist"),
+        ("float_counts", "integer"),
+        ("nan", "NaN"),
+        ("over", "only 10 rounds"),
+        ("negative", "negative"),
+        ("window", "windows"),
+        ("not_npy", "not a readable"),
+        ("totals_shape", "totals"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, small_instance, capsys, case, message):
+    paths = write_observation(tmp_path, small_instance)
+    aggregates, counts, window = str(paths["aggregates"]), str(paths["counts"]), "10"
+    extra = []
+    if case == "missing":
+        counts = str(tmp_path / "nope.npy")
+    elif case == "float_counts":
+        counts = _broken(tmp_path, "c.npy", small_instance.counts.astype(float))
+    elif case == "nan":
+        bad = small_instance.aggregates.copy()
+        bad[3, 4] = np.nan
+        aggregates = _broken(tmp_path, "a.npy", bad)
+    elif case == "over":
+        bad = small_instance.counts.copy()
+        bad[2, 1] = 11
+        counts = _broken(tmp_path, "c.npy", bad)
+    elif case == "negative":
+        bad = small_instance.counts.copy()
+        bad[0, 0] = -1
+        counts = _broken(tmp_path, "c.npy", bad)
+    elif case == "window":
+        window = "7"
+    elif case == "not_npy":
+        (tmp_path / "junk.npy").write_text("not an array")
+        aggregates = str(tmp_path / "junk.npy")
+    elif case == "totals_shape":
+        extra = ["--totals", _broken(tmp_path, "s.npy", small_instance.totals[:-1])]
+    out = tmp_path / "out"
+    code = run_cli(["--aggregates", aggregates, "--counts", counts, "--window", window, "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert not out.exists()

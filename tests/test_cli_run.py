@@ -1,0 +1,147 @@
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+from benchmark.columns import RESULT_COLUMNS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+TINY_SUITE = """
+name = "tiny"
+version = "1"
+description = "two defenses, one cell, one seed"
+seeds = [0]
+
+[attack]
+time_limit = 0.2
+
+[[defenses]]
+name = "none"
+
+[[defenses]]
+name = "dp-gaussian"
+noise_multiplier = 1.0
+
+[[cells]]
+name = "tiny-fedsgd"
+n_users = 6
+n_rounds = 24
+participation = 0.4
+window = 3
+"""
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SUITE)
+    return path
+
+
+def run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_every_command_has_help(capsys):
+    for args in (["--help"], ["run", "--help"], ["disaggregate", "--help"], ["list", "--help"], ["leaderboard", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 0
+        assert "usage: disaggbench" in capsys.readouterr().out
+
+
+def test_run_writes_the_table_and_a_second_run_reuses_it(tmp_path, suite_file, capsys):
+    results = tmp_path / "results"
+    code, first, _ = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
+    assert code == 0
+    assert "| none |" in first.replace("  ", " ") or "none" in first
+    table = pd.read_parquet(results / "tiny" / "results.parquet")
+    assert list(table.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+    assert set(table["defense"]) == {"none", "dp-gaussian"} and set(table["status"]) == {"ok"}
+    none = table[table["defense"] == "none"].iloc[0]
+    assert none["exact_column_rate"] == 1.0 and none["psnr_recovered"] > none["psnr_aggregate"]
+    dp = table[table["defense"] == "dp-gaussian"].iloc[0]
+    assert dp["epsilon"] > 0 and dp["exact_column_rate"] < none["exact_column_rate"]
+    task_files = sorted((results / "tiny" / "tasks").glob("*.json"))
+    assert len(task_files) == 2
+    stamps = [f.stat().st_mtime_ns for f in task_files]
+    code, second, _ = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
+    assert code == 0 and second == first
+    assert [f.stat().st_mtime_ns for f in task_files] == stamps
+
+
+def test_a_lost_task_is_recomputed_to_the_same_numbers(tmp_path, suite_file, capsys):
+    results = tmp_path / "results"
+    _, first, _ = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
+    before = pd.read_parquet(results / "tiny" / "results.parquet")
+    next(iter((results / "tiny" / "tasks").glob("*.json"))).unlink()
+    _, second, _ = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
+    after = pd.read_parquet(results / "tiny" / "results.parquet")
+    assert second == first
+    pd.testing.assert_frame_equal(before.drop(columns=["attack_seconds", "task_seconds"]), after.drop(columns=["attack_seconds", "task_seconds"]))
+
+
+def test_readme_example_defense_runs_through_the_plugin_path(tmp_path, suite_file, capsys):
+    text = README.read_text()
+    code = re.search(r"<!-- example-defense -->\n```python\n(.*?)```", text, re.S).group(1)
+    assert len(code.strip().splitlines()) < 40
+    defense_file = tmp_path / "my_defense.py"
+    defense_file.write_text(code)
+    exit_code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                               "--defense", f"{defense_file}:RoundedCounts"], capsys)
+    assert exit_code == 0, err
+    table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
+    assert list(table["defense"]) == [f"{defense_file}:RoundedCounts"] and table["status"].iloc[0] == "ok"
+
+
+def test_a_defense_that_raises_is_recorded_and_reported_in_one_line(tmp_path, suite_file, capsys):
+    defense_file = tmp_path / "broken.py"
+    defense_file.write_text(
+        "from defenses.base import Defense\n\n"
+        "class Broken(Defense):\n"
+        "    name = 'broken'\n\n"
+        "    def transform_update(self, update, rng):\n"
+        "        raise ValueError('no update for you')\n"
+    )
+    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                          "--defense", "none", "--defense", f"{defense_file}:Broken"], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "hook transform_update raised ValueError: no update for you" in err
+    table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
+    assert table.set_index("defense").loc["none", "status"] == "ok"
+    assert table["status"].str.startswith("failed:").sum() == 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("n_users = 6", "n_users = 1"), "n_users must be at least 2"),
+    (lambda s: s.replace("participation = 0.4", "participation = 2.0"), "participation must be in"),
+    (lambda s: s.replace("window = 3", "windw = 3"), "unknown scenario field"),
+    (lambda s: s.replace('name = "dp-gaussian"', 'name = "no-such-defense"'), "unknown defense"),
+    (lambda s: s + "\n[[[", "invalid TOML"),
+])
+def test_bad_suites_exit_2_with_one_line(tmp_path, capsys, edit, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(TINY_SUITE))
+    code, out, err = run(["run", "--suite", str(path), "--results", str(tmp_path / "r"), "--quiet"], capsys)
+    if message == "unknown defense":
+        assert code == 1 and message in err
+    else:
+        assert code == 2 and message in err and err.count("\n") == 1
+        assert not (tmp_path / "r").exists()
+
+
+def test_list_and_leaderboard(tmp_path, suite_file, capsys):
+    code, out, _ = run(["list"], capsys)
+    assert code == 0 and "quick" in out and "dp-gaussian" in out and "disaggregation" in out
+    results = tmp_path / "results"
+    run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
+    for fmt, marker in (("markdown", "| rank |"), ("latex", "\\begin{table}"), ("csv", "defense,"), ("html", "<table"), ("json", '"rows"')):
+        code, out, _ = run(["leaderboard", "--suite", "tiny", "--results", str(results), "--format", fmt], capsys)
+        assert code == 0 and marker in out and "dp-gaussian" in out
+    code, _, err = run(["leaderboard", "--suite", "nothing", "--results", str(results)], capsys)
+    assert code == 2 and "no results" in err

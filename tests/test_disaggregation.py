@@ -1,0 +1,129 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from attacks.disaggregation import AttackSettings, disaggregate
+from attacks.geometry import Geometry, column_space
+from benchmark.errors import BenchmarkError
+from benchmark.synthetic import make_instance
+
+
+def exact_columns(result, instance):
+    return (result.participants == instance.participants).all(axis=0)
+
+
+def test_closed_form_recovers_everything_and_proves_it_unique():
+    instance = make_instance(60, 700, 10, 0.2, seed=1)  # 70 windows >= 60 users
+    result = disaggregate(instance.aggregates, instance.counts, 10)
+    assert exact_columns(result, instance).all()
+    assert set(result.status) == {"unique"}
+    assert np.allclose(result.updates, instance.updates, atol=1e-8)
+    assert result.steps.keys() >= {"linear"} and "integer_program" not in result.steps
+
+
+def test_noiseless_instance_below_the_closed_form_is_recovered_exactly(small_instance):
+    result = disaggregate(small_instance.aggregates, small_instance.counts, 10, small_instance.totals)
+    assert exact_columns(result, small_instance).all()
+    assert set(result.status) <= {"unique", "found"}
+    assert np.abs(result.updates - small_instance.updates).max() < 1e-8
+
+
+def test_integer_program_solves_what_the_search_leaves():
+    instance = make_instance(30, 90, 10, 0.5, seed=0)
+    result = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(search_iterations=0, time_limit=30))
+    assert "integer_program" in result.steps
+    solved = np.array([s in ("unique", "found") for s in result.status])
+    assert solved.sum() >= 1
+    assert exact_columns(result, instance)[solved].all()
+
+
+def _brute_force_unique(instance, geometry, user):
+    """Every binary vector with the user's counts that lies in col(A)."""
+    matches = 0
+    for bits in itertools.product((0.0, 1.0), repeat=instance.aggregates.shape[0]):
+        column = np.array(bits)
+        if np.array_equal(geometry.window_matrix @ column, instance.counts[user]) and geometry.residual(column[:, None])[0] < 1e-6:
+            matches += 1
+    return matches == 1
+
+
+def test_unique_is_only_claimed_when_true_and_found_columns_are_valid():
+    instance = make_instance(6, 12, 4, 0.5, seed=5)
+    result = disaggregate(instance.aggregates, instance.counts, 4)
+    geometry = Geometry(column_space(instance.aggregates, 6, False), instance.counts, 4)
+    statuses = set()
+    for user, status in enumerate(result.status):
+        statuses.add(status)
+        column = result.participants[:, user].astype(float)
+        assert np.array_equal(geometry.window_matrix @ column, instance.counts[user])
+        assert geometry.residual(column[:, None])[0] < 1e-6
+        if status == "unique":
+            assert _brute_force_unique(instance, geometry, user)
+    assert "unique" in statuses
+
+
+def test_a_column_with_another_valid_answer_is_found_but_not_unique():
+    # Users 0 and 1 never share a round and user 2 joins exactly their rounds, all in one window:
+    # p0 + p1 = p2, so user 2's counts are also met by other binary vectors of col(A).
+    participants = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1], [0, 0, 0], [1, 1, 0]], dtype=np.uint8)
+    updates = np.random.default_rng(0).standard_normal((3, 5))
+    aggregates = participants @ updates
+    counts = participants.sum(axis=0)[:, None].astype(np.int64)
+    result = disaggregate(aggregates.astype(float), counts, 6)
+    assert result.status[2] == "found"
+    assert result.participants[:, 2].sum() == counts[2, 0]
+
+
+def test_zero_time_limit_leaves_hard_users_as_timeout():
+    instance = make_instance(50, 100, 10, 0.5, seed=0)
+    result = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(search_iterations=0, time_limit=0))
+    assert "timeout" in result.status
+
+
+def test_counts_that_no_binary_vector_meets_are_infeasible():
+    instance = make_instance(20, 60, 10, 0.3, seed=2)
+    counts = instance.counts.copy()
+    source = int(np.flatnonzero(counts[0] > 0)[0])
+    target = int(np.flatnonzero(counts[0] < 10)[-1])
+    assert source != target
+    counts[0, source] -= 1
+    counts[0, target] += 1
+    result = disaggregate(instance.aggregates, counts, 10, settings=AttackSettings(time_limit=20))
+    assert result.status[0] == "infeasible"
+
+
+def test_noise_mode_tolerates_small_noise():
+    instance = make_instance(30, 200, 10, 0.3, seed=4)
+    noisy = instance.aggregates + np.random.default_rng(0).normal(0, 0.05, instance.aggregates.shape)
+    exact_mode = disaggregate(noisy, instance.counts, 10, settings=AttackSettings(time_limit=0.1))
+    noise_mode = disaggregate(noisy, instance.counts, 10, settings=AttackSettings(noise=True, time_limit=1))
+    assert exact_columns(noise_mode, instance).mean() >= 0.95
+    assert exact_columns(noise_mode, instance).mean() >= exact_columns(exact_mode, instance).mean()
+    assert np.all(np.isfinite(noise_mode.residual))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, c: (a[:, :0], c), "non-empty"),
+        (lambda a, c: (np.where(np.arange(a.size).reshape(a.shape) == 5, np.nan, a), c), "NaN"),
+        (lambda a, c: (a, c.astype(float)), "integer"),
+        (lambda a, c: (a, c[:, :-1]), "windows"),
+        (lambda a, c: (a, np.where(np.arange(c.size).reshape(c.shape) == 0, 11, c)), "only 10 rounds"),
+        (lambda a, c: (a, np.where(np.arange(c.size).reshape(c.shape) == 0, -1, c)), "negative"),
+        (lambda a, c: (a.astype(str), c), "numeric"),
+    ],
+)
+def test_bad_observations_are_rejected_with_one_line(small_instance, change, message):
+    aggregates, counts = change(small_instance.aggregates, small_instance.counts)
+    with pytest.raises(BenchmarkError, match=message) as caught:
+        disaggregate(aggregates, counts, 10)
+    assert "\n" not in str(caught.value)
+
+
+def test_totals_that_disagree_with_counts_are_rejected(small_instance):
+    totals = small_instance.totals.copy()
+    totals[0] += 1
+    with pytest.raises(BenchmarkError, match="totals disagree"):
+        disaggregate(small_instance.aggregates, small_instance.counts, 10, totals)
