@@ -34,6 +34,7 @@ class AttackSettings:
     noise: bool = False
     tolerance: float | None = None  # accepted relative residual; default 1e-6 exact, 0.35 under noise
     time_limit: float = 60.0  # seconds per user for each integer program or certificate
+    budget: float | None = None  # seconds for all integer programs and certificates together; None: no cap
     certify: bool = True
     search_iterations: int = 600
 
@@ -137,7 +138,7 @@ def _complete_from_totals(geometry: Geometry, state: _Progress, totals: np.ndarr
     state.charge("totals", users, started)
 
 
-def _program(geometry: Geometry, user: int, settings: AttackSettings) -> UserProgram:
+def _program(geometry: Geometry, user: int, settings: AttackSettings, deadline: float | None) -> UserProgram:
     zero, one = geometry.fixed_rounds(user)
     return UserProgram(
         user=int(user),
@@ -148,15 +149,18 @@ def _program(geometry: Geometry, user: int, settings: AttackSettings) -> UserPro
         one=one,
         noise=settings.noise,
         time_limit=settings.time_limit,
+        deadline=deadline,
     )
 
 
-def _integer_programs(geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool) -> None:
+def _integer_programs(
+    geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool, deadline: float | None
+) -> None:
     users = state.open_users()
     if len(users) == 0 or settings.time_limit <= 0:
         return
     started = time.perf_counter()
-    programs = [_program(geometry, user, settings) for user in users]
+    programs = sorted((_program(geometry, user, settings, deadline) for user in users), key=_free_rounds)
     label = "integer programs" if progress else None
     for answer in run_tasks(solve_user, programs, executor, progress=label):
         state.seconds[answer.user] += answer.seconds
@@ -177,12 +181,19 @@ def _certify(job: tuple[np.ndarray, UserProgram, np.ndarray]) -> tuple[int, bool
     return program.user, is_unique(basis, program, column), time.perf_counter() - started
 
 
-def _certify_found(geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool) -> None:
+def _free_rounds(program: UserProgram) -> int:
+    """Smaller programs first: under a budget, solve as many users as possible."""
+    return int((~(program.zero | program.one)).sum())
+
+
+def _certify_found(
+    geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool, deadline: float | None
+) -> None:
     users = [u for u, s in enumerate(state.status) if s == "found"]
     if settings.noise or not settings.certify or not users:
         return
     started = time.perf_counter()
-    jobs = [(geometry.basis, _program(geometry, user, settings), state.columns[:, user].copy()) for user in users]
+    jobs = [(geometry.basis, _program(geometry, user, settings, deadline), state.columns[:, user].copy()) for user in users]
     label = "certificates" if progress else None
     for user, unique, seconds in run_tasks(_certify, jobs, executor, progress=label):
         state.seconds[user] += seconds
@@ -211,9 +222,10 @@ def disaggregate(
     _linear(geometry, state, settings)
     _search(geometry, state, settings)
     _complete_from_totals(geometry, state, totals, settings)
-    _integer_programs(geometry, state, settings, executor, progress)
+    deadline = None if settings.budget is None else time.time() + settings.budget
+    _integer_programs(geometry, state, settings, executor, progress, deadline)
     _complete_from_totals(geometry, state, totals, settings)
-    _certify_found(geometry, state, settings, executor, progress)
+    _certify_found(geometry, state, settings, executor, progress, deadline)
     started = time.perf_counter()
     participants = state.columns.astype(np.uint8)
     updates = np.linalg.pinv(state.columns) @ aggregates

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
+from scipy.linalg import qr
 from scipy.optimize import linprog
 
 # Rows of N^T p are allowed this far from 0: N is orthonormal, so this is an absolute fit tolerance.
@@ -26,6 +27,13 @@ class UserProgram:
     one: np.ndarray  # (T,) bool: rounds forced to 1
     noise: bool
     time_limit: float
+    deadline: float | None = None  # wall-clock time (time.time()) after which no solver starts
+
+    def seconds_left(self) -> float:
+        """This user's solver time: the per-user limit, cut to what the overall budget leaves."""
+        if self.deadline is None:
+            return self.time_limit
+        return max(0.0, min(self.time_limit, self.deadline - time.time()))
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,9 @@ def _solve(problem: cp.Problem, time_limit: float) -> str:
 def solve_user(program: UserProgram) -> UserAnswer:
     """Find a binary column with the user's counts inside col(A) (exact) or closest to it (noise)."""
     start = time.perf_counter()
+    limit = program.seconds_left()
+    if limit <= 0:
+        return UserAnswer(program.user, "timeout", None, 0.0)
     n_free = int((~(program.zero | program.one)).sum())
     if n_free == 0:
         return UserAnswer(program.user, "found", _assemble(program, np.zeros(0)), time.perf_counter() - start)
@@ -73,13 +84,21 @@ def solve_user(program: UserProgram) -> UserAnswer:
         problem = cp.Problem(cp.Minimize(cp.norm1(fit)), constraints)
     else:
         problem = cp.Problem(cp.Minimize(0), constraints + [cp.abs(fit) <= SUBSPACE_TOLERANCE])
-    status = _solve(problem, program.time_limit)
+    status = _solve(problem, limit)
     seconds = time.perf_counter() - start
     if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         return UserAnswer(program.user, "infeasible", None, seconds)
     if values.value is None or status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.USER_LIMIT):
         return UserAnswer(program.user, "timeout", None, seconds)
     return UserAnswer(program.user, "found", _assemble(program, values.value), seconds)
+
+
+def null_space(matrix: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of {x : matrix x = 0}, by a rank-revealing (pivoted) QR of the transpose: cheaper than an SVD."""
+    q, r, _ = qr(matrix.T, mode="full", pivoting=True)
+    diagonal = np.abs(np.diag(r))
+    rank = int(np.sum(diagonal > diagonal[0] * 1e-9)) if len(diagonal) and diagonal[0] > 0 else 0
+    return q[:, rank:]
 
 
 def is_unique(basis: np.ndarray, program: UserProgram, column: np.ndarray) -> bool:
@@ -92,11 +111,12 @@ def is_unique(basis: np.ndarray, program: UserProgram, column: np.ndarray) -> bo
     distance >= 1, so an optimum below 1 rules them all out. A time-out or a
     solver failure proves nothing.
     """
+    limit = program.seconds_left()
+    if limit <= 0:
+        return False
     free = ~(program.zero | program.one)
     pinned = np.vstack([basis[~free], program.window_matrix @ basis])
-    _, singular, right = np.linalg.svd(pinned, full_matrices=True)
-    rank = int(np.sum(singular > singular[0] * 1e-9)) if len(singular) else 0
-    null = right[rank:].T
+    null = null_space(pinned)
     if null.shape[1] == 0:
         return True
     moves = basis[free] @ null
@@ -108,6 +128,6 @@ def is_unique(basis: np.ndarray, program: UserProgram, column: np.ndarray) -> bo
         b_ub=np.concatenate([1.0 - target, target]),
         bounds=(None, None),
         method="highs",
-        options={"time_limit": program.time_limit},
+        options={"time_limit": limit},
     )
     return result.status == 0 and -result.fun < UNIQUE_BELOW

@@ -62,7 +62,7 @@ def cosine_inversion(
     (B, C, H, W) images in [0, 1], the restart with the best final match.
     """
     target = torch.from_numpy(update)
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
 
     def objective(logits_x: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,6 @@ binary vectors with the right window counts. Every candidate is only a
 candidate: the caller accepts it when its residual is small enough.
 """
 
-import time
-
 import numpy as np
 
 from attacks.geometry import Geometry
@@ -21,9 +19,13 @@ def projection_search(
     iterations: int = 600,
     convex_iterations: int = 100,
     check_every: int = 25,
-    deadline: float | None = None,
+    patience: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best rounded column (T x m) and its residual (m) for each user; stops early once all fit within tolerance."""
+    """Best rounded column (T x m) and its residual (m) for each user.
+
+    Stops once every user fits within tolerance, or when `patience` checks in a
+    row after the convex phase accepted nobody new (the search has stalled).
+    """
     basis = geometry.basis
     sums = geometry.window_matrix @ basis
     sums_pinv = np.linalg.pinv(sums)
@@ -34,8 +36,9 @@ def projection_search(
     best_residual = geometry.residual(best)
     active = np.flatnonzero(best_residual > tolerance)
     state = state[:, active]
+    stalled = 0
     for iteration in range(iterations):
-        if len(active) == 0 or (deadline is not None and time.monotonic() > deadline):
+        if len(active) == 0 or stalled >= patience:
             break
         coords = basis.T @ state
         coords -= sums_pinv @ (sums @ coords - targets[:, active])
@@ -53,5 +56,6 @@ def projection_search(
             best[:, active[better]] = candidates[:, better]
             best_residual[active[better]] = residual[better]
             keep = best_residual[active] > tolerance
+            stalled = stalled + 1 if keep.all() and iteration >= convex_iterations else 0
             active, state = active[keep], state[:, keep]
     return best, best_residual
