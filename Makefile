@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/disaggbench run
+	$(VENV)/bin/disaggbench run --workers 2
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -97,6 +97,7 @@ class _Federation:
         if scenario.update_kind == "synthetic":
             dim = scenario.synthetic_dim or int(np.ceil(1.2 * scenario.n_users))
             self.synthetic = self.rngs["synthetic"].standard_normal((scenario.n_users, dim))
+            self.dim = dim
             return
         self.dataset = load_dataset(scenario.dataset, scenario.data_root)
         index = partition(self.dataset, scenario.n_users, scenario.samples_per_user, self.rngs["data"])
@@ -104,6 +105,7 @@ class _Federation:
         self.labels = self.dataset.y_train[index]
         self.model = build_model(scenario.model, self.images.shape[2:], self.dataset.n_classes, scenario.seed)
         self.cache: dict[int, np.ndarray] = {}
+        self.dim = int(get_flat(self.model).numel())
         self.deterministic = scenario.local_training == "fedsgd" or scenario.batch_size >= scenario.samples_per_user
 
     def clean_update(self, user: int, frozen: bool) -> np.ndarray:
@@ -119,10 +121,11 @@ class _Federation:
 
     def run(self, apply: bool) -> dict:
         s, defense = self.scenario, self.defense
-        n, dim = s.n_users, None
+        n = s.n_users
         contributed = np.zeros((s.n_rounds, n), dtype=bool)
         checked_in = np.zeros((s.n_rounds, n), dtype=bool)
-        aggregates, weights, clean_sum = [], [], None
+        aggregates, weights = [], []
+        clean_sum = np.zeros((n, self.dim))
         for t in range(s.n_rounds):
             selected = self.rngs["participation"].random(n) < s.participation
             contributing, counted = defense.choose_participants(selected, t, self.rngs["defense"])
@@ -132,15 +135,10 @@ class _Federation:
             aggregate = None
             for user in np.flatnonzero(contributing):
                 clean = self.clean_update(int(user), frozen=not apply)
-                if clean_sum is None:
-                    dim = clean.shape[0]
-                    clean_sum = np.zeros((n, dim))
                 clean_sum[user] += clean
                 sent = np.asarray(defense.transform_update(clean.copy(), self.rngs["defense"]), dtype=np.float64)
                 aggregate = sent if aggregate is None else aggregate + sent
-            if dim is None:
-                dim = self.clean_update(0, frozen=not apply).shape[0]
-            aggregate = np.zeros(dim) if aggregate is None else aggregate
+            aggregate = np.zeros(self.dim) if aggregate is None else aggregate
             aggregate = np.asarray(defense.transform_aggregate(aggregate, self.rngs["defense"]), dtype=np.float64)
             aggregates.append(aggregate)
             if apply and s.update_kind == "model" and contributing.any():
@@ -152,7 +150,7 @@ class _Federation:
             "weights": np.stack(weights) if weights else np.zeros((0, 0)),
             "contributed": contributed,
             "checked_in": checked_in,
-            "updates": (clean_sum if clean_sum is not None else np.zeros((n, dim))) / rounds_per_user,
+            "updates": clean_sum / rounds_per_user,
         }
 
 

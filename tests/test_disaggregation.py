@@ -127,3 +127,11 @@ def test_totals_that_disagree_with_counts_are_rejected(small_instance):
     totals[0] += 1
     with pytest.raises(BenchmarkError, match="totals disagree"):
         disaggregate(small_instance.aggregates, small_instance.counts, 10, totals)
+
+
+def test_an_exhausted_budget_stops_the_integer_programs():
+    instance = make_instance(50, 100, 10, 0.5, seed=0)
+    settings = AttackSettings(search_iterations=0, time_limit=30, budget=0.0)
+    result = disaggregate(instance.aggregates, instance.counts, 10, settings=settings)
+    assert set(result.status) == {"timeout"}
+    assert result.seconds.max() < 5
