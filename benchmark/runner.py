@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
+from pathlib import Path
 
 from attacks.pipeline import run_attack
 from benchmark import __version__
@@ -16,6 +17,7 @@ from benchmark.store import ResultStore
 from benchmark.suite import Task
 from defenses.guard import GuardedDefense
 from defenses.registry import make_defense
+from leaderboard.plots import plot_reconstructions
 
 
 def _row(task: Task) -> dict:
@@ -34,8 +36,11 @@ def _row(task: Task) -> dict:
     }
 
 
-def run_task(task: Task) -> dict:
-    """One result row; any error becomes `status = "failed: ..."` so the suite goes on."""
+def run_task(task: Task, picture: Path | None = None) -> dict:
+    """One result row; any error becomes `status = "failed: ..."` so the suite goes on.
+
+    With `picture`, a model-based task also draws its reconstructions there (PNG).
+    """
     row = _row(task)
     started = time.perf_counter()
     try:
@@ -44,6 +49,9 @@ def run_task(task: Task) -> dict:
         output = run_attack(observation, task.attack, seed=task.scenario.seed)
         epsilon = defense.epsilon(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
         row.update(score(output, truth, epsilon))
+        if picture is not None and len(truth.images):
+            picture.parent.mkdir(parents=True, exist_ok=True)
+            plot_reconstructions(truth.images[:, 0], output.images[:, 0], output.aggregate_images[:, 0], picture)
         row["status"] = "ok"
     except BenchmarkError as error:
         row["status"] = f"failed: {error}"
@@ -63,7 +71,8 @@ class _Job:
 
 def _run_and_store(job: _Job) -> str:
     """Runs in a worker: the result is stored there, atomically, so a crash loses only tasks in flight."""
-    ResultStore(job.results_root, job.suite).save(job.key, run_task(job.task))
+    store = ResultStore(job.results_root, job.suite)
+    store.save(job.key, run_task(job.task, store.picture(job.key)))
     return job.key
 
 

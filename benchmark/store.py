@@ -31,11 +31,15 @@ def _json_safe(value):
 
 
 class ResultStore:
-    """Results of one suite under `root/<suite>/`: `tasks/<key>.json` and `results.parquet` / `results.csv`."""
+    """Results of one suite under `root/<suite>/`: `tasks/<key>.json`, `pictures/<key>.png`, `results.parquet` / `results.csv`."""
 
     def __init__(self, root: str | os.PathLike, suite: str) -> None:
         self.folder = Path(root) / suite
         self.tasks = self.folder / "tasks"
+
+    def picture(self, key: str) -> Path:
+        """Where a task's reconstruction grid goes: beside the results, named by the task key."""
+        return self.folder / "pictures" / f"{key}.png"
 
     def has(self, key: str) -> bool:
         return (self.tasks / f"{key}.json").is_file()

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmark.errors import BenchmarkError  # noqa: E402
@@ -81,4 +82,28 @@ def plot_recovery_vs_rounds(results: pd.DataFrame, path: str | os.PathLike[str])
     axes.set_title("Recovery vs. observed rounds")
     axes.legend(title="window (rounds)")
     axes.grid(alpha=0.3)
+    return _save_atomically(figure, path)
+
+
+def plot_reconstructions(
+    true: np.ndarray, recovered: np.ndarray, aggregate: np.ndarray, path: str | os.PathLike[str], users: int = 8
+) -> Path:
+    """A grid per scenario: true inputs, inversions of the recovered updates, inversions of round sums.
+
+    `true` and `recovered` are (n, C, H, W) (first sample of each user), `aggregate`
+    (R, C, H, W); at most `users` columns are drawn.
+    """
+    columns = min(users, len(true))
+    rows = (("true input", true), ("from recovered update", recovered), ("from a round's sum", aggregate))
+    figure, axes = plt.subplots(3, columns, figsize=(1.2 * columns, 3.9), squeeze=False)
+    for row, (label, images) in enumerate(rows):
+        for column in range(columns):
+            axis = axes[row][column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column < len(images):
+                image = images[column].transpose(1, 2, 0)
+                axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            if column == 0:
+                axis.set_ylabel(label, fontsize=6)
     return _save_atomically(figure, path)

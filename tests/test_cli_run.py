@@ -69,6 +69,9 @@ def test_run_writes_the_table_and_a_second_run_reuses_it(tmp_path, suite_file, c
     assert dp["epsilon"] > 0 and dp["exact_column_rate"] < none["exact_column_rate"]
     task_files = sorted((results / "tiny" / "tasks").glob("*.json"))
     assert len(task_files) == 2
+    pictures = sorted((results / "tiny" / "pictures").glob("*.png"))
+    assert [p.stem for p in pictures] == [f.stem for f in task_files]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pictures)
     stamps = [f.stat().st_mtime_ns for f in task_files]
     code, second, _ = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
     assert code == 0 and second == first
