@@ -38,6 +38,9 @@ class GroundTruth:
 
     participants: np.ndarray  # (T, n) uint8: who contributed to each round's sum
     updates: np.ndarray  # (n, d) each user's clean update (before the defense), averaged over its rounds
+    contributions: np.ndarray  # (m, d) every clean update sent, one row per (round, user) contribution
+    contribution_index: np.ndarray  # (m, 2) the (round, user) of each row; both empty for synthetic updates,
+    # whose update is the same vector in every round (the rows of `updates`)
     images: np.ndarray  # (n, s, C, H, W) each user's data; empty for synthetic updates
     labels: np.ndarray  # (n, s)
     test_accuracy: float  # of the model trained with FL under the defense; NaN for synthetic updates
@@ -124,7 +127,7 @@ class _Federation:
         n = s.n_users
         contributed = np.zeros((s.n_rounds, n), dtype=bool)
         checked_in = np.zeros((s.n_rounds, n), dtype=bool)
-        aggregates, weights = [], []
+        aggregates, weights, contributions, index = [], [], [], []
         clean_sum = np.zeros((n, self.dim))
         for t in range(s.n_rounds):
             selected = self.rngs["participation"].random(n) < s.participation
@@ -136,6 +139,9 @@ class _Federation:
             for user in np.flatnonzero(contributing):
                 clean = self.clean_update(int(user), frozen=not apply)
                 clean_sum[user] += clean
+                if s.update_kind == "model":
+                    contributions.append(clean)
+                    index.append((t, int(user)))
                 sent = np.asarray(defense.transform_update(clean.copy(), self.rngs["defense"]), dtype=np.float64)
                 aggregate = sent if aggregate is None else aggregate + sent
             aggregate = np.zeros(self.dim) if aggregate is None else aggregate
@@ -151,6 +157,8 @@ class _Federation:
             "contributed": contributed,
             "checked_in": checked_in,
             "updates": clean_sum / rounds_per_user,
+            "contributions": np.stack(contributions) if contributions else np.zeros((0, self.dim)),
+            "contribution_index": np.array(index, dtype=np.int64).reshape(-1, 2),
         }
 
 
@@ -187,6 +195,8 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
     truth = GroundTruth(
         participants=observed["contributed"].astype(np.uint8),
         updates=observed["updates"],
+        contributions=observed["contributions"],
+        contribution_index=observed["contribution_index"],
         images=images,
         labels=labels,
         test_accuracy=test_accuracy,
