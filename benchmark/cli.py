@@ -1,16 +1,22 @@
-"""The `disaggbench` command line: run suites, attack logged aggregates, list what exists, render leaderboards."""
+"""The `disaggbench` command line: run suites, attack logged aggregates, list what exists, render leaderboards,
+submit and verify leaderboard entries."""
 
 import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 DEFAULT_RESULTS = "results"
+DEFAULT_ENTRIES = "leaderboard/entries"
 
 
 def _executor(args: argparse.Namespace) -> Executor:
@@ -103,19 +109,85 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from benchmark.store import write_atomically
     from leaderboard.render import render
     from leaderboard.summary import summarize
 
+    if args.readme:
+        from leaderboard.submission import render_readme
+
+        out = Path(args.out) if args.out else Path(args.entries).parent / "README.md"
+        write_atomically(out, render_readme(args.entries).encode())
+        print(f"wrote {out}")
+        return 0
     path = Path(args.results) / args.suite / "results.parquet"
     if not path.is_file():
         raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {args.suite}` first")
-    text = render(summarize(pd.read_parquet(path)), args.format)
+    results = pd.read_parquet(path)
+    if args.format == "html" and args.out:
+        _write_html_page(results, Path(args.out))
+        return 0
+    text = render(summarize(results), args.format)
     if args.out:
-        from benchmark.store import write_atomically
-
         write_atomically(Path(args.out), text.encode())
     else:
         print(text)
+    return 0
+
+
+def _write_html_page(results: "pd.DataFrame", out: Path) -> None:
+    """The page and its two plots beside it (`<stem>-success-vs-utility.png`, `<stem>-recovery-vs-rounds.png`).
+
+    Both plots are drawn in a scratch folder before anything is written, so a failure leaves no file behind.
+    """
+    import tempfile
+
+    from benchmark.store import write_atomically
+    from leaderboard.plots import plot_recovery_vs_rounds, plot_success_vs_utility
+    from leaderboard.render import render
+    from leaderboard.summary import summarize
+
+    plots = {f"{out.stem}-success-vs-utility.png": plot_success_vs_utility, f"{out.stem}-recovery-vs-rounds.png": plot_recovery_vs_rounds}
+    page = render(summarize(results), "html", plots=list(plots))
+    with tempfile.TemporaryDirectory(prefix="disaggbench-plots-") as scratch:
+        images = {name: plot(results, Path(scratch) / name).read_bytes() for name, plot in plots.items()}
+    for name, image in images.items():
+        write_atomically(out.parent / name, image)
+    write_atomically(out, page.encode())
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from leaderboard.render import render
+    from leaderboard.submission import parse_parameters, submit
+
+    submission = submit(
+        args.defense, parse_parameters(args.param or []), args.suite, args.name, args.results, args.entries,
+        _executor(args), overwrite=args.overwrite, progress=not args.quiet,
+    )
+    table = submission.table
+    print(render(submission.summary, "markdown"))
+    print(f"wrote {submission.path} ({len(table)} tasks)")
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        first = failed.iloc[0]
+        print(f"error: {len(failed)} task(s) failed; first ({first['scenario']}, seed {first['seed']}): {first['status']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from leaderboard.submission import verify
+
+    result = verify(args.entry, args.sample, args.seed, args.suite, _executor(args), progress=not args.quiet)
+    for line in result.differences:
+        print(line)
+    checked = f"{result.checked} of {result.total} tasks of {args.entry} (--seed {result.seed})"
+    if result.differences:
+        for note in result.package_notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"error: {len(result.differences)} score(s) differ in {checked}", file=sys.stderr)
+        return 1
+    print(f"verified {checked}: every score matches")
     return 0
 
 
@@ -153,8 +225,33 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--suite", default="quick")
     board.add_argument("--results", default=DEFAULT_RESULTS)
     board.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
-    board.add_argument("--out", help="write to this file instead of standard output")
+    board.add_argument("--out", help="write to this file instead of standard output; with --format html, the two plots are written beside it")
+    board.add_argument("--readme", action="store_true", help="write the leaderboard README from the entries instead (to --out, default: beside the entries folder)")
+    board.add_argument("--entries", default=DEFAULT_ENTRIES, help=f"entries folder for --readme (default: {DEFAULT_ENTRIES})")
     board.set_defaults(handler=cmd_leaderboard)
+
+    sub = commands.add_parser("submit", help="run a suite for one defense and write a leaderboard entry")
+    sub.add_argument("defense", help="a built-in name, path/to/file.py:ClassName or an entry point")
+    sub.add_argument("--name", required=True, help="entry name (letters, digits, - and _): writes ENTRIES/NAME.json")
+    sub.add_argument("--suite", default="standard", help="a built-in suite name or a .toml file (default: standard)")
+    sub.add_argument("--param", action="append", metavar="KEY=VALUE", help="a defense constructor parameter, VALUE read as TOML (repeatable)")
+    sub.add_argument("--results", default=DEFAULT_RESULTS, help="results folder; stored tasks are reused (default: results)")
+    sub.add_argument("--entries", default=DEFAULT_ENTRIES, help=f"entries folder (default: {DEFAULT_ENTRIES})")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
+    sub.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    sub.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.set_defaults(handler=cmd_submit)
+
+    ver = commands.add_parser("verify", help="re-run a random sample of an entry's tasks and report every score that differs")
+    ver.add_argument("entry", help="an entry file, e.g. leaderboard/entries/NAME.json")
+    ver.add_argument("--sample", type=int, default=3, help="tasks to re-run (default 3)")
+    ver.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
+    ver.add_argument("--suite", help="load the suite from here instead of the entry's recorded source")
+    ver.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    ver.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
+    ver.add_argument("--quiet", action="store_true", help="no progress bar")
+    ver.set_defaults(handler=cmd_verify)
     return parser
 
 

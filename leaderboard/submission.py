@@ -1,0 +1,379 @@
+"""Leaderboard entries: `submit` runs a suite for one defense and records it, `verify` re-runs a sample of
+its tasks, and `render_readme` turns the entries into leaderboard/README.md.
+
+An entry keeps every task's result row (without wall-clock columns) beside the SHA-256 of its canonical
+JSON, so a verifier can name each score that differs, and a reader can check no row was edited.
+"""
+
+import hashlib
+import inspect
+import json
+import math
+import random
+import re
+import secrets
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata, resources
+from pathlib import Path
+
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from benchmark import __version__
+from benchmark.columns import SCORE_COLUMNS
+from benchmark.errors import BenchmarkError
+from benchmark.executor import Executor
+from benchmark.runner import run_suite
+from benchmark.store import ResultStore, write_atomically
+from benchmark.suite import DefenseSpec, Suite, Task, expand, load_suite
+from defenses.builtin import BUILTIN_DEFENSES
+from defenses.registry import defense_class, make_defense
+from leaderboard.render import render
+from leaderboard.summary import summarize
+
+ENTRY_FORMAT = 1
+DEFAULT_ENTRIES = Path("leaderboard") / "entries"
+STANDARD_SUITE = "standard"
+MISSING_PARAMETERS = "(none)"
+# Columns that measure the machine, not the defense: never hashed, compared or aggregated.
+WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds")
+AGGREGATED_SCORES = tuple(c for c in SCORE_COLUMNS if c not in WALL_CLOCK_COLUMNS)
+# Libraries whose versions can change a score; recorded so a verifier can explain a difference.
+RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "cvxpy", "highspy", "opacus", "pandas",
+                     "scikit-learn", "scikit-image", "torchmetrics")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def canonical_json(value: object) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the same data always gives the same bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def result_hash(result: dict) -> str:
+    return hashlib.sha256(canonical_json(result)).hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise BenchmarkError(f"entry name {name!r} must be 1 to 100 letters, digits, '-' or '_'")
+    return name
+
+
+def parse_parameters(pairs: list[str]) -> dict:
+    """`KEY=VALUE` pairs; VALUE is read as a TOML value (1, 0.5, true, [1, 2], "text"), else kept as text."""
+    parameters: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.fullmatch(key):
+            raise BenchmarkError(f"--param {pair!r} must look like NAME=VALUE")
+        if key in parameters:
+            raise BenchmarkError(f"--param {key} given twice")
+        try:
+            parameters[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            parameters[key] = text
+    return parameters
+
+
+def full_parameters(defense: str, given: dict) -> dict:
+    """Every constructor parameter of the defense, defaults filled in, checked by constructing it once.
+
+    Recording the defaults too keeps an entry meaningful if a later version changes them.
+    """
+    cls = defense_class(defense)
+    try:
+        bound = inspect.signature(cls).bind(**given)
+    except TypeError as error:
+        raise BenchmarkError(f"defense {defense!r} does not take parameters {given}: {error}") from None
+    bound.apply_defaults()
+    parameters: dict = {}
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            parameters.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            parameters[name] = value
+    try:
+        parameters = json.loads(canonical_json(parameters))  # tuples become lists, as a verifier will read them
+    except (TypeError, ValueError):
+        raise BenchmarkError(f"defense {defense!r}: parameters must be finite JSON values, got {parameters}") from None
+    make_defense(defense, parameters)
+    return parameters
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for package in RECORDED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["disaggbench"] = __version__
+    return versions
+
+
+def _schema() -> dict:
+    return json.loads(resources.files("leaderboard").joinpath("entry.schema.json").read_text())
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_entry(entry: object, origin: str) -> dict:
+    """The entry if it matches entry.schema.json and every task's hash matches its result, else BenchmarkError."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft202012Validator(_schema()).iter_errors(entry))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "top level"
+        raise BenchmarkError(f"entry {origin} is invalid at {where}: {_one_line(error.message)}")
+    seen = set()
+    for task in entry["tasks"]:
+        key, result = task["key"], task["result"]
+        if key in seen:
+            raise BenchmarkError(f"entry {origin} lists task {key} twice")
+        seen.add(key)
+        if result_hash(result) != task["sha256"]:
+            raise BenchmarkError(f"entry {origin}: task {key}: sha256 does not match its result")
+        if (result["seed"], result["scenario"]) != (task["seed"], task["scenario"]):
+            raise BenchmarkError(f"entry {origin}: task {key}: seed or scenario differs from its result")
+    return entry
+
+
+def load_entry(path: str | Path) -> dict:
+    """Read and validate an entry file; its name must match the file name."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(f"entry {path} does not exist")
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BenchmarkError(f"entry {path} is not valid JSON: {_one_line(str(error))}") from None
+    validate_entry(entry, str(path))
+    if entry["name"] != path.stem:
+        raise BenchmarkError(f"entry {path} is named {entry['name']!r}; the file must be {entry['name']}.json")
+    return entry
+
+
+def _stored_result(store: ResultStore, key: str) -> dict:
+    """The task's stored row as written (NaN as null, infinities as "inf"), without wall-clock columns."""
+    row = json.loads((store.tasks / f"{key}.json").read_text())
+    return {k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS}
+
+
+def _json_number(value: float) -> float | str | None:
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+def _run(tasks: list[Task], results_root: str | Path, executor: Executor, progress: bool) -> pd.DataFrame:
+    # Worker processes run with one BLAS thread; tasks run in this process must too, or
+    # multi-threaded reductions change the last bits of some scores.
+    with threadpool_limits(limits=1):
+        return run_suite(tasks, results_root, executor, progress=progress)
+
+
+@dataclass(frozen=True)
+class Submission:
+    path: Path
+    entry: dict
+    table: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def submit(
+    defense: str,
+    given_parameters: dict,
+    suite_source: str,
+    name: str,
+    results_root: str | Path,
+    entries: str | Path = DEFAULT_ENTRIES,
+    executor: Executor = Executor(),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Submission:
+    """Run every task of the suite for the defense (stored tasks are reused) and write `entries/NAME.json`.
+
+    A defense the suite itself lists with the same parameters keeps the suite's label, so its tasks are
+    the very tasks `disaggbench run --suite` stores, and one run serves both.
+    """
+    path = Path(entries) / f"{check_name(name)}.json"
+    if path.exists() and not overwrite:
+        raise BenchmarkError(f"entry {path} exists; choose another --name or pass --overwrite")
+    suite = load_suite(suite_source)
+    parameters = full_parameters(defense, given_parameters)
+    label = next((spec.label for spec in suite.defenses if spec.name == defense and dict(spec.parameters) == parameters), "")
+    tasks = expand(suite, (DefenseSpec(defense, tuple(sorted(parameters.items())), label),))
+    table = _run(tasks, results_root, executor, progress)
+    store = ResultStore(results_root, suite.name)
+    rows = []
+    for task in tasks:
+        result = _stored_result(store, task.key())
+        rows.append({"key": task.key(), "seed": task.scenario.seed, "scenario": task.scenario.name,
+                     "sha256": result_hash(result), "result": result})
+    # A failed task's row has no score columns; when every task failed, the table has none either.
+    summary_table = summarize(table.reindex(columns=list(dict.fromkeys([*table.columns, *SCORE_COLUMNS]))))
+    summary = summary_table.iloc[0]
+    entry = {
+        "format": ENTRY_FORMAT,
+        "name": name,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "defense": {"name": defense, "parameters": parameters, "label": label},
+        "suite": {"name": suite.name, "version": suite.version, "source": suite_source},
+        "packages": package_versions(),
+        "summary": {
+            "tasks": int(summary["tasks"]),
+            "failed": int(summary["failed"]),
+            "scores": {
+                score: {"mean": _json_number(summary[score]), "ci95": _json_number(summary[f"{score}_ci"])}
+                for score in AGGREGATED_SCORES
+            },
+        },
+        "tasks": rows,
+    }
+    validate_entry(entry, str(path))
+    write_atomically(path, json.dumps(entry, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n")
+    return Submission(path, entry, table, summary_table)
+
+
+def _entry_tasks(entry: dict, suite_source: str | None) -> dict[str, Task]:
+    """The entry's tasks rebuilt from its suite and defense, by key; BenchmarkError when they cannot match."""
+    if entry["packages"]["disaggbench"] != __version__:
+        raise BenchmarkError(
+            f"entry {entry['name']} was made with disaggbench {entry['packages']['disaggbench']}, this is "
+            f"{__version__}; its tasks can only be re-run by that version"
+        )
+    suite: Suite = load_suite(suite_source or entry["suite"]["source"])
+    if (suite.name, suite.version) != (entry["suite"]["name"], entry["suite"]["version"]):
+        raise BenchmarkError(
+            f"entry {entry['name']} ran suite {entry['suite']['name']} version {entry['suite']['version']}, "
+            f"but {suite_source or entry['suite']['source']} is {suite.name} version {suite.version}"
+        )
+    defense = entry["defense"]
+    spec = DefenseSpec(defense["name"], tuple(sorted(defense["parameters"].items())), defense["label"])
+    tasks = {task.key(): task for task in expand(suite, (spec,))}
+    unknown = [task["key"] for task in entry["tasks"] if task["key"] not in tasks]
+    if unknown:
+        raise BenchmarkError(f"entry {entry['name']}: task {unknown[0]} is not a task of its suite and defense here")
+    return tasks
+
+
+@dataclass(frozen=True)
+class Verification:
+    seed: int
+    checked: int
+    total: int
+    differences: list[str]
+    package_notes: list[str]
+
+
+def _differences(task: dict, rerun: dict) -> list[str]:
+    where = f"task {task['key']} ({task['scenario']}, seed {task['seed']})"
+    stored = task["result"]
+    lines = []
+    for column in sorted(set(stored) | set(rerun)):
+        old, new = stored.get(column, "<missing>"), rerun.get(column, "<missing>")
+        if old != new:
+            lines.append(f"{where}: {column}: entry {old!r}, re-run {new!r}")
+    return lines
+
+
+def verify(
+    path: str | Path,
+    sample: int = 3,
+    seed: int | None = None,
+    suite_source: str | None = None,
+    executor: Executor = Executor(),
+    progress: bool = True,
+) -> Verification:
+    """Re-run `sample` randomly chosen tasks of the entry from scratch and list every score that differs."""
+    if sample < 1:
+        raise BenchmarkError("--sample must be at least 1")
+    entry = load_entry(path)
+    tasks = _entry_tasks(entry, suite_source)
+    seed = secrets.randbelow(2**32) if seed is None else seed
+    picked = random.Random(seed).sample(range(len(entry["tasks"])), min(sample, len(entry["tasks"])))
+    chosen = [entry["tasks"][i] for i in sorted(picked)]
+    with tempfile.TemporaryDirectory(prefix="disaggbench-verify-") as scratch:
+        _run([tasks[task["key"]] for task in chosen], scratch, executor, progress)
+        store = ResultStore(scratch, entry["suite"]["name"])
+        differences = [line for task in chosen for line in _differences(task, _stored_result(store, task["key"]))]
+    here = package_versions()
+    notes = [f"{package} {version} in the entry, {here.get(package, 'not installed')} here"
+             for package, version in sorted(entry["packages"].items()) if here.get(package) != version]
+    return Verification(seed, len(chosen), len(entry["tasks"]), differences, notes)
+
+
+def load_entries(folder: str | Path) -> list[dict]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BenchmarkError(f"entries folder {folder} does not exist")
+    entries = [load_entry(path) for path in sorted(folder.glob("*.json"))]
+    if not entries:
+        raise BenchmarkError(f"no entries in {folder}; add one with `disaggbench submit`")
+    return entries
+
+
+def _results_frame(entries: list[dict]) -> pd.DataFrame:
+    """Every task row of the entries, the defense column replaced by the entry name, numbers as floats.
+
+    Scores missing from a row (a failed task's, or the wall-clock ones entries never hold) are NaN.
+    """
+    def value(v: object) -> object:
+        if v is None:
+            return math.nan
+        return float(v) if v in ("inf", "-inf") else v
+
+    missing = dict.fromkeys(SCORE_COLUMNS, math.nan)
+    rows = [{**missing, **{k: value(v) for k, v in task["result"].items()}, "defense": entry["name"]}
+            for entry in entries for task in entry["tasks"]]
+    return pd.DataFrame(rows)
+
+
+def _markdown_cell(text: str) -> str:
+    return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
+    """leaderboard/README.md: one ranked table per suite version, the entries' details, and missing built-ins."""
+    entries = load_entries(folder)
+    suites = sorted({(e["suite"]["name"], e["suite"]["version"]) for e in entries},
+                    key=lambda s: (s[0] != STANDARD_SUITE, s[0], s[1]))
+    lines = [
+        "# DisaggBench leaderboard",
+        "",
+        "<!-- Generated from the entry files by `disaggbench leaderboard --readme`; do not edit by hand. -->",
+        "",
+        "Each row is one entry in `entries/`: a defense with fixed parameters run on every task of a suite.",
+        "Add one with `disaggbench submit DEFENSE --suite standard --name NAME [--param KEY=VALUE ...]`;",
+        "check one with `disaggbench verify entries/NAME.json`, which re-runs a random sample of its tasks",
+        "and names every score that differs. Wall-clock columns are left out: they measure the machine.",
+    ]
+    for suite_name, version in suites:
+        members = [e for e in entries if (e["suite"]["name"], e["suite"]["version"]) == (suite_name, version)]
+        table = render(summarize(_results_frame(members)), "markdown")
+        lines += ["", f"## Suite `{suite_name}` (version {version})", "", table.rstrip("\n"), "",
+                  "| entry | defense | parameters | disaggbench | created |", "| :--- | :--- | :--- | :--- | :--- |"]
+        for e in members:
+            given = sorted(e["defense"]["parameters"].items())
+            parameters = ", ".join(f"{k}={json.dumps(v)}" for k, v in given) or MISSING_PARAMETERS
+            lines.append("| " + " | ".join(_markdown_cell(text) for text in (
+                e["name"], e["defense"]["name"], parameters, e["packages"]["disaggbench"], e["created"])) + " |")
+    on_standard = {e["defense"]["name"] for e in entries if e["suite"]["name"] == STANDARD_SUITE}
+    missing = sorted(set(BUILTIN_DEFENSES) - on_standard)
+    if missing:
+        lines += ["", f"Built-in defenses without an entry on the `{STANDARD_SUITE}` suite: "
+                  + ", ".join(f"`{name}`" for name in missing) + "."]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,281 @@
+"""Leaderboard entries: submit writes a schema-valid entry, verify re-runs it, the README is built from entries."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+from benchmark.errors import BenchmarkError
+from benchmark.suite import expand, load_suite
+from leaderboard.submission import (
+    AGGREGATED_SCORES,
+    WALL_CLOCK_COLUMNS,
+    canonical_json,
+    full_parameters,
+    parse_parameters,
+    result_hash,
+)
+
+SCHEMA = Path(__file__).resolve().parents[1] / "leaderboard" / "entry.schema.json"
+
+# Named "standard" so the README's standard-suite section is exercised. The integer program's time
+# limit is generous: one cut off by the clock would make scores depend on machine load.
+SUITE = """
+name = "standard"
+version = "7"
+description = "one small cell, two seeds"
+seeds = [0, 1]
+
+[attack]
+time_limit = 10
+
+[[defenses]]
+name = "none"
+
+[[defenses]]
+name = "dp-gaussian"
+label = "dp(z=2)"
+noise_multiplier = 2
+clip_norm = 1.0
+
+[[cells]]
+name = "tiny-fedsgd"
+n_users = 6
+n_rounds = 24
+participation = 0.4
+window = 3
+"""
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def submitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Entries `none` and `dp` (dp-gaussian, noise_multiplier 2) of the tiny suite, made once for the module."""
+    root = tmp_path_factory.mktemp("submitted")
+    (root / "standard.toml").write_text(SUITE)
+    for defense, name, extra in (("none", "none", []), ("dp-gaussian", "dp", ["--param", "noise_multiplier=2"])):
+        code = main(["submit", defense, "--name", name, "--suite", str(root / "standard.toml"), "--results",
+                     str(root / "results"), "--entries", str(root / "entries"), "--quiet", *extra])
+        assert code == 0
+    return root
+
+
+@pytest.fixture
+def entries(submitted: Path, tmp_path: Path) -> Path:
+    """A private copy of the entries, for tests that edit them."""
+    return Path(shutil.copytree(submitted / "entries", tmp_path / "entries"))
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def write(path: Path, entry: dict) -> None:
+    path.write_text(json.dumps(entry, indent=2))
+
+
+def test_submit_writes_a_schema_valid_entry_with_a_hash_of_every_stored_task(submitted: Path) -> None:
+    entry = read(submitted / "entries" / "dp.json")
+    jsonschema.validate(entry, json.loads(SCHEMA.read_text()))
+    assert entry["name"] == "dp"
+    assert entry["defense"] == {"name": "dp-gaussian", "parameters": {"noise_multiplier": 2, "clip_norm": 1.0}, "label": "dp(z=2)"}
+    assert entry["suite"] == {"name": "standard", "version": "7", "source": str(submitted / "standard.toml")}
+    assert entry["packages"]["disaggbench"] == "0.1.0" and "numpy" in entry["packages"]
+    assert [(t["scenario"], t["seed"]) for t in entry["tasks"]] == [("tiny-fedsgd", 0), ("tiny-fedsgd", 1)]
+    # The suite lists this defense with these parameters: the entry's tasks are the suite's own.
+    suite_tasks = [t.key() for t in expand(load_suite(str(submitted / "standard.toml"))) if t.defense.label == "dp(z=2)"]
+    assert [t["key"] for t in entry["tasks"]] == suite_tasks
+    assert {t["result"]["defense"] for t in entry["tasks"]} == {"dp(z=2)"}
+    for task in entry["tasks"]:
+        stored = read(submitted / "results" / "standard" / "tasks" / f"{task['key']}.json")
+        assert set(WALL_CLOCK_COLUMNS) <= set(stored)
+        assert task["result"] == {k: v for k, v in stored.items() if k not in WALL_CLOCK_COLUMNS}
+        assert task["sha256"] == result_hash(task["result"])
+        assert task["result"]["status"] == "ok"
+    table = pd.read_parquet(submitted / "results" / "standard" / "results.parquet")
+    scores = entry["summary"]["scores"]
+    assert list(scores) == list(AGGREGATED_SCORES)
+    assert scores["entry_accuracy"]["mean"] == pytest.approx(table["entry_accuracy"].mean())
+    assert scores["epsilon"]["mean"] > 0 and scores["epsilon"]["ci95"] == 0.0
+    assert entry["summary"]["tasks"] == 2 and entry["summary"]["failed"] == 0
+    none = read(submitted / "entries" / "none.json")
+    assert none["defense"] == {"name": "none", "parameters": {}, "label": ""}
+    assert none["summary"]["scores"]["epsilon"] == {"mean": None, "ci95": None}
+
+
+def test_submit_and_verify_have_help(capsys) -> None:
+    for command in ("submit", "verify"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0 and f"usage: disaggbench {command}" in capsys.readouterr().out
+
+
+def test_canonical_json_is_independent_of_key_order() -> None:
+    assert canonical_json({"b": 1, "a": [1.5, None]}) == b'{"a":[1.5,null],"b":1}'
+    assert result_hash({"a": 1, "b": "x"}) == result_hash({"b": "x", "a": 1})
+    assert result_hash({"a": 1.0}) != result_hash({"a": 1.0000000000000002})
+
+
+def test_verify_re_runs_the_sample_and_finds_every_score_equal(entries: Path, capsys) -> None:
+    code, out, err = cli(["verify", entries / "dp.json", "--sample", "5", "--seed", "3", "--quiet"], capsys)
+    assert code == 0, err
+    assert f"verified 2 of 2 tasks of {entries / 'dp.json'} (--seed 3): every score matches" in out
+
+
+def test_verify_names_each_score_that_differs(entries: Path, capsys) -> None:
+    path = entries / "none.json"
+    entry = read(path)
+    task = entry["tasks"][1]
+    true_accuracy = task["result"]["entry_accuracy"]
+    task["result"]["entry_accuracy"] = 0.5
+    task["result"]["status"] = "failed: edited"
+    task["sha256"] = result_hash(task["result"])
+    write(path, entry)
+    code, out, err = cli(["verify", path, "--sample", "2", "--seed", "0", "--quiet"], capsys)
+    assert code == 1
+    assert out.splitlines() == [
+        f"task {task['key']} (tiny-fedsgd, seed 1): entry_accuracy: entry 0.5, re-run {true_accuracy!r}",
+        f"task {task['key']} (tiny-fedsgd, seed 1): status: entry 'failed: edited', re-run 'ok'",
+    ]
+    assert "error: 2 score(s) differ in 2 of 2 tasks" in err
+
+
+def test_the_seed_picks_the_sample(entries: Path, capsys) -> None:
+    path = entries / "none.json"
+    entry = read(path)
+    for task in entry["tasks"]:
+        task["result"]["update_cosine"] = -1.0
+        task["sha256"] = result_hash(task["result"])
+    write(path, entry)
+    seeds = {}
+    for seed in range(6):
+        code, out, _ = cli(["verify", path, "--sample", "1", "--seed", seed, "--quiet"], capsys)
+        assert code == 1 and len(out.splitlines()) == 1
+        seeds[seed] = out.split()[1]
+    assert len(set(seeds.values())) == 2  # both tasks get picked by some seed
+    assert cli(["verify", path, "--sample", "1", "--seed", 4, "--quiet"], capsys)[1].split()[1] == seeds[4]
+
+
+def _edit(field: str, value: object):
+    def edit(entry: dict) -> dict:
+        entry[field] = value
+        return entry
+    return edit
+
+
+def _retamper(entry: dict) -> dict:
+    entry["tasks"][0]["result"]["psnr_recovered"] = 1.0
+    return entry
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_edit("format", 2), "invalid at format"),
+    (_edit("name", "../escape"), "invalid at name"),
+    (_edit("name", "other"), "the file must be other.json"),
+    (lambda e: {k: v for k, v in e.items() if k != "tasks"}, "'tasks' is a required property"),
+    (_edit("tasks", []), "invalid at tasks"),
+    (_retamper, "sha256 does not match its result"),
+    (lambda e: {**e, "packages": {**e["packages"], "disaggbench": "0.0.1"}}, "made with disaggbench 0.0.1"),
+    (lambda e: {**e, "suite": {**e["suite"], "version": "8"}}, "ran suite standard version 8"),
+    (lambda e: {**e, "defense": {**e["defense"], "parameters": {"noise_multiplier": 3, "clip_norm": 1.0}}},
+     "is not a task of its suite and defense here"),
+])
+def test_a_bad_entry_exits_2_with_one_line(entries: Path, capsys, edit, message) -> None:
+    path = entries / "dp.json"
+    write(path, edit(read(path)))
+    code, out, err = cli(["verify", path, "--quiet"], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1 and out == ""
+
+
+@pytest.mark.parametrize("content", ["{not json", "\xff\xfe", "[]"])
+def test_an_unreadable_entry_exits_2(tmp_path: Path, capsys, content: str) -> None:
+    path = tmp_path / "x.json"
+    path.write_bytes(content.encode("latin-1"))
+    code, _, err = cli(["verify", path], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: entry")
+    code, _, err = cli(["verify", tmp_path / "missing.json"], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["none", "--name", "bad name"], "entry name 'bad name' must be"),
+    (["none", "--name", "../up"], "entry name '../up' must be"),
+    (["none", "--name", "none"], "exists; choose another --name or pass --overwrite"),
+    (["dp-gaussian", "--name", "x", "--param", "noise=2"], "does not take parameters"),
+    (["dp-gaussian", "--name", "x", "--param", "noise_multiplier=-1"], "needs noise_multiplier >= 0"),
+    (["dp-gaussian", "--name", "x", "--param", "clip_norm"], "must look like NAME=VALUE"),
+    (["no-such-defense", "--name", "x"], "unknown defense"),
+    (["none", "--name", "x", "--suite", "no-such-suite"], "unknown suite"),
+    (["none", "--name", "x", "--workers", "0"], "--workers must be at least 1"),
+])
+def test_bad_submissions_exit_2_and_write_nothing(submitted: Path, entries: Path, tmp_path: Path, capsys, args, message) -> None:
+    before = sorted(p.name for p in entries.iterdir())
+    suite = ["--suite", submitted / "standard.toml"] if "--suite" not in args else []
+    code, out, err = cli(["submit", *args, *suite, "--entries", entries, "--results", tmp_path / "r", "--quiet"], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert sorted(p.name for p in entries.iterdir()) == before and not (tmp_path / "r").exists()
+
+
+def test_parameters_are_parsed_as_toml_values_and_completed_with_defaults() -> None:
+    assert parse_parameters(["a=1", "b=0.5", "c=true", "d=[1, 2]", 'e="x y"', "f=plain"]) == {
+        "a": 1, "b": 0.5, "c": True, "d": [1, 2], "e": "x y", "f": "plain"}
+    with pytest.raises(BenchmarkError, match="given twice"):
+        parse_parameters(["a=1", "a=2"])
+    assert full_parameters("dp-gaussian", {"clip_norm": 2}) == {"noise_multiplier": 1.0, "clip_norm": 2}
+    assert full_parameters("none", {}) == {}
+    with pytest.raises(BenchmarkError, match="finite JSON values"):
+        full_parameters("dp-gaussian", {"clip_norm": float("inf")})
+
+
+def test_readme_ranks_the_entries_and_names_missing_builtins(entries: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "README.md"
+    code, printed, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
+    assert code == 0, err
+    assert printed == f"wrote {out}\n"
+    text = out.read_text()
+    assert "## Suite `standard` (version 7)" in text
+    table = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert table[0].startswith("| 1 | dp |") and table[1].startswith("| 2 | none |")  # dp: lower attack success
+    assert '| dp | dp-gaussian | clip_norm=1.0, noise_multiplier=2 | 0.1.0 |' in text
+    assert "| none | none | (none) | 0.1.0 |" in text
+    assert "without an entry on the `standard` suite: `coarse-analytics`, `participation-padding`." in text
+    cli(["leaderboard", "--readme", "--entries", entries, "--out", tmp_path / "again.md"], capsys)
+    assert (tmp_path / "again.md").read_text() == text
+
+
+def test_readme_refuses_a_bad_entry_folder(entries: Path, tmp_path: Path, capsys) -> None:
+    (entries / "broken.json").write_text("{}")
+    code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", tmp_path / "R.md"], capsys)
+    assert code == 2 and "broken.json is invalid" in err and not (tmp_path / "R.md").exists()
+    code, _, err = cli(["leaderboard", "--readme", "--entries", tmp_path / "empty", "--out", tmp_path / "R.md"], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_a_defense_whose_tasks_fail_gets_an_entry_that_counts_them_and_exit_1(submitted: Path, tmp_path: Path, capsys) -> None:
+    defense = tmp_path / "broken.py"
+    defense.write_text(
+        "from defenses.base import Defense\n\n"
+        "class Broken(Defense):\n"
+        "    def transform_update(self, update, rng):\n"
+        "        raise ValueError('no update for you')\n"
+    )
+    code, out, err = cli(["submit", f"{defense}:Broken", "--name", "broken", "--suite", submitted / "standard.toml",
+                          "--entries", tmp_path / "entries", "--results", tmp_path / "r", "--quiet"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "2 task(s) failed" in err and "no update for you" in err
+    entry = read(tmp_path / "entries" / "broken.json")
+    assert entry["summary"]["tasks"] == 0 and entry["summary"]["failed"] == 2
+    assert entry["summary"]["scores"]["exact_column_rate"] == {"mean": None, "ci95": None}
+    assert all(task["result"]["status"].startswith("failed: ") for task in entry["tasks"])
+    code, out, _ = cli(["verify", tmp_path / "entries" / "broken.json", "--sample", "1", "--quiet"], capsys)
+    assert code == 0 and "every score matches" in out
+    code, _, _ = cli(["leaderboard", "--readme", "--entries", tmp_path / "entries", "--out", tmp_path / "R.md"], capsys)
+    assert code == 0 and "| 1 | broken | \u2014 |" in (tmp_path / "R.md").read_text()
