@@ -69,7 +69,9 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     check_observation(aggregates, counts, args.window, totals)
     if args.time_limit < 0:
         raise BenchmarkError("--time-limit must be non-negative")
-    settings = AttackSettings(noise=args.noise, time_limit=args.time_limit, certify=not args.no_certify)
+    if args.budget is not None and args.budget < 0:
+        raise BenchmarkError("--budget must be non-negative")
+    settings = AttackSettings(noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify)
     result = disaggregate(aggregates, counts, args.window, totals, settings, _executor(args), progress=not args.quiet)
     out = Path(args.out)
     for name, array in (("participants.npy", result.participants), ("updates.npy", result.updates)):
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--out", required=True, help="output folder")
     dis.add_argument("--totals", help="optional integer array of length T, participants per round")
     dis.add_argument("--time-limit", type=float, default=60.0, help="seconds per user for the integer program and its certificate (default 60)")
+    dis.add_argument("--budget", type=float, help="seconds for all integer programs and certificates together (default: no cap)")
     dis.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")
     dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates")
