@@ -58,7 +58,12 @@ def run_attack(observation: Observation, settings: AttackSettings, executor: Exe
         user_images, user_labels = invert(model, weights, result.updates[user], batch, observation.image_shape, seed + user)
         images.append(user_images)
         labels.append(user_labels)
-    totals = observation.totals if observation.totals is not None else result.participants.sum(axis=1)
+    # Without published totals the attacker still sees which sums are non-zero, and guesses each round's
+    # size from the recovered participants (at least one participant).
+    if observation.totals is not None:
+        totals = observation.totals
+    else:
+        totals = np.maximum(result.participants.sum(axis=1), np.any(observation.aggregates != 0, axis=1))
     rounds = np.flatnonzero(totals > 0)[:AGGREGATE_ROUNDS]
     aggregate_images, aggregate_labels = [], []
     for t in rounds:
@@ -71,7 +76,7 @@ def run_attack(observation: Observation, settings: AttackSettings, executor: Exe
         images=np.stack(images),
         labels=np.stack(labels),
         aggregate_rounds=rounds,
-        aggregate_images=np.stack(aggregate_images) if aggregate_images else empty,
+        aggregate_images=np.stack(aggregate_images) if aggregate_images else np.zeros((0, batch, *observation.image_shape)),
         aggregate_labels=aggregate_labels,
         seconds=time.perf_counter() - started,
     )

@@ -50,6 +50,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             defense_class(spec.name)
     table = run_suite(expand(suite, defenses), args.results, _executor(args), progress=not args.quiet)
     print(render(summarize(table), args.format))
+    return _report_failures(table)
+
+
+def _report_failures(table: "pd.DataFrame") -> int:
+    """Exit status of a suite run: 1 with one line naming the first failed task, else 0."""
     failed = table[table["status"] != "ok"]
     if len(failed):
         first = failed.iloc[0]
@@ -169,12 +174,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     table = submission.table
     print(render(submission.summary, "markdown"))
     print(f"wrote {submission.path} ({len(table)} tasks)")
-    failed = table[table["status"] != "ok"]
-    if len(failed):
-        first = failed.iloc[0]
-        print(f"error: {len(failed)} task(s) failed; first ({first['scenario']}, seed {first['seed']}): {first['status']}", file=sys.stderr)
-        return 1
-    return 0
+    return _report_failures(table)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

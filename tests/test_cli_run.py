@@ -148,3 +148,19 @@ def test_list_and_leaderboard(tmp_path, suite_file, capsys):
         assert code == 0 and marker in out and "dp-gaussian" in out
     code, _, err = run(["leaderboard", "--suite", "nothing", "--results", str(results)], capsys)
     assert code == 2 and "no results" in err
+
+
+def test_a_defense_that_zeroes_every_sum_still_scores(tmp_path, suite_file, capsys):
+    defense_file = tmp_path / "silence.py"
+    defense_file.write_text(
+        "from defenses.base import Defense\n\n"
+        "class Silence(Defense):\n"
+        "    name = 'silence'\n\n"
+        "    def transform_aggregate(self, aggregate, rng):\n"
+        "        return aggregate * 0.0\n"
+    )
+    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                          "--defense", f"{defense_file}:Silence"], capsys)
+    assert code == 0, err
+    table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
+    assert table["status"].iloc[0] == "ok" and table["exact_column_rate"].iloc[0] < 1.0
