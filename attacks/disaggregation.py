@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.geometry import Geometry, column_space
-from attacks.inputs import check_observation, window_lengths
+from attacks.inputs import check_observation
 from attacks.integer_program import UserProgram, is_unique, solve_user
 from attacks.projection_search import projection_search
 from benchmark.executor import Executor, run_tasks
@@ -241,5 +241,3 @@ def disaggregate(
         steps=state.steps,
     )
 
-
-__all__ = ["AttackSettings", "Disaggregation", "STATUSES", "disaggregate", "window_lengths"]

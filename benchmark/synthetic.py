@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from defenses.base import window_counts
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -15,15 +17,6 @@ class Instance:
     window: int
     participants: np.ndarray  # (T, n) uint8
     updates: np.ndarray  # (n, d) float64
-
-
-def window_sums(participants: np.ndarray, window: int) -> np.ndarray:
-    """Per-user participation counts over consecutive windows of `window` rounds: (n, ceil(T/K))."""
-    n_rounds, n_users = participants.shape
-    n_windows = -(-n_rounds // window)
-    padded = np.zeros((n_windows * window, n_users), dtype=np.int64)
-    padded[:n_rounds] = participants
-    return padded.reshape(n_windows, window, n_users).sum(axis=1).T
 
 
 def make_instance(
@@ -41,7 +34,7 @@ def make_instance(
     updates = rng.standard_normal((n_users, dim))
     return Instance(
         aggregates=participants.astype(np.float64) @ updates,
-        counts=window_sums(participants, window),
+        counts=window_counts(participants.astype(bool), window),
         totals=participants.sum(axis=1).astype(np.int64),
         window=window,
         participants=participants,
