@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--time-limit", type=float, default=60.0, help="seconds per user for the integer program and its certificate (default 60)")
     dis.add_argument("--budget", type=float, help="seconds for all integer programs and certificates together (default: no cap)")
     dis.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    dis.add_argument("--scheduler", help="address of a Dask scheduler to run the per-user programs on")
     dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")
     dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates")
     dis.add_argument("--quiet", action="store_true", help="no progress bar")
