@@ -48,7 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         for spec in defenses:
             defense_class(spec.name)
-    table = run_suite(expand(suite, defenses), args.results, _executor(args), progress=not args.quiet)
+    if args.task_timeout is not None and args.task_timeout <= 0:
+        raise BenchmarkError("--task-timeout must be positive")
+    table = run_suite(expand(suite, defenses), args.results, _executor(args), progress=not args.quiet, task_timeout=args.task_timeout)
     print(render(summarize(table), args.format))
     return _report_failures(table)
 
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default=DEFAULT_RESULTS, help="results folder (default: results)")
     run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     run.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
+    run.add_argument("--task-timeout", type=float, help="seconds after which a task is recorded as failed (local workers only)")
     run.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)

@@ -1,7 +1,11 @@
 """Runs a suite's tasks, skipping those already stored, and records a failed task instead of stopping."""
 
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -61,28 +65,66 @@ def run_task(task: Task, picture: Path | None = None) -> dict:
     return row
 
 
+class TaskTimeout(BaseException):
+    """Not an Exception, so that run_task's catch-all lets it through to the job that set the clock."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TaskTimeout after `seconds` of wall time; a no-op outside a process's main thread (Dask threads)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TaskTimeout(f"timed out after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @dataclass(frozen=True)
 class _Job:
     key: str
     task: Task
     results_root: str
     suite: str
+    timeout: float | None
 
 
 def _run_and_store(job: _Job) -> str:
     """Runs in a worker: the result is stored there, atomically, so a crash loses only tasks in flight."""
     store = ResultStore(job.results_root, job.suite)
-    store.save(job.key, run_task(job.task, store.picture(job.key)))
+    try:
+        with _time_limit(job.timeout):
+            row = run_task(job.task, store.picture(job.key))
+    except TaskTimeout as error:
+        row = {**_row(job.task), "status": f"failed: {error}", "task_seconds": job.timeout}
+    store.save(job.key, row)
     return job.key
 
 
-def run_suite(tasks: list[Task], results_root: str | os.PathLike, executor: Executor = Executor(), progress: bool = True) -> pd.DataFrame:
-    """Run every task not stored yet, then write and return the suite's table (one row per task)."""
+def run_suite(
+    tasks: list[Task],
+    results_root: str | os.PathLike,
+    executor: Executor = Executor(),
+    progress: bool = True,
+    task_timeout: float | None = None,
+) -> pd.DataFrame:
+    """Run every task not stored yet, then write and return the suite's table (one row per task).
+
+    A task that runs longer than `task_timeout` seconds is stored as failed and the suite goes on.
+    """
     if not tasks:
         raise BenchmarkError("the suite has no tasks")
     store = ResultStore(results_root, tasks[0].suite)
     keys = [task.key() for task in tasks]
-    todo = [_Job(key, task, str(results_root), task.suite) for key, task in zip(keys, tasks) if not store.has(key)]
+    todo = [_Job(key, task, str(results_root), task.suite, task_timeout) for key, task in zip(keys, tasks) if not store.has(key)]
     for _ in run_tasks(_run_and_store, todo, executor, progress="tasks" if progress else None):
         pass
     table = store.table(keys)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.columns import RESULT_COLUMNS
+from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -54,9 +54,8 @@ class ResultStore:
 
     def table(self, keys: list[str]) -> pd.DataFrame:
         rows = [self.load(key) for key in keys if self.has(key)]
-        frame = pd.DataFrame(rows)
-        ordered = [c for c in RESULT_COLUMNS if c in frame.columns]
-        return frame[ordered + sorted(set(frame.columns) - set(ordered))]
+        frame = pd.DataFrame(rows).reindex(columns=[*RESULT_COLUMNS, *sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))])
+        return frame.astype({c: "float64" for c in SCORE_COLUMNS})
 
     def write_table(self, frame: pd.DataFrame) -> tuple[Path, Path]:
         parquet, csv = self.folder / "results.parquet", self.folder / "results.csv"

@@ -164,3 +164,11 @@ def test_a_defense_that_zeroes_every_sum_still_scores(tmp_path, suite_file, caps
     assert code == 0, err
     table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
     assert table["status"].iloc[0] == "ok" and table["exact_column_rate"].iloc[0] < 1.0
+
+
+def test_a_task_past_its_timeout_is_recorded_as_failed(tmp_path, suite_file, capsys):
+    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                          "--defense", "none", "--task-timeout", "0.001"], capsys)
+    assert code == 1 and "timed out after 0.001 s" in err and err.count("\n") == 1
+    table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
+    assert table["status"].iloc[0] == "failed: timed out after 0.001 s"
