@@ -20,29 +20,12 @@ import numpy as np
 
 from attacks.geometry import Geometry, column_space
 from attacks.inputs import check_observation
+from attacks.settings import AttackSettings
 from attacks.integer_program import UserProgram, is_unique, solve_user
 from attacks.projection_search import projection_search
 from benchmark.executor import Executor, run_tasks
 
 STATUSES = ("unique", "found", "timeout", "infeasible")
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    """How hard the attacker tries. `noise` switches to rank truncation and a minimised residual."""
-
-    noise: bool = False
-    tolerance: float | None = None  # accepted relative residual; default 1e-6 exact, 0.35 under noise
-    time_limit: float = 60.0  # seconds per user for each integer program or certificate
-    budget: float | None = None  # seconds for all integer programs and certificates together; None: no cap
-    certify: bool = True
-    search_iterations: int = 600
-
-    @property
-    def accepted_residual(self) -> float:
-        if self.tolerance is not None:
-            return self.tolerance
-        return 0.35 if self.noise else 1e-6
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from attacks.disaggregation import AttackSettings, Disaggregation, disaggregate
+from attacks.disaggregation import Disaggregation, disaggregate
+from attacks.settings import AttackSettings
 from attacks.geometry import left_singular, numerical_rank
 from attacks.inversion import infer_labels, invert
 from benchmark.executor import Executor

@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-
+from benchmark.catalog import DATASETS
 from benchmark.errors import BenchmarkError
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "femnist")
 
 # Where Debian's `dataset-fashion-mnist` package installs the four gzipped idx files.
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -66,6 +63,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None) -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _load_digits() -> Dataset:
     """The cached arrays are made read-only so that one caller cannot corrupt them for the next."""
+    from sklearn.datasets import load_digits  # scikit-learn is slow to import; only digits needs it
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
     y = bunch.target.astype(np.int64)

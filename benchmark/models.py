@@ -3,8 +3,6 @@
 import torch
 from torch import nn
 
-MODELS = ("mlp", "cnn")
-
 
 def build_model(name: str, image_shape: tuple[int, int, int], n_classes: int, seed: int) -> nn.Module:
     """A freshly initialised model; the same seed gives the same weights."""

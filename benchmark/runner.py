@@ -11,17 +11,11 @@ from dataclasses import dataclass
 import pandas as pd
 from pathlib import Path
 
-from attacks.pipeline import run_attack
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
-from benchmark.scoring import DELTA, score
-from benchmark.simulation import simulate
 from benchmark.store import ResultStore
 from benchmark.suite import Task
-from defenses.guard import GuardedDefense
-from defenses.registry import make_defense
-from leaderboard.plots import plot_reconstructions
 
 
 def _row(task: Task) -> dict:
@@ -45,6 +39,15 @@ def run_task(task: Task, picture: Path | None = None) -> dict:
 
     With `picture`, a model-based task also draws its reconstructions there (PNG).
     """
+    # The simulation and attack stack (torch, cvxpy) loads here, not at import: a run whose
+    # tasks are all stored already never pays for it.
+    from attacks.pipeline import run_attack
+    from benchmark.scoring import DELTA, score
+    from benchmark.simulation import simulate
+    from defenses.guard import GuardedDefense
+    from defenses.registry import make_defense
+    from leaderboard.plots import plot_reconstructions
+
     row = _row(task)
     started = time.perf_counter()
     try:

@@ -2,9 +2,8 @@
 
 from dataclasses import asdict, dataclass, fields
 
-from benchmark.datasets import DATASETS
+from benchmark.catalog import DATASETS, MODELS
 from benchmark.errors import BenchmarkError
-from benchmark.models import MODELS
 
 
 @dataclass(frozen=True)

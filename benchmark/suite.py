@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 
-from attacks.disaggregation import AttackSettings
+from attacks.settings import AttackSettings
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import Scenario

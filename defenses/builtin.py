@@ -3,7 +3,6 @@
 import warnings
 
 import numpy as np
-from opacus.accountants import RDPAccountant
 
 from benchmark.errors import BenchmarkError
 from defenses.base import Analytics, Defense, window_counts
@@ -42,6 +41,8 @@ class DPGaussian(Defense):
             return float("inf")
         if max_participations == 0:
             return 0.0
+        from opacus.accountants import RDPAccountant  # pulls in torch: only when epsilon is asked for
+
         accountant = RDPAccountant()
         accountant.history = [(self.noise_multiplier, 1.0, max_participations)]
         with warnings.catch_warnings():
