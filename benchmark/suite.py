@@ -1,6 +1,7 @@
 """Suites are versioned TOML files; a suite expands into tasks, one per (cell, defense, seed)."""
 
 import hashlib
+import itertools
 import json
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
@@ -85,11 +86,35 @@ def _defense(entry: dict) -> DefenseSpec:
     return DefenseSpec(str(entry["name"]), tuple(sorted(parameters.items())), str(entry.get("label", "")))
 
 
+def _grid_cells(grids: list[dict]) -> list[dict]:
+    """Expand each [[grids]] table: list values are axes, crossed; `rounds_per_user` sets n_rounds = r * n_users."""
+    cells = []
+    for grid in grids:
+        if not isinstance(grid, dict):
+            raise BenchmarkError("every [[grids]] entry must be a table")
+        base = str(grid.get("name", "grid"))
+        axes = {k: v for k, v in grid.items() if isinstance(v, list) and k != "name"}
+        if any(len(v) == 0 for v in axes.values()):
+            raise BenchmarkError(f"grid {base!r}: an axis has no values")
+        for values in itertools.product(*axes.values()):
+            cell = {**grid, **dict(zip(axes, values))}
+            cell["name"] = "-".join([base, *(f"{k}={v}" for k, v in zip(axes, values))])
+            if "rounds_per_user" in cell:
+                if "n_rounds" in grid:
+                    raise BenchmarkError(f"grid {base!r}: give rounds_per_user or n_rounds, not both")
+                per_user = cell.pop("rounds_per_user")
+                cell["n_rounds"] = int(round(per_user * cell.get("n_users", Scenario.n_users)))
+            cells.append(cell)
+    return cells
+
+
 def load_suite(name_or_path: str) -> Suite:
     data, origin = _read(name_or_path)
-    for key in ("name", "version", "seeds", "cells", "defenses"):
+    for key in ("name", "version", "seeds", "defenses"):
         if key not in data:
             raise BenchmarkError(f"suite {origin}: missing key {key!r}")
+    if not data.get("cells") and not data.get("grids"):
+        raise BenchmarkError(f"suite {origin}: needs [[cells]] or [[grids]]")
     seeds = data["seeds"]
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)):
         raise BenchmarkError(f"suite {origin}: seeds must be a non-empty list of non-negative integers")
@@ -102,7 +127,7 @@ def load_suite(name_or_path: str) -> Suite:
         version=str(data["version"]),
         description=str(data.get("description", "")),
         seeds=tuple(seeds),
-        cells=tuple(Scenario.from_dict(cell) for cell in data["cells"]),
+        cells=tuple(Scenario.from_dict(cell) for cell in [*data.get("cells", []), *_grid_cells(data.get("grids", []))]),
         defenses=tuple(_defense(entry) for entry in data["defenses"]),
         attack=AttackSettings(**attack),
     )

@@ -172,3 +172,21 @@ def test_a_task_past_its_timeout_is_recorded_as_failed(tmp_path, suite_file, cap
     assert code == 1 and "timed out after 0.001 s" in err and err.count("\n") == 1
     table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
     assert table["status"].iloc[0] == "failed: timed out after 0.001 s"
+
+
+def test_grid_axes_expand_into_cells(tmp_path):
+    from benchmark.suite import expand, load_suite
+
+    path = tmp_path / "grid.toml"
+    path.write_text(TINY_SUITE.split("[[cells]]")[0] + """
+[[grids]]
+name = "g"
+n_users = [6, 8]
+rounds_per_user = [3, 4]
+window = 3
+update_kind = "synthetic"
+""")
+    suite = load_suite(str(path))
+    assert sorted((c.n_users, c.n_rounds) for c in suite.cells) == [(6, 18), (6, 24), (8, 24), (8, 32)]
+    assert {c.name for c in suite.cells} >= {"g-n_users=6-rounds_per_user=3"}
+    assert len(expand(suite)) == 4 * 2 * 1
