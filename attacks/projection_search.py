@@ -19,7 +19,7 @@ def projection_search(
     iterations: int = 600,
     convex_iterations: int = 100,
     check_every: int = 25,
-    patience: int = 8,
+    patience: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best rounded column (T x m) and its residual (m) for each user.
 
