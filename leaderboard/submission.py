@@ -222,8 +222,7 @@ def submit(
         result = _stored_result(store, task.key())
         rows.append({"key": task.key(), "seed": task.scenario.seed, "scenario": task.scenario.name,
                      "sha256": result_hash(result), "result": result})
-    # A failed task's row has no score columns; when every task failed, the table has none either.
-    summary_table = summarize(table.reindex(columns=list(dict.fromkeys([*table.columns, *SCORE_COLUMNS]))))
+    summary_table = summarize(table)
     summary = summary_table.iloc[0]
     entry = {
         "format": ENTRY_FORMAT,
