@@ -9,14 +9,18 @@ col(A)); only what is left goes on to the next, dearer method:
    proven unique by the linear algebra alone;
 2. projection search: batched Douglas-Rachford over all users at once;
 3. completion from the per-round totals when one user is left;
-4. the per-user integer program with HiGHS, in parallel workers.
-Columns found by 2-4 are then certified unique by an LP where it succeeds.
+4. the per-user integer program with HiGHS, in parallel workers (exact mode only:
+   under noise the search's best-residual candidates stand).
+Columns found by 2-4 are then certified unique by an LP where it succeeds. A
+`found` column is consistent with everything observed but may be another
+user's-worth of binary vector than the truth: only `unique` is proven.
 """
 
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 
 from attacks.geometry import Geometry, column_space
 from attacks.inputs import check_observation
@@ -130,7 +134,6 @@ def _program(geometry: Geometry, user: int, settings: AttackSettings, deadline: 
         counts=geometry.counts[user].astype(np.float64),
         zero=zero,
         one=one,
-        noise=settings.noise,
         time_limit=settings.time_limit,
         deadline=deadline,
     )
@@ -140,7 +143,9 @@ def _integer_programs(
     geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool, deadline: float | None
 ) -> None:
     users = state.open_users()
-    if len(users) == 0 or settings.time_limit <= 0:
+    # Under noise the search's best-residual candidates stand: a time-limited program would only make the
+    # answer depend on how busy the machine is, and it cannot make noisy sums exact.
+    if len(users) == 0 or settings.time_limit <= 0 or settings.noise:
         return
     started = time.perf_counter()
     programs = sorted((_program(geometry, user, settings, deadline) for user in users), key=_free_rounds)
@@ -151,7 +156,7 @@ def _integer_programs(
         if answer.column is None:
             continue
         residual = geometry.residual(answer.column[:, None])
-        ok = np.array([settings.noise or residual[0] <= settings.accepted_residual])
+        ok = residual <= settings.accepted_residual
         state.accept(np.array([answer.user]), answer.column[:, None], residual, "found", ok)
         if not ok[0]:
             state.status[answer.user] = "infeasible"
@@ -185,6 +190,16 @@ def _certify_found(
     state.steps["certificate"] = time.perf_counter() - started
 
 
+def least_squares(participants: np.ndarray, aggregates: np.ndarray) -> np.ndarray:
+    """argmin_G ||P G - A||: normal equations when P has full column rank (far faster at T >> n), else the pseudo-inverse."""
+    gram = participants.T @ participants
+    try:
+        factor = scipy.linalg.cho_factor(gram)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(participants) @ aggregates
+    return scipy.linalg.cho_solve(factor, participants.T @ aggregates)
+
+
 def disaggregate(
     aggregates: np.ndarray,
     counts: np.ndarray,
@@ -211,7 +226,7 @@ def disaggregate(
     _certify_found(geometry, state, settings, executor, progress, deadline)
     started = time.perf_counter()
     participants = state.columns.astype(np.uint8)
-    updates = np.linalg.pinv(state.columns) @ aggregates
+    updates = least_squares(state.columns, aggregates)
     state.charge("updates", np.arange(n_users), started)
     return Disaggregation(
         participants=participants,

@@ -25,7 +25,6 @@ class UserProgram:
     counts: np.ndarray  # (W,)
     zero: np.ndarray  # (T,) bool: rounds forced to 0
     one: np.ndarray  # (T,) bool: rounds forced to 1
-    noise: bool
     time_limit: float
     deadline: float | None = None  # wall-clock time (time.time()) after which no solver starts
 
@@ -70,7 +69,7 @@ def _solve(problem: cp.Problem, time_limit: float) -> str:
 
 
 def solve_user(program: UserProgram) -> UserAnswer:
-    """Find a binary column with the user's counts inside col(A) (exact) or closest to it (noise)."""
+    """Find a binary column with the user's counts inside col(A)."""
     start = time.perf_counter()
     limit = program.seconds_left()
     if limit <= 0:
@@ -80,10 +79,7 @@ def solve_user(program: UserProgram) -> UserAnswer:
         return UserAnswer(program.user, "found", _assemble(program, np.zeros(0)), time.perf_counter() - start)
     values = cp.Variable(n_free, boolean=True)
     constraints, fit = _constraints(program, values)
-    if program.noise:
-        problem = cp.Problem(cp.Minimize(cp.norm1(fit)), constraints)
-    else:
-        problem = cp.Problem(cp.Minimize(0), constraints + [cp.abs(fit) <= SUBSPACE_TOLERANCE])
+    problem = cp.Problem(cp.Minimize(0), constraints + [cp.abs(fit) <= SUBSPACE_TOLERANCE])
     status = _solve(problem, limit)
     seconds = time.perf_counter() - start
     if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import joblib
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 
@@ -50,9 +51,11 @@ def run_tasks(
     bar = tqdm(total=len(items), desc=progress, disable=progress is None, leave=False)
     try:
         if not executor.parallel or len(items) <= 1:
-            for item in items:
-                yield fn(item)
-                bar.update()
+            # One BLAS thread here too: the last bits of a score must not depend on where a task ran.
+            with threadpool_limits(limits=1):
+                for item in items:
+                    yield fn(item)
+                    bar.update()
             return
         with _backend(executor) as n_jobs:
             results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(

@@ -11,6 +11,15 @@ import pandas as pd
 from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -18,6 +27,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; results are meant to be shared
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
