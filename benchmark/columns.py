@@ -27,3 +27,6 @@ SCORE_COLUMNS = (
 )
 
 RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + ("status",)
+
+# Columns that measure the machine, not the defense: kept in results, never ranked, hashed or compared.
+WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds")

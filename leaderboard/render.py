@@ -15,25 +15,16 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
 from benchmark.errors import BenchmarkError
 from leaderboard.summary import RANKING_RULE
 
-# Wall-clock columns (attack_seconds) stay in the results table but out of the
-# leaderboard: a resumed run must print the same table as an uninterrupted one.
+# Wall-clock columns stay in the results table but out of the leaderboard:
+# a resumed run must print the same table as an uninterrupted one.
 DEFAULT_COLUMNS = (
     "rank",
     "defense",
-    "exact_column_rate",
-    "entry_accuracy",
-    "update_cosine",
-    "psnr_recovered",
-    "psnr_aggregate",
-    "ssim_recovered",
-    "ssim_aggregate",
-    "label_accuracy_recovered",
-    "label_accuracy_aggregate",
-    "test_accuracy",
-    "epsilon",
+    *(column for column in SCORE_COLUMNS if column not in WALL_CLOCK_COLUMNS),
     "tasks",
     "failed",
 )

@@ -23,7 +23,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from benchmark import __version__
-from benchmark.columns import SCORE_COLUMNS
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
 from benchmark.runner import run_suite
@@ -38,8 +38,6 @@ ENTRY_FORMAT = 1
 DEFAULT_ENTRIES = Path("leaderboard") / "entries"
 STANDARD_SUITE = "standard"
 MISSING_PARAMETERS = "(none)"
-# Columns that measure the machine, not the defense: never hashed, compared or aggregated.
-WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds")
 AGGREGATED_SCORES = tuple(c for c in SCORE_COLUMNS if c not in WALL_CLOCK_COLUMNS)
 # Libraries whose versions can change a score; recorded so a verifier can explain a difference.
 RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "cvxpy", "highspy", "opacus", "pandas",
