@@ -1,7 +1,11 @@
 """The per-user integer program (the exact fallback) and the LP certificate of uniqueness, solved by HiGHS."""
 
+import os
+import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -58,8 +62,22 @@ def _assemble(program: UserProgram, free_values: np.ndarray) -> np.ndarray:
     return column
 
 
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """highspy prints a banner from C++ straight to file descriptor 1; keep it out of tables and JSON on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _solve(problem: cp.Problem, time_limit: float) -> str:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_stdout():
         warnings.simplefilter("ignore")
         try:
             problem.solve(solver=cp.HIGHS, time_limit=time_limit)

@@ -80,3 +80,15 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, small_inst
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_stdout_holds_only_the_summary_line_when_integer_programs_run(tmp_path, capfd):
+    from benchmark.synthetic import make_instance
+
+    instance = make_instance(30, 90, 10, 0.5, seed=0)  # the search leaves users to the integer program
+    paths = write_observation(tmp_path, instance, totals=False)
+    code = run_cli(["--aggregates", str(paths["aggregates"]), "--counts", str(paths["counts"]), "--window", "10",
+                    "--out", str(tmp_path / "out"), "--time-limit", "5", "--no-certify"])
+    out = capfd.readouterr().out
+    assert code == 0
+    assert out.count("\n") == 1 and out.startswith("30 users") and "HiGHS" not in out
