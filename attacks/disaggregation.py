@@ -27,9 +27,10 @@ from attacks.inputs import check_observation
 from attacks.settings import AttackSettings
 from attacks.integer_program import UserProgram, is_unique, solve_user
 from attacks.projection_search import projection_search
+from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
 
-STATUSES = ("unique", "found", "timeout", "infeasible")
+STATUSES = ("unique", "found", "timeout", "infeasible", "unattributed")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     started = time.perf_counter()
     users = np.arange(geometry.counts.shape[0])
     sums = geometry.window_matrix @ geometry.basis
-    if np.linalg.matrix_rank(sums) == geometry.rank:
+    if geometry.exact and np.linalg.matrix_rank(sums) == geometry.rank:
         coords = np.linalg.lstsq(sums, geometry.counts.T.astype(np.float64), rcond=None)[0]
         columns = geometry.round_to_counts(geometry.basis @ coords, users)
         residual = geometry.residual(columns)
@@ -107,7 +108,8 @@ def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     columns, residual = projection_search(
         geometry, users, settings.accepted_residual, iterations=settings.search_iterations
     )
-    state.accept(users, columns, residual, "found", residual <= settings.accepted_residual)
+    ok = (residual <= settings.accepted_residual) & geometry.nonempty(columns, users)
+    state.accept(users, columns, residual, "found", ok)
     state.charge("projection_search", users, started)
 
 
@@ -118,7 +120,8 @@ def _complete_from_totals(geometry: Geometry, state: _Progress, totals: np.ndarr
     started = time.perf_counter()
     column = (totals - state.columns.sum(axis=1))[:, None]
     binary = np.all((column == 0) | (column == 1))
-    counts_match = np.array_equal(geometry.window_matrix @ column[:, 0], geometry.counts[users[0]])
+    sums = geometry.window_matrix @ column[:, 0]
+    counts_match = np.all((sums >= geometry.counts[users[0]]) & (sums <= geometry.high[users[0]]))
     residual = geometry.residual(column)
     ok = np.array([binary and counts_match]) & (residual <= settings.accepted_residual)
     state.accept(users, column, residual, "found", ok)
@@ -132,6 +135,7 @@ def _program(geometry: Geometry, user: int, settings: AttackSettings, deadline: 
         complement=geometry.complement,
         window_matrix=geometry.window_matrix,
         counts=geometry.counts[user].astype(np.float64),
+        counts_high=None if geometry.exact else geometry.high[user].astype(np.float64),
         zero=zero,
         one=one,
         time_limit=settings.time_limit,
@@ -156,7 +160,7 @@ def _integer_programs(
         if answer.column is None:
             continue
         residual = geometry.residual(answer.column[:, None])
-        ok = residual <= settings.accepted_residual
+        ok = (residual <= settings.accepted_residual) & geometry.nonempty(answer.column[:, None], np.array([answer.user]))
         state.accept(np.array([answer.user]), answer.column[:, None], residual, "found", ok)
         if not ok[0]:
             state.status[answer.user] = "infeasible"
@@ -178,7 +182,8 @@ def _certify_found(
     geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool, deadline: float | None
 ) -> None:
     users = [u for u, s in enumerate(state.status) if s == "found"]
-    if settings.noise or not settings.certify or not users:
+    # The certificate's null space assumes exact window sums: with count bounds nothing is proven.
+    if settings.noise or not settings.certify or not geometry.exact or not users:
         return
     started = time.perf_counter()
     jobs = [(geometry.basis, _program(geometry, user, settings, deadline), state.columns[:, user].copy()) for user in users]
@@ -208,14 +213,27 @@ def disaggregate(
     settings: AttackSettings = AttackSettings(),
     executor: Executor = Executor(),
     progress: bool = False,
+    counts_high: np.ndarray | None = None,
 ) -> Disaggregation:
-    """Recover the participant matrix (T x n) and the per-user updates (n x d) from what the server observed."""
-    aggregates, counts, totals = check_observation(aggregates, counts, window, totals)
+    """Recover the participant matrix (T x n) and the per-user updates (n x d) from what the server observed.
+
+    With `counts_high`, each window sum is only known to lie in [counts, counts_high] (an adaptive
+    attacker's reading of rounded, noised or padded counts); totals, the linear stage and certificates
+    are then left out.
+    """
+    if counts_high is None:
+        aggregates, counts, totals = check_observation(aggregates, counts, window, totals)
+    else:
+        aggregates, counts, _ = check_observation(aggregates, counts, window)
+        _, counts_high, _ = check_observation(aggregates, counts_high, window)
+        totals = None
+        if np.any(counts_high < counts):
+            raise BenchmarkError("count upper bounds must not be below the counts")
     wall = time.perf_counter()
     n_users = counts.shape[0]
     state = _Progress(aggregates.shape[0], n_users)
     started = time.perf_counter()
-    geometry = Geometry(column_space(aggregates, n_users, settings.noise), counts, int(window))
+    geometry = Geometry(column_space(aggregates, n_users, settings.noise), counts, int(window), counts_high)
     state.charge("subspace", np.arange(n_users), started)
     _linear(geometry, state, settings)
     _search(geometry, state, settings)

@@ -13,12 +13,23 @@ class Geometry:
     """An orthonormal basis of the aggregates' column space plus the analytics windows.
 
     Every participant column p_j lies in col(A) (exactly when updates are fixed,
-    approximately under drift or noise) and its window sums equal the counts.
+    approximately under drift or noise) and its window sums lie in
+    [counts, counts_high]: equal to the counts unless a defense made them
+    inexact (rounded, noised or padded counts) and the attacker knows it.
     """
 
     basis: np.ndarray  # (T, r) orthonormal
-    counts: np.ndarray  # (n, W) int64
+    counts: np.ndarray  # (n, W) int64: each window sum's lower bound (the exact count when counts_high is None)
     window: int
+    counts_high: np.ndarray | None = None  # (n, W) int64 upper bounds; None: the counts are exact
+
+    @property
+    def exact(self) -> bool:
+        return self.counts_high is None
+
+    @property
+    def high(self) -> np.ndarray:
+        return self.counts if self.counts_high is None else self.counts_high
 
     @property
     def n_rounds(self) -> int:
@@ -47,10 +58,16 @@ class Geometry:
         return q[:, self.rank :]
 
     def fixed_rounds(self, user: int) -> tuple[np.ndarray, np.ndarray]:
-        """Masks of rounds forced to 0 (window count 0) and to 1 (count equals window length)."""
-        lengths = window_lengths(self.n_rounds, self.window)
-        per_round = self.counts[user][self.window_index]
-        return per_round == 0, per_round == lengths[self.window_index]
+        """Masks of rounds forced to 0 (window count at most 0) and to 1 (count at least the window length)."""
+        lengths = window_lengths(self.n_rounds, self.window)[self.window_index]
+        return self.high[user][self.window_index] == 0, self.counts[user][self.window_index] == lengths
+
+    def nonempty(self, columns: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Whether each column has a participation, unless its user's counts allow none at all.
+
+        With count bounds the empty column always fits (it lies in every subspace); it is no answer.
+        """
+        return (columns.sum(axis=0) > 0) | (self.high[users].sum(axis=1) == 0)
 
     def residual(self, columns: np.ndarray) -> np.ndarray:
         """Relative distance of each column (T x m) to col(A): 0 for a perfect fit."""
@@ -58,7 +75,10 @@ class Geometry:
         return np.linalg.norm(outside, axis=0) / np.maximum(np.linalg.norm(columns, axis=0), 1.0)
 
     def round_to_counts(self, scores: np.ndarray, users: np.ndarray) -> np.ndarray:
-        """Nearest binary columns with the users' window counts: in each window, the top-c rounds get 1."""
+        """Nearest binary columns with the users' window counts: in each window, the top-c rounds get 1.
+
+        With inexact counts, c is the number of scores above 1/2, clipped to the window's bounds.
+        """
         n_windows = self.counts.shape[1]
         padded = np.full((n_windows * self.window, scores.shape[1]), -np.inf)
         padded[: self.n_rounds] = scores
@@ -66,7 +86,11 @@ class Geometry:
         order = np.argsort(-blocks, axis=1, kind="stable")
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(self.window)[None, :, None], axis=1)
-        binary = ranks < self.counts[users].T[:, None, :]
+        wanted = self.counts[users].T
+        if not self.exact:
+            above = (blocks > 0.5).sum(axis=1)
+            wanted = np.clip(above, wanted, self.high[users].T)
+        binary = ranks < wanted[:, None, :]
         return binary.reshape(n_windows * self.window, -1)[: self.n_rounds].astype(np.float64)
 
 

@@ -26,11 +26,12 @@ class UserProgram:
     user: int
     complement: np.ndarray  # (T, T - r) orthonormal basis of col(A)'s complement
     window_matrix: np.ndarray  # (W, T)
-    counts: np.ndarray  # (W,)
+    counts: np.ndarray  # (W,) window sums (their lower bounds when counts_high is given)
     zero: np.ndarray  # (T,) bool: rounds forced to 0
     one: np.ndarray  # (T,) bool: rounds forced to 1
     time_limit: float
     deadline: float | None = None  # wall-clock time (time.time()) after which no solver starts
+    counts_high: np.ndarray | None = None  # (W,) upper bounds of inexact window sums; None: exact
 
     def seconds_left(self) -> float:
         """This user's solver time: the per-user limit, cut to what the overall budget leaves."""
@@ -51,9 +52,14 @@ def _constraints(program: UserProgram, free_values: cp.Expression) -> tuple[list
     free = ~(program.zero | program.one)
     fixed_ones = program.one.astype(np.float64)
     fit = program.complement[free].T @ free_values + program.complement.T @ fixed_ones
-    window_target = program.counts - program.window_matrix @ fixed_ones
-    constraints = [program.window_matrix[:, free] @ free_values == window_target]
-    return constraints, fit
+    window_sums = program.window_matrix[:, free] @ free_values
+    already = program.window_matrix @ fixed_ones
+    if program.counts_high is None:
+        return [window_sums == program.counts - already], fit
+    bounds = [window_sums >= program.counts - already, window_sums <= program.counts_high - already]
+    if program.counts_high.sum() > 0:  # the empty column fits every subspace: ask for a participation
+        bounds.append(cp.sum(free_values) + fixed_ones.sum() >= 1)
+    return bounds, fit
 
 
 def _assemble(program: UserProgram, free_values: np.ndarray) -> np.ndarray:

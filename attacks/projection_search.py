@@ -3,7 +3,8 @@
 All users advance together as the columns of one matrix, so each iteration is
 two dense matrix products shared by every user. The first iterations solve the
 convex relaxation (box [0, 1]); the rest use the non-convex projection onto
-binary vectors with the right window counts. Every candidate is only a
+binary vectors with the right window counts (or counts within their bounds,
+when a defense made them inexact). Every candidate is only a
 candidate: the caller accepts it when its residual is small enough.
 """
 
@@ -29,9 +30,10 @@ def projection_search(
     basis = geometry.basis
     sums = geometry.window_matrix @ basis
     sums_pinv = np.linalg.pinv(sums)
-    targets = geometry.counts[users].T.astype(np.float64)
-    upper = (geometry.counts[users].T[geometry.window_index] > 0).astype(np.float64)
-    state = targets[geometry.window_index] / geometry.window
+    low = geometry.counts[users].T.astype(np.float64)
+    high = geometry.high[users].T.astype(np.float64)
+    upper = (high[geometry.window_index] > 0).astype(np.float64)
+    state = (low + high)[geometry.window_index] / (2 * geometry.window)
     best = geometry.round_to_counts(state, users)
     best_residual = geometry.residual(best)
     active = np.flatnonzero(best_residual > tolerance)
@@ -41,7 +43,8 @@ def projection_search(
         if len(active) == 0 or stalled >= patience:
             break
         coords = basis.T @ state
-        coords -= sums_pinv @ (sums @ coords - targets[:, active])
+        window_sums = sums @ coords
+        coords -= sums_pinv @ (window_sums - np.clip(window_sums, low[:, active], high[:, active]))
         on_subspace = basis @ coords
         reflected = 2.0 * on_subspace - state
         if iteration < convex_iterations:

@@ -13,6 +13,7 @@ class AttackSettings:
     budget: float | None = None  # seconds for all integer programs and certificates together; None: no cap
     certify: bool = True
     search_iterations: int = 600
+    adaptive: bool = False  # read the defense's public parameters (attacks/adaptive.py)
 
     @property
     def accepted_residual(self) -> float:

@@ -1,0 +1,117 @@
+"""The adaptive attacker: reads a defense's public parameters and adjusts what the disaggregation assumes.
+
+A defense is only as good as the strongest attack that knows how it works. The
+non-adaptive attack takes the analytics at face value; the adaptive one knows
+- rounded counts (`count_bucket` b): the true count lies in [c, c + b - 1];
+- noised counts (`count_noise_scale` b, Laplace): within b ln(1 / (1 - COUNT_CONFIDENCE)) of c;
+- padded check-ins (`padding_rate` r): the true count lies in [c - q, c], q a high
+  binomial quantile of the padded check-ins, and the per-round totals are inflated;
+- noise on updates or sums (`update_noise_std`, `aggregate_noise_std`,
+  `example_noise_multiplier`) and a refreshed model (`model_refresh`): no column
+  fits exactly, so it truncates to rank n and keeps every user's best candidate;
+- fixed groups (`group_size` g): members share one column, so it solves one
+  column per group and splits the group's recovered sum evenly (only group sums
+  are identifiable).
+"""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.stats import binom
+
+from attacks.disaggregation import Disaggregation, disaggregate
+from attacks.inputs import window_lengths
+from attacks.settings import AttackSettings
+from benchmark.executor import Executor
+from benchmark.simulation import Observation
+
+COUNT_CONFIDENCE = 0.99  # each count bound holds with at least this probability
+NOISE_KEYS = ("update_noise_std", "aggregate_noise_std", "example_noise_multiplier", "model_refresh")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the adaptive attacker feeds the disaggregation instead of the raw analytics."""
+
+    counts: np.ndarray  # (n, W) lower bounds of the window sums
+    counts_high: np.ndarray | None  # (n, W) upper bounds; None: counts taken as exact
+    totals: np.ndarray | None
+    settings: AttackSettings
+    group_size: int = 1
+
+
+def read_defense(
+    parameters: dict, counts: np.ndarray, n_rounds: int, window: int, totals: np.ndarray | None, settings: AttackSettings
+) -> Reading:
+    """Count bounds, totals and settings that are valid under the defense the parameters describe."""
+    lengths = window_lengths(n_rounds, window)[None, :]
+    low, high = counts.astype(np.int64), counts.astype(np.int64)
+    if parameters.get("count_bucket", 1) > 1:
+        high = high + int(parameters["count_bucket"]) - 1
+    if parameters.get("count_noise_scale", 0) > 0:
+        spread = int(np.ceil(parameters["count_noise_scale"] * np.log(1.0 / (1.0 - COUNT_CONFIDENCE))))
+        low, high = low - spread, high + spread
+    if parameters.get("padding_rate", 0) > 0:
+        low = low - binom.ppf(COUNT_CONFIDENCE, lengths, parameters["padding_rate"]).astype(np.int64)
+        totals = None
+    if any(parameters.get(key) for key in NOISE_KEYS):
+        settings = replace(settings, noise=True, tolerance=float("inf"))
+    low, high = np.clip(low, 0, lengths), np.clip(high, 0, lengths)
+    exact = np.array_equal(low, high) and np.array_equal(low, counts)
+    return Reading(
+        counts=low,
+        counts_high=None if exact else high,
+        totals=totals,
+        settings=settings,
+        group_size=max(int(parameters.get("group_size", 1)), 1),
+    )
+
+
+def _totals_agree(counts: np.ndarray, totals: np.ndarray, window: int) -> bool:
+    """Per-round totals summed over each window must equal the users' summed counts."""
+    return bool(np.array_equal(np.add.reduceat(totals, np.arange(0, len(totals), window)), counts.sum(axis=0)))
+
+
+def unattributed(n_rounds: int, n_users: int, dimension: int) -> Disaggregation:
+    """Without per-user counts nothing ties a recovered column to a user: the attack attributes nothing."""
+    return Disaggregation(
+        participants=np.zeros((n_rounds, n_users), dtype=np.uint8),
+        updates=np.zeros((n_users, dimension)),
+        status=("unattributed",) * n_users,
+        seconds=np.zeros(n_users),
+        residual=np.full(n_users, np.nan),
+        rank=0,
+        wall_seconds=0.0,
+    )
+
+
+def recover(observation: Observation, settings: AttackSettings, executor: Executor = Executor()) -> Disaggregation:
+    """The disaggregation step on one observation, reading the defense's public parameters when `settings.adaptive`."""
+    aggregates, window = observation.aggregates, observation.window
+    n_rounds, n_users = aggregates.shape[0], observation.n_users
+    if observation.counts is None:
+        return unattributed(n_rounds, n_users, aggregates.shape[1])
+    counts, counts_high, totals = observation.counts, None, observation.totals
+    group_size = 1
+    if settings.adaptive:
+        reading = read_defense(observation.defense_parameters, counts, n_rounds, window, totals, settings)
+        counts, counts_high, totals, settings = reading.counts, reading.counts_high, reading.totals, reading.settings
+        group_size = reading.group_size
+    # A defense can publish totals that contradict the counts (rounded or noised counts): then they are no help.
+    if totals is not None and not _totals_agree(counts, totals, window):
+        totals = None
+    if group_size == 1:
+        return disaggregate(aggregates, counts, window, totals, settings, executor, counts_high=counts_high)
+    leaders = np.arange(0, n_users, group_size)
+    group = np.arange(n_users) // group_size
+    sizes = np.bincount(group)
+    high = None if counts_high is None else counts_high[leaders]
+    result = disaggregate(aggregates, counts[leaders], window, None, settings, executor, counts_high=high)
+    return replace(
+        result,
+        participants=result.participants[:, group],
+        updates=result.updates[group] / sizes[group, None],
+        status=tuple(result.status[k] for k in group),
+        seconds=result.seconds[group] / sizes[group],
+        residual=result.residual[group],
+    )

@@ -1,0 +1,84 @@
+"""The adaptive attack reads a defense's public parameters and beats the attack that takes analytics at face value."""
+
+import numpy as np
+import pytest
+
+from attacks.adaptive import read_defense
+from attacks.disaggregation import disaggregate
+from attacks.settings import AttackSettings
+from benchmark.synthetic import make_instance
+from defenses.base import window_counts
+
+SETTINGS = AttackSettings(time_limit=2.0, budget=8.0)
+N_USERS, N_ROUNDS, WINDOW = 20, 60, 5
+
+
+@pytest.fixture(scope="module")
+def instance():
+    return make_instance(N_USERS, N_ROUNDS, WINDOW, 0.3, seed=1)
+
+
+def _published(instance, kind: str, strength: float) -> tuple[np.ndarray, dict]:
+    rng = np.random.default_rng(0)
+    participants = instance.participants.astype(bool)
+    if kind == "rounded":
+        return strength * (instance.counts // strength), {"count_bucket": strength}
+    padding = (rng.random(participants.shape) < strength) & ~participants
+    return window_counts(participants | padding, WINDOW), {"padding_rate": strength}
+
+
+def _exact_rate(instance, counts: np.ndarray, parameters: dict, adaptive: bool) -> float:
+    if adaptive:
+        reading = read_defense(parameters, counts, N_ROUNDS, WINDOW, None, SETTINGS)
+        result = disaggregate(instance.aggregates, reading.counts, WINDOW, None, reading.settings, counts_high=reading.counts_high)
+    else:
+        result = disaggregate(instance.aggregates, counts, WINDOW, None, SETTINGS)
+    return float((result.participants == instance.participants).all(axis=0).mean())
+
+
+@pytest.mark.parametrize(("kind", "strength"), [("rounded", 2), ("padding", 0.1)])
+def test_adaptive_attack_beats_the_static_one(instance, kind, strength):
+    counts, parameters = _published(instance, kind, strength)
+    static = _exact_rate(instance, counts, parameters, adaptive=False)
+    adaptive = _exact_rate(instance, counts, parameters, adaptive=True)
+    assert static <= 0.1
+    assert adaptive >= 0.9
+
+
+@pytest.mark.parametrize(("kind", "strength", "coverage"), [("rounded", 2, 1.0), ("rounded", 3, 1.0), ("padding", 0.1, 0.99), ("padding", 0.3, 0.99)])
+def test_count_bounds_contain_the_true_counts(instance, kind, strength, coverage):
+    """Rounding gives certain bounds; padding's lower bounds hold with probability COUNT_CONFIDENCE (0.99)."""
+    counts, parameters = _published(instance, kind, strength)
+    reading = read_defense(parameters, counts, N_ROUNDS, WINDOW, instance.totals, SETTINGS)
+    inside = (reading.counts <= instance.counts) & (instance.counts <= reading.counts_high)
+    assert inside.mean() >= coverage
+    assert reading.counts_high.max() <= WINDOW
+
+
+def test_no_parameters_means_exact_counts(instance):
+    reading = read_defense({}, instance.counts, N_ROUNDS, WINDOW, instance.totals, SETTINGS)
+    assert reading.counts_high is None
+    assert np.array_equal(reading.counts, instance.counts)
+    assert reading.totals is instance.totals
+    assert reading.settings == SETTINGS
+
+
+def test_declared_noise_keeps_best_candidates(instance):
+    reading = read_defense({"aggregate_noise_std": 0.1}, instance.counts, N_ROUNDS, WINDOW, None, SETTINGS)
+    assert reading.settings.noise
+    assert reading.settings.accepted_residual == float("inf")
+
+
+def test_padding_drops_inflated_totals(instance):
+    counts, parameters = _published(instance, "padding", 0.2)
+    reading = read_defense(parameters, counts, N_ROUNDS, WINDOW, instance.totals, SETTINGS)
+    assert reading.totals is None
+
+
+def test_bounds_never_accept_the_empty_column(instance):
+    """Every user's lower bounds are 0 here, so the empty column fits everything; it must not be the answer."""
+    low = np.zeros_like(instance.counts)
+    result = disaggregate(instance.aggregates, low, WINDOW, None, SETTINGS, counts_high=instance.counts)
+    found = [user for user, status in enumerate(result.status) if status == "found"]
+    assert found
+    assert np.all(result.participants[:, found].sum(axis=0) > 0)
