@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: run test install clean
 
@@ -11,12 +12,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (the standard suite uses it beside digits).
+$(DATA):
+	.ci/install-system-packages
 
-run: $(STAMP)
+install: $(STAMP) $(DATA)
+
+run: $(STAMP) $(DATA)
 	$(VENV)/bin/disaggbench run --workers 2
 
-test: $(STAMP)
+test: $(STAMP) $(DATA)
 	$(PY) -m pytest
 
 clean:

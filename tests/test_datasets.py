@@ -119,6 +119,18 @@ def test_fashion_mnist_default_root(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "absent" in one_line(exc)
 
 
+@pytest.mark.skipif(
+    not (datasets.FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is not installed (`make test` installs it)",
+)
+def test_installed_fashion_mnist_is_the_real_data_set() -> None:
+    data = load_dataset("fashion-mnist")
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
+    assert 0.0 <= data.x_train.min() and data.x_train.max() == 1.0
+    assert np.array_equal(np.bincount(data.y_train), np.full(10, 6000))
+    assert np.array_equal(np.bincount(data.y_test), np.full(10, 1000))
+
+
 def test_idx_wrong_magic(tmp_path: Path) -> None:
     arrays = write_idx_dataset(tmp_path)
     write_idx(tmp_path, "train-images-idx3-ubyte", arrays["train-images-idx3-ubyte"], 0x801, gz=False)
