@@ -110,7 +110,9 @@ def solve_user(program: UserProgram) -> UserAnswer:
         return UserAnswer(program.user, "infeasible", None, seconds)
     if values.value is None or status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.USER_LIMIT):
         return UserAnswer(program.user, "timeout", None, seconds)
-    return UserAnswer(program.user, "found", _assemble(program, values.value), seconds)
+    # At the time limit HiGHS may still hand back its incumbent: a candidate the caller verifies, not a proof.
+    found = "timeout" if status == cp.USER_LIMIT else "found"
+    return UserAnswer(program.user, found, _assemble(program, values.value), seconds)
 
 
 def null_space(matrix: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ Suites and the per-user integer programs both go through `run_tasks`, so a
 Dask cluster that runs a suite can also run the attack's per-user work.
 """
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,23 +44,35 @@ def run_tasks(
     items: Sequence[Any],
     executor: Executor = Executor(),
     progress: str | None = None,
+    inline_seconds: float = 0.0,
 ) -> Iterable[Any]:
     """Yield `fn(item)` for every item, in order, with one BLAS thread per worker process.
 
-    `progress` is the label of a progress bar (none when it is None).
+    `progress` is the label of a progress bar (none when it is None). With
+    `inline_seconds`, items run in this process for as long as the time they
+    have taken, projected over the items left, stays under it: starting worker
+    processes costs seconds, more than a batch of small jobs takes.
     """
     bar = tqdm(total=len(items), desc=progress, disable=progress is None, leave=False)
     try:
-        if not executor.parallel or len(items) <= 1:
-            # One BLAS thread here too: the last bits of a score must not depend on where a task ran.
-            with threadpool_limits(limits=1):
-                for item in items:
-                    yield fn(item)
-                    bar.update()
+        done = 0
+        # One BLAS thread here too: the last bits of a score must not depend on where a task ran.
+        with threadpool_limits(limits=1):
+            started = time.perf_counter()
+            while done < len(items):
+                elapsed = time.perf_counter() - started
+                projected = elapsed / done * (len(items) - done) if done else 0.0
+                inline = not executor.parallel or len(items) - done <= 1 or (inline_seconds > 0 and projected < inline_seconds)
+                if not inline:
+                    break
+                yield fn(items[done])
+                done += 1
+                bar.update()
+        if done == len(items):
             return
         with _backend(executor) as n_jobs:
             results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
-                joblib.delayed(fn)(item) for item in items
+                joblib.delayed(fn)(item) for item in items[done:]
             )
             for result in results:
                 yield result
