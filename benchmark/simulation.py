@@ -19,7 +19,8 @@ class Observation:
     """Everything the server sees, and nothing else: this is all an attack gets."""
 
     aggregates: np.ndarray  # (T, d) float64: each round's aggregated update
-    counts: np.ndarray  # (n, W) int64: per-user participation counts per analytics window
+    n_users: int
+    counts: np.ndarray | None  # (n, W) int64: per-user participation counts per analytics window; None if unpublished
     window: int  # rounds per analytics window
     totals: np.ndarray | None  # (T,) participants counted per round
     weights: np.ndarray  # (T, d) the global model each round; (0, 0) for synthetic updates
@@ -29,6 +30,8 @@ class Observation:
     samples_per_user: int
     local_training: str
     learning_rate: float
+    local_epochs: int  # fedavg: epochs of local SGD
+    batch_size: int  # fedavg: local minibatch size
     defense_parameters: dict = field(default_factory=dict)
 
 
@@ -45,6 +48,8 @@ class GroundTruth:
     labels: np.ndarray  # (n, s)
     test_accuracy: float  # of the model trained with FL under the defense; NaN for synthetic updates
     max_participations: int
+    extra_checkins: float  # check-ins that contribute nothing (padding), as a fraction of the contributions
+    extra_upload_bytes_per_round: float  # uploaded by those devices (8 bytes per float64 coordinate), per round
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
@@ -122,6 +127,15 @@ class _Federation:
             self.cache[user] = update
         return update
 
+    def client_update(self, user: int, clean: np.ndarray) -> np.ndarray:
+        """What the client computes under the defense: the defense's own local training, else the clean update."""
+        if self.scenario.update_kind == "model":
+            x, y = torch.from_numpy(self.images[user]), torch.from_numpy(self.labels[user])
+            update = self.defense.local_update(self.model, x, y, self.scenario, self.rngs["defense"])
+            if update is not None:
+                return np.asarray(update, dtype=np.float64)
+        return clean.copy()
+
     def run(self, apply: bool) -> dict:
         s, defense = self.scenario, self.defense
         n = s.n_users
@@ -129,6 +143,7 @@ class _Federation:
         checked_in = np.zeros((s.n_rounds, n), dtype=bool)
         aggregates, weights, contributions, index = [], [], [], []
         clean_sum = np.zeros((n, self.dim))
+        padded_coordinates = 0
         for t in range(s.n_rounds):
             selected = self.rngs["participation"].random(n) < s.participation
             contributing, counted = defense.choose_participants(selected, t, self.rngs["defense"])
@@ -142,9 +157,15 @@ class _Federation:
                 if s.update_kind == "model":
                     contributions.append(clean)
                     index.append((t, int(user)))
-                sent = np.asarray(defense.transform_update(clean.copy(), self.rngs["defense"]), dtype=np.float64)
+                own = self.client_update(int(user), clean)
+                sent = np.asarray(defense.transform_update(own, self.rngs["defense"]), dtype=np.float64)
                 aggregate = sent if aggregate is None else aggregate + sent
             aggregate = np.zeros(self.dim) if aggregate is None else aggregate
+            padded = int((checked_in[t] & ~contributed[t]).sum())
+            uploads = defense.padded_uploads(padded, self.dim, self.rngs["defense"]) if padded else None
+            if uploads is not None:
+                aggregate = aggregate + np.asarray(uploads, dtype=np.float64).sum(axis=0)
+                padded_coordinates += uploads.size
             aggregate = np.asarray(defense.transform_aggregate(aggregate, self.rngs["defense"]), dtype=np.float64)
             aggregates.append(aggregate)
             if apply and s.update_kind == "model" and contributing.any():
@@ -159,13 +180,14 @@ class _Federation:
             "updates": clean_sum / rounds_per_user,
             "contributions": np.stack(contributions) if contributions else np.zeros((0, self.dim)),
             "contribution_index": np.array(index, dtype=np.int64).reshape(-1, 2),
+            "padded_coordinates": padded_coordinates,
         }
 
 
 def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundTruth]:
     """Run the protocol under `defense`; the same scenario (with its seed) gives the same arrays, bit for bit."""
     federation = _Federation(scenario, defense)
-    trained = scenario.model_policy == "trained"
+    trained = scenario.model_policy == "trained" or defense.refreshes_model
     observed = federation.run(apply=trained)
     analytics = defense.transform_analytics(observed["checked_in"], scenario.window, federation.rngs["defense"])
     if scenario.update_kind == "model":
@@ -178,8 +200,10 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
     else:
         test_accuracy, images, labels = float("nan"), np.zeros((0,)), np.zeros((0,), dtype=np.int64)
         image_shape, n_classes = (0, 0, 0), 0
+    padded_checkins = (observed["checked_in"] & ~observed["contributed"]).sum()
     observation = Observation(
         aggregates=observed["aggregates"],
+        n_users=scenario.n_users,
         counts=analytics.counts,
         window=analytics.window,
         totals=analytics.totals,
@@ -190,6 +214,8 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
         samples_per_user=scenario.samples_per_user,
         local_training=scenario.local_training,
         learning_rate=scenario.learning_rate,
+        local_epochs=scenario.local_epochs,
+        batch_size=scenario.batch_size,
         defense_parameters=defense.public_parameters(),
     )
     truth = GroundTruth(
@@ -201,5 +227,16 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
         labels=labels,
         test_accuracy=test_accuracy,
         max_participations=int(observed["contributed"].sum(axis=0).max()),
+        extra_checkins=float(padded_checkins / max(observed["contributed"].sum(), 1)),
+        extra_upload_bytes_per_round=8.0 * observed["padded_coordinates"] / scenario.n_rounds,
     )
     return observation, truth
+
+
+def undefended_accuracy(scenario: Scenario) -> float:
+    """Test accuracy of the scenario trained with FL and no defense (the utility baseline); NaN for synthetic updates."""
+    if scenario.update_kind != "model":
+        return float("nan")
+    federation = _Federation(scenario, Defense())
+    federation.run(apply=True)
+    return _accuracy(federation.model, federation.dataset)

@@ -1,17 +1,23 @@
-"""The Defense base class: four hooks, each doing nothing until a subclass overrides it."""
+"""The Defense base class: hooks that each do nothing until a subclass overrides them."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from attacks.inputs import window_of_round
+
+if TYPE_CHECKING:  # torch loads only when a task runs
+    from torch import Tensor, nn
+
+    from benchmark.scenario import Scenario
 
 
 @dataclass(frozen=True)
 class Analytics:
     """What device analytics publish: per-user counts per window of `window` rounds, and per-round totals."""
 
-    counts: np.ndarray  # (n, W) int64
+    counts: np.ndarray | None  # (n, W) int64, or None when no per-user counts are published
     window: int
     totals: np.ndarray | None  # (T,) int64, or None when not published
 
@@ -25,16 +31,23 @@ def window_counts(checked_in: np.ndarray, window: int) -> np.ndarray:
     return counts.T
 
 
+def round_totals(checked_in: np.ndarray) -> np.ndarray:
+    """(T,) users checked in per round."""
+    return checked_in.sum(axis=1).astype(np.int64)
+
+
 class Defense:
     """A countermeasure. Override any hook; the defaults leave the protocol untouched.
 
     Hooks run in protocol order each round: `choose_participants`, then
-    `transform_update` for every contributing client, then `transform_aggregate`;
-    `transform_analytics` runs once at the end on the whole check-in history.
-    Every random choice must come from the `rng` passed in.
+    `local_update` and `transform_update` for every contributing client,
+    `padded_uploads` for the devices counted without contributing, then
+    `transform_aggregate`; `transform_analytics` runs once at the end on the
+    whole check-in history. Every random choice must come from the `rng` passed in.
     """
 
     name = "none"
+    refreshes_model: bool = False  # True: the server must apply every aggregate (never a frozen model)
 
     def public_parameters(self) -> dict:
         """What the server (and so an adaptive attacker) knows about this defense."""
@@ -44,9 +57,22 @@ class Defense:
         """From the users the protocol selected (bool, n), return (contributing, checked_in) masks."""
         return selected, selected
 
+    def local_update(
+        self, model: "nn.Module", x: "Tensor", y: "Tensor", scenario: "Scenario", rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """The update a client computes on its data (x, y) from `model`, which it must leave unchanged.
+
+        None means the protocol's own local training (benchmark.simulation.local_update).
+        """
+        return None
+
     def transform_update(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A client's update before it enters secure aggregation."""
         return update
+
+    def padded_uploads(self, count: int, dim: int, rng: np.random.Generator) -> np.ndarray | None:
+        """(count, dim) vectors uploaded by this round's `count` devices counted without contributing; None: nothing."""
+        return None
 
     def transform_aggregate(self, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The round's sum, as the server receives it."""
@@ -54,8 +80,12 @@ class Defense:
 
     def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
         """Analytics from the (T, n) check-in matrix; by default exact counts every `window` rounds and totals."""
-        return Analytics(window_counts(checked_in, window), window, checked_in.sum(axis=1).astype(np.int64))
+        return Analytics(window_counts(checked_in, window), window, round_totals(checked_in))
 
     def epsilon(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> float:
         """User-level epsilon of the whole run, or NaN where the defense gives no DP guarantee."""
         return float("nan")
+
+    def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
+        """Every privacy figure the defense reports, by name; `epsilon` is the headline."""
+        return {"epsilon": self.epsilon(n_rounds, participation, max_participations, delta)}

@@ -1,5 +1,7 @@
 """Runs a defense's hooks and turns a failure or a malformed output into one line naming the hook."""
 
+from numbers import Real
+
 import numpy as np
 
 from benchmark.errors import BenchmarkError
@@ -12,6 +14,7 @@ class GuardedDefense(Defense):
     def __init__(self, inner: Defense) -> None:
         self.inner = inner
         self.name = getattr(inner, "name", type(inner).__name__)
+        self.refreshes_model = bool(getattr(inner, "refreshes_model", False))
 
     def _call(self, hook: str, *args):
         try:
@@ -40,8 +43,21 @@ class GuardedDefense(Defense):
                 self._fail("choose_participants", f"must return boolean masks of shape {selected.shape}")
         return masks
 
+    def local_update(self, model, x, y, scenario, rng):
+        from benchmark.models import get_flat  # torch: only once a client trains
+
+        before = get_flat(model)
+        out = self._call("local_update", model, x, y, scenario, rng)
+        if not bool((get_flat(model) == before).all()):
+            self._fail("local_update", "changed the global model it was given")
+        return None if out is None else self._checked("local_update", out, tuple(before.shape))
+
     def transform_update(self, update, rng):
         return self._checked("transform_update", self._call("transform_update", update, rng), update.shape)
+
+    def padded_uploads(self, count, dim, rng):
+        out = self._call("padded_uploads", count, dim, rng)
+        return None if out is None else self._checked("padded_uploads", out, (count, dim))
 
     def transform_aggregate(self, aggregate, rng):
         return self._checked("transform_aggregate", self._call("transform_aggregate", aggregate, rng), aggregate.shape)
@@ -60,12 +76,20 @@ class GuardedDefense(Defense):
             self._fail("transform_analytics", "must return defenses.base.Analytics")
         n_rounds, n_users = checked_in.shape
         n_windows = -(-n_rounds // max(int(out.window), 1))
-        counts = np.asarray(out.counts)
+        no_counts = np.zeros((n_users, n_windows), dtype=np.int64)  # None (nothing published) always passes
+        counts = no_counts if out.counts is None else np.asarray(out.counts)
         if out.window < 1 or counts.shape != (n_users, n_windows) or not np.issubdtype(counts.dtype, np.integer):
-            self._fail("transform_analytics", f"must return integer counts of shape ({n_users}, {n_windows}) for window {out.window}")
+            self._fail("transform_analytics", f"must return integer counts of shape ({n_users}, {n_windows}) or None "
+                                              f"for window {out.window}")
         if out.totals is not None and np.asarray(out.totals).shape != (n_rounds,):
             self._fail("transform_analytics", f"must return totals of shape ({n_rounds},) or None")
         return out
 
     def epsilon(self, n_rounds, participation, max_participations, delta) -> float:
         return float(self._call("epsilon", n_rounds, participation, max_participations, delta))
+
+    def epsilons(self, n_rounds, participation, max_participations, delta) -> dict[str, float]:
+        figures = self._call("epsilons", n_rounds, participation, max_participations, delta)
+        if not (isinstance(figures, dict) and all(isinstance(k, str) and isinstance(v, Real) for k, v in figures.items())):
+            self._fail("epsilons", "must return a dict of names to numbers")
+        return {key: float(value) for key, value in figures.items()}

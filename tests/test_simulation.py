@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import Scenario
@@ -102,10 +103,30 @@ class NotFinite(Defense):
         return update * np.nan
 
 
+class MutatingClient(Defense):
+    name = "mutating-client"
+
+    def local_update(self, model, x, y, scenario, rng):
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)
+
+
+class ShortUpload(Defense):
+    name = "short-upload"
+
+    def choose_participants(self, selected, round_index, rng):
+        return selected, np.ones_like(selected)
+
+    def padded_uploads(self, count, dim, rng):
+        return np.zeros((count, dim - 1))
+
+
 @pytest.mark.parametrize("defense, message", [
     (Exploding(), "hook transform_aggregate raised RuntimeError: boom"),
     (WrongShape(), "hook transform_update must return a numeric array"),
     (NotFinite(), "hook transform_update returned NaN"),
+    (MutatingClient(), "hook local_update changed the global model"),
+    (ShortUpload(), "hook padded_uploads must return a numeric array of shape"),
 ])
 def test_a_broken_defense_gets_one_error_naming_the_hook(defense, message):
     with pytest.raises(BenchmarkError, match=message):

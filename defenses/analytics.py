@@ -1,0 +1,103 @@
+"""Coarsened analytics: longer windows, rounded or noised counts, totals only, or nothing per user.
+
+Rounded and noised counts publish no per-round totals: summed over a window,
+the totals give back the exact sum of the users' counts.
+"""
+
+import math
+
+import numpy as np
+
+from attacks.inputs import window_lengths
+from benchmark.errors import BenchmarkError
+from defenses.base import Analytics, Defense, round_totals, window_counts
+
+
+def _positive_integer(name: str, key: str, value) -> int:
+    if int(value) != value or value < 1:
+        raise BenchmarkError(f"{name} needs an integer {key} >= 1")
+    return int(value)
+
+
+class CoarseAnalytics(Defense):
+    """Publish participation counts over windows `factor` times longer than the protocol's."""
+
+    name = "coarse-analytics"
+
+    def __init__(self, factor: int = 4) -> None:
+        self.factor = _positive_integer(self.name, "factor", factor)
+
+    def public_parameters(self) -> dict:
+        return {"window_factor": self.factor}
+
+    def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
+        coarse = min(window * self.factor, checked_in.shape[0])
+        return Analytics(window_counts(checked_in, coarse), coarse, round_totals(checked_in))
+
+
+class RoundedCounts(Defense):
+    """Publish each count rounded down to a multiple of `bucket`, and no totals."""
+
+    name = "rounded-counts"
+
+    def __init__(self, bucket: int = 2) -> None:
+        self.bucket = _positive_integer(self.name, "bucket", bucket)
+
+    def public_parameters(self) -> dict:
+        return {"count_bucket": self.bucket}
+
+    def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
+        counts = window_counts(checked_in, window)
+        return Analytics(counts - counts % self.bucket, window, None)
+
+
+class NoisyCounts(Defense):
+    """Publish counts plus discrete Laplace noise of scale `scale`, clipped to [0, window length], and no totals.
+
+    One participation changes one count by 1, so the counts are (1 / scale)-DP
+    for a single participation (event-level), reported as `epsilon_analytics`.
+    """
+
+    name = "noisy-counts"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        if not scale > 0:
+            raise BenchmarkError(f"{self.name} needs a scale > 0")
+        self.scale = float(scale)
+
+    def public_parameters(self) -> dict:
+        return {"count_noise_scale": self.scale}
+
+    def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
+        counts = window_counts(checked_in, window)
+        # The difference of two geometric variables has P(k) proportional to exp(-|k| / scale).
+        success = -math.expm1(-1.0 / self.scale)
+        noise = rng.geometric(success, counts.shape) - rng.geometric(success, counts.shape)
+        return Analytics(np.clip(counts + noise, 0, window_lengths(checked_in.shape[0], window)), window, None)
+
+    def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
+        return {"epsilon": math.nan, "epsilon_analytics": 1.0 / self.scale}
+
+
+class TotalsOnly(Defense):
+    """Publish per-round participant totals only: no per-user counts."""
+
+    name = "totals-only"
+
+    def public_parameters(self) -> dict:
+        return {"counts": "none"}
+
+    def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
+        return Analytics(None, window, round_totals(checked_in))
+
+
+class NoAnalytics(Defense):
+    """Publish no analytics at all: neither per-user counts nor per-round totals."""
+
+    name = "no-analytics"
+
+    def public_parameters(self) -> dict:
+        return {"counts": "none", "totals": "none"}
+
+    def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
+        return Analytics(None, window, None)

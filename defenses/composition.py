@@ -1,0 +1,90 @@
+"""Several defenses applied together, each hook in the order given."""
+
+import math
+
+import numpy as np
+
+from benchmark.errors import BenchmarkError
+from defenses.base import Analytics, Defense
+
+
+def _changes_analytics(defense: Defense) -> bool:
+    if isinstance(defense, Composed):
+        return any(_changes_analytics(part) for part in defense.parts)
+    return type(defense).transform_analytics is not Defense.transform_analytics
+
+
+class Composed(Defense):
+    """Apply `defenses` (a list of {name, ...parameters}) in order; at most one of them may change the analytics.
+
+    choose_participants: each part gets the previous part's contributing mask;
+    the checked-in mask is the union of the parts'. Updates and sums pass through
+    every part in order; local_update and padded_uploads come from the first part
+    that returns one. Public parameters merge; a key published twice with
+    different values is an error. Epsilons: every DP part alone bounds the whole
+    pipeline (the other parts are pre- or post-processing), so each figure is the
+    smallest of the parts' (NaN ignored). With a dp-sgd part they are example-level.
+    """
+
+    name = "composed"
+
+    def __init__(self, defenses: list[dict]) -> None:
+        from defenses.registry import make_defense  # the registry imports this module
+
+        if not defenses or not all(isinstance(entry, dict) and "name" in entry for entry in defenses):
+            raise BenchmarkError("composed needs defenses = [{name = ..., ...parameters}, ...], at least one")
+        self.parts = [make_defense(entry["name"], {k: v for k, v in entry.items() if k != "name"}) for entry in defenses]
+        self.refreshes_model = any(part.refreshes_model for part in self.parts)
+        analytics = [part for part in self.parts if _changes_analytics(part)]
+        if len(analytics) > 1:
+            raise BenchmarkError(f"composed: {' and '.join(p.name for p in analytics)} both change the analytics; keep one")
+        self.analytics = analytics[0] if analytics else Defense()
+        self.public_parameters()
+
+    def public_parameters(self) -> dict:
+        merged: dict = {}
+        for part in self.parts:
+            for key, value in part.public_parameters().items():
+                if key in merged and merged[key] != value:
+                    raise BenchmarkError(f"composed: public parameter {key!r} is both {merged[key]!r} and {value!r}")
+                merged[key] = value
+        return merged
+
+    def choose_participants(self, selected: np.ndarray, round_index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        contributing, checked_in = selected, np.zeros_like(selected)
+        for part in self.parts:
+            contributing, counted = part.choose_participants(contributing, round_index, rng)
+            checked_in = checked_in | counted
+        return contributing, checked_in
+
+    def local_update(self, model, x, y, scenario, rng: np.random.Generator) -> np.ndarray | None:
+        return next((u for p in self.parts if (u := p.local_update(model, x, y, scenario, rng)) is not None), None)
+
+    def transform_update(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for part in self.parts:
+            update = part.transform_update(update, rng)
+        return update
+
+    def padded_uploads(self, count: int, dim: int, rng: np.random.Generator) -> np.ndarray | None:
+        return next((u for p in self.parts if (u := p.padded_uploads(count, dim, rng)) is not None), None)
+
+    def transform_aggregate(self, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for part in self.parts:
+            aggregate = part.transform_aggregate(aggregate, rng)
+        return aggregate
+
+    def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
+        return self.analytics.transform_analytics(checked_in, window, rng)
+
+    def epsilon(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> float:
+        return _smallest([part.epsilon(n_rounds, participation, max_participations, delta) for part in self.parts])
+
+    def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
+        figures = [part.epsilons(n_rounds, participation, max_participations, delta) for part in self.parts]
+        keys = dict.fromkeys(key for figure in figures for key in figure)
+        return {key: _smallest([figure.get(key, math.nan) for figure in figures]) for key in keys}
+
+
+def _smallest(values: list[float]) -> float:
+    known = [float(value) for value in values if not math.isnan(value)]
+    return min(known) if known else math.nan

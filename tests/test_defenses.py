@@ -1,0 +1,271 @@
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.inputs import window_lengths
+from benchmark.errors import BenchmarkError
+from benchmark.models import build_model
+from benchmark.scenario import Scenario
+from benchmark.simulation import local_update, simulate, undefended_accuracy
+from defenses.analytics import CoarseAnalytics, NoAnalytics, NoisyCounts, RoundedCounts, TotalsOnly
+from defenses.base import Defense, window_counts
+from defenses.builtin import BUILTIN_DEFENSES, NoDefense
+from defenses.guard import GuardedDefense
+from defenses.participation import ModelRefresh, ParticipationPadding, StructuredParticipation
+from defenses.privacy import AggregateNoise, DPGaussian, DPSGD
+from defenses.registry import make_defense
+from defenses.validate import validate_defense
+
+SMALL = Scenario(name="small", n_users=8, n_rounds=24, participation=0.4, window=4)
+FEDAVG = replace(SMALL, local_training="fedavg", samples_per_user=4, batch_size=2, local_epochs=4)
+DELTA = 1e-5
+
+
+def true_counts(truth, window: int) -> np.ndarray:
+    return window_counts(truth.participants.astype(bool), window)
+
+
+def test_existing_names_keep_their_parameters_and_publish_the_new_keys():
+    assert make_defense("dp-gaussian", {"noise_multiplier": 0.5, "clip_norm": 2.0}).public_parameters() == {
+        "update_noise_std": 1.0, "clip_norm": 2.0}
+    assert make_defense("coarse-analytics", {"factor": 4}).public_parameters() == {"window_factor": 4}
+    assert make_defense("participation-padding", {"rate": 0.1}).public_parameters() == {
+        "padding_rate": 0.1, "padding_masked": False}
+    assert BUILTIN_DEFENSES["none"] is NoDefense
+
+
+def test_rounded_counts_are_multiples_of_the_bucket_never_above_the_truth():
+    observation, truth = simulate(SMALL, RoundedCounts(bucket=2))
+    exact = true_counts(truth, SMALL.window)
+    assert np.all(observation.counts % 2 == 0) and np.all(observation.counts <= exact)
+    assert np.all(exact - observation.counts < 2) and observation.totals is None
+    assert np.any(observation.counts != exact)
+    assert observation.defense_parameters == {"count_bucket": 2}
+
+
+def test_noisy_counts_stay_in_range_differ_from_the_truth_and_report_their_epsilon():
+    observation, truth = simulate(SMALL, NoisyCounts(scale=2.0))
+    again, _ = simulate(SMALL, NoisyCounts(scale=2.0))
+    assert np.array_equal(observation.counts, again.counts) and observation.counts.dtype == np.int64
+    assert observation.counts.min() >= 0 and np.all(observation.counts <= window_lengths(SMALL.n_rounds, SMALL.window))
+    assert np.mean(observation.counts != true_counts(truth, SMALL.window)) > 0.3 and observation.totals is None
+    figures = NoisyCounts(scale=2.0).epsilons(24, 0.4, 10, DELTA)
+    assert figures["epsilon_analytics"] == 0.5 and math.isnan(figures["epsilon"])
+
+
+def test_noisy_counts_noise_is_discrete_laplace_of_the_given_scale():
+    nobody = np.zeros((200, 20000), dtype=bool)  # 40000 true counts of 0, windows of 100 rounds
+    published = NoisyCounts(scale=3.0).transform_analytics(nobody, 100, np.random.default_rng(0)).counts
+    # Clipped at 0: P(count > 0) = a / (1 + a), and above 0 the count is geometric with mean 1 / (1 - a), a = e^(-1/3).
+    a = math.exp(-1.0 / 3.0)
+    assert np.mean(published > 0) == pytest.approx(a / (1 + a), abs=0.01)
+    assert np.mean(published[published > 0]) == pytest.approx(1.0 / (1.0 - a), abs=0.1)
+
+
+@pytest.mark.parametrize("defense, totals", [(TotalsOnly(), True), (NoAnalytics(), False)])
+def test_totals_only_and_no_analytics_publish_no_counts(defense, totals):
+    observation, truth = simulate(SMALL, GuardedDefense(defense))
+    assert observation.counts is None and observation.n_users == SMALL.n_users
+    if totals:
+        assert np.array_equal(observation.totals, truth.participants.sum(axis=1))
+    else:
+        assert observation.totals is None
+
+
+def test_coarse_analytics_counts_sum_to_the_truth():
+    observation, truth = simulate(SMALL, CoarseAnalytics(factor=3))
+    assert observation.window == 12 and np.array_equal(observation.counts, true_counts(truth, 12))
+
+
+def test_masked_padding_uploads_cancel_in_the_round_sum_and_cost_bytes():
+    masks = ParticipationPadding(masked=True).padded_uploads(3, 50, np.random.default_rng(0))
+    assert masks.shape == (3, 50) and np.all(masks.sum(axis=0) == 0.0) and np.all(np.abs(masks[0]) > 0)
+    observation, truth = simulate(SMALL, GuardedDefense(ParticipationPadding(rate=0.5, masked=True)))
+    undefended, _ = simulate(SMALL, NoDefense())  # padding adds check-ins, never contributors
+    assert np.array_equal(observation.aggregates, undefended.aggregates)  # exactly (-0.0 may become 0.0)
+    padded = observation.counts.sum() - truth.participants.sum()
+    assert padded > 0 and truth.extra_checkins == pytest.approx(padded / truth.participants.sum())
+    dim = observation.aggregates.shape[1]
+    assert truth.extra_upload_bytes_per_round == pytest.approx(8 * dim * padded / SMALL.n_rounds)
+    _, plain = simulate(SMALL, ParticipationPadding(rate=0.5))
+    assert plain.extra_checkins > 0 and plain.extra_upload_bytes_per_round == 0
+
+
+def test_masks_leave_the_round_sum_exactly_unchanged():
+    aggregate = np.random.default_rng(1).standard_normal(50)
+    masks = ParticipationPadding(masked=True).padded_uploads(4, 50, np.random.default_rng(2))
+    assert (aggregate + masks.sum(axis=0)).tobytes() == aggregate.tobytes()
+
+
+def test_undefended_runs_have_no_overhead_and_report_the_baseline_accuracy():
+    _, truth = simulate(SMALL, NoDefense())
+    assert truth.extra_checkins == 0 and truth.extra_upload_bytes_per_round == 0
+    assert undefended_accuracy(SMALL) == truth.test_accuracy and 0 < truth.test_accuracy <= 1
+    assert math.isnan(undefended_accuracy(Scenario(**{**SMALL.to_dict(), "update_kind": "synthetic"})))
+
+
+def test_structured_groups_always_participate_together():
+    observation, truth = simulate(SMALL, StructuredParticipation(group_size=3))
+    participants = truth.participants
+    for first, last in ((0, 3), (3, 6), (6, 8)):
+        assert np.all(participants[:, first:last] == participants[:, [first]])
+        assert np.all(observation.counts[first:last] == observation.counts[first])
+    assert participants.sum() > 0 and observation.defense_parameters == {"group_size": 3}
+
+
+def test_model_refresh_moves_the_model_every_round():
+    busy = Scenario(**{**SMALL.to_dict(), "participation": 0.9})
+    frozen, _ = simulate(busy, NoDefense())
+    assert np.all(frozen.weights == frozen.weights[0])
+    refreshed, truth = simulate(busy, GuardedDefense(ModelRefresh()))
+    assert np.all(truth.participants.sum(axis=1) > 0)
+    assert np.all(np.any(np.diff(refreshed.weights, axis=0) != 0, axis=1))
+    assert refreshed.defense_parameters == {"model_refresh": True}
+
+
+def model_and_data(samples: int = 4):
+    rng = np.random.default_rng(5)
+    model = build_model("mlp", (1, 8, 8), 10, seed=0)
+    return model, torch.from_numpy(rng.random((samples, 1, 8, 8))), torch.from_numpy(rng.integers(0, 10, samples))
+
+
+@pytest.mark.parametrize("scenario", [SMALL, replace(FEDAVG, batch_size=4)])  # full batches: the order drawn is moot
+def test_dp_sgd_without_noise_or_clipping_is_the_clean_local_update(scenario):
+    model, x, y = model_and_data()
+    clean = local_update(model, x, y, scenario, np.random.default_rng(3))
+    private = DPSGD(noise_multiplier=0.0, clip_norm=1e9).local_update(model, x, y, scenario, np.random.default_rng(3))
+    assert np.allclose(private, clean, rtol=1e-9, atol=1e-12)
+
+
+def test_dp_sgd_clips_each_example_and_leaves_the_model_alone():
+    model, x, y = model_and_data()
+    before = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    clipped = DPSGD(noise_multiplier=0.0, clip_norm=1e-3).local_update(model, x, y, SMALL, np.random.default_rng(0))
+    assert np.linalg.norm(clipped) <= 1e-3 + 1e-12
+    assert torch.equal(before, torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+
+
+def test_dp_sgd_sends_a_noised_update_deterministic_under_the_seed():
+    observation, truth = simulate(SMALL, GuardedDefense(DPSGD(noise_multiplier=1.0, clip_norm=1.0)))
+    again, truth_again = simulate(SMALL, DPSGD(noise_multiplier=1.0, clip_norm=1.0))
+    assert observation.aggregates.tobytes() == again.aggregates.tobytes()
+    clean_sums = truth.participants.astype(float) @ truth.updates
+    assert not np.allclose(observation.aggregates, clean_sums, atol=1e-3)
+    _, undefended = simulate(SMALL, NoDefense())
+    assert truth.updates.tobytes() == undefended.updates.tobytes()  # the truth stays the clean update
+    assert observation.defense_parameters == {"example_noise_multiplier": 1.0, "example_clip_norm": 1.0}
+
+
+def test_dp_sgd_accounts_every_local_epoch_at_example_level():
+    defense = DPSGD(noise_multiplier=2.0, clip_norm=1.0)
+    assert math.isnan(defense.epsilons(24, 0.4, 10, DELTA)["epsilon"])  # no client trained yet
+    model, x, y = model_and_data()
+    defense.local_update(model, x, y, FEDAVG, np.random.default_rng(0))  # 4 epochs: 4 steps per round
+    assert defense.epsilon(24, 0.4, 10, DELTA) == pytest.approx(DPGaussian(1.0).epsilon(24, 0.4, 10, DELTA))
+
+
+def test_aggregate_noise_clips_updates_and_noises_each_sum():
+    clipped, truth = simulate(SMALL, AggregateNoise(noise_multiplier=0.0, clip_norm=1e-3))
+    assert np.all(np.linalg.norm(clipped.aggregates, axis=1) <= truth.participants.sum(axis=1) * 1e-3 + 1e-12)
+    noised, _ = simulate(SMALL, AggregateNoise(noise_multiplier=2.0, clip_norm=1e-3))
+    assert np.std(noised.aggregates - clipped.aggregates) == pytest.approx(2e-3, rel=0.05)
+    assert noised.defense_parameters == {"aggregate_noise_std": 2e-3, "clip_norm": 1e-3}
+
+
+@pytest.mark.parametrize("cls", [DPGaussian, AggregateNoise])
+def test_epsilons_fall_with_noise_and_amplification_never_hurts(cls):
+    low, high = (cls(z).epsilons(60, 0.3, 25, DELTA) for z in (0.5, 2.0))
+    assert set(low) == {"epsilon", "epsilon_amplified", "epsilon_prv", "epsilon_prv_amplified"}
+    for key in low:
+        assert high[key] < low[key]
+    for figures in (low, high):
+        assert figures["epsilon_amplified"] <= figures["epsilon"]
+        assert figures["epsilon_prv_amplified"] <= figures["epsilon_prv"]
+        assert figures["epsilon_prv"] == pytest.approx(figures["epsilon"], rel=0.1)
+        assert figures["epsilon_prv_amplified"] == pytest.approx(figures["epsilon_amplified"], rel=0.15)
+    assert low["epsilon"] == cls(0.5).epsilon(60, 0.3, 25, DELTA)
+
+
+def test_epsilon_edge_cases_are_documented_values():
+    tiny = DPGaussian(0.1).epsilons(60, 1.0, 25, DELTA)
+    assert math.isfinite(tiny["epsilon"]) and math.isnan(tiny["epsilon_prv"])  # opacus' PRV answers inf here
+    assert set(DPGaussian(0.0).epsilons(60, 0.3, 25, DELTA).values()) == {math.inf}
+    assert DPGaussian(1.0).epsilons(60, 0.3, 0, DELTA)["epsilon"] == 0.0
+
+
+def test_a_plugin_that_only_writes_epsilon_still_reports_epsilons():
+    class Fixed(Defense):
+        def epsilon(self, n_rounds, participation, max_participations, delta):
+            return 3.0
+
+    assert GuardedDefense(Fixed()).epsilons(10, 0.5, 4, DELTA) == {"epsilon": 3.0}
+
+
+def composed(*entries: dict) -> Defense:
+    return make_defense("composed", {"defenses": list(entries)})
+
+
+def test_composition_applies_both_defenses():
+    defense = composed({"name": "dp-gaussian", "noise_multiplier": 0.5}, {"name": "rounded-counts", "bucket": 2})
+    observation, truth = simulate(SMALL, GuardedDefense(defense))
+    noisy, _ = simulate(SMALL, DPGaussian(0.5))
+    assert np.all(observation.counts % 2 == 0) and observation.totals is None
+    assert observation.aggregates.tobytes() == noisy.aggregates.tobytes()
+    assert observation.defense_parameters == {"update_noise_std": 0.5, "clip_norm": 1.0, "count_bucket": 2}
+
+
+def test_composition_pipes_participants_and_unions_check_ins():
+    defense = composed({"name": "structured-participation", "group_size": 2}, {"name": "participation-padding", "rate": 0.5})
+    observation, truth = simulate(SMALL, defense)
+    assert np.all(truth.participants[:, 0::2] == truth.participants[:, 1::2])
+    assert np.all(observation.counts >= true_counts(truth, SMALL.window)) and truth.extra_checkins > 0
+
+
+def test_composition_takes_the_smallest_epsilon_of_its_parts():
+    defense = composed({"name": "dp-gaussian", "noise_multiplier": 1.0}, {"name": "dp-aggregate", "noise_multiplier": 2.0},
+                       {"name": "noisy-counts", "scale": 4.0})
+    figures = defense.epsilons(60, 0.3, 25, DELTA)
+    assert figures == {**DPGaussian(2.0).epsilons(60, 0.3, 25, DELTA), "epsilon_analytics": 0.25}
+    assert defense.epsilon(60, 0.3, 25, DELTA) == figures["epsilon"]
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([{"name": "dp-gaussian", "clip_norm": 1.0}, {"name": "dp-aggregate", "clip_norm": 2.0}], "'clip_norm' is both 1.0 and 2.0"),
+    ([{"name": "coarse-analytics"}, {"name": "rounded-counts"}], "coarse-analytics and rounded-counts both change"),
+    ([], "at least one"),
+    ([{"name": "no-such-defense"}], "unknown defense"),
+])
+def test_composition_rejects_clashes(entries, message):
+    with pytest.raises(BenchmarkError, match=message):
+        composed(*entries)
+
+
+COMPOSED = {"defenses": [{"name": "dp-sgd"}, {"name": "participation-padding", "masked": True}, {"name": "model-refresh"}]}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_DEFENSES))
+def test_validate_defense_passes_every_builtin(name):
+    validate_defense(lambda: make_defense(name, COMPOSED if name == "composed" else None))
+
+
+PLUGINS = {  # a method of the plugin class, and the error it must get
+    "broken": ("def transform_aggregate(self, aggregate, rng):\n        return aggregate[:1]",
+               "hook transform_aggregate must return"),
+    "nan": ("def padded_uploads(self, count, dim, rng):\n        return np.full((count, dim), np.nan)",
+            "hook padded_uploads returned NaN"),
+    "random": ("def transform_update(self, update, rng):\n        return update + np.random.default_rng().normal()",
+               "hook transform_update is not deterministic"),
+}
+PLUGIN_FILE = "import numpy as np\n\nfrom defenses.base import Defense\n\n\nclass Bad(Defense):\n    name = 'bad'\n\n    {}\n"
+
+
+@pytest.mark.parametrize("kind", sorted(PLUGINS))
+def test_validate_defense_names_the_bad_hook_of_a_plugin(tmp_path, kind):
+    body, message = PLUGINS[kind]
+    path = tmp_path / f"{kind}.py"
+    path.write_text(PLUGIN_FILE.format(body))
+    with pytest.raises(BenchmarkError, match=f"defense 'bad': {message}"):
+        validate_defense(lambda: make_defense(f"{path}:Bad"))
