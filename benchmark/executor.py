@@ -60,14 +60,17 @@ def run_tasks(
         with threadpool_limits(limits=1):
             started = time.perf_counter()
             while done < len(items):
+                # The first job pays for imports and warm-up: the projection starts after it.
                 elapsed = time.perf_counter() - started
-                projected = elapsed / done * (len(items) - done) if done else 0.0
+                projected = elapsed / (done - 1) * (len(items) - done) if done > 1 else 0.0
                 inline = not executor.parallel or len(items) - done <= 1 or (inline_seconds > 0 and projected < inline_seconds)
                 if not inline:
                     break
                 yield fn(items[done])
                 done += 1
                 bar.update()
+                if done == 1:
+                    started = time.perf_counter()
         if done == len(items):
             return
         with _backend(executor) as n_jobs:
