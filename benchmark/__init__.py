@@ -1,3 +1,3 @@
 """DisaggBench: does a federated-learning privacy defense survive gradient disaggregation?"""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -36,7 +36,7 @@ def _load_array(path: str, what: str) -> np.ndarray:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import run_suite
+    from benchmark.runner import check_device, resolve_device, run_suite
     from benchmark.suite import DefenseSpec, expand, load_suite
     from leaderboard.render import render
     from leaderboard.summary import summarize
@@ -50,7 +50,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             defense_class(spec.name)
     if args.task_timeout is not None and args.task_timeout <= 0:
         raise BenchmarkError("--task-timeout must be positive")
-    table = run_suite(expand(suite, defenses), args.results, _executor(args), progress=not args.quiet, task_timeout=args.task_timeout)
+    # Fail before any task runs; cluster workers resolve "auto" and "cuda" themselves.
+    if args.scheduler is None:
+        resolve_device(args.device)
+    else:
+        check_device(args.device)
+    table = run_suite(
+        expand(suite, defenses), args.results, _executor(args), progress=not args.quiet, task_timeout=args.task_timeout,
+        device=args.device,
+    )
     print(render(summarize(table), args.format))
     return _report_failures(table)
 
@@ -206,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     run.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
     run.add_argument("--task-timeout", type=float, help="seconds after which a task is recorded as failed (local workers only)")
+    run.add_argument("--device", default="cpu", help="where inversions run: cpu, cuda, or auto (cuda when torch sees one); not part of a task's key (default cpu, whose scores match on every machine)")
     run.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)

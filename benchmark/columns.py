@@ -11,22 +11,59 @@ ID_COLUMNS = (
     "participation",
 )
 
+# Inference quantities come as _recovered (from the recovered updates), _ceiling (the same inference on
+# the true updates), _aggregate (on round sums only: the floor) and a share, (recovered - floor) /
+# (ceiling - floor). Rows also carry `lpips`, text: a number, or "not computed: <reason>".
+EPSILON_COLUMNS = (
+    "epsilon",  # user-level, RDP accountant, no subsampling amplification (this adversary learns who took part)
+    "epsilon_amplified",  # the same with amplification by the participation rate
+    "epsilon_prv",
+    "epsilon_prv_amplified",
+    "epsilon_analytics",  # of noisy published counts (event-level)
+)
+
 SCORE_COLUMNS = (
+    "attack_success",  # worst case over the attacks: users whose column is exact and update recovered
+    "attack_success_static",
+    "attack_success_adaptive",
     "exact_column_rate",
     "entry_accuracy",
     "update_cosine",
+    "unique_rate",
     "psnr_recovered",
+    "psnr_ceiling",
     "psnr_aggregate",
+    "psnr_share",
     "ssim_recovered",
+    "ssim_ceiling",
     "ssim_aggregate",
+    "ssim_share",
     "label_accuracy_recovered",
+    "label_accuracy_ceiling",
     "label_accuracy_aggregate",
+    "label_share",
+    "property_auc_recovered",
+    "property_auc_ceiling",
+    "property_auc_aggregate",
+    "property_auc_chance",
+    "property_share",
+    "property_accuracy_recovered",
+    "property_accuracy_ceiling",
+    "property_accuracy_aggregate",
+    "property_accuracy_chance",
+    "property_accuracy_share",
     "test_accuracy",
-    "epsilon",
+    "test_accuracy_undefended",
+    *EPSILON_COLUMNS,
+    "overhead_checkins",  # padded check-ins that contribute nothing, per contribution
+    "overhead_upload_bytes",  # bytes uploaded per round by devices that contribute nothing
     "attack_seconds",
 )
 
-RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + ("status",)
+# Text columns: which attack was strongest (static or adaptive), and LPIPS as a number or "not computed: <reason>".
+TEXT_COLUMNS = ("attack", "lpips")
+
+RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + TEXT_COLUMNS + ("status",)
 
 # Columns that measure the machine, not the defense: kept in results, never ranked, hashed or compared.
 WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds")

@@ -1,12 +1,20 @@
-"""Image and label scores, invariant to the order of a batch (Hungarian matching before scoring)."""
+"""Image, label and property scores; image scores are invariant to the order of a batch (Hungarian matching)."""
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import roc_auc_score
+from torch.nn import functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 PSNR_CAP = 100.0  # dB: a perfect reconstruction scores this instead of infinity, so means stay finite
 DATA_RANGE = 1.0  # images live in [0, 1]
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1, the LPIPS backbone
+LPIPS_SIZE = 64  # pixels on the short side that LPIPS inputs are upsampled to
+AUC_CHANCE = 0.5
 
 
 def psnr(reconstructed: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -38,3 +46,53 @@ def label_accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
     predicted_counts = np.bincount(predicted, minlength=max(predicted.max(initial=0), true.max(initial=0)) + 1)
     true_counts = np.bincount(true, minlength=len(predicted_counts))
     return float(np.minimum(predicted_counts[: len(true_counts)], true_counts).sum() / max(len(true), 1))
+
+
+def property_accuracy(predictions: np.ndarray, truth: np.ndarray) -> float:
+    """Share of users whose property was predicted correctly."""
+    return float(np.mean(predictions == truth))
+
+
+def property_auc(scores: np.ndarray, truth: np.ndarray, predictions: np.ndarray) -> float:
+    """ROC AUC of the property scores against the true property (ties count one half).
+
+    When every user has the same property there is nothing to rank and the AUC is undefined; it
+    falls back to property_accuracy of the predictions then, so a table never holds NaN for it.
+    """
+    if truth.all() or not truth.any():
+        return property_accuracy(predictions, truth)
+    return float(roc_auc_score(truth, scores))
+
+
+def majority_share(truth: np.ndarray) -> float:
+    """The accuracy of always guessing the more common property value: chance for property_accuracy."""
+    return float(max(truth.mean(), 1 - truth.mean()))
+
+
+def lpips_unavailable() -> str | None:
+    """Why LPIPS cannot run here without downloading anything, or None when it can."""
+    if importlib.util.find_spec("torchvision") is None:
+        return "torchvision is not installed"
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
+    if not weights.is_file():
+        return f"the AlexNet weights are not on disk at {weights}"
+    return None
+
+
+def lpips(reconstructed: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-image LPIPS (AlexNet backbone, lower = more alike); call only when lpips_unavailable() is None.
+
+    Grey images are repeated to three channels and small ones upsampled (bilinear) to LPIPS_SIZE
+    pixels on their short side, since AlexNet's first layers shrink an 8 x 8 digit to nothing.
+    """
+    from torchmetrics.functional.image.lpips import learned_perceptual_image_patch_similarity
+
+    pair = [torch.from_numpy(np.ascontiguousarray(images)).float() for images in (reconstructed, true)]
+    if pair[0].shape[1] == 1:
+        pair = [images.repeat(1, 3, 1, 1) for images in pair]
+    short_side = min(pair[0].shape[-2:])
+    if short_side < LPIPS_SIZE:
+        scale = -(-LPIPS_SIZE // short_side)
+        pair = [F.interpolate(images, scale_factor=scale, mode="bilinear").clamp(0.0, 1.0) for images in pair]
+    values = learned_perceptual_image_patch_similarity(*pair, net_type="alex", reduction="none", normalize=True)
+    return values.reshape(-1).numpy()

@@ -1,21 +1,26 @@
 """Runs a suite's tasks, skipping those already stored, and records a failed task instead of stopping."""
 
+import json
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
+import numpy as np
 import pandas as pd
 from pathlib import Path
 
+from attacks.settings import AttackSettings
 from benchmark import __version__
+from benchmark.columns import EPSILON_COLUMNS
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
-from benchmark.suite import Task
+from benchmark.suite import DefenseSpec, Task
 
 
 def _row(task: Task) -> dict:
@@ -34,16 +39,51 @@ def _row(task: Task) -> dict:
     }
 
 
-def run_task(task: Task, picture: Path | None = None) -> dict:
+DEVICES = ("cpu", "cuda", "auto")
+ATTACK_NAMES = ("static", "adaptive")  # the order of attack_variants
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise BenchmarkError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    return device
+
+
+def resolve_device(device: str) -> str:
+    """"auto" is cuda where torch sees a GPU, else cpu; asking for cuda without one is an error."""
+    if check_device(device) == "cpu":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise BenchmarkError("--device cuda: torch sees no CUDA device here")
+    return "cpu"
+
+
+def attack_variants(settings: AttackSettings, public_parameters: dict) -> list[AttackSettings]:
+    """The attacks run on every task: the static one, and the adaptive one when the defense publishes parameters."""
+    variants = [replace(settings, adaptive=False)]
+    if public_parameters:
+        variants.append(replace(settings, adaptive=True))
+    return variants
+
+
+def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> dict:
     """One result row; any error becomes `status = "failed: ..."` so the suite goes on.
 
-    With `picture`, a model-based task also draws its reconstructions there (PNG).
+    Every attack variant disaggregates; the row reports the strongest (the defense's worst case,
+    by `attack_success`), and only that one runs the costlier inference. Inversion runs on
+    `device` (an execution option: it is not part of the task's key). The oracle ceiling runs the
+    attack's own inference on the true updates. With `picture`, a model-based task also draws its
+    reconstructions there (PNG).
     """
     # The simulation and attack stack (torch, cvxpy) loads here, not at import: a run whose
     # tasks are all stored already never pays for it.
-    from attacks.pipeline import run_attack
-    from benchmark.scoring import DELTA, score
-    from benchmark.simulation import simulate
+    from attacks.pipeline import disaggregate_observation, infer_from, infer_users
+    from benchmark.scoring import DELTA, score, score_recovery
+    from benchmark.simulation import simulate, undefended_accuracy
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
     from leaderboard.plots import plot_reconstructions
@@ -51,14 +91,31 @@ def run_task(task: Task, picture: Path | None = None) -> dict:
     row = _row(task)
     started = time.perf_counter()
     try:
+        device = resolve_device(device)
+        seed = task.scenario.seed
         defense = GuardedDefense(make_defense(task.defense.name, dict(task.defense.parameters)))
         observation, truth = simulate(task.scenario, defense)
-        output = run_attack(observation, task.attack, seed=task.scenario.seed)
-        epsilon = defense.epsilon(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
-        row.update(score(output, truth, epsilon))
+        attempts = [disaggregate_observation(observation, settings) for settings in attack_variants(task.attack, observation.defense_parameters)]
+        success = [score_recovery(result, truth)["attack_success"] for result, _ in attempts]
+        strongest = int(np.argmax(success))
+        output = infer_from(observation, *attempts[strongest], seed=seed, device=device)
+        ceiling = infer_users(observation, truth.updates, truth.participants, seed, device)
+        row.update(score(output, truth, ceiling))
+        row.update(
+            attack=ATTACK_NAMES[strongest],
+            attack_success_static=success[0],
+            attack_success_adaptive=success[-1],
+            test_accuracy_undefended=undefended_accuracy(task.scenario),
+            overhead_checkins=truth.extra_checkins,
+            overhead_upload_bytes=truth.extra_upload_bytes_per_round,
+        )
+        figures = defense.epsilons(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
+        row.update({column: figures.get(column, float("nan")) for column in EPSILON_COLUMNS})
         if picture is not None and len(truth.images):
             picture.parent.mkdir(parents=True, exist_ok=True)
-            plot_reconstructions(truth.images[:, 0], output.images[:, 0], output.aggregate_images[:, 0], picture)
+            plot_reconstructions(
+                truth.images[:, 0], output.recovered.images[:, 0], output.aggregate_images[:, 0], picture, ceiling.images[:, 0]
+            )
         row["status"] = "ok"
     except BenchmarkError as error:
         row["status"] = f"failed: {error}"
@@ -98,6 +155,7 @@ class _Job:
     results_root: str
     suite: str
     timeout: float | None
+    device: str
 
 
 def _run_and_store(job: _Job) -> str:
@@ -105,11 +163,24 @@ def _run_and_store(job: _Job) -> str:
     store = ResultStore(job.results_root, job.suite)
     try:
         with _time_limit(job.timeout):
-            row = run_task(job.task, store.picture(job.key))
+            row = run_task(job.task, store.picture(job.key), job.device)
     except TaskTimeout as error:
         row = {**_row(job.task), "status": f"failed: {error}", "task_seconds": job.timeout}
     store.save(job.key, row)
     return job.key
+
+
+def _validate_defenses(specs: list[DefenseSpec]) -> None:
+    """Every defense with a task to run passes validate_defense first: a broken one stops the run, one line."""
+    from defenses.registry import make_defense
+    from defenses.validate import validate_defense
+
+    seen = set()
+    for spec in specs:
+        identity = json.dumps([spec.name, spec.parameters], sort_keys=True, default=str)
+        if identity not in seen:
+            seen.add(identity)
+            validate_defense(partial(make_defense, spec.name, dict(spec.parameters)))
 
 
 def run_suite(
@@ -118,16 +189,21 @@ def run_suite(
     executor: Executor = Executor(),
     progress: bool = True,
     task_timeout: float | None = None,
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Run every task not stored yet, then write and return the suite's table (one row per task).
 
-    A task that runs longer than `task_timeout` seconds is stored as failed and the suite goes on.
+    Every defense with a task to run is validated first (defenses.validate); a broken one raises
+    BenchmarkError before anything runs. A task that runs longer than `task_timeout` seconds is
+    stored as failed and the suite goes on.
+    Inversions run on `device` (cpu, cuda or auto), resolved in each worker.
     """
     if not tasks:
         raise BenchmarkError("the suite has no tasks")
     store = ResultStore(results_root, tasks[0].suite)
     keys = [task.key() for task in tasks]
-    todo = [_Job(key, task, str(results_root), task.suite, task_timeout) for key, task in zip(keys, tasks) if not store.has(key)]
+    todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks) if not store.has(key)]
+    _validate_defenses([job.task.defense for job in todo])
     for _ in run_tasks(_run_and_store, todo, executor, progress="tasks" if progress else None):
         pass
     table = store.table(keys)

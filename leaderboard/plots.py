@@ -36,23 +36,23 @@ def _save_atomically(figure: Figure, path: str | os.PathLike[str]) -> Path:
 
 
 def plot_success_vs_utility(results: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """One labelled point per defense: mean test accuracy (x) against mean exact column rate (y), ok tasks only."""
-    ok = ok_results(results, ("defense", "status", "test_accuracy", "exact_column_rate"))
-    means = ok.groupby("defense")[["test_accuracy", "exact_column_rate"]].mean().dropna()
+    """One labelled point per defense: mean test accuracy (x) against mean attack success, worst case over the attacks (y), ok tasks only."""
+    ok = ok_results(results, ("defense", "status", "test_accuracy", "attack_success"))
+    means = ok.groupby("defense")[["test_accuracy", "attack_success"]].mean().dropna()
     if means.empty:
-        raise BenchmarkError("no defense has both test_accuracy and exact_column_rate to plot")
+        raise BenchmarkError("no defense has both test_accuracy and attack_success to plot")
     figure, axes = plt.subplots(figsize=(6, 4.5))
-    axes.scatter(means["test_accuracy"], means["exact_column_rate"])
+    axes.scatter(means["test_accuracy"], means["attack_success"])
     for defense, row in means.iterrows():
         axes.annotate(
             str(defense),
-            (row["test_accuracy"], row["exact_column_rate"]),
+            (row["test_accuracy"], row["attack_success"]),
             textcoords="offset points",
             xytext=(4, 4),
             fontsize=8,
         )
     axes.set_xlabel("test accuracy (utility, higher is better)")
-    axes.set_ylabel("exact column rate (attack success)")
+    axes.set_ylabel("attack success (worst case over the attacks)")
     axes.set_ylim(*RATE_LIMITS)
     axes.set_title("Attack success vs. utility")
     axes.grid(alpha=0.3)
@@ -86,16 +86,25 @@ def plot_recovery_vs_rounds(results: pd.DataFrame, path: str | os.PathLike[str])
 
 
 def plot_reconstructions(
-    true: np.ndarray, recovered: np.ndarray, aggregate: np.ndarray, path: str | os.PathLike[str], users: int = 8
+    true: np.ndarray,
+    recovered: np.ndarray,
+    aggregate: np.ndarray,
+    path: str | os.PathLike[str],
+    ceiling: np.ndarray | None = None,
+    users: int = 8,
 ) -> Path:
-    """A grid per scenario: true inputs, inversions of the recovered updates, inversions of round sums.
+    """A grid per scenario: true inputs, inversions of the recovered updates, of the true updates (the
+    oracle ceiling, when given) and of round sums.
 
-    `true` and `recovered` are (n, C, H, W) (first sample of each user), `aggregate`
+    `true`, `recovered` and `ceiling` are (n, C, H, W) (first sample of each user), `aggregate`
     (R, C, H, W); at most `users` columns are drawn.
     """
     columns = min(users, len(true))
-    rows = (("true input", true), ("from recovered update", recovered), ("from a round's sum", aggregate))
-    figure, axes = plt.subplots(3, columns, figsize=(1.2 * columns, 3.9), squeeze=False)
+    rows = [("true input", true), ("from recovered update", recovered)]
+    if ceiling is not None:
+        rows.append(("from true update", ceiling))
+    rows.append(("from a round's sum", aggregate))
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.3 * len(rows)), squeeze=False)
     for row, (label, images) in enumerate(rows):
         for column in range(columns):
             axis = axes[row][column]

@@ -15,19 +15,28 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
 from benchmark.errors import BenchmarkError
 from leaderboard.summary import RANKING_RULE
 
-# Wall-clock columns stay in the results table but out of the leaderboard:
-# a resumed run must print the same table as an uninterrupted one.
-DEFAULT_COLUMNS = (
-    "rank",
-    "defense",
-    *(column for column in SCORE_COLUMNS if column not in WALL_CLOCK_COLUMNS),
-    "tasks",
-    "failed",
+# The leaderboard shows attack success (worst case over the attacks), what the recovered updates reveal
+# and their share of the oracle ceiling, utility, privacy accounting and overhead; every other score
+# column stays in the results table. Wall-clock columns never show: a resumed run must print the same
+# table as an uninterrupted one.
+LEADERBOARD_SCORES = (
+    "attack_success",
+    "exact_column_rate",
+    "psnr_recovered",
+    "psnr_share",
+    "label_share",
+    "property_share",
+    "test_accuracy",
+    "test_accuracy_undefended",
+    "epsilon",
+    "epsilon_amplified",
+    "overhead_checkins",
+    "overhead_upload_bytes",
 )
+DEFAULT_COLUMNS = ("rank", "defense", *LEADERBOARD_SCORES, "tasks", "failed")
 
 SIGNIFICANT = 3
 MISSING = "\u2014"

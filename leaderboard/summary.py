@@ -12,8 +12,11 @@ from benchmark.errors import BenchmarkError
 CONFIDENCE = 0.95
 
 RANKING_RULE = (
-    "Ranked by exact_column_rate ascending (lower attack success = better defense), "
-    "ties broken by test_accuracy descending; mean \u00b1 95% t-interval half-width over seeds."
+    "Ranked by attack_success ascending (the share of users whose participation column and own update "
+    "the strongest attack, static or adaptive, recovered: lower = better defense), ties broken by "
+    "test_accuracy descending; mean \u00b1 95% t-interval half-width over seeds. "
+    "A *_share is (recovered - floor) / (ceiling - floor) per task, clipped to [0, 1]: 0 = what the round sums alone reveal, "
+    "1 = what each user's true update reveals."
 )
 
 _REQUIRED = ("defense", "seed", "status", *SCORE_COLUMNS)
@@ -78,7 +81,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         summary[score] = means[score]
         summary[f"{score}_ci"] = half_widths[score]
     summary = summary.reset_index().sort_values(
-        ["exact_column_rate", "test_accuracy", "defense"],
+        ["attack_success", "test_accuracy", "defense"],
         ascending=[True, False, True],
         na_position="last",
         kind="mergesort",

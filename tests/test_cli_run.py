@@ -96,13 +96,13 @@ def test_readme_example_defense_runs_through_the_plugin_path(tmp_path, suite_fil
     defense_file = tmp_path / "my_defense.py"
     defense_file.write_text(code)
     exit_code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
-                               "--defense", f"{defense_file}:RoundedCounts"], capsys)
+                               "--defense", f"{defense_file}:TopKSparsification"], capsys)
     assert exit_code == 0, err
     table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
-    assert list(table["defense"]) == [f"{defense_file}:RoundedCounts"] and table["status"].iloc[0] == "ok"
+    assert list(table["defense"]) == [f"{defense_file}:TopKSparsification"] and table["status"].iloc[0] == "ok"
 
 
-def test_a_defense_that_raises_is_recorded_and_reported_in_one_line(tmp_path, suite_file, capsys):
+def test_a_broken_defense_is_refused_before_any_task_runs(tmp_path, suite_file, capsys):
     defense_file = tmp_path / "broken.py"
     defense_file.write_text(
         "from defenses.base import Defense\n\n"
@@ -113,8 +113,27 @@ def test_a_defense_that_raises_is_recorded_and_reported_in_one_line(tmp_path, su
     )
     code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
                           "--defense", "none", "--defense", f"{defense_file}:Broken"], capsys)
-    assert code == 1
+    assert code == 2
     assert err.count("\n") == 1 and "hook transform_update raised ValueError: no update for you" in err
+    assert not (tmp_path / "r" / "tiny" / "tasks").exists()
+
+
+def test_a_defense_that_fails_during_a_task_is_recorded_and_reported_in_one_line(tmp_path, suite_file, capsys):
+    """Validation runs a few rounds; a hook that breaks later fails its task, and the suite goes on."""
+    defense_file = tmp_path / "late.py"
+    defense_file.write_text(
+        "from defenses.base import Defense\n\n"
+        "class Late(Defense):\n"
+        "    name = 'late'\n\n"
+        "    def choose_participants(self, selected, round_index, rng):\n"
+        "        if round_index == 20:\n"
+        "            raise ValueError('round 20 is cursed')\n"
+        "        return selected, selected\n"
+    )
+    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                          "--defense", "none", "--defense", f"{defense_file}:Late"], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "hook choose_participants raised ValueError: round 20 is cursed" in err
     table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
     assert table.set_index("defense").loc["none", "status"] == "ok"
     assert table["status"].str.startswith("failed:").sum() == 1
@@ -131,11 +150,8 @@ def test_bad_suites_exit_2_with_one_line(tmp_path, capsys, edit, message):
     path = tmp_path / "bad.toml"
     path.write_text(edit(TINY_SUITE))
     code, out, err = run(["run", "--suite", str(path), "--results", str(tmp_path / "r"), "--quiet"], capsys)
-    if message == "unknown defense":
-        assert code == 1 and message in err
-    else:
-        assert code == 2 and message in err and err.count("\n") == 1
-        assert not (tmp_path / "r").exists()
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r" / "tiny" / "tasks").exists()
 
 
 def test_list_and_leaderboard(tmp_path, suite_file, capsys):

@@ -34,7 +34,7 @@ def task(defense: str, seed: int, status: str = "ok", **scores: float) -> dict[s
         "status": status,
     }
     row.update({score: math.nan for score in SCORE_COLUMNS})
-    row.update({"test_accuracy": 0.9, "attack_seconds": 1.0})
+    row.update({"test_accuracy": 0.9, "attack_seconds": 1.0, "attack": "static", "lpips": "not computed: test"})
     row.update(scores)
     return row
 
@@ -43,15 +43,15 @@ def task(defense: str, seed: int, status: str = "ok", **scores: float) -> dict[s
 def results() -> pd.DataFrame:
     """"none": 3 seeds x 2 tasks + a failed one; "dp_sgd": one seed, epsilon set; "all_fail": nothing ok."""
     rows = [
-        task("none", 0, exact_column_rate=1.0),
-        task("none", 0, exact_column_rate=0.8),
-        task("none", 1, exact_column_rate=0.9),
-        task("none", 1, exact_column_rate=0.7),
-        task("none", 2, exact_column_rate=0.6),
-        task("none", 2, exact_column_rate=0.8),
-        task("none", 2, status="failed: solver timeout", exact_column_rate=0.0, test_accuracy=0.0),
-        task("dp_sgd", 0, exact_column_rate=0.1, test_accuracy=0.7, epsilon=8.0),
-        task("dp_sgd", 0, exact_column_rate=0.3, test_accuracy=0.7, epsilon=4.0),
+        task("none", 0, attack_success=1.0),
+        task("none", 0, attack_success=0.8),
+        task("none", 1, attack_success=0.9),
+        task("none", 1, attack_success=0.7),
+        task("none", 2, attack_success=0.6),
+        task("none", 2, attack_success=0.8),
+        task("none", 2, status="failed: solver timeout", attack_success=0.0, test_accuracy=0.0),
+        task("dp_sgd", 0, attack_success=0.1, test_accuracy=0.7, epsilon=8.0),
+        task("dp_sgd", 0, attack_success=0.3, test_accuracy=0.7, epsilon=4.0),
         task("all_fail", 0, status="failed: out of memory"),
     ]
     frame = pd.DataFrame(rows)[list(RESULT_COLUMNS)]
@@ -70,17 +70,17 @@ def row_of(summary: pd.DataFrame, defense: str) -> pd.Series:
 
 def test_means_and_ci_match_hand_computation(summary: pd.DataFrame) -> None:
     none = row_of(summary, "none")
-    assert none["exact_column_rate"] == pytest.approx(4.8 / 6)  # over tasks, not seed means
+    assert none["attack_success"] == pytest.approx(4.8 / 6)  # over tasks, not seed means
     # Seed means 0.9, 0.8, 0.7: sample sd 0.1, n = 3.
-    assert none["exact_column_rate_ci"] == pytest.approx(T_975_DF2 * 0.1 / math.sqrt(3))
+    assert none["attack_success_ci"] == pytest.approx(T_975_DF2 * 0.1 / math.sqrt(3))
     assert none["test_accuracy"] == pytest.approx(0.9)
     assert none["test_accuracy_ci"] == pytest.approx(0.0)
     assert math.isnan(none["epsilon"]) and math.isnan(none["epsilon_ci"])
 
     dp = row_of(summary, "dp_sgd")
-    assert dp["exact_column_rate"] == pytest.approx(0.2)
+    assert dp["attack_success"] == pytest.approx(0.2)
     assert dp["epsilon"] == pytest.approx(6.0)
-    assert math.isnan(dp["exact_column_rate_ci"])  # a single seed has no interval
+    assert math.isnan(dp["attack_success_ci"])  # a single seed has no interval
 
 
 def test_failed_rows_are_excluded_and_counted(summary: pd.DataFrame) -> None:
@@ -90,7 +90,7 @@ def test_failed_rows_are_excluded_and_counted(summary: pd.DataFrame) -> None:
         "none": {"tasks": 6, "failed": 1},
         "all_fail": {"tasks": 0, "failed": 1},
     }
-    assert math.isnan(row_of(summary, "all_fail")["exact_column_rate"])
+    assert math.isnan(row_of(summary, "all_fail")["attack_success"])
 
 
 def test_columns_and_ranking(summary: pd.DataFrame) -> None:
@@ -105,17 +105,17 @@ def test_columns_and_ranking(summary: pd.DataFrame) -> None:
 def test_ties_broken_by_test_accuracy() -> None:
     frame = pd.DataFrame(
         [
-            task("low_utility", 0, exact_column_rate=0.5, test_accuracy=0.6),
-            task("high_utility", 0, exact_column_rate=0.5, test_accuracy=0.8),
-            task("leaky", 0, exact_column_rate=0.9, test_accuracy=0.99),
+            task("low_utility", 0, attack_success=0.5, test_accuracy=0.6),
+            task("high_utility", 0, attack_success=0.5, test_accuracy=0.8),
+            task("leaky", 0, attack_success=0.9, test_accuracy=0.99),
         ]
     )
     assert summarize(frame)["defense"].tolist() == ["high_utility", "low_utility", "leaky"]
 
 
 def test_summarize_rejects_bad_tables(results: pd.DataFrame) -> None:
-    with pytest.raises(BenchmarkError, match="exact_column_rate"):
-        summarize(results.drop(columns="exact_column_rate"))
+    with pytest.raises(BenchmarkError, match="attack_success"):
+        summarize(results.drop(columns="attack_success"))
     with pytest.raises(BenchmarkError):
         summarize(results.iloc[0:0])
 
@@ -140,11 +140,11 @@ def test_markdown_cells(summary: pd.DataFrame) -> None:
     assert lines[2] == "| " + " | ".join(DEFAULT_COLUMNS) + " |"
     none = markdown_row(lines, "none")
     assert none["rank"] == "2"
-    assert none["exact_column_rate"] == "0.800 \u00b1 0.248"
+    assert none["attack_success"] == "0.800 \u00b1 0.248"
     assert none["epsilon"] == "\u2014"
     assert none["tasks"] == "6" and none["failed"] == "1"
     dp = markdown_row(lines, "dp_sgd")
-    assert dp["exact_column_rate"] == "0.200"  # single seed: no "± nan"
+    assert dp["attack_success"] == "0.200"  # single seed: no "± nan"
     assert dp["epsilon"] == "6.00"
 
 
@@ -173,9 +173,9 @@ def test_latex_is_escaped_booktabs(summary: pd.DataFrame) -> None:
 
 def test_csv_and_json_keep_raw_numbers(summary: pd.DataFrame) -> None:
     table = pd.read_csv(io.StringIO(render(summary, "csv")))
-    assert list(table.columns[:4]) == ["rank", "defense", "exact_column_rate", "exact_column_rate_ci"]
+    assert list(table.columns[:4]) == ["rank", "defense", "attack_success", "attack_success_ci"]
     none = table.set_index("defense").loc["none"]
-    assert none["exact_column_rate_ci"] == pytest.approx(T_975_DF2 * 0.1 / math.sqrt(3))
+    assert none["attack_success_ci"] == pytest.approx(T_975_DF2 * 0.1 / math.sqrt(3))
     assert math.isnan(none["epsilon"])
 
     document = json.loads(render(summary, "json", columns=["defense", "epsilon"]))

@@ -11,6 +11,7 @@ import pytest
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError
 from benchmark.suite import expand, load_suite
+from defenses.builtin import BUILTIN_DEFENSES
 from leaderboard.submission import (
     AGGREGATED_SCORES,
     WALL_CLOCK_COLUMNS,
@@ -89,7 +90,7 @@ def test_submit_writes_a_schema_valid_entry_with_a_hash_of_every_stored_task(sub
     assert entry["name"] == "dp"
     assert entry["defense"] == {"name": "dp-gaussian", "parameters": {"noise_multiplier": 2, "clip_norm": 1.0}, "label": "dp(z=2)"}
     assert entry["suite"] == {"name": "standard", "version": "7", "source": str(submitted / "standard.toml")}
-    assert entry["packages"]["disaggbench"] == "0.1.0" and "numpy" in entry["packages"]
+    assert entry["packages"]["disaggbench"] == "0.2.0" and "numpy" in entry["packages"]
     assert [(t["scenario"], t["seed"]) for t in entry["tasks"]] == [("tiny-fedsgd", 0), ("tiny-fedsgd", 1)]
     # The suite lists this defense with these parameters: the entry's tasks are the suite's own.
     suite_tasks = [t.key() for t in expand(load_suite(str(submitted / "standard.toml"))) if t.defense.label == "dp(z=2)"]
@@ -245,9 +246,10 @@ def test_readme_ranks_the_entries_and_names_missing_builtins(entries: Path, tmp_
     assert "## Suite `standard` (version 7)" in text
     table = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert table[0].startswith("| 1 | dp |") and table[1].startswith("| 2 | none |")  # dp: lower attack success
-    assert '| dp | dp-gaussian | clip_norm=1.0, noise_multiplier=2 | 0.1.0 |' in text
-    assert "| none | none | (none) | 0.1.0 |" in text
-    assert "without an entry on the `standard` suite: `coarse-analytics`, `participation-padding`." in text
+    assert '| dp | dp-gaussian | clip_norm=1.0, noise_multiplier=2 | 0.2.0 |' in text
+    assert "| none | none | (none) | 0.2.0 |" in text
+    others = sorted(set(BUILTIN_DEFENSES) - {"none", "dp-gaussian"})
+    assert "without an entry on the `standard` suite: " + ", ".join(f"`{name}`" for name in others) + "." in text
     cli(["leaderboard", "--readme", "--entries", entries, "--out", tmp_path / "again.md"], capsys)
     assert (tmp_path / "again.md").read_text() == text
 
@@ -266,9 +268,18 @@ def test_a_defense_whose_tasks_fail_gets_an_entry_that_counts_them_and_exit_1(su
         "from defenses.base import Defense\n\n"
         "class Broken(Defense):\n"
         "    def transform_update(self, update, rng):\n"
-        "        raise ValueError('no update for you')\n"
+        "        raise ValueError('no update for you')\n\n"
+        "class BrokenLater(Defense):\n"
+        "    def choose_participants(self, selected, round_index, rng):\n"
+        "        if round_index == 20:\n"
+        "            raise ValueError('no update for you')\n"
+        "        return selected, selected\n"
     )
     code, out, err = cli(["submit", f"{defense}:Broken", "--name", "broken", "--suite", submitted / "standard.toml",
+                          "--entries", tmp_path / "entries", "--results", tmp_path / "r", "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "hook transform_update raised ValueError" in err  # refused up front
+    assert not (tmp_path / "entries").exists()
+    code, out, err = cli(["submit", f"{defense}:BrokenLater", "--name", "broken", "--suite", submitted / "standard.toml",
                           "--entries", tmp_path / "entries", "--results", tmp_path / "r", "--quiet"], capsys)
     assert code == 1 and err.count("\n") == 1 and "2 task(s) failed" in err and "no update for you" in err
     entry = read(tmp_path / "entries" / "broken.json")

@@ -1,0 +1,170 @@
+"""Scoring against floor and ceiling: shares, matching, property attribution, LPIPS and the --device option."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attacks.disaggregation import Disaggregation
+from attacks.pipeline import AttackOutput, Inference, infer_users, run_attack
+from attacks.properties import PropertyGuess, guess, holds_property, window_weighted_scores
+from attacks.settings import AttackSettings
+from benchmark.cli import main
+from benchmark.columns import SCORE_COLUMNS
+from benchmark.metrics import PSNR_CAP, lpips_unavailable, majority_share, property_auc
+from benchmark.scenario import Scenario
+from benchmark.scoring import SHARE_COLUMNS, score, share
+from benchmark.simulation import simulate
+from defenses.base import Defense
+from defenses.registry import make_defense
+from leaderboard.render import DEFAULT_COLUMNS
+
+# Ten users with one digit each hold the labels 0..9 (label-skewed split): five hold a lower-half label.
+FEDERATION = Scenario(name="ten", n_users=10, n_rounds=40, participation=0.4, window=4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def federation():
+    return simulate(FEDERATION, Defense())
+
+
+def test_share_is_zero_at_the_floor_one_at_the_ceiling():
+    assert share(75.0, 50.0, 100.0) == 0.5
+    assert share(50.0, 50.0, 100.0) == 0.0 and share(100.0, 50.0, 100.0) == 1.0
+    assert share(0.2, 0.5, 1.0) == 0.0 and share(0.9, 0.95, 1.0) == 0.0  # below what the sums alone reveal
+    assert share(1.2, 0.5, 1.0) == 1.0
+    assert share(0.25, 0.5, 0.0) == 0.5  # a floor above the ceiling still measures from the floor
+    assert share(1.0, 1.0, 1.0) == 1.0 and share(0.9, 1.0, 1.0) == 0.0  # no range between floor and ceiling
+    assert math.isnan(share(math.nan, 0.0, 1.0))
+
+
+def test_a_perfect_attack_scores_its_ceiling_and_the_floor_stays_below(federation):
+    observation, truth = federation
+    output = run_attack(observation, AttackSettings(time_limit=1.0), seed=0)
+    ceiling = infer_users(observation, truth.updates, truth.participants, seed=0)
+    scores = score(output, truth, ceiling)
+    assert scores["exact_column_rate"] == 1.0
+    for quantity in ("psnr", "ssim", "label_accuracy", "property_auc", "property_accuracy"):
+        assert scores[f"{quantity}_recovered"] == pytest.approx(scores[f"{quantity}_ceiling"], abs=1e-9)
+        assert scores[SHARE_COLUMNS[quantity]] == 1.0
+    assert scores["psnr_ceiling"] == PSNR_CAP and scores["label_accuracy_ceiling"] == 1.0
+    assert scores["psnr_aggregate"] < PSNR_CAP - 10.0
+    # Property attribution from the true fedsgd updates is exact; the floor has only sums and counts.
+    assert scores["property_auc_ceiling"] == 1.0 and scores["property_accuracy_ceiling"] == 1.0
+    assert scores["property_auc_chance"] == 0.5 and scores["property_accuracy_chance"] == 0.5
+    assert scores["property_accuracy_aggregate"] < 1.0
+    assert set(scores) - {"lpips"} <= set(SCORE_COLUMNS)
+
+
+def test_a_permuted_batch_is_matched_before_it_is_scored():
+    observation, truth = simulate(replace(FEDERATION, n_users=4, n_rounds=16, samples_per_user=3), Defense())
+    order = [2, 0, 1]
+    permuted = Inference(truth.images[:, order], truth.labels[:, order], PropertyGuess(np.zeros(4), np.zeros(4, bool)))
+    assert not np.array_equal(permuted.images, truth.images)
+    exact = Inference(truth.images, truth.labels, PropertyGuess(np.zeros(4), np.zeros(4, bool)))
+    disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 4, np.zeros(4), np.zeros(4), 4, 0.0)
+    output = AttackOutput(disaggregation, False, observation.n_classes, permuted, np.zeros(0, int),
+                          np.zeros((0, 3, 1, 8, 8)), [], PropertyGuess(np.zeros(4), np.zeros(4, bool)), 0.0)
+    scores = score(output, truth, exact)
+    assert scores["psnr_recovered"] == PSNR_CAP == scores["psnr_ceiling"]
+    assert scores["ssim_recovered"] == pytest.approx(1.0) and scores["label_accuracy_recovered"] == 1.0
+    assert math.isnan(scores["psnr_aggregate"]) and math.isnan(scores["psnr_share"])  # no round was attacked
+
+
+def test_the_floor_is_a_count_weighted_mean_of_window_scores():
+    round_scores = np.array([1.0, 3.0, 10.0, 10.0, 4.0])  # windows of 2 rounds: means 2, 10, 4
+    counts = np.array([[2, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 0]])
+    expected = [2.0, 6.0, 7.0, 16.0 / 3.0]  # a user that never took part gets the mean over windows
+    assert np.allclose(window_weighted_scores(round_scores, counts, 2), expected)
+
+
+def test_the_floor_is_at_chance_when_counts_carry_no_information():
+    rng = np.random.default_rng(0)
+    has = rng.random(400) < 0.5
+    round_scores = rng.normal(size=60)
+    same_counts = np.tile(rng.integers(0, 6, 12), (400, 1))
+    floor = guess(window_weighted_scores(round_scores, same_counts, 5))
+    assert property_auc(floor.scores, has, floor.predictions) == 0.5
+    random_counts = rng.integers(0, 6, (400, 12))  # drawn independently of the property
+    floor = guess(window_weighted_scores(round_scores, random_counts, 5))
+    assert abs(property_auc(floor.scores, has, floor.predictions) - 0.5) < 0.1
+
+
+def test_without_published_counts_the_floor_cannot_tell_users_apart(federation):
+    _, truth = federation
+    observation, _ = simulate(FEDERATION, make_defense("no-analytics", {}))
+    assert observation.counts is None
+    output = run_attack(observation, AttackSettings(time_limit=1.0), seed=0)
+    has = holds_property(truth.labels, observation.n_classes)
+    floor = output.aggregate_property
+    assert len(set(floor.scores)) == 1 and property_auc(floor.scores, has, floor.predictions) == 0.5
+
+
+def test_property_auc_falls_back_to_accuracy_when_every_user_shares_the_property():
+    has = np.ones(4, bool)
+    assert property_auc(np.array([0.3, 0.2, -0.1, 0.5]), has, np.array([True, True, False, True])) == 0.75
+    assert property_auc(np.array([0.9, 0.1, 0.8]), np.array([True, False, True]), np.zeros(3, bool)) == 1.0
+    assert majority_share(np.array([True, False, True, True])) == 0.75
+    assert holds_property(np.array([[7, 3], [8, 9]]), 10).tolist() == [True, False]
+
+
+def test_lpips_is_recorded_as_not_computed_without_its_backbone_on_disk(monkeypatch, tmp_path, federation):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    reason = lpips_unavailable()
+    assert isinstance(reason, str) and ("torchvision" in reason or str(tmp_path) in reason)
+    observation, truth = federation
+    exact = infer_users(observation, truth.updates, truth.participants, seed=0)
+    disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 10, np.zeros(10), np.zeros(10), 10, 0.0)
+    output = AttackOutput(disaggregation, False, observation.n_classes, exact, np.zeros(0, int),
+                          np.zeros((0, 1, 1, 8, 8)), [], exact.property, 0.0)
+    assert score(output, truth, exact)["lpips"] == f"not computed: {reason}"
+
+
+def test_the_leaderboard_shows_shares_beside_recovered_values():
+    assert "psnr_recovered" in DEFAULT_COLUMNS
+    for quantity in ("psnr", "label_accuracy", "property_auc"):
+        assert SHARE_COLUMNS[quantity] in DEFAULT_COLUMNS
+    assert set(DEFAULT_COLUMNS) - {"rank", "defense", "tasks", "failed"} <= set(SCORE_COLUMNS)
+    assert not any(column.endswith(("_ceiling", "_aggregate")) for column in DEFAULT_COLUMNS)
+
+
+SUITE = """
+name = "tiny"
+version = "1"
+seeds = [0]
+
+[attack]
+time_limit = 0.2
+
+[[defenses]]
+name = "none"
+
+[[cells]]
+name = "tiny-fedsgd"
+n_users = 6
+n_rounds = 24
+participation = 0.4
+window = 3
+"""
+
+
+def test_device_is_an_execution_option_outside_the_task_key(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    results = tmp_path / "results"
+    assert main(["run", "--suite", str(suite), "--results", str(results), "--quiet", "--device", "cpu"]) == 0
+    tasks = sorted((results / "tiny" / "tasks").glob("*.json"))
+    stamps = [task.stat().st_mtime_ns for task in tasks]
+    assert main(["run", "--suite", str(suite), "--results", str(results), "--quiet", "--device", "auto"]) == 0
+    assert sorted((results / "tiny" / "tasks").glob("*.json")) == tasks  # same key: the stored task is reused
+    assert [task.stat().st_mtime_ns for task in tasks] == stamps
+    row = pd.read_parquet(results / "tiny" / "results.parquet").iloc[0]
+    assert row["status"] == "ok" and row["psnr_share"] == 1.0 and row["lpips"].startswith("not computed: ")
+    capsys.readouterr()
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "other"), "--quiet", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device must be one of cpu, cuda, auto, got 'tpu'" in err
+    assert not (tmp_path / "other").exists()
