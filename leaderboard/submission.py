@@ -190,6 +190,15 @@ class Submission:
     summary: pd.DataFrame
 
 
+def _suite_spec(suite: Suite, defense: str, parameters: dict) -> DefenseSpec:
+    """The suite's own entry for this defense when its parameters, defaults filled in, are these: then its
+    tasks are the very tasks `disaggbench run --suite` stores, and one run serves both. Else a new spec."""
+    for spec in suite.defenses:
+        if spec.name == defense and full_parameters(spec.name, dict(spec.parameters)) == parameters:
+            return spec
+    return DefenseSpec(defense, tuple(sorted(parameters.items())), "")
+
+
 def submit(
     defense: str,
     given_parameters: dict,
@@ -201,18 +210,15 @@ def submit(
     overwrite: bool = False,
     progress: bool = True,
 ) -> Submission:
-    """Run every task of the suite for the defense (stored tasks are reused) and write `entries/NAME.json`.
-
-    A defense the suite itself lists with the same parameters keeps the suite's label, so its tasks are
-    the very tasks `disaggbench run --suite` stores, and one run serves both.
-    """
+    """Run every task of the suite for the defense (stored tasks are reused) and write `entries/NAME.json`."""
     path = Path(entries) / f"{check_name(name)}.json"
     if path.exists() and not overwrite:
         raise BenchmarkError(f"entry {path} exists; choose another --name or pass --overwrite")
     suite = load_suite(suite_source)
     parameters = full_parameters(defense, given_parameters)
-    label = next((spec.label for spec in suite.defenses if spec.name == defense and dict(spec.parameters) == parameters), "")
-    tasks = expand(suite, (DefenseSpec(defense, tuple(sorted(parameters.items())), label),))
+    spec = _suite_spec(suite, defense, parameters)
+    label = spec.label
+    tasks = expand(suite, (spec,))
     table = _run(tasks, results_root, executor, progress)
     store = ResultStore(results_root, suite.name)
     rows = []
@@ -258,7 +264,7 @@ def _entry_tasks(entry: dict, suite_source: str | None) -> dict[str, Task]:
             f"but {suite_source or entry['suite']['source']} is {suite.name} version {suite.version}"
         )
     defense = entry["defense"]
-    spec = DefenseSpec(defense["name"], tuple(sorted(defense["parameters"].items())), defense["label"])
+    spec = _suite_spec(suite, defense["name"], defense["parameters"])
     tasks = {task.key(): task for task in expand(suite, (spec,))}
     unknown = [task["key"] for task in entry["tasks"] if task["key"] not in tasks]
     if unknown:
