@@ -97,7 +97,7 @@ def _accuracy(model: nn.Module, dataset: Dataset) -> float:
 
 
 class _Federation:
-    """One run of the protocol; `apply` says whether the server trains the model with each aggregate."""
+    """One run of the protocol; the server applies the aggregates to the model every `refresh_every` rounds (0: never)."""
 
     def __init__(self, scenario: Scenario, defense: Defense) -> None:
         self.scenario, self.defense = scenario, defense
@@ -136,7 +136,7 @@ class _Federation:
                 return np.asarray(update, dtype=np.float64)
         return clean.copy()
 
-    def run(self, apply: bool) -> dict:
+    def run(self, refresh_every: int) -> dict:
         s, defense = self.scenario, self.defense
         n = s.n_users
         contributed = np.zeros((s.n_rounds, n), dtype=bool)
@@ -144,6 +144,7 @@ class _Federation:
         aggregates, weights, contributions, index = [], [], [], []
         clean_sum = np.zeros((n, self.dim))
         padded_coordinates = 0
+        pending = None  # the model step of the rounds since the last refresh
         for t in range(s.n_rounds):
             selected = self.rngs["participation"].random(n) < s.participation
             contributing, counted = defense.choose_participants(selected, t, self.rngs["defense"])
@@ -152,7 +153,7 @@ class _Federation:
                 weights.append(get_flat(self.model).numpy())
             aggregate = None
             for user in np.flatnonzero(contributing):
-                clean = self.clean_update(int(user), frozen=not apply)
+                clean = self.clean_update(int(user), frozen=refresh_every == 0)
                 clean_sum[user] += clean
                 if s.update_kind == "model":
                     contributions.append(clean)
@@ -168,9 +169,13 @@ class _Federation:
                 padded_coordinates += uploads.size
             aggregate = np.asarray(defense.transform_aggregate(aggregate, self.rngs["defense"]), dtype=np.float64)
             aggregates.append(aggregate)
-            if apply and s.update_kind == "model" and contributing.any():
-                step = torch.from_numpy(aggregate) * (s.learning_rate / contributing.sum())
-                set_flat(self.model, get_flat(self.model) - step)
+            if refresh_every and s.update_kind == "model":
+                if contributing.any():
+                    step = torch.from_numpy(aggregate) * (s.learning_rate / contributing.sum())
+                    pending = step if pending is None else pending + step
+                if (t + 1) % refresh_every == 0 and pending is not None:
+                    set_flat(self.model, get_flat(self.model) - pending)
+                    pending = None
         rounds_per_user = np.maximum(contributed.sum(axis=0), 1)[:, None]
         return {
             "aggregates": np.stack(aggregates),
@@ -187,13 +192,14 @@ class _Federation:
 def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundTruth]:
     """Run the protocol under `defense`; the same scenario (with its seed) gives the same arrays, bit for bit."""
     federation = _Federation(scenario, defense)
-    trained = scenario.model_policy == "trained" or defense.refreshes_model
-    observed = federation.run(apply=trained)
+    refresh_every = 1 if scenario.model_policy == "trained" else defense.refresh_every
+    trained = refresh_every > 0
+    observed = federation.run(refresh_every)
     analytics = defense.transform_analytics(observed["checked_in"], scenario.window, federation.rngs["defense"])
     if scenario.update_kind == "model":
         if not trained:
             federation = _Federation(scenario, defense)
-            federation.run(apply=True)
+            federation.run(refresh_every=1)
         test_accuracy = _accuracy(federation.model, federation.dataset)
         images, labels = federation.images, federation.labels
         image_shape, n_classes = tuple(images.shape[2:]), federation.dataset.n_classes
@@ -238,5 +244,5 @@ def undefended_accuracy(scenario: Scenario) -> float:
     if scenario.update_kind != "model":
         return float("nan")
     federation = _Federation(scenario, Defense())
-    federation.run(apply=True)
+    federation.run(refresh_every=1)
     return _accuracy(federation.model, federation.dataset)

@@ -47,7 +47,7 @@ class Defense:
     """
 
     name = "none"
-    refreshes_model: bool = False  # True: the server must apply every aggregate (never a frozen model)
+    refresh_every: int = 0  # k > 0: the server must move the model at least every k rounds (0: it may freeze it)
 
     def public_parameters(self) -> dict:
         """What the server (and so an adaptive attacker) knows about this defense."""

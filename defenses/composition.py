@@ -34,7 +34,7 @@ class Composed(Defense):
         if not defenses or not all(isinstance(entry, dict) and "name" in entry for entry in defenses):
             raise BenchmarkError("composed needs defenses = [{name = ..., ...parameters}, ...], at least one")
         self.parts = [make_defense(entry["name"], {k: v for k, v in entry.items() if k != "name"}) for entry in defenses]
-        self.refreshes_model = any(part.refreshes_model for part in self.parts)
+        self.refresh_every = min((part.refresh_every for part in self.parts if part.refresh_every), default=0)
         analytics = [part for part in self.parts if _changes_analytics(part)]
         if len(analytics) > 1:
             raise BenchmarkError(f"composed: {' and '.join(p.name for p in analytics)} both change the analytics; keep one")

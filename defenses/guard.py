@@ -14,7 +14,9 @@ class GuardedDefense(Defense):
     def __init__(self, inner: Defense) -> None:
         self.inner = inner
         self.name = getattr(inner, "name", type(inner).__name__)
-        self.refreshes_model = bool(getattr(inner, "refreshes_model", False))
+        self.refresh_every = getattr(inner, "refresh_every", 0)
+        if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
+            raise BenchmarkError(f"defense {self.name!r}: refresh_every must be an integer >= 0")
 
     def _call(self, hook: str, *args):
         try:

@@ -61,10 +61,14 @@ class StructuredParticipation(Defense):
 
 
 class ModelRefresh(Defense):
-    """Clients refuse a model they have trained on, so the server applies every round's aggregate (never frozen)."""
+    """Clients refuse a model older than `every` rounds, so the server must apply its aggregates at least that often."""
 
     name = "model-refresh"
-    refreshes_model = True
+
+    def __init__(self, every: int = 1) -> None:
+        if int(every) != every or every < 1:
+            raise BenchmarkError("model-refresh needs an integer every >= 1")
+        self.refresh_every = int(every)
 
     def public_parameters(self) -> dict:
-        return {"model_refresh": True}
+        return {"model_refresh": self.refresh_every}

@@ -123,7 +123,15 @@ def test_model_refresh_moves_the_model_every_round():
     refreshed, truth = simulate(busy, GuardedDefense(ModelRefresh()))
     assert np.all(truth.participants.sum(axis=1) > 0)
     assert np.all(np.any(np.diff(refreshed.weights, axis=0) != 0, axis=1))
-    assert refreshed.defense_parameters == {"model_refresh": True}
+    assert refreshed.defense_parameters == {"model_refresh": 1}
+
+
+def test_model_refresh_every_k_rounds_holds_the_model_in_between():
+    busy = Scenario(**{**SMALL.to_dict(), "participation": 0.9})
+    observation, _ = simulate(busy, GuardedDefense(ModelRefresh(every=3)))
+    moved = np.any(np.diff(observation.weights, axis=0) != 0, axis=1)  # moved[t]: weights differ between t and t + 1
+    assert np.array_equal(np.flatnonzero(moved), np.arange(2, busy.n_rounds - 1, 3))
+    assert observation.defense_parameters == {"model_refresh": 3}
 
 
 def model_and_data(samples: int = 4):
