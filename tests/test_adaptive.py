@@ -82,3 +82,31 @@ def test_bounds_never_accept_the_empty_column(instance):
     found = [user for user, status in enumerate(result.status) if status == "found"]
     assert found
     assert np.all(result.participants[:, found].sum(axis=0) > 0)
+
+
+def test_without_per_user_counts_nothing_is_attributed():
+    from attacks.adaptive import recover
+    from benchmark.scenario import Scenario
+    from benchmark.simulation import simulate
+    from defenses.analytics import TotalsOnly
+
+    scenario = Scenario(n_users=8, n_rounds=24, window=3, participation=0.4, update_kind="synthetic")
+    observation, _ = simulate(scenario, TotalsOnly())
+    for adaptive in (False, True):
+        result = recover(observation, AttackSettings(adaptive=adaptive))
+        assert result.status == ("unattributed",) * 8
+        assert not result.participants.any() and result.participants.shape == (24, 8)
+
+
+def test_fixed_groups_recover_each_group_sum_split_evenly():
+    from attacks.adaptive import recover
+    from benchmark.scenario import Scenario
+    from benchmark.simulation import simulate
+    from defenses.participation import StructuredParticipation
+
+    scenario = Scenario(n_users=12, n_rounds=48, window=4, participation=0.4, update_kind="synthetic")
+    observation, truth = simulate(scenario, StructuredParticipation(group_size=3))
+    result = recover(observation, AttackSettings(adaptive=True, time_limit=1.0))
+    assert np.array_equal(result.participants, truth.participants)
+    group_sums = truth.updates.reshape(4, 3, -1).sum(axis=1)
+    assert np.allclose(result.updates, np.repeat(group_sums / 3, 3, axis=0))
