@@ -3,6 +3,16 @@ import pytest
 
 from benchmark.synthetic import make_instance
 
+# The scenario cell of the small suites the CLI, runner and submission tests write.
+TINY_CELL = """
+[[cells]]
+name = "tiny-fedsgd"
+n_users = 6
+n_rounds = 24
+participation = 0.4
+window = 3
+"""
+
 
 @pytest.fixture
 def small_instance():

@@ -6,6 +6,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.columns import RESULT_COLUMNS
+from tests.conftest import TINY_CELL
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -24,14 +25,7 @@ name = "none"
 [[defenses]]
 name = "dp-gaussian"
 noise_multiplier = 1.0
-
-[[cells]]
-name = "tiny-fedsgd"
-n_users = 6
-n_rounds = 24
-participation = 0.4
-window = 3
-"""
+""" + TINY_CELL
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from dask.distributed import LocalCluster
 from benchmark.executor import Executor
 from benchmark.runner import run_suite
 from benchmark.suite import expand, load_suite
+from tests.conftest import TINY_CELL
 
 WALL_CLOCK = ["attack_seconds", "task_seconds"]
 
@@ -29,14 +30,7 @@ noise_multiplier = 1.0
 [[defenses]]
 name = "coarse-analytics"
 factor = 4
-
-[[cells]]
-name = "tiny-fedsgd"
-n_users = 6
-n_rounds = 24
-participation = 0.4
-window = 3
-"""
+""" + TINY_CELL
 
 
 def test_dask_cluster_and_local_processes_give_identical_results(tmp_path):

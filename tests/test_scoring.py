@@ -21,6 +21,7 @@ from benchmark.simulation import simulate
 from defenses.base import Defense
 from defenses.registry import make_defense
 from leaderboard.render import DEFAULT_COLUMNS
+from tests.conftest import TINY_CELL
 
 # Ten users with one digit each hold the labels 0..9 (label-skewed split): five hold a lower-half label.
 FEDERATION = Scenario(name="ten", n_users=10, n_rounds=40, participation=0.4, window=4, seed=0)
@@ -141,14 +142,7 @@ time_limit = 0.2
 
 [[defenses]]
 name = "none"
-
-[[cells]]
-name = "tiny-fedsgd"
-n_users = 6
-n_rounds = 24
-participation = 0.4
-window = 3
-"""
+""" + TINY_CELL
 
 
 def test_device_is_an_execution_option_outside_the_task_key(tmp_path, capsys):

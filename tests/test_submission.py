@@ -13,6 +13,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.suite import expand, load_suite
 from defenses.builtin import BUILTIN_DEFENSES
 from leaderboard.submission import (
+from tests.conftest import TINY_CELL
     AGGREGATED_SCORES,
     WALL_CLOCK_COLUMNS,
     canonical_json,
@@ -42,14 +43,7 @@ name = "dp-gaussian"
 label = "dp(z=2)"
 noise_multiplier = 2
 clip_norm = 1.0
-
-[[cells]]
-name = "tiny-fedsgd"
-n_users = 6
-n_rounds = 24
-participation = 0.4
-window = 3
-"""
+""" + TINY_CELL
 
 
 def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
