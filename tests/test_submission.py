@@ -13,7 +13,6 @@ from benchmark.errors import BenchmarkError
 from benchmark.suite import expand, load_suite
 from defenses.builtin import BUILTIN_DEFENSES
 from leaderboard.submission import (
-from tests.conftest import TINY_CELL
     AGGREGATED_SCORES,
     WALL_CLOCK_COLUMNS,
     canonical_json,
@@ -21,6 +20,7 @@ from tests.conftest import TINY_CELL
     parse_parameters,
     result_hash,
 )
+from tests.conftest import TINY_CELL
 
 SCHEMA = Path(__file__).resolve().parents[1] / "leaderboard" / "entry.schema.json"
 
