@@ -119,7 +119,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name}: {doc}")
     print("attacks:")
     print("  disaggregation: participant matrix (linear, projection search, HiGHS integer program), then least squares")
+    print("  adaptive: the same, reading the defense's public parameters (count bounds, noise, groups); a task keeps the stronger")
     print("  inversion: label inference, analytic first-layer inversion, cosine matching with a TV prior")
+    print("  properties: attribution of 'holds a lower-half label' to each user from its last-layer bias")
     return 0
 
 
