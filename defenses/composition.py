@@ -27,13 +27,12 @@ class Composed(Defense):
     """
 
     name = "composed"
+    nested_defenses = ("defenses",)  # the registry builds these parameters' {name, ...} entries into defenses
 
-    def __init__(self, defenses: list[dict]) -> None:
-        from defenses.registry import make_defense  # the registry imports this module
-
-        if not defenses or not all(isinstance(entry, dict) and "name" in entry for entry in defenses):
+    def __init__(self, defenses: list[Defense]) -> None:
+        if not defenses or not all(isinstance(part, Defense) for part in defenses):
             raise BenchmarkError("composed needs defenses = [{name = ..., ...parameters}, ...], at least one")
-        self.parts = [make_defense(entry["name"], {k: v for k, v in entry.items() if k != "name"}) for entry in defenses]
+        self.parts = list(defenses)
         self.refresh_every = min((part.refresh_every for part in self.parts if part.refresh_every), default=0)
         analytics = [part for part in self.parts if _changes_analytics(part)]
         if len(analytics) > 1:

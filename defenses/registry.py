@@ -46,13 +46,24 @@ def defense_class(name: str) -> type:
 
 
 def make_defense(name: str, parameters: dict | None = None) -> Defense:
+    """An instance; parameters a class lists in `nested_defenses` hold {name, ...} entries, built here first."""
     cls = defense_class(name)
+    parameters = dict(parameters or {})
+    for key in getattr(cls, "nested_defenses", ()):
+        if key in parameters:
+            parameters[key] = _nested(name, key, parameters[key])
     try:
-        return cls(**(parameters or {}))
+        return cls(**parameters)
     except BenchmarkError:
         raise
     except Exception as error:  # a constructor that rejects its parameters
         raise BenchmarkError(f"defense {name!r} rejected its parameters {parameters}: {error}") from None
+
+
+def _nested(name: str, key: str, entries: object) -> list[Defense]:
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) and "name" in entry for entry in entries):
+        raise BenchmarkError(f"{name} needs {key} = [{{name = ..., ...parameters}}, ...]")
+    return [make_defense(entry["name"], {k: v for k, v in entry.items() if k != "name"}) for entry in entries]
 
 
 def available_defenses() -> dict[str, str]:
