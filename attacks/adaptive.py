@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import binom
 
 from attacks.disaggregation import Disaggregation, disaggregate
-from attacks.inputs import window_lengths
+from attacks.inputs import totals_agree, window_lengths
 from attacks.settings import AttackSettings
 from benchmark.executor import Executor
 from benchmark.simulation import Observation
@@ -67,11 +67,6 @@ def read_defense(
     )
 
 
-def _totals_agree(counts: np.ndarray, totals: np.ndarray, window: int) -> bool:
-    """Per-round totals summed over each window must equal the users' summed counts."""
-    return bool(np.array_equal(np.add.reduceat(totals, np.arange(0, len(totals), window)), counts.sum(axis=0)))
-
-
 def unattributed(n_rounds: int, n_users: int, dimension: int) -> Disaggregation:
     """Without per-user counts nothing ties a recovered column to a user: the attack attributes nothing."""
     return Disaggregation(
@@ -98,7 +93,7 @@ def recover(observation: Observation, settings: AttackSettings, executor: Execut
         counts, counts_high, totals, settings = reading.counts, reading.counts_high, reading.totals, reading.settings
         group_size = reading.group_size
     # A defense can publish totals that contradict the counts (rounded or noised counts): then they are no help.
-    if totals is not None and not _totals_agree(counts, totals, window):
+    if totals is not None and not totals_agree(totals, counts, window):
         totals = None
     if group_size == 1:
         return disaggregate(aggregates, counts, window, totals, settings, executor, counts_high=counts_high)

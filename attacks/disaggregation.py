@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 
 from attacks.geometry import Geometry, column_space
-from attacks.inputs import check_observation
+from attacks.inputs import check_counts, check_observation
 from attacks.settings import AttackSettings
 from attacks.integer_program import UserProgram, is_unique, solve_user
 from attacks.projection_search import projection_search
@@ -228,7 +228,7 @@ def disaggregate(
         aggregates, counts, totals = check_observation(aggregates, counts, window, totals)
     else:
         aggregates, counts, _ = check_observation(aggregates, counts, window)
-        _, counts_high, _ = check_observation(aggregates, counts_high, window)
+        counts_high = check_counts(counts_high, aggregates.shape[0], window)
         totals = None
         if np.any(counts_high < counts):
             raise BenchmarkError("count upper bounds must not be below the counts")

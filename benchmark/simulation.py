@@ -1,5 +1,6 @@
 """Federated learning with secure aggregation: what the server observes, and the truth kept aside for scoring."""
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -239,8 +240,12 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
     return observation, truth
 
 
+@functools.lru_cache(maxsize=32)
 def undefended_accuracy(scenario: Scenario) -> float:
-    """Test accuracy of the scenario trained with FL and no defense (the utility baseline); NaN for synthetic updates."""
+    """Test accuracy of the scenario trained with FL and no defense (the utility baseline); NaN for synthetic updates.
+
+    Cached per process: every defense of a suite cell and seed shares this one training run (1-2 s).
+    """
     if scenario.update_kind != "model":
         return float("nan")
     federation = _Federation(scenario, Defense())
