@@ -20,10 +20,10 @@ import numpy as np
 from scipy.stats import binom
 
 from attacks.disaggregation import Disaggregation, disaggregate
-from attacks.inputs import totals_agree, window_lengths
+from attacks.inputs import totals_agree
 from attacks.settings import AttackSettings
 from benchmark.executor import Executor
-from benchmark.simulation import Observation
+from benchmark.observation import Observation, window_lengths
 
 COUNT_CONFIDENCE = 0.99  # each count bound holds with at least this probability
 NOISE_KEYS = ("update_noise_std", "aggregate_noise_std", "example_noise_multiplier", "model_refresh")

@@ -5,7 +5,7 @@ from functools import cached_property
 
 import numpy as np
 
-from attacks.inputs import window_lengths, window_of_round
+from benchmark.observation import window_lengths, window_of_round
 
 
 @dataclass(frozen=True, eq=False)

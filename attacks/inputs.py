@@ -3,24 +3,13 @@
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-
-
-def window_lengths(n_rounds: int, window: int) -> np.ndarray:
-    """Rounds in each window; the last window may be shorter."""
-    n_windows = -(-n_rounds // window)
-    lengths = np.full(n_windows, window, dtype=np.int64)
-    lengths[-1] = n_rounds - window * (n_windows - 1)
-    return lengths
-
-
-def window_of_round(n_rounds: int, window: int) -> np.ndarray:
-    return np.arange(n_rounds) // window
+from benchmark.observation import window_lengths, window_sums
 
 
 def totals_agree(totals: np.ndarray, counts: np.ndarray, window: int) -> bool:
     """Whether per-round totals, summed over each window, equal the users' summed counts there."""
-    per_window = np.bincount(window_of_round(len(totals), window), weights=totals, minlength=counts.shape[1])
-    return bool(np.array_equal(per_window.astype(np.int64), counts.sum(axis=0)))
+    per_window = window_sums(np.asarray(totals, dtype=np.int64), window)
+    return len(per_window) == counts.shape[1] and bool(np.array_equal(per_window, counts.sum(axis=0)))
 
 
 def check_counts(counts: np.ndarray, n_rounds: int, window: int) -> np.ndarray:

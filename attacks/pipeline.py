@@ -13,7 +13,7 @@ from attacks.properties import PropertyGuess, guess, property_scores, window_wei
 from attacks.settings import AttackSettings
 from benchmark.executor import Executor
 from benchmark.models import build_model, parameter_slices
-from benchmark.simulation import Observation
+from benchmark.observation import Observation
 
 AGGREGATE_ROUNDS = 20  # rounds whose sums the aggregate-only baseline inverts
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.inputs import window_of_round
+from benchmark.observation import window_sums
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,7 @@ def window_weighted_scores(round_scores: np.ndarray, counts: np.ndarray, window:
     Without disaggregation the server knows the round sums and each user's window counts only;
     a user counted in no window (negative noised counts count as none) scores the mean over all windows.
     """
-    n_windows = counts.shape[1]
-    owner = window_of_round(len(round_scores), window)
-    per_window = np.bincount(owner, weights=round_scores, minlength=n_windows) / np.bincount(owner, minlength=n_windows)
+    per_window = window_sums(round_scores, window) / window_sums(np.ones(len(round_scores)), window)
     weights = np.maximum(counts, 0).astype(np.float64)
     totals = weights.sum(axis=1)
     weights[totals == 0] = 1.0

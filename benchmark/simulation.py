@@ -1,7 +1,7 @@
 """Federated learning with secure aggregation: what the server observes, and the truth kept aside for scoring."""
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,29 +11,9 @@ from torch.nn import functional as F
 from benchmark.datasets import Dataset, load_dataset
 from benchmark.errors import BenchmarkError
 from benchmark.models import build_model, flat_gradient, get_flat, set_flat
+from benchmark.observation import Observation
 from benchmark.scenario import Scenario
 from defenses.base import Defense
-
-
-@dataclass(frozen=True)
-class Observation:
-    """Everything the server sees, and nothing else: this is all an attack gets."""
-
-    aggregates: np.ndarray  # (T, d) float64: each round's aggregated update
-    n_users: int
-    counts: np.ndarray | None  # (n, W) int64: per-user participation counts per analytics window; None if unpublished
-    window: int  # rounds per analytics window
-    totals: np.ndarray | None  # (T,) participants counted per round
-    weights: np.ndarray  # (T, d) the global model each round; (0, 0) for synthetic updates
-    model: str
-    image_shape: tuple[int, int, int]
-    n_classes: int
-    samples_per_user: int
-    local_training: str
-    learning_rate: float
-    local_epochs: int  # fedavg: epochs of local SGD
-    batch_size: int  # fedavg: local minibatch size
-    defense_parameters: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defenses.base import window_counts
+from benchmark.observation import window_counts
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 
-from attacks.inputs import window_lengths
 from benchmark.errors import BenchmarkError
-from defenses.base import Analytics, Defense, round_totals, window_counts
+from benchmark.observation import Analytics, round_totals, window_counts, window_lengths
+from defenses.base import Defense
 
 
 def _positive_integer(name: str, key: str, value) -> int:

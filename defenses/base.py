@@ -1,39 +1,15 @@
 """The Defense base class: hooks that each do nothing until a subclass overrides them."""
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from attacks.inputs import window_of_round
+from benchmark.observation import Analytics, round_totals, window_counts
 
 if TYPE_CHECKING:  # torch loads only when a task runs
     from torch import Tensor, nn
 
     from benchmark.scenario import Scenario
-
-
-@dataclass(frozen=True)
-class Analytics:
-    """What device analytics publish: per-user counts per window of `window` rounds, and per-round totals."""
-
-    counts: np.ndarray | None  # (n, W) int64, or None when no per-user counts are published
-    window: int
-    totals: np.ndarray | None  # (T,) int64, or None when not published
-
-
-def window_counts(checked_in: np.ndarray, window: int) -> np.ndarray:
-    """(n, ceil(T / window)) participation counts from a (T, n) boolean check-in matrix."""
-    n_rounds, n_users = checked_in.shape
-    n_windows = -(-n_rounds // window)
-    counts = np.zeros((n_windows, n_users), dtype=np.int64)
-    np.add.at(counts, window_of_round(n_rounds, window), checked_in.astype(np.int64))
-    return counts.T
-
-
-def round_totals(checked_in: np.ndarray) -> np.ndarray:
-    """(T,) users checked in per round."""
-    return checked_in.sum(axis=1).astype(np.int64)
 
 
 class Defense:

@@ -5,7 +5,8 @@ import math
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-from defenses.base import Analytics, Defense
+from benchmark.observation import Analytics
+from defenses.base import Defense
 
 
 def _changes_analytics(defense: Defense) -> bool:

@@ -5,7 +5,8 @@ from numbers import Real
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-from defenses.base import Analytics, Defense
+from benchmark.observation import Analytics
+from defenses.base import Defense
 
 
 class GuardedDefense(Defense):

@@ -5,7 +5,8 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-from defenses.base import Analytics, Defense
+from benchmark.observation import Analytics
+from defenses.base import Defense
 from defenses.guard import GuardedDefense
 
 USERS, ROUNDS, WINDOW, SAMPLES = 4, 6, 2, 4

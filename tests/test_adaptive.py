@@ -7,7 +7,7 @@ from attacks.adaptive import read_defense
 from attacks.disaggregation import disaggregate
 from attacks.settings import AttackSettings
 from benchmark.synthetic import make_instance
-from defenses.base import window_counts
+from benchmark.observation import window_counts
 
 SETTINGS = AttackSettings(time_limit=2.0, budget=8.0)
 N_USERS, N_ROUNDS, WINDOW = 20, 60, 5

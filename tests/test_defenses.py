@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.inputs import window_lengths
 from benchmark.errors import BenchmarkError
 from benchmark.models import build_model
 from benchmark.scenario import Scenario
 from benchmark.simulation import local_update, simulate, undefended_accuracy
 from defenses.analytics import CoarseAnalytics, NoAnalytics, NoisyCounts, RoundedCounts, TotalsOnly
-from defenses.base import Defense, window_counts
+from benchmark.observation import window_counts, window_lengths
+from defenses.base import Defense
 from defenses.builtin import BUILTIN_DEFENSES, NoDefense
 from defenses.guard import GuardedDefense
 from defenses.participation import ModelRefresh, ParticipationPadding, StructuredParticipation

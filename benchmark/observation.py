@@ -1,0 +1,69 @@
+"""What the server observes: the Observation, the analytics devices publish, and the window arithmetic.
+
+Numpy only, so attacks, defenses and tools import it without pulling torch. Every sum over
+analytics windows in the project goes through `window_sums`.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def window_lengths(n_rounds: int, window: int) -> np.ndarray:
+    """Rounds in each window; the last window may be shorter."""
+    n_windows = -(-n_rounds // window)
+    lengths = np.full(n_windows, window, dtype=np.int64)
+    lengths[-1] = n_rounds - window * (n_windows - 1)
+    return lengths
+
+
+def window_of_round(n_rounds: int, window: int) -> np.ndarray:
+    return np.arange(n_rounds) // window
+
+
+def window_sums(per_round: np.ndarray, window: int) -> np.ndarray:
+    """(W, ...) sums over each window of `window` rounds of a (T, ...) array; dtype kept."""
+    n_rounds = per_round.shape[0]
+    sums = np.zeros((-(-n_rounds // window), *per_round.shape[1:]), dtype=per_round.dtype)
+    np.add.at(sums, window_of_round(n_rounds, window), per_round)
+    return sums
+
+
+def window_counts(checked_in: np.ndarray, window: int) -> np.ndarray:
+    """(n, ceil(T / window)) participation counts from a (T, n) boolean check-in matrix."""
+    return window_sums(checked_in.astype(np.int64), window).T
+
+
+def round_totals(checked_in: np.ndarray) -> np.ndarray:
+    """(T,) users checked in per round."""
+    return checked_in.sum(axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Analytics:
+    """What device analytics publish: per-user counts per window of `window` rounds, and per-round totals."""
+
+    counts: np.ndarray | None  # (n, W) int64, or None when no per-user counts are published
+    window: int
+    totals: np.ndarray | None  # (T,) int64, or None when not published
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the server sees, and nothing else: this is all an attack gets."""
+
+    aggregates: np.ndarray  # (T, d) float64: each round's aggregated update
+    n_users: int
+    counts: np.ndarray | None  # (n, W) int64: per-user participation counts per analytics window; None if unpublished
+    window: int  # rounds per analytics window
+    totals: np.ndarray | None  # (T,) participants counted per round
+    weights: np.ndarray  # (T, d) the global model each round; (0, 0) for synthetic updates
+    model: str
+    image_shape: tuple[int, int, int]
+    n_classes: int
+    samples_per_user: int
+    local_training: str
+    learning_rate: float
+    local_epochs: int  # fedavg: epochs of local SGD
+    batch_size: int  # fedavg: local minibatch size
+    defense_parameters: dict = field(default_factory=dict)
