@@ -184,7 +184,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _executor(args), overwrite=args.overwrite, progress=not args.quiet,
     )
     table = submission.table
-    print(render(submission.summary, "markdown"))
+    print(render(submission.summary, "board"))
     print(f"wrote {submission.path} ({len(table)} tasks)")
     return _report_failures(table)
 
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
     run.add_argument("--task-timeout", type=float, help="seconds after which a task is recorded as failed (local workers only)")
     run.add_argument("--device", default="cpu", help="where inversions run: cpu, cuda, or auto (cuda when torch sees one); not part of a task's key (default cpu, whose scores match on every machine)")
-    run.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
+    run.add_argument("--format", default="board", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns (default); the others: the full table")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)
 
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="render a suite's stored results as a table")
     board.add_argument("--suite", default="quick")
     board.add_argument("--results", default=DEFAULT_RESULTS)
-    board.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
+    board.add_argument("--format", default="markdown", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns; the others (default markdown): the full table")
     board.add_argument("--out", help="write to this file instead of standard output; with --format html, the two plots are written beside it")
     board.add_argument("--readme", action="store_true", help="write the leaderboard README from the entries instead (to --out, default: beside the entries folder)")
     board.add_argument("--entries", default=DEFAULT_ENTRIES, help=f"entries folder for --readme (default: {DEFAULT_ENTRIES})")

@@ -43,7 +43,26 @@ LEADERBOARD_SCORES = (
     "overhead_upload_bytes",
 )
 DEFAULT_COLUMNS = ("rank", "tier", "defense", *LEADERBOARD_SCORES, "tasks", "failed")
-OPTIONAL_COLUMNS = (*OPTIONAL_SCORES, HORIZON)
+OPTIONAL_COLUMNS = (*OPTIONAL_SCORES, *(f"{c}_worst" for c in OPTIONAL_SCORES), HORIZON)
+# One line per column of the short tables (README, board), for their legends.
+COLUMN_NOTES = {
+    "rank": "order by the ranking rule (caption); complete defenses first",
+    "tier": "utility tier: the upper 95% bound of the utility drop is <= 1, 3 or 5 accuracy points in every cell; "
+            ">5 otherwise; ? unknown",
+    "defense": "the defense (entry name, or the suite's label)",
+    "attack_success_worst": "share of users whose update the strongest attack recovered, in the defense's worst cell",
+    "attributed_success_worst": "of those users, the share recovered and named (same cell)",
+    "anonymous_success_worst": "the share recovered without a name (same cell)",
+    "horizon": "rounds per user the server kept the model frozen, where attack success is highest (worst cell)",
+    "utility_drop_worst": "undefended minus defended test accuracy, same seed, a fraction; the cell with the largest "
+                          "upper bound",
+    "test_accuracy": "test accuracy of the defended model, mean over cells",
+    "test_accuracy_undefended": "test accuracy without the defense, same seeds and cells",
+    "epsilon": "user-level epsilon (RDP accountant, no amplification), mean over cells; \u2014 = no DP guarantee",
+    "overhead_checkins": "padded check-ins that contribute nothing, per contribution",
+    "tasks": "tasks that ran (ok)",
+    "failed": "tasks that failed (counted, never dropped)",
+}
 
 SIGNIFICANT = 3
 MISSING = "\u2014"
@@ -388,10 +407,10 @@ _RENDERERS: dict[str, Callable[[pd.DataFrame, Sequence[str]], str]] = {
 FORMATS = tuple(sorted([*_RENDERERS, "html"]))
 
 
-def default_columns(summary: pd.DataFrame) -> list[str]:
-    """DEFAULT_COLUMNS the summary has, optional ones only where some defense has a value."""
+def default_columns(summary: pd.DataFrame, candidates: Sequence[str] = DEFAULT_COLUMNS) -> list[str]:
+    """The candidate columns the summary has, optional ones only where some defense has a value."""
     return [
-        c for c in DEFAULT_COLUMNS
+        c for c in candidates
         if c in summary.columns and not (c in OPTIONAL_COLUMNS and summary[c].isna().all())
     ]
 

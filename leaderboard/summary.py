@@ -20,7 +20,9 @@ from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
 BOOTSTRAP_SAMPLES = 2000
-BOOTSTRAP_SEED = 20211  # one fixed stream per (defense, cell): the same table always gives the same intervals
+# One fixed stream per (cell, number of seeds): the same table always gives the same intervals, and defenses
+# run on the same seeds of a cell are resampled alike (paired).
+BOOTSTRAP_SEED = 20211
 CHANCE_ACCURACY = 0.1  # 1 / 10 classes: every built-in dataset but femnist (62 classes)
 
 # Scores the leaderboard uses when the results table has them (written by newer scoring code).
@@ -87,10 +89,8 @@ def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
         raise BenchmarkError(f"results table lacks column(s): {', '.join(missing)}")
 
 
-def score_columns(results: pd.DataFrame) -> list[str]:
-    """The score columns a summary carries: every known score, plus the optional ones the table has."""
-    known = [c for c in SCORE_COLUMNS if c not in WALL_CLOCK_COLUMNS]
-    return known + [c for c in OPTIONAL_SCORES if c not in known]
+# The scores a summary carries (NaN where a table lacks one): every score but the wall-clock ones, and the optional.
+SUMMARY_SCORES = tuple(dict.fromkeys([*(c for c in SCORE_COLUMNS if c not in WALL_CLOCK_COLUMNS), *OPTIONAL_SCORES]))
 
 
 def ok_results(results: pd.DataFrame, columns: Iterable[str] = _REQUIRED) -> pd.DataFrame:
@@ -100,7 +100,7 @@ def ok_results(results: pd.DataFrame, columns: Iterable[str] = _REQUIRED) -> pd.
     """
     require_columns(results, columns)
     ok = results.loc[results["status"].eq("ok")].copy()
-    for column in [*score_columns(results), *(c for c in SCORE_COLUMNS if c in WALL_CLOCK_COLUMNS)]:
+    for column in [*SUMMARY_SCORES, *(c for c in SCORE_COLUMNS if c in WALL_CLOCK_COLUMNS)]:
         ok[column] = pd.to_numeric(ok[column], errors="coerce").astype(float) if column in ok else math.nan
     paired = ok["test_accuracy_undefended"] - ok["test_accuracy"]
     ok["utility_drop"] = ok["utility_drop"].fillna(paired)
@@ -170,14 +170,14 @@ def _check(results: pd.DataFrame) -> None:
 def _cell_estimates(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
     """Per (defense, cell): seeds, horizon, and per score the mean over seeds with its interval; and each cell's
     bootstrap replicates of those means (for the aggregate over cells)."""
-    scores = score_columns(results)
+    scores = list(SUMMARY_SCORES)
     ok = strongest_horizon(ok_results(results))
     ok = ok.assign(cell=_cells(ok))
     rows, replicates = [], {}
     for (defense, cell), group in ok.groupby(["defense", "cell"], sort=True):
         per_seed = group.groupby("seed")[scores].mean()  # several rows of one seed (if any) are one sample
         values = per_seed.to_numpy(dtype=float)
-        reps = _replicates(values, _generator(defense, cell))
+        reps = _replicates(values, _generator(cell, len(values)))
         low, high = _percentiles(reps, np.sum(~np.isnan(values), axis=0) >= 2)
         with _quiet():
             means = np.nanmean(values, axis=0)
@@ -223,7 +223,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     keep a row with NaN scores, ranked last.
     """
     _check(results)
-    scores = score_columns(results)
+    scores = list(SUMMARY_SCORES)
     cells, replicates = _cell_estimates(results)
     counts = _count_tasks(results, ["defense"])
     rows = []
