@@ -23,7 +23,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from benchmark import __version__
-from benchmark.columns import SCORE_COLUMNS
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
 from benchmark.runner import run_suite
@@ -332,7 +332,7 @@ def load_entries(folder: str | Path) -> list[dict]:
     return entries
 
 
-def _results_frame(entries: list[dict]) -> pd.DataFrame:
+def results_frame(entries: list[dict]) -> pd.DataFrame:
     """Every task row of the entries, the defense column replaced by the entry name, numbers as floats.
 
     Scores missing from a row (a failed task's, or the wall-clock ones entries never hold) are NaN.
@@ -370,7 +370,7 @@ def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
     ]
     for suite_name, version in suites:
         members = [e for e in entries if (e["suite"]["name"], e["suite"]["version"]) == (suite_name, version)]
-        summary = summarize(_results_frame(members))
+        summary = summarize(results_frame(members))
         columns = default_columns(summary, README_COLUMNS)
         table = render(summary, "markdown", columns=columns)
         table += "\n" + "\n".join(f"- `{c}`: {COLUMN_NOTES[c]}" for c in columns) + "\n"

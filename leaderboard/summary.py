@@ -76,10 +76,19 @@ def metric_range(column: str) -> tuple[float, float]:
 
 
 def tier_of(drop_bound: float) -> str:
-    """The tier of an upper bound on the utility drop (a fraction); unknown when NaN."""
+    """The tier of an upper bound on the utility drop (a fraction); unknown when NaN.
+
+    The limits allow 1e-9 of floating-point rounding (0.9 - 0.85 is 0.05000000000000004)."""
     if math.isnan(drop_bound):
         return UNKNOWN_TIER
-    return next(label for limit, label in TIERS if drop_bound <= limit)
+    return next(label for limit, label in TIERS if drop_bound <= limit + 1e-9)
+
+
+def _clip(scores: list[str], *arrays: np.ndarray) -> list[np.ndarray]:
+    """Means and bounds clipped to each score's range: only floating-point rounding (a cosine of
+    1.0000000000000004) can put a mean of in-range values outside it."""
+    lowest, highest = np.array([metric_range(s) for s in scores]).T
+    return [np.clip(array, lowest, highest) for array in arrays]
 
 
 def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
@@ -181,6 +190,7 @@ def _cell_estimates(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str
         low, high = _percentiles(reps, np.sum(~np.isnan(values), axis=0) >= 2)
         with _quiet():
             means = np.nanmean(values, axis=0)
+        means, low, high = _clip(scores, means, low, high)
         row = {"defense": defense, "cell": cell, "seeds": len(per_seed), HORIZON: group[HORIZON].iloc[0]}
         for i, score in enumerate(scores):
             row |= {score: means[i], f"{score}_low": low[i], f"{score}_high": high[i]}
@@ -236,7 +246,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                 means = np.nanmean(mine[scores].to_numpy(dtype=float), axis=0)
                 reps = np.nanmean(np.stack([replicates[(defense, c)] for c in mine["cell"]]), axis=0)
             defined = mine[[f"{s}_low" for s in scores]].notna().to_numpy().any(axis=0)
-            low, high = _percentiles(reps, defined)
+            means, low, high = _clip(scores, means, *_percentiles(reps, defined))
         else:
             means = low = high = np.full(len(scores), np.nan)
         for i, score in enumerate(scores):
