@@ -139,14 +139,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         write_atomically(out, render_readme(args.entries).encode())
         print(f"wrote {out}")
         return 0
+    if args.cells and args.format == "board":
+        raise BenchmarkError("--cells gives the full per-cell table: choose --format markdown, latex, csv, json or html")
     path = Path(args.results) / args.suite / "results.parquet"
     if not path.is_file():
         raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {args.suite}` first")
     results = pd.read_parquet(path)
-    if args.format == "html" and args.out:
+    if args.cells:
+        from leaderboard.render import cell_columns
+        from leaderboard.summary import summarize_cells
+
+        cells = summarize_cells(results)
+        text = render(cells, args.format, columns=cell_columns(cells))
+    elif args.format == "html" and args.out:
         _write_html_page(results, Path(args.out))
         return 0
-    text = render(summarize(results), args.format)
+    else:
+        text = render(summarize(results), args.format)
     if args.out:
         write_atomically(Path(args.out), text.encode())
     else:
@@ -244,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results", default=DEFAULT_RESULTS)
     board.add_argument("--format", default="markdown", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns; the others (default markdown): the full table")
     board.add_argument("--out", help="write to this file instead of standard output; with --format html, the two plots are written beside it")
+    board.add_argument("--cells", action="store_true", help="one row per defense and cell, every score with its interval, instead of one per defense")
     board.add_argument("--readme", action="store_true", help="write the leaderboard README from the entries instead (to --out, default: beside the entries folder)")
     board.add_argument("--entries", default=DEFAULT_ENTRIES, help=f"entries folder for --readme (default: {DEFAULT_ENTRIES})")
     board.set_defaults(handler=cmd_leaderboard)

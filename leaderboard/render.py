@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from leaderboard.summary import HORIZON, OPTIONAL_SCORES, RANKING_RULE, UNKNOWN_TIER
+from leaderboard.summary import HORIZON, OPTIONAL_SCORES, RANKING_RULE, SUMMARY_SCORES, UNKNOWN_TIER
 
 # The full leaderboard: the ranking's keys (tier, worst-cell attack success and utility drop), then means over
 # cells of what the recovered updates reveal, utility, privacy accounting and overhead; every other score column
@@ -413,6 +413,13 @@ def default_columns(summary: pd.DataFrame, candidates: Sequence[str] = DEFAULT_C
         c for c in candidates
         if c in summary.columns and not (c in OPTIONAL_COLUMNS and summary[c].isna().all())
     ]
+
+
+def cell_columns(cells: pd.DataFrame) -> list[str]:
+    """The columns of a `summarize_cells` table worth showing: its keys and every score some cell has."""
+    keys = ["defense", "cell", "seeds", "tasks", "failed", HORIZON]
+    scores = [c for c in SUMMARY_SCORES if c in cells.columns]
+    return [c for c in keys + scores if c in cells.columns and cells[c].notna().any()]
 
 
 def render(

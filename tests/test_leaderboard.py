@@ -452,3 +452,16 @@ def test_plots_refuse_tables_without_ok_tasks(tmp_path) -> None:
     with pytest.raises(BenchmarkError):
         plot_success_vs_utility(frame, tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_per_cell_table_through_the_cli(tmp_path: Path, capsys) -> None:
+    rows = utility_rows("none", 1.0, (0.0, 0.0)) + utility_rows("none", 0.5, (0.0, 0.1), cell="b")
+    (tmp_path / "tiny").mkdir()
+    pd.DataFrame(rows).to_parquet(tmp_path / "tiny" / "results.parquet")
+    args = ["leaderboard", "--suite", "tiny", "--results", str(tmp_path), "--cells"]
+    assert main([*args, "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table[["defense", "cell", "seeds"]].values.tolist() == [["none", "a", 2], ["none", "b", 2]]
+    assert table[["utility_drop", "utility_drop_low", "utility_drop_high"]].values.tolist()[1] == pytest.approx([0.05, 0.0, 0.1])
+    assert main([*args, "--format", "board"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
