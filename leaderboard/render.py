@@ -172,6 +172,8 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
     PLUS_MINUS: r"$\pm$",
     MISSING: "---",
     "\u221e": r"$\infty$",
@@ -393,7 +395,11 @@ def _board(summary: pd.DataFrame, columns: Sequence[str] = ()) -> str:
         .rstrip()
         for r in rows
     ]
-    return "\n".join([*lines, "", *BOARD_LEGEND]) + "\n"
+    zeros = summary.attrs.get("zeros", {}).get("utility_drop_worst", math.nan)
+    baseline = [] if _is_missing(zeros) else [
+        f"Baseline zeros (uploads nothing; computed, not run): success 0, drop {zeros * 100:+.1f} pts"
+        " (undefended accuracy - chance)."]
+    return "\n".join([*lines, "", *baseline, *BOARD_LEGEND]) + "\n"
 
 
 _RENDERERS: dict[str, Callable[[pd.DataFrame, Sequence[str]], str]] = {

@@ -53,7 +53,7 @@ _UNBOUNDED_PREFIXES = ("psnr_", "epsilon", "overhead_", "attack_seconds")
 RANKING_RULE = (
     "Defenses are grouped into utility tiers by their paired utility drop (undefended minus defended test accuracy, "
     "same seed and cell): a defense is in tier <=1 (<=3, <=5 accuracy points) only if the upper 95% bound of its drop "
-    "is <= 1 (3, 5) points in every cell, else >5; ? = drop unknown. Within a tier, ranked by attack success in the "
+    "is <= 1 (3, 5) points in every cell, else >5; ? = drop unknown in some cell. Within a tier, ranked by attack success in the "
     "worst cell (share of users whose update the strongest attack recovered, at the horizon where it recovers most; "
     "lower = better), then by utility drop. A defense with failed tasks is marked and ranked below every complete one. "
     "Values are means over seeds per cell; a defense's value is the mean over its cells, except attack_success_worst "
@@ -213,7 +213,7 @@ def summarize_cells(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _worst(cells: pd.DataFrame, score: str, key: pd.Series) -> dict:
-    """The cell where `key` is largest: its score with interval, name and horizon."""
+    """The cell where `key` is largest: its score, interval and name."""
     if key.isna().all():
         return {f"{score}_worst": math.nan, f"{score}_worst_low": math.nan, f"{score}_worst_high": math.nan,
                 f"{score}_worst_cell": None}
@@ -229,8 +229,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     the mean of its per-cell means with `<score>_low`/`<score>_high` (bootstrap over seeds, each cell resampled on
     its own); `attack_success_worst` (+ `_low`, `_high`, `_cell`) and `horizon`: the cell where the attack
     succeeds most; `utility_drop_worst` (+ `_low`, `_high`, `_cell`): the cell with the largest upper bound on the
-    drop, which sets the tier (the point estimate where a cell has one seed). Defenses whose every task failed
-    keep a row with NaN scores, ranked last.
+    drop, which sets the tier (the point estimate where a cell has one seed; unknown if any cell lacks a drop).
+    Defenses whose every task failed keep a row with NaN scores, ranked last.
     """
     _check(results)
     scores = list(SUMMARY_SCORES)
@@ -258,7 +258,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             row[column if column == HORIZON else f"{column}_worst"] = math.nan if worst is None else mine.loc[worst, column]
         bound = mine["utility_drop_high"].fillna(mine["utility_drop"]) if len(mine) else pd.Series(dtype=float)
         row |= _worst(mine, "utility_drop", bound)
-        row["utility_drop_bound"] = bound.max() if len(bound) else math.nan
+        row["utility_drop_bound"] = bound.max() if len(bound) and bound.notna().all() else math.nan  # every cell
         row["tier"] = tier_of(float(row["utility_drop_bound"]))
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -270,7 +270,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     ).drop(columns="_order")
     summary.insert(0, "rank", range(1, len(summary) + 1))
     front = ["rank", "tier", "defense", "tasks", "failed", "complete", "cells"]
-    return summary[front + [c for c in summary.columns if c not in front]].reset_index(drop=True)
+    summary = summary[front + [c for c in summary.columns if c not in front]].reset_index(drop=True)
+    summary.attrs["zeros"] = zeros_baseline(results)  # the board prints it beside the ranking
+    return summary
 
 
 def zeros_baseline(results: pd.DataFrame, chance: float = CHANCE_ACCURACY) -> dict[str, float]:

@@ -162,8 +162,10 @@ def test_tiers_use_the_upper_bound_of_the_paired_drop_in_every_cell() -> None:
 def test_an_unknown_drop_is_its_own_last_tier() -> None:
     rows = [task("known", s, attack_success=0.9) for s in (0, 1)]
     rows += [task("unknown", s, attack_success=0.0, test_accuracy_undefended=math.nan) for s in (0, 1)]
+    rows += [task("half_known", s, attack_success=0.0, cell="b", test_accuracy_undefended=math.nan) for s in (0, 1)]
+    rows += [task("half_known", s, attack_success=0.0) for s in (0, 1)]
     summary = summarize(pd.DataFrame(rows))
-    assert summary[["defense", "tier"]].values.tolist() == [["known", "<=1"], ["unknown", "?"]]
+    assert summary[["defense", "tier"]].values.tolist() == [["known", "<=1"], ["half_known", "?"], ["unknown", "?"]]
 
 
 def test_no_interval_leaves_its_range_even_for_wildly_spread_seeds() -> None:
@@ -268,6 +270,7 @@ def test_board_through_the_cli(tmp_path: Path, capsys) -> None:
     assert max(len(line) for line in lines) <= BOARD_WIDTH
     assert lines[1].split()[:4] == ["1", "<=1", "none", "1.00"]
     assert lines[2].split()[:3] == ["2", ">5", "dp-gaussian(z=1)"] and "+25.0 [+20.0, +30.0]" in lines[2]
+    assert "zeros (uploads nothing; computed, not run): success 0, drop +80.0 pts" in "\n".join(lines)
 
 
 @pytest.mark.parametrize("fmt", ["board", "markdown", "latex", "csv", "json", "html"])
