@@ -99,7 +99,10 @@ def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
 
 
 # The scores a summary carries (NaN where a table lacks one): every score but the wall-clock ones, and the optional.
-SUMMARY_SCORES = tuple(dict.fromkeys([*(c for c in SCORE_COLUMNS if c not in WALL_CLOCK_COLUMNS), *OPTIONAL_SCORES]))
+# The horizon is a key (one value per cell, the strongest), never averaged, even if the contract lists it as a score.
+SUMMARY_SCORES = tuple(
+    c for c in dict.fromkeys([*SCORE_COLUMNS, *OPTIONAL_SCORES]) if c not in WALL_CLOCK_COLUMNS and c != HORIZON
+)
 
 
 def ok_results(results: pd.DataFrame, columns: Iterable[str] = _REQUIRED) -> pd.DataFrame:
