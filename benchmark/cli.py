@@ -139,14 +139,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         write_atomically(out, render_readme(args.entries).encode())
         print(f"wrote {out}")
         return 0
+    if args.cells and args.format == "board":
+        raise BenchmarkError("--cells gives the full per-cell table: choose --format markdown, latex, csv, json or html")
     path = Path(args.results) / args.suite / "results.parquet"
     if not path.is_file():
         raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {args.suite}` first")
     results = pd.read_parquet(path)
-    if args.format == "html" and args.out:
+    if args.cells:
+        from leaderboard.render import cell_columns
+        from leaderboard.summary import summarize_cells
+
+        cells = summarize_cells(results)
+        text = render(cells, args.format, columns=cell_columns(cells))
+    elif args.format == "html" and args.out:
         _write_html_page(results, Path(args.out))
         return 0
-    text = render(summarize(results), args.format)
+    else:
+        text = render(summarize(results), args.format)
     if args.out:
         write_atomically(Path(args.out), text.encode())
     else:
@@ -184,7 +193,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _executor(args), overwrite=args.overwrite, progress=not args.quiet,
     )
     table = submission.table
-    print(render(submission.summary, "markdown"))
+    print(render(submission.summary, "board"))
     print(f"wrote {submission.path} ({len(table)} tasks)")
     return _report_failures(table)
 
@@ -217,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
     run.add_argument("--task-timeout", type=float, help="seconds after which a task is recorded as failed (local workers only)")
     run.add_argument("--device", default="cpu", help="where inversions run: cpu, cuda, or auto (cuda when torch sees one); not part of a task's key (default cpu, whose scores match on every machine)")
-    run.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
+    run.add_argument("--format", default="board", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns (default); the others: the full table")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)
 
@@ -242,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="render a suite's stored results as a table")
     board.add_argument("--suite", default="quick")
     board.add_argument("--results", default=DEFAULT_RESULTS)
-    board.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "json", "html"])
+    board.add_argument("--format", default="markdown", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns; the others (default markdown): the full table")
     board.add_argument("--out", help="write to this file instead of standard output; with --format html, the two plots are written beside it")
+    board.add_argument("--cells", action="store_true", help="one row per defense and cell, every score with its interval, instead of one per defense")
     board.add_argument("--readme", action="store_true", help="write the leaderboard README from the entries instead (to --out, default: beside the entries folder)")
     board.add_argument("--entries", default=DEFAULT_ENTRIES, help=f"entries folder for --readme (default: {DEFAULT_ENTRIES})")
     board.set_defaults(handler=cmd_leaderboard)

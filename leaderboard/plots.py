@@ -1,6 +1,8 @@
 """Leaderboard plots as PNG files, written atomically so a reader never sees half a file."""
 
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -14,9 +16,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmark.errors import BenchmarkError  # noqa: E402
-from leaderboard.summary import ok_results  # noqa: E402
+from leaderboard.summary import ok_results, require_columns, summarize, zeros_baseline  # noqa: E402
 
 RATE_LIMITS = (-0.05, 1.05)
+_STRENGTH = re.compile(r"\([^()]*\)$")
 
 
 def _save_atomically(figure: Figure, path: str | os.PathLike[str]) -> Path:
@@ -35,27 +38,59 @@ def _save_atomically(figure: Figure, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def family_of(defense: str) -> str:
+    """A defense label without its strength: "dp-gaussian(z=0.1)" -> "dp-gaussian"."""
+    return _STRENGTH.sub("", str(defense)).strip() or str(defense)
+
+
+def _errors(rows: pd.DataFrame, column: str, scale: float = 1.0) -> np.ndarray:
+    """Error bar lengths below and above each point, 0 where the interval is undefined."""
+    value = rows[column] * scale
+    low = (value - rows[f"{column}_low"] * scale).fillna(0).clip(lower=0)
+    high = (rows[f"{column}_high"] * scale - value).fillna(0).clip(lower=0)
+    return np.vstack([low.to_numpy(), high.to_numpy()])
+
+
 def plot_success_vs_utility(results: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """One labelled point per defense: mean test accuracy (x) against mean attack success, worst case over the attacks (y), ok tasks only."""
-    ok = ok_results(results, ("defense", "status", "test_accuracy", "attack_success"))
-    means = ok.groupby("defense")[["test_accuracy", "attack_success"]].mean().dropna()
-    if means.empty:
-        raise BenchmarkError("no defense has both test_accuracy and attack_success to plot")
-    figure, axes = plt.subplots(figsize=(6, 4.5))
-    axes.scatter(means["test_accuracy"], means["attack_success"])
-    for defense, row in means.iterrows():
-        axes.annotate(
-            str(defense),
-            (row["test_accuracy"], row["attack_success"]),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
-        )
-    axes.set_xlabel("test accuracy (utility, higher is better)")
-    axes.set_ylabel("attack success (worst case over the attacks)")
-    axes.set_ylim(*RATE_LIMITS)
-    axes.set_title("Attack success vs. utility")
-    axes.grid(alpha=0.3)
+    """One panel per defense family: its frontier over strengths, attack success (y) against utility drop in
+    accuracy points (x), both in the defense's worst cell with 95% intervals, every entry labelled; and the
+    trivial baselines: `none` (when the table has it) and a defense that uploads zeros (attack success 0,
+    utility drop the undefended accuracy minus chance, computed from the table)."""
+    require_columns(results, ("defense", "seed", "status", "attack_success"))
+    summary = summarize(results)
+    drawn = summary.dropna(subset=["attack_success_worst", "utility_drop_worst"])
+    if drawn.empty:
+        raise BenchmarkError("no defense has both attack_success and a utility drop to plot")
+    drawn = drawn.assign(family=drawn["defense"].map(family_of))
+    families = list(dict.fromkeys(f for f in drawn["family"] if f != "none")) or ["none"]
+    none = drawn[drawn["defense"] == "none"]
+    zeros = zeros_baseline(results)
+    columns = min(3, len(families))
+    rows = math.ceil(len(families) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), squeeze=False, layout="constrained")
+    for axis, family in zip(axes.flat, families):
+        members = drawn[drawn["family"] == family].sort_values("utility_drop_worst", kind="mergesort")
+        axis.errorbar(members["utility_drop_worst"] * 100, members["attack_success_worst"],
+                      xerr=_errors(members, "utility_drop_worst", 100), yerr=_errors(members, "attack_success_worst"),
+                      marker="o", capsize=2, label=family)
+        for _, row in members.iterrows():
+            axis.annotate(str(row["defense"]), (row["utility_drop_worst"] * 100, row["attack_success_worst"]),
+                          textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if len(none) and family != "none":
+            axis.scatter(none["utility_drop_worst"] * 100, none["attack_success_worst"], marker="x", color="black",
+                         label="none (no defense)")
+        if not math.isnan(zeros["utility_drop_worst"]):
+            axis.scatter([zeros["utility_drop_worst"] * 100], [0.0], marker="s", color="gray",
+                         label="zeros (uploads nothing)")
+        axis.set_title(family, fontsize=9)
+        axis.set_ylim(*RATE_LIMITS)
+        axis.set_xlabel("utility drop, worst cell (accuracy points)", fontsize=8)
+        axis.set_ylabel("attack success, worst cell", fontsize=8)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6, loc="center right")
+    for axis in list(axes.flat)[len(families):]:
+        axis.set_visible(False)
+    figure.suptitle("Attack success vs. utility drop per defense family (lower left is better)", fontsize=10)
     return _save_atomically(figure, path)
 
 

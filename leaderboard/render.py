@@ -16,13 +16,18 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from leaderboard.summary import RANKING_RULE
+from leaderboard.summary import HORIZON, OPTIONAL_SCORES, RANKING_RULE, SUMMARY_SCORES, UNKNOWN_TIER
 
-# The leaderboard shows attack success (worst case over the attacks), what the recovered updates reveal
-# and their share of the oracle ceiling, utility, privacy accounting and overhead; every other score
-# column stays in the results table. Wall-clock columns never show: a resumed run must print the same
-# table as an uninterrupted one.
+# The full leaderboard: the ranking's keys (tier, worst-cell attack success and utility drop), then means over
+# cells of what the recovered updates reveal, utility, privacy accounting and overhead; every other score column
+# stays in the results table. Wall-clock columns never show: a resumed run must print the same table as an
+# uninterrupted one. Optional columns (written by newer scoring code) show only when the table has values.
 LEADERBOARD_SCORES = (
+    "attack_success_worst",
+    "attributed_success",
+    "anonymous_success",
+    "horizon",
+    "utility_drop_worst",
     "attack_success",
     "exact_column_rate",
     "psnr_recovered",
@@ -31,12 +36,33 @@ LEADERBOARD_SCORES = (
     "property_share",
     "test_accuracy",
     "test_accuracy_undefended",
+    "utility_drop",
     "epsilon",
     "epsilon_amplified",
     "overhead_checkins",
     "overhead_upload_bytes",
 )
-DEFAULT_COLUMNS = ("rank", "defense", *LEADERBOARD_SCORES, "tasks", "failed")
+DEFAULT_COLUMNS = ("rank", "tier", "defense", *LEADERBOARD_SCORES, "tasks", "failed")
+OPTIONAL_COLUMNS = (*OPTIONAL_SCORES, *(f"{c}_worst" for c in OPTIONAL_SCORES), HORIZON)
+# One line per column of the short tables (README, board), for their legends.
+COLUMN_NOTES = {
+    "rank": "order by the ranking rule (caption); complete defenses first",
+    "tier": "utility tier: the upper 95% bound of the utility drop is <= 1, 3 or 5 accuracy points in every cell; "
+            ">5 otherwise; ? unknown",
+    "defense": "the defense (entry name, or the suite's label)",
+    "attack_success_worst": "share of users whose update the strongest attack recovered, in the defense's worst cell",
+    "attributed_success_worst": "of those users, the share recovered and named (same cell)",
+    "anonymous_success_worst": "the share recovered without a name (same cell)",
+    "horizon": "rounds per user the server kept the model frozen, where attack success is highest (worst cell)",
+    "utility_drop_worst": "undefended minus defended test accuracy, same seed, a fraction; the cell with the largest "
+                          "upper bound",
+    "test_accuracy": "test accuracy of the defended model, mean over cells",
+    "test_accuracy_undefended": "test accuracy without the defense, same seeds and cells",
+    "epsilon": "user-level epsilon (RDP accountant, no amplification), mean over cells; \u2014 = no DP guarantee",
+    "overhead_checkins": "padded check-ins that contribute nothing, per contribution",
+    "tasks": "tasks that ran (ok)",
+    "failed": "tasks that failed (counted, never dropped)",
+}
 
 SIGNIFICANT = 3
 MISSING = "\u2014"
@@ -65,16 +91,20 @@ def _is_missing(value: object) -> bool:
     return pd.api.types.is_scalar(value) and bool(pd.isna(value))
 
 
-def _number_cell(value: float, ci: float = math.nan) -> Cell:
-    """`mean ± ci` with both rounded to the same decimal place; ci left out when NaN."""
-    decimals = _decimals(value, ci)
+def _number_cell(value: float, low: float = math.nan, high: float = math.nan) -> Cell:
+    """`mean [low, high]` with all three rounded to the same decimal place; the interval left out when NaN."""
+    decimals = _decimals(value, low, high)
     text = _format_number(value, decimals)
-    if not math.isnan(ci):
-        text += f" {PLUS_MINUS} {_format_number(ci, decimals)}"
+    if not (math.isnan(low) or math.isnan(high)):
+        text += f" [{_format_number(low, decimals)}, {_format_number(high, decimals)}]"
     return text, value
 
 
-def _cell(value: object, ci: object) -> Cell:
+def _float(value: object) -> float:
+    return math.nan if _is_missing(value) else float(value)
+
+
+def _cell(value: object, low: object = math.nan, high: object = math.nan) -> Cell:
     if _is_missing(value):
         return MISSING, None
     if isinstance(value, bool | np.bool_):
@@ -82,21 +112,19 @@ def _cell(value: object, ci: object) -> Cell:
     if isinstance(value, numbers.Integral):
         return str(int(value)), float(value)
     if isinstance(value, numbers.Real):
-        return _number_cell(float(value), math.nan if _is_missing(ci) else float(ci))
+        return _number_cell(float(value), _float(low), _float(high))
     return " ".join(str(value).split()), None
 
 
 def _display_rows(summary: pd.DataFrame, columns: Sequence[str]) -> list[list[Cell]]:
     """Cells built column by column, so integer columns stay integers (iterrows would upcast them)."""
     nan_column = [math.nan] * len(summary)
+
+    def bound(column: str, side: str) -> list:
+        return summary[f"{column}_{side}"].tolist() if f"{column}_{side}" in summary.columns else nan_column
+
     by_column = [
-        [
-            _cell(value, ci)
-            for value, ci in zip(
-                summary[c].tolist(),
-                summary[f"{c}_ci"].tolist() if f"{c}_ci" in summary.columns else nan_column,
-            )
-        ]
+        [_cell(*values) for values in zip(summary[c].tolist(), bound(c, "low"), bound(c, "high"))]
         for c in columns
     ]
     return [list(row) for row in zip(*by_column)]
@@ -108,12 +136,11 @@ def _numeric(rows: list[list[Cell]], n_columns: int) -> list[bool]:
 
 
 def _raw_columns(summary: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """Each requested column followed by its `_ci` column where the summary has one."""
+    """Each requested column followed by its interval (`_low`, `_high`) and worst cell where the summary has them."""
     expanded = []
     for column in columns:
         expanded.append(column)
-        if f"{column}_ci" in summary.columns:
-            expanded.append(f"{column}_ci")
+        expanded += [f"{column}{s}" for s in ("_low", "_high", "_cell") if f"{column}{s}" in summary.columns]
     return list(dict.fromkeys(expanded))
 
 
@@ -145,6 +172,8 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
     PLUS_MINUS: r"$\pm$",
     MISSING: "---",
     "\u221e": r"$\infty$",
@@ -287,7 +316,94 @@ def _html(summary: pd.DataFrame, columns: Sequence[str], plots: Sequence[str]) -
     ) + "\n"
 
 
+BOARD_WIDTH = 120
+BOARD_HEADER = ("rank", "tier", "defense", "success [95% CI]", "named/anon", "hzn", "drop pts [95% CI]", "epsilon",
+                "overhead", "tasks")
+BOARD_LEGEND = (
+    "rank: ! = has failed tasks, ranked below every complete defense. tier: utility drop whose upper 95% bound is <= 1,",
+    "  3 or 5 accuracy points in every cell (>5 otherwise, ? unknown); ranked by attack success within a tier.",
+    "success: share of users whose update the strongest attack recovered, in the defense's worst cell, at the",
+    "  horizon hzn (rounds per user the model stayed frozen) where it recovers most; named/anon: of those, named or not.",
+    "drop pts: undefended minus defended test accuracy (same seed), accuracy points, cell with the largest upper bound.",
+    "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: user-level, mean over cells.",
+    "overhead: padded check-ins per contribution. tasks: ok / all. Full table: --format csv, json, latex, html.",
+)
+
+
+def _fixed(value: object, decimals: int, scale: float = 1.0, sign: bool = False) -> str:
+    if _is_missing(value):
+        return MISSING
+    number = float(value) * scale
+    if math.isinf(number):
+        return _format_number(number, 0)
+    return f"{round(number, decimals) + 0.0:{'+' if sign else ''}.{decimals}f}"
+
+
+def _interval(summary_row: pd.Series, column: str, decimals: int, scale: float = 1.0, sign: bool = False) -> str:
+    text = _fixed(summary_row.get(column), decimals, scale, sign)
+    low, high = summary_row.get(f"{column}_low"), summary_row.get(f"{column}_high")
+    if text != MISSING and not (_is_missing(low) or _is_missing(high)):
+        text += f" [{_fixed(low, decimals, scale, sign)}, {_fixed(high, decimals, scale, sign)}]"
+    return text
+
+
+def _compact(value: object) -> str:
+    """Three significant digits in at most 7 characters."""
+    if _is_missing(value):
+        return MISSING
+    number = float(value)
+    if math.isfinite(number) and abs(number) >= 1e5:
+        return f"{number:.2g}"
+    return _format_number(number, _decimals(number))
+
+
+def _board_row(row: pd.Series) -> list[str]:
+    complete = bool(row.get("complete", row.get("failed", 0) == 0))
+    named = "/".join(_fixed(row.get(f"{c}_worst"), 2) for c in ("attributed_success", "anonymous_success"))
+    horizon = row.get("horizon")
+    return [
+        f"{row['rank']}{'' if complete else '!'}",
+        str(row.get("tier", UNKNOWN_TIER)),
+        " ".join(str(row["defense"]).split()),
+        _interval(row, "attack_success_worst", 2),
+        MISSING if named == f"{MISSING}/{MISSING}" else named,
+        MISSING if _is_missing(horizon) else str(int(horizon)),
+        _interval(row, "utility_drop_worst", 1, scale=100, sign=True),
+        _compact(row.get("epsilon")),
+        _fixed(row.get("overhead_checkins"), 2),
+        f"{int(row['tasks'])}/{int(row['tasks']) + int(row['failed'])}",
+    ]
+
+
+def _board(summary: pd.DataFrame, columns: Sequence[str] = ()) -> str:
+    """A plain-text board that fits BOARD_WIDTH columns: the ranking's keys, utility, epsilon, overhead.
+
+    Separators shrink to one space, then the defense name is cut (with an ellipsis), until every line fits.
+    """
+    rows = [list(BOARD_HEADER)] + [_board_row(row) for _, row in summary.iterrows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(BOARD_HEADER))]
+    text_columns = {1, 2}
+    for gap in ("  ", " "):
+        if sum(widths) + len(gap) * (len(widths) - 1) <= BOARD_WIDTH:
+            break
+    over = sum(widths) + len(gap) * (len(widths) - 1) - BOARD_WIDTH
+    if over > 0:
+        widths[2] = max(len(BOARD_HEADER[2]), widths[2] - over)
+        rows = [r[:2] + [r[2] if len(r[2]) <= widths[2] else r[2][: widths[2] - 1] + "\u2026"] + r[3:] for r in rows]
+    lines = [
+        gap.join(cell.ljust(w) if i in text_columns else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        .rstrip()
+        for r in rows
+    ]
+    zeros = summary.attrs.get("zeros", {}).get("utility_drop_worst", math.nan)
+    baseline = [] if _is_missing(zeros) else [
+        f"Baseline zeros (uploads nothing; computed, not run): success 0, drop {zeros * 100:+.1f} pts"
+        " (undefended accuracy - chance)."]
+    return "\n".join([*lines, "", *baseline, *BOARD_LEGEND]) + "\n"
+
+
 _RENDERERS: dict[str, Callable[[pd.DataFrame, Sequence[str]], str]] = {
+    "board": _board,
     "markdown": _markdown,
     "latex": _latex,
     "csv": _csv,
@@ -297,16 +413,41 @@ _RENDERERS: dict[str, Callable[[pd.DataFrame, Sequence[str]], str]] = {
 FORMATS = tuple(sorted([*_RENDERERS, "html"]))
 
 
+def default_columns(summary: pd.DataFrame, candidates: Sequence[str] = DEFAULT_COLUMNS) -> list[str]:
+    """The candidate columns the summary has, optional ones only where some defense has a value."""
+    return [
+        c for c in candidates
+        if c in summary.columns and not (c in OPTIONAL_COLUMNS and summary[c].isna().all())
+    ]
+
+
+def cell_columns(cells: pd.DataFrame) -> list[str]:
+    """The columns of a `summarize_cells` table worth showing: its keys and every score some cell has."""
+    keys = ["defense", "cell", "seeds", "tasks", "failed", HORIZON]
+    scores = [c for c in SUMMARY_SCORES if c in cells.columns]
+    return [c for c in keys + scores if c in cells.columns and cells[c].notna().any()]
+
+
 def render(
     summary: pd.DataFrame,
     fmt: str,
     columns: Sequence[str] | None = None,
     plots: Sequence[str] = (),
 ) -> str:
-    """The summary from `summarize` as one table in `fmt`; `plots` (relative image paths) are shown by html only."""
+    """The summary from `summarize` as one table in `fmt`; `plots` (relative image paths) are shown by html only.
+
+    "board" is the compact text board (fixed columns); the other formats show `columns`, by default every
+    leaderboard column the summary has.
+    """
     if fmt not in FORMATS:
         raise BenchmarkError(f"unknown leaderboard format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    columns = list(DEFAULT_COLUMNS if columns is None else columns)
+    if fmt == "board":
+        require = ["rank", "defense", "tasks", "failed"]
+        missing = [c for c in require if c not in summary.columns]
+        if missing:
+            raise BenchmarkError(f"summary lacks board column(s): {', '.join(missing)}")
+        return _board(summary)
+    columns = default_columns(summary) if columns is None else list(columns)
     if not columns:
         raise BenchmarkError("no leaderboard columns to render")
     missing = [c for c in columns if c not in summary.columns]

@@ -31,17 +31,20 @@ from benchmark.store import ResultStore, write_atomically
 from benchmark.suite import DefenseSpec, Suite, Task, expand, load_suite
 from defenses.builtin import BUILTIN_DEFENSES
 from defenses.registry import defense_class, make_defense
-from leaderboard.render import render
-from leaderboard.summary import summarize
+from leaderboard.render import COLUMN_NOTES, default_columns, render
+from leaderboard.summary import SUMMARY_SCORES, summarize
 
 ENTRY_FORMAT = 1
 DEFAULT_ENTRIES = Path("leaderboard") / "entries"
 STANDARD_SUITE = "standard"
 MISSING_PARAMETERS = "(none)"
-AGGREGATED_SCORES = tuple(c for c in SCORE_COLUMNS if c not in WALL_CLOCK_COLUMNS)
+AGGREGATED_SCORES = SUMMARY_SCORES
 # Libraries whose versions can change a score; recorded so a verifier can explain a difference.
 RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "cvxpy", "highspy", "opacus", "pandas",
                      "scikit-learn", "scikit-image", "torchmetrics")
+README_COLUMNS = ("rank", "tier", "defense", "attack_success_worst", "attributed_success_worst",
+                  "anonymous_success_worst", "horizon", "utility_drop_worst", "test_accuracy",
+                  "test_accuracy_undefended", "epsilon", "overhead_checkins", "tasks", "failed")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -239,7 +242,8 @@ def submit(
             "tasks": int(summary["tasks"]),
             "failed": int(summary["failed"]),
             "scores": {
-                score: {"mean": _json_number(summary[score]), "ci95": _json_number(summary[f"{score}_ci"])}
+                score: {"mean": _json_number(summary[score]), "low": _json_number(summary[f"{score}_low"]),
+                        "high": _json_number(summary[f"{score}_high"])}
                 for score in AGGREGATED_SCORES
             },
         },
@@ -328,7 +332,7 @@ def load_entries(folder: str | Path) -> list[dict]:
     return entries
 
 
-def _results_frame(entries: list[dict]) -> pd.DataFrame:
+def results_frame(entries: list[dict]) -> pd.DataFrame:
     """Every task row of the entries, the defense column replaced by the entry name, numbers as floats.
 
     Scores missing from a row (a failed task's, or the wall-clock ones entries never hold) are NaN.
@@ -362,10 +366,14 @@ def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
         "Add one with `disaggbench submit DEFENSE --suite standard --name NAME [--param KEY=VALUE ...]`;",
         "check one with `disaggbench verify entries/NAME.json`, which re-runs a random sample of its tasks",
         "and names every score that differs. Wall-clock columns are left out: they measure the machine.",
+        "Every score of every cell, with its interval: `disaggbench leaderboard --format csv` on the suite's results.",
     ]
     for suite_name, version in suites:
         members = [e for e in entries if (e["suite"]["name"], e["suite"]["version"]) == (suite_name, version)]
-        table = render(summarize(_results_frame(members)), "markdown")
+        summary = summarize(results_frame(members))
+        columns = default_columns(summary, README_COLUMNS)
+        table = render(summary, "markdown", columns=columns)
+        table += "\n" + "\n".join(f"- `{c}`: {COLUMN_NOTES[c]}" for c in columns) + "\n"
         lines += ["", f"## Suite `{suite_name}` (version {version})", "", table.rstrip("\n"), "",
                   "| entry | defense | parameters | disaggbench | created |", "| :--- | :--- | :--- | :--- | :--- |"]
         for e in members:

@@ -1,25 +1,94 @@
-"""Per-defense means and seed-level confidence intervals over the results table."""
+"""Per-cell and per-defense estimates with bootstrap intervals over seeds, utility tiers and the ranking.
+
+A cell is one scenario of a suite (the `scenario` column). Seeds are the independent samples: every
+interval is a seeded bootstrap percentile interval over a cell's seeds, and cells are never pooled
+before an interval. A defense's summary over cells is the mean of its per-cell estimates (its interval
+resamples the seeds of each cell independently), and the ranking uses its worst cell.
+"""
 
 import math
-from collections.abc import Iterable
+import warnings
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import pandas as pd
-from scipy import stats
 
-from benchmark.columns import SCORE_COLUMNS
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
 from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
+BOOTSTRAP_SAMPLES = 2000
+# One fixed stream per (cell, number of seeds): the same table always gives the same intervals, and defenses
+# run on the same seeds of a cell are resampled alike (paired).
+BOOTSTRAP_SEED = 20211
+CHANCE_ACCURACY = 0.1  # 1 / 10 classes: every built-in dataset but femnist (62 classes)
+
+# Scores the leaderboard uses when the results table has them (written by newer scoring code).
+OPTIONAL_SCORES = (
+    "utility_drop",  # undefended minus defended test accuracy, same seed and task, a fraction
+    "attributed_success",  # users whose update was recovered and named
+    "anonymous_success",  # users whose update was recovered but not named
+    "epsilon_rdp",
+)
+HORIZON = "horizon"  # rounds per user the server kept the model frozen; several rows per task, one per horizon
+
+# Utility tiers by the paired utility drop (a fraction; the labels are accuracy points).
+TIERS = ((0.01, "<=1"), (0.03, "<=3"), (0.05, "<=5"), (math.inf, ">5"))
+UNKNOWN_TIER = "?"
+TIER_ORDER = {label: i for i, (_, label) in enumerate(TIERS)} | {UNKNOWN_TIER: len(TIERS)}
+
+# Where each score lives; anything not listed is a rate or share in [0, 1].
+_UNBOUNDED = (0.0, math.inf)
+_RANGES = {
+    "utility_drop": (-1.0, 1.0),
+    "update_cosine": (-1.0, 1.0),
+    "ssim_recovered": (-1.0, 1.0),
+    "ssim_ceiling": (-1.0, 1.0),
+    "ssim_aggregate": (-1.0, 1.0),
+}
+_UNBOUNDED_PREFIXES = ("psnr_", "epsilon", "overhead_", "attack_seconds")
 
 RANKING_RULE = (
-    "Ranked by attack_success ascending (the share of users whose participation column and own update "
-    "the strongest attack, static or adaptive, recovered: lower = better defense), ties broken by "
-    "test_accuracy descending; mean \u00b1 95% t-interval half-width over seeds. "
-    "A *_share is (recovered - floor) / (ceiling - floor) per task, clipped to [0, 1]: 0 = what the round sums alone reveal, "
-    "1 = what each user's true update reveals."
+    "Defenses are grouped into utility tiers by their paired utility drop (undefended minus defended test accuracy, "
+    "same seed and cell): a defense is in tier <=1 (<=3, <=5 accuracy points) only if the upper 95% bound of its drop "
+    "is <= 1 (3, 5) points in every cell, else >5; ? = drop unknown in some cell. Within a tier, ranked by attack success in the "
+    "worst cell (share of users whose update the strongest attack recovered, at the horizon where it recovers most; "
+    "lower = better), then by utility drop. A defense with failed tasks is marked and ranked below every complete one. "
+    "Values are means over seeds per cell; a defense's value is the mean over its cells, except attack_success_worst "
+    "and utility_drop_worst (its worst cell); [low, high] is a 95% bootstrap percentile interval over seeds "
+    f"({BOOTSTRAP_SAMPLES} resamples, seeded), never pooled across cells. A *_share is (recovered - floor) / "
+    "(ceiling - floor) per task, clipped to [0, 1]: 0 = what the round sums alone reveal, 1 = what each user's true "
+    "update reveals."
 )
 
-_REQUIRED = ("defense", "seed", "status", *SCORE_COLUMNS)
+_REQUIRED = ("defense", "seed", "status", "attack_success")
+
+
+def metric_range(column: str) -> tuple[float, float]:
+    """The values a score can take; a mean, and so every bootstrap percentile of means, stays inside it."""
+    if column in _RANGES:
+        return _RANGES[column]
+    if column.startswith(_UNBOUNDED_PREFIXES):
+        return _UNBOUNDED
+    return (0.0, 1.0)
+
+
+def tier_of(drop_bound: float) -> str:
+    """The tier of an upper bound on the utility drop (a fraction); unknown when NaN.
+
+    The limits allow 1e-9 of floating-point rounding (0.9 - 0.85 is 0.05000000000000004)."""
+    if math.isnan(drop_bound):
+        return UNKNOWN_TIER
+    return next(label for limit, label in TIERS if drop_bound <= limit + 1e-9)
+
+
+def _clip(scores: list[str], *arrays: np.ndarray) -> list[np.ndarray]:
+    """Means and bounds clipped to each score's range: only floating-point rounding (a cosine of
+    1.0000000000000004) can put a mean of in-range values outside it."""
+    lowest, highest = np.array([metric_range(s) for s in scores]).T
+    return [np.clip(array, lowest, highest) for array in arrays]
 
 
 def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
@@ -29,62 +98,191 @@ def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
         raise BenchmarkError(f"results table lacks column(s): {', '.join(missing)}")
 
 
+# The scores a summary carries (NaN where a table lacks one): every score but the wall-clock ones, and the optional.
+# The horizon is a key (one value per cell, the strongest), never averaged, even if the contract lists it as a score.
+SUMMARY_SCORES = tuple(
+    c for c in dict.fromkeys([*SCORE_COLUMNS, *OPTIONAL_SCORES]) if c not in WALL_CLOCK_COLUMNS and c != HORIZON
+)
+
+
 def ok_results(results: pd.DataFrame, columns: Iterable[str] = _REQUIRED) -> pd.DataFrame:
-    """The rows whose status is "ok", with score columns coerced to floats."""
+    """The rows whose status is "ok", score columns as floats (missing ones NaN), `utility_drop` filled in.
+
+    `utility_drop` is computed from the two accuracies of the same row where the table has no value.
+    """
     require_columns(results, columns)
     ok = results.loc[results["status"].eq("ok")].copy()
-    scores = [column for column in SCORE_COLUMNS if column in ok.columns]
-    ok[scores] = ok[scores].apply(pd.to_numeric, errors="coerce").astype(float)
+    for column in [*SUMMARY_SCORES, *(c for c in SCORE_COLUMNS if c in WALL_CLOCK_COLUMNS)]:
+        ok[column] = pd.to_numeric(ok[column], errors="coerce").astype(float) if column in ok else math.nan
+    paired = ok["test_accuracy_undefended"] - ok["test_accuracy"]
+    ok["utility_drop"] = ok["utility_drop"].fillna(paired)
     return ok
 
 
-def _half_width(seed_means: pd.Series) -> float:
-    """t-interval half-width over per-seed means; NaN with fewer than two seeds."""
-    values = seed_means.dropna()
-    n = len(values)
-    if n < 2:
-        return math.nan
-    quantile = stats.t.ppf(0.5 + CONFIDENCE / 2, df=n - 1)
-    return float(quantile * values.std(ddof=1) / math.sqrt(n))
+def _cells(frame: pd.DataFrame) -> pd.Series:
+    return frame["scenario"].astype(str) if "scenario" in frame.columns else pd.Series("all", index=frame.index)
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """One ranked row per defense: `tasks` (ok tasks the means are over), `failed`, `<score>`, `<score>_ci`.
+def strongest_horizon(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per (defense, cell), only the rows of the horizon where mean attack success over seeds is highest.
 
-    Means are over all ok tasks of a defense; the CI is over per-seed means, so seeds
-    (not tasks, which share a seed's randomness) are the independent samples.
-    Defenses whose every task failed keep a row with NaN scores, ranked last.
+    Ties go to the shortest horizon. Without a horizon column (or with no horizon set) rows are kept as they are.
     """
+    if HORIZON not in ok.columns or ok[HORIZON].isna().all():
+        return ok.assign(**{HORIZON: math.nan})
+    ok = ok.assign(cell=_cells(ok), **{HORIZON: pd.to_numeric(ok[HORIZON], errors="coerce")})
+    means = ok.groupby(["defense", "cell", HORIZON], dropna=False)["attack_success"].mean().reset_index()
+    means = means.sort_values(["defense", "cell", "attack_success", HORIZON], ascending=[True, True, False, True],
+                              na_position="last", kind="mergesort")
+    best = means.drop_duplicates(["defense", "cell"])[["defense", "cell", HORIZON]]
+    kept = ok.merge(best, on=["defense", "cell", HORIZON], how="inner")
+    return kept.drop(columns="cell")
+
+
+def _generator(*key: object) -> np.random.Generator:
+    return np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(repr(key).encode())])
+
+
+def _replicates(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means (BOOTSTRAP_SAMPLES x metrics) of a seeds x metrics array, seeds resampled with replacement."""
+    picks = rng.integers(0, len(values), size=(BOOTSTRAP_SAMPLES, len(values)))
+    with _quiet():
+        return np.nanmean(values[picks], axis=1)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silences numpy's "mean of empty slice" warning: an all-NaN score is NaN, as it should be."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _percentiles(replicates: np.ndarray, defined: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    tail = 100 * (1 - CONFIDENCE) / 2
+    with _quiet():
+        low, high = np.nanpercentile(replicates, [tail, 100 - tail], axis=0)
+    return np.where(defined, low, np.nan), np.where(defined, high, np.nan)
+
+
+def _count_tasks(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    is_ok = results["status"].eq("ok")
+    keys = [results[c].astype(str) if c == "scenario" else results[c] for c in by]
+    return pd.DataFrame({"tasks": is_ok.groupby(keys).sum(), "failed": (~is_ok).groupby(keys).sum()}).astype(int)
+
+
+def _check(results: pd.DataFrame) -> None:
     require_columns(results, _REQUIRED)
     if results.empty:
         raise BenchmarkError("results table is empty")
     if results["defense"].isna().any() or results["seed"].isna().any():
         raise BenchmarkError("results table has rows without a defense or seed")
 
-    scores = list(SCORE_COLUMNS)
-    defenses = pd.Index(results["defense"].unique(), name="defense")
-    is_ok = results["status"].eq("ok")
-    ok = ok_results(results)
 
-    means = ok.groupby("defense")[scores].mean().reindex(defenses)
-    seed_means = ok.groupby(["defense", "seed"])[scores].mean()
-    half_widths = seed_means.groupby(level="defense").agg(_half_width).reindex(defenses)
-    counts = pd.DataFrame(
-        {
-            "tasks": is_ok.groupby(results["defense"]).sum(),
-            "failed": (~is_ok).groupby(results["defense"]).sum(),
-        }
-    ).reindex(defenses)
+def _cell_estimates(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """Per (defense, cell): seeds, horizon, and per score the mean over seeds with its interval; and each cell's
+    bootstrap replicates of those means (for the aggregate over cells)."""
+    scores = list(SUMMARY_SCORES)
+    ok = strongest_horizon(ok_results(results))
+    ok = ok.assign(cell=_cells(ok))
+    rows, replicates = [], {}
+    for (defense, cell), group in ok.groupby(["defense", "cell"], sort=True):
+        per_seed = group.groupby("seed")[scores].mean()  # several rows of one seed (if any) are one sample
+        values = per_seed.to_numpy(dtype=float)
+        reps = _replicates(values, _generator(cell, len(values)))
+        low, high = _percentiles(reps, np.sum(~np.isnan(values), axis=0) >= 2)
+        with _quiet():
+            means = np.nanmean(values, axis=0)
+        means, low, high = _clip(scores, means, low, high)
+        row = {"defense": defense, "cell": cell, "seeds": len(per_seed), HORIZON: group[HORIZON].iloc[0]}
+        for i, score in enumerate(scores):
+            row |= {score: means[i], f"{score}_low": low[i], f"{score}_high": high[i]}
+        rows.append(row)
+        replicates[(defense, cell)] = reps
+    columns = ["defense", "cell", "seeds", HORIZON] + [f"{s}{x}" for s in scores for x in ("", "_low", "_high")]
+    return pd.DataFrame(rows, columns=columns), replicates
 
-    summary = counts.astype(int)
-    for score in scores:
-        summary[score] = means[score]
-        summary[f"{score}_ci"] = half_widths[score]
-    summary = summary.reset_index().sort_values(
-        ["attack_success", "test_accuracy", "defense"],
-        ascending=[True, False, True],
-        na_position="last",
-        kind="mergesort",
-    )
+
+def summarize_cells(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (defense, cell): `tasks`, `failed`, `seeds`, `horizon` (the attack's strongest, NaN when the
+    table has none), and per score its mean over seeds with `<score>_low`, `<score>_high` (95% bootstrap percentile
+    interval over seeds; NaN with fewer than two seeds)."""
+    _check(results)
+    cells, _ = _cell_estimates(results)
+    counts = _count_tasks(results, ["defense", "scenario"]).rename_axis(["defense", "cell"]).reset_index()
+    table = counts.merge(cells, on=["defense", "cell"], how="left")
+    table["seeds"] = table["seeds"].fillna(0).astype(int)
+    return table.sort_values(["defense", "cell"], kind="mergesort").reset_index(drop=True)
+
+
+def _worst(cells: pd.DataFrame, score: str, key: pd.Series) -> dict:
+    """The cell where `key` is largest: its score, interval and name."""
+    if key.isna().all():
+        return {f"{score}_worst": math.nan, f"{score}_worst_low": math.nan, f"{score}_worst_high": math.nan,
+                f"{score}_worst_cell": None}
+    row = cells.loc[key.idxmax()]
+    return {f"{score}_worst": row[score], f"{score}_worst_low": row[f"{score}_low"],
+            f"{score}_worst_high": row[f"{score}_high"], f"{score}_worst_cell": row["cell"]}
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """One ranked row per defense.
+
+    Columns: `rank`, `tier`, `defense`, `tasks` (ok), `failed`, `complete` (no failed task), `cells`; per score
+    the mean of its per-cell means with `<score>_low`/`<score>_high` (bootstrap over seeds, each cell resampled on
+    its own); `attack_success_worst` (+ `_low`, `_high`, `_cell`) and `horizon`: the cell where the attack
+    succeeds most; `utility_drop_worst` (+ `_low`, `_high`, `_cell`): the cell with the largest upper bound on the
+    drop, which sets the tier (the point estimate where a cell has one seed; unknown if any cell lacks a drop).
+    Defenses whose every task failed keep a row with NaN scores, ranked last.
+    """
+    _check(results)
+    scores = list(SUMMARY_SCORES)
+    cells, replicates = _cell_estimates(results)
+    counts = _count_tasks(results, ["defense"])
+    rows = []
+    for defense in pd.unique(results["defense"]):
+        mine = cells[cells["defense"] == defense].reset_index(drop=True)
+        row = {"defense": defense, "tasks": int(counts.loc[defense, "tasks"]),
+               "failed": int(counts.loc[defense, "failed"]), "cells": len(mine)}
+        if len(mine):
+            with _quiet():
+                means = np.nanmean(mine[scores].to_numpy(dtype=float), axis=0)
+                reps = np.nanmean(np.stack([replicates[(defense, c)] for c in mine["cell"]]), axis=0)
+            defined = mine[[f"{s}_low" for s in scores]].notna().to_numpy().any(axis=0)
+            means, low, high = _clip(scores, means, *_percentiles(reps, defined))
+        else:
+            means = low = high = np.full(len(scores), np.nan)
+        for i, score in enumerate(scores):
+            row |= {score: means[i], f"{score}_low": low[i], f"{score}_high": high[i]}
+        success = mine["attack_success"] if len(mine) else pd.Series(dtype=float)
+        row |= _worst(mine, "attack_success", success)
+        worst = success.idxmax() if success.notna().any() else None
+        for column in (HORIZON, "attributed_success", "anonymous_success"):
+            row[column if column == HORIZON else f"{column}_worst"] = math.nan if worst is None else mine.loc[worst, column]
+        bound = mine["utility_drop_high"].fillna(mine["utility_drop"]) if len(mine) else pd.Series(dtype=float)
+        row |= _worst(mine, "utility_drop", bound)
+        row["utility_drop_bound"] = bound.max() if len(bound) and bound.notna().all() else math.nan  # every cell
+        row["tier"] = tier_of(float(row["utility_drop_bound"]))
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    summary["complete"] = summary["failed"].eq(0) & summary["tasks"].gt(0)
+    summary["_order"] = summary["tier"].map(TIER_ORDER)
+    summary = summary.sort_values(
+        ["complete", "_order", "attack_success_worst", "utility_drop_bound", "defense"],
+        ascending=[False, True, True, True, True], na_position="last", kind="mergesort",
+    ).drop(columns="_order")
     summary.insert(0, "rank", range(1, len(summary) + 1))
-    return summary.reset_index(drop=True)
+    front = ["rank", "tier", "defense", "tasks", "failed", "complete", "cells"]
+    summary = summary[front + [c for c in summary.columns if c not in front]].reset_index(drop=True)
+    summary.attrs["zeros"] = zeros_baseline(results)  # the board prints it beside the ranking
+    return summary
+
+
+def zeros_baseline(results: pd.DataFrame, chance: float = CHANCE_ACCURACY) -> dict[str, float]:
+    """The trivial defense that uploads zeros, computed from the table: attack success 0, utility drop the
+    undefended accuracy minus chance (mean over cells of each cell's mean over seeds; worst cell as well)."""
+    ok = ok_results(results, ("defense", "seed", "status"))
+    per_cell = ok.assign(cell=_cells(ok)).groupby("cell")["test_accuracy_undefended"].mean().dropna() - chance
+    if per_cell.empty:
+        return {"attack_success": 0.0, "utility_drop": math.nan, "utility_drop_worst": math.nan}
+    return {"attack_success": 0.0, "utility_drop": float(per_cell.mean()), "utility_drop_worst": float(per_cell.max())}

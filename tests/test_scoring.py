@@ -21,6 +21,7 @@ from benchmark.simulation import simulate
 from defenses.base import Defense
 from defenses.registry import make_defense
 from leaderboard.render import DEFAULT_COLUMNS
+from leaderboard.summary import SUMMARY_SCORES
 from tests.conftest import TINY_CELL
 
 # Ten users with one digit each hold the labels 0..9 (label-skewed split): five hold a lower-half label.
@@ -128,7 +129,8 @@ def test_the_leaderboard_shows_shares_beside_recovered_values():
     assert "psnr_recovered" in DEFAULT_COLUMNS
     for quantity in ("psnr", "label_accuracy", "property_auc"):
         assert SHARE_COLUMNS[quantity] in DEFAULT_COLUMNS
-    assert set(DEFAULT_COLUMNS) - {"rank", "defense", "tasks", "failed"} <= set(SCORE_COLUMNS)
+    scores = {*SCORE_COLUMNS, *SUMMARY_SCORES, *(f"{c}_worst" for c in SUMMARY_SCORES)}
+    assert set(DEFAULT_COLUMNS) - {"rank", "tier", "defense", "horizon", "tasks", "failed"} <= scores
     assert not any(column.endswith(("_ceiling", "_aggregate")) for column in DEFAULT_COLUMNS)
 
 
