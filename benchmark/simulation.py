@@ -108,7 +108,7 @@ def _accuracy(model: nn.Module, dataset: Dataset) -> float:
 
 
 class _Federation:
-    """One run of the protocol; the server applies the aggregates to the model every `refresh_every` rounds (0: never)."""
+    """One run of the protocol; the server moves the model along the aggregates every `refresh_every` rounds (0: never)."""
 
     def __init__(self, scenario: Scenario, defense: Defense) -> None:
         self.scenario, self.defense = scenario, defense
