@@ -34,7 +34,7 @@ class Scenario:
     batch_size: int = 8
     learning_rate: float = 0.1
     model_policy: str = "frozen"  # "frozen": the model moves only when the defense forces it; "trained": honest training
-    server_step: str | float = "smallest"  # how a frozen-policy server applies forced refreshes (see `Scenario.server_step`)
+    server_step: str | float = "smallest"  # how a frozen-policy server applies forced refreshes (class docstring)
     update_kind: str = "model"  # "model": real model updates; "synthetic": Gaussian vectors
     synthetic_dim: int = 0  # dimension of synthetic updates; 0 means ceil(1.2 n)
     seed: int = 0

@@ -120,6 +120,13 @@ def test_a_cell_without_horizons_has_its_rounds_per_user_and_grids_keep_working(
     assert [(r["scenario"], r["horizon"]) for r in rows] == [("c", 2.5), ("g-rounds_per_user=2", 2), ("g-rounds_per_user=4", 4)]
 
 
+def test_a_grid_crosses_its_axes_and_offers_every_horizon_under_each_cells_name(tmp_path):
+    grid = '[[grids]]\nname = "g"\nn_users = [10, 20]\nwindow = 2\nhorizons = [2, 4]\n'
+    rows = [_row(task) for task in expand(load_suite(_suite(tmp_path, grid)))]
+    assert [(r["scenario"], r["horizon"], r["n_rounds"]) for r in rows] == [
+        ("g-n_users=10", 2, 20), ("g-n_users=10", 4, 40), ("g-n_users=20", 2, 40), ("g-n_users=20", 4, 80)]
+
+
 @pytest.mark.parametrize("cell, message", [
     ('n_rounds = 30\nhorizons = [3]', "horizons or n_rounds"),
     ("horizons = []", "non-empty list of distinct positive numbers"),
