@@ -8,6 +8,7 @@ from benchmark.runner import _row
 from benchmark.scenario import Scenario
 from benchmark.simulation import SMALLEST_RELATIVE_CHANGE, simulate
 from benchmark.suite import expand, load_suite
+from defenses.base import Defense
 from defenses.guard import GuardedDefense
 from defenses.participation import ModelRefresh, ParticipationPadding, StructuredParticipation
 from defenses.registry import make_defense
@@ -138,3 +139,13 @@ def test_a_grid_crosses_its_axes_and_offers_every_horizon_under_each_cells_name(
 def test_bad_horizons_get_one_error_naming_the_cell(tmp_path, cell, message):
     with pytest.raises(BenchmarkError, match=f"cell 'c': .*{message}"):
         load_suite(_suite(tmp_path, f'[[cells]]\nname = "c"\nn_users = 10\n{cell}\n'))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: make_defense("model-refresh", {"min_relative_change": -0.1}), "finite min_relative_change >= 0"),
+    (lambda: make_defense("model-refresh", {"min_relative_change": "big"}), "finite min_relative_change >= 0"),
+    (lambda: GuardedDefense(type("Odd", (Defense,), {"min_relative_change": float("nan")})()), "must be a finite number"),
+])
+def test_a_bad_min_relative_change_gets_one_clear_error(make, message):
+    with pytest.raises(BenchmarkError, match=message):
+        make()
