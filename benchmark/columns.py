@@ -7,6 +7,7 @@ ID_COLUMNS = (
     "seed",
     "n_users",
     "n_rounds",
+    "horizon",  # rounds per user, n_rounds / n_users: the server's choice among the horizons a cell offers
     "window",
     "participation",
 )

@@ -32,6 +32,7 @@ def _row(task: Task) -> dict:
         "seed": s.seed,
         "n_users": s.n_users,
         "n_rounds": s.n_rounds,
+        "horizon": s.horizon,
         "window": s.window,
         "participation": s.participation,
         "suite_version": task.suite_version,

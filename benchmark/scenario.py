@@ -1,5 +1,6 @@
 """A scenario: one federated-learning setting the benchmark simulates and attacks."""
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from benchmark.catalog import DATASETS, MODELS
@@ -8,7 +9,16 @@ from benchmark.errors import BenchmarkError
 
 @dataclass(frozen=True)
 class Scenario:
-    """Every knob of the simulation; invalid values raise BenchmarkError at construction."""
+    """Every knob of the simulation; invalid values raise BenchmarkError at construction.
+
+    The server is the attacker. Under model_policy = "frozen" it keeps the model fixed for all
+    n_rounds (the horizon, n_rounds / n_users rounds per user, is its choice too: suites declare the
+    horizons a cell offers), unless the defense demands a refreshed model; it then applies the
+    rounds' mean aggregates with step `server_step`: "smallest" (the smallest step the defense's
+    clients accept, at least a relative model change of simulation.SMALLEST_RELATIVE_CHANGE),
+    "honest" (the learning rate), or a positive number; a step below what the clients accept is
+    raised to it. Under "trained" the server applies every round's aggregate with the learning rate.
+    """
 
     name: str = "default"
     n_users: int = 20
@@ -23,7 +33,8 @@ class Scenario:
     local_epochs: int = 1
     batch_size: int = 8
     learning_rate: float = 0.1
-    model_policy: str = "frozen"  # "frozen": the global model never changes; "trained": aggregates are applied
+    model_policy: str = "frozen"  # "frozen": the model moves only when the defense forces it; "trained": honest training
+    server_step: str | float = "smallest"  # how a frozen-policy server applies forced refreshes (class docstring)
     update_kind: str = "model"  # "model": real model updates; "synthetic": Gaussian vectors
     synthetic_dim: int = 0  # dimension of synthetic updates; 0 means ceil(1.2 n)
     seed: int = 0
@@ -43,12 +54,20 @@ class Scenario:
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.model_policy in ("frozen", "trained"), "model_policy must be 'frozen' or 'trained'"),
             (self.update_kind in ("model", "synthetic"), "update_kind must be 'model' or 'synthetic'"),
+            (self.server_step in ("smallest", "honest") or _positive_number(self.server_step),
+             "server_step must be 'smallest', 'honest' or a positive number"),
             (self.synthetic_dim >= 0, "synthetic_dim must be non-negative"),
             (self.seed >= 0, "seed must be non-negative"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BenchmarkError(f"scenario {self.name!r}: {message}")
+
+    @property
+    def horizon(self) -> int | float:
+        """Rounds per user, n_rounds / n_users: how long the server keeps the federation (and its model) going."""
+        rounds_per_user = self.n_rounds / self.n_users
+        return int(rounds_per_user) if rounds_per_user.is_integer() else rounds_per_user
 
     @classmethod
     def from_dict(cls, values: dict) -> "Scenario":
@@ -63,3 +82,7 @@ class Scenario:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0

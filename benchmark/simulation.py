@@ -33,10 +33,40 @@ class GroundTruth:
     extra_upload_bytes_per_round: float  # uploaded by those devices (8 bytes per float64 coordinate), per round
 
 
+# One random stream per purpose. Each defense hook draws from its own: padding decisions and padding
+# masks never share one, so `participation-padding` with and without masks picks the same participants.
+STREAMS = (
+    "participation", "defense_participants", "data", "synthetic", "clients",
+    "defense_uploads", "defense_updates", "defense_aggregates", "defense_analytics", "defense_training",
+)
+SMALLEST_RELATIVE_CHANGE = 1e-6  # a "smallest"-step server moves the model at least this much: a new version
+
+
 def _streams(seed: int) -> dict[str, np.random.Generator]:
-    names = ("participation", "defense", "data", "synthetic", "clients")
-    children = np.random.SeedSequence(seed).spawn(len(names))
-    return {name: np.random.default_rng(child) for name, child in zip(names, children)}
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: np.random.default_rng(child) for name, child in zip(STREAMS, children)}
+
+
+def server_step(direction: np.ndarray, current: np.ndarray, held: list[np.ndarray], step: float, min_change: float) -> float:
+    """The smallest eta >= step such that current - eta * direction differs from every model w in `held`
+    (those the clients last accepted) by at least min_change * ||w||: the step no client refuses.
+
+    For each w the refused steps are where a quadratic in eta is negative, an interval;
+    the answer is `step` or the upper end of one of these intervals.
+    """
+    a = float(direction @ direction)
+    refused = []
+    for w in held:
+        offset = w - current
+        b, c = 2.0 * float(direction @ offset), float(offset @ offset) - (min_change * float(np.linalg.norm(w))) ** 2
+        discriminant = b * b - 4.0 * a * c
+        if discriminant > 0:
+            low, high = (-b - np.sqrt(discriminant)) / (2 * a), (-b + np.sqrt(discriminant)) / (2 * a)
+            refused.append((low, high + 1e-9 * abs(high)))
+    for eta in sorted([step, *(high for _, high in refused if high > step)]):
+        if not any(low < eta < high for low, high in refused):
+            return float(eta)
+    raise AssertionError("unreachable: the largest interval end is never refused")
 
 
 def partition(dataset: Dataset, n_users: int, samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -78,7 +108,7 @@ def _accuracy(model: nn.Module, dataset: Dataset) -> float:
 
 
 class _Federation:
-    """One run of the protocol; the server applies the aggregates to the model every `refresh_every` rounds (0: never)."""
+    """One run of the protocol; the server moves the model along the aggregates every `refresh_every` rounds (0: never)."""
 
     def __init__(self, scenario: Scenario, defense: Defense) -> None:
         self.scenario, self.defense = scenario, defense
@@ -112,26 +142,30 @@ class _Federation:
         """What the client computes under the defense: the defense's own local training, else the clean update."""
         if self.scenario.update_kind == "model":
             x, y = torch.from_numpy(self.images[user]), torch.from_numpy(self.labels[user])
-            update = self.defense.local_update(self.model, x, y, self.scenario, self.rngs["defense"])
+            update = self.defense.local_update(self.model, x, y, self.scenario, self.rngs["defense_training"])
             if update is not None:
                 return np.asarray(update, dtype=np.float64)
         return clean.copy()
 
-    def run(self, refresh_every: int) -> dict:
-        s, defense = self.scenario, self.defense
+    def run(self, refresh_every: int, step: str | float = "honest") -> dict:
+        """`step`: "honest" (the learning rate), "smallest" (the least the clients accept) or a number."""
+        s, defense, rngs = self.scenario, self.defense, self.rngs
         n = s.n_users
         contributed = np.zeros((s.n_rounds, n), dtype=bool)
         checked_in = np.zeros((s.n_rounds, n), dtype=bool)
         aggregates, weights, contributions, index = [], [], [], []
         clean_sum = np.zeros((n, self.dim))
         padded_coordinates = 0
-        pending = None  # the model step of the rounds since the last refresh
+        direction = None  # the sum of the mean aggregates of the rounds since the last refresh
+        server = _Server(self, step) if refresh_every and s.update_kind == "model" else None
         for t in range(s.n_rounds):
-            selected = self.rngs["participation"].random(n) < s.participation
-            contributing, counted = defense.choose_participants(selected, t, self.rngs["defense"])
+            selected = rngs["participation"].random(n) < s.participation
+            contributing, counted = defense.choose_participants(selected, t, rngs["defense_participants"])
             contributed[t], checked_in[t] = contributing, counted
             if s.update_kind == "model":
                 weights.append(get_flat(self.model).numpy())
+            if server is not None:
+                server.accepted(contributing)
             aggregate = None
             for user in np.flatnonzero(contributing):
                 clean = self.clean_update(int(user), frozen=refresh_every == 0)
@@ -140,23 +174,23 @@ class _Federation:
                     contributions.append(clean)
                     index.append((t, int(user)))
                 own = self.client_update(int(user), clean)
-                sent = np.asarray(defense.transform_update(own, self.rngs["defense"]), dtype=np.float64)
+                sent = np.asarray(defense.transform_update(own, rngs["defense_updates"]), dtype=np.float64)
                 aggregate = sent if aggregate is None else aggregate + sent
             aggregate = np.zeros(self.dim) if aggregate is None else aggregate
             padded = int((checked_in[t] & ~contributed[t]).sum())
-            uploads = defense.padded_uploads(padded, self.dim, self.rngs["defense"]) if padded else None
+            uploads = defense.padded_uploads(padded, self.dim, rngs["defense_uploads"]) if padded else None
             if uploads is not None:
                 aggregate = aggregate + np.asarray(uploads, dtype=np.float64).sum(axis=0)
                 padded_coordinates += uploads.size
-            aggregate = np.asarray(defense.transform_aggregate(aggregate, self.rngs["defense"]), dtype=np.float64)
+            aggregate = np.asarray(defense.transform_aggregate(aggregate, rngs["defense_aggregates"]), dtype=np.float64)
             aggregates.append(aggregate)
-            if refresh_every and s.update_kind == "model":
+            if server is not None:
                 if contributing.any():
-                    step = torch.from_numpy(aggregate) * (s.learning_rate / contributing.sum())
-                    pending = step if pending is None else pending + step
-                if (t + 1) % refresh_every == 0 and pending is not None:
-                    set_flat(self.model, get_flat(self.model) - pending)
-                    pending = None
+                    mean = aggregate / contributing.sum()
+                    direction = mean if direction is None else direction + mean
+                if (t + 1) % refresh_every == 0 and direction is not None:
+                    server.refresh(direction)
+                    direction = None
         rounds_per_user = np.maximum(contributed.sum(axis=0), 1)[:, None]
         return {
             "aggregates": np.stack(aggregates),
@@ -170,13 +204,46 @@ class _Federation:
         }
 
 
+class _Server:
+    """Moves the global model by `step` along the clients' mean aggregates, never by less than the clients accept.
+
+    It knows which model each client last accepted (it sent it), so every new model keeps
+    the defense's `min_relative_change` from all of them: no client ever refuses one.
+    """
+
+    def __init__(self, federation: "_Federation", step: str | float) -> None:
+        self.federation = federation
+        smallest = step == "smallest"
+        self.step = 0.0 if smallest else federation.scenario.learning_rate if step == "honest" else float(step)
+        floor = SMALLEST_RELATIVE_CHANGE if smallest else 0.0
+        self.min_change = max(float(federation.defense.min_relative_change), floor)
+        self.models = {0: get_flat(federation.model).numpy().copy()}  # version -> weights, kept while a client holds it
+        self.version = 0
+        self.held = np.full(federation.scenario.n_users, -1)  # each client's last accepted version; -1: none yet
+
+    def accepted(self, contributing: np.ndarray) -> None:
+        self.held[contributing] = self.version
+
+    def refresh(self, direction: np.ndarray) -> None:
+        current = self.models[self.version]
+        in_use = [self.models[v] for v in np.unique(self.held[self.held >= 0])]
+        new = current - server_step(direction, current, in_use, self.step, self.min_change) * direction
+        set_flat(self.federation.model, torch.from_numpy(new))
+        self.version += 1
+        self.models = {v: w for v, w in self.models.items() if v in self.held}
+        self.models[self.version] = new
+
+
 def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundTruth]:
     """Run the protocol under `defense`; the same scenario (with its seed) gives the same arrays, bit for bit."""
     federation = _Federation(scenario, defense)
-    refresh_every = 1 if scenario.model_policy == "trained" else defense.refresh_every
+    if scenario.model_policy == "trained":
+        refresh_every, step = 1, "honest"
+    else:
+        refresh_every, step = defense.refresh_every, scenario.server_step
     trained = refresh_every > 0
-    observed = federation.run(refresh_every)
-    analytics = defense.transform_analytics(observed["checked_in"], scenario.window, federation.rngs["defense"])
+    observed = federation.run(refresh_every, step)
+    analytics = defense.transform_analytics(observed["checked_in"], scenario.window, federation.rngs["defense_analytics"])
     if scenario.update_kind == "model":
         if not trained:
             federation = _Federation(scenario, defense)

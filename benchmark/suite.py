@@ -93,7 +93,7 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
         if not isinstance(grid, dict):
             raise BenchmarkError("every [[grids]] entry must be a table")
         base = str(grid.get("name", "grid"))
-        axes = {k: v for k, v in grid.items() if isinstance(v, list) and k != "name"}
+        axes = {k: v for k, v in grid.items() if isinstance(v, list) and k not in ("name", "horizons")}
         if any(len(v) == 0 for v in axes.values()):
             raise BenchmarkError(f"grid {base!r}: an axis has no values")
         for values in itertools.product(*axes.values()):
@@ -106,6 +106,33 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
                 cell["n_rounds"] = int(round(per_user * cell.get("n_users", Scenario.n_users)))
             cells.append(cell)
     return cells
+
+
+def _horizon_cells(cells: list[dict]) -> list[dict]:
+    """A cell's `horizons` (rounds per user the server may choose) become one cell each, n_rounds = h * n_users.
+
+    The copies keep the cell's name: results tell them apart by their `horizon` column.
+    """
+    expanded = []
+    for cell in cells:
+        if not isinstance(cell, dict) or "horizons" not in cell:
+            expanded.append(cell)
+            continue
+        name, horizons = cell.get("name", "?"), cell["horizons"]
+        n_users = cell.get("n_users", Scenario.n_users)
+        if "n_rounds" in cell or "rounds_per_user" in cell:
+            raise BenchmarkError(f"cell {name!r}: give horizons or n_rounds (rounds_per_user), not both")
+        numbers = isinstance(horizons, list) and all(isinstance(h, (int, float)) and not isinstance(h, bool) for h in horizons)
+        if not (numbers and horizons and all(h > 0 for h in horizons) and len(set(horizons)) == len(horizons)):
+            raise BenchmarkError(f"cell {name!r}: horizons must be a non-empty list of distinct positive numbers")
+        if not isinstance(n_users, int) or isinstance(n_users, bool):
+            raise BenchmarkError(f"cell {name!r}: n_users must be an integer")
+        for horizon in horizons:
+            rounds = round(horizon * n_users)
+            if abs(rounds - horizon * n_users) > 1e-9 * max(rounds, 1):
+                raise BenchmarkError(f"cell {name!r}: horizon {horizon} times {n_users} users is not a whole number of rounds")
+            expanded.append({**{k: v for k, v in cell.items() if k != "horizons"}, "n_rounds": rounds})
+    return expanded
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -127,7 +154,9 @@ def load_suite(name_or_path: str) -> Suite:
         version=str(data["version"]),
         description=str(data.get("description", "")),
         seeds=tuple(seeds),
-        cells=tuple(Scenario.from_dict(cell) for cell in [*data.get("cells", []), *_grid_cells(data.get("grids", []))]),
+        cells=tuple(
+            Scenario.from_dict(cell) for cell in _horizon_cells([*data.get("cells", []), *_grid_cells(data.get("grids", []))])
+        ),
         defenses=tuple(_defense(entry) for entry in data["defenses"]),
         attack=AttackSettings(**attack),
     )

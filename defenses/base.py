@@ -24,6 +24,7 @@ class Defense:
 
     name = "none"
     refresh_every: int = 0  # k > 0: the server must move the model at least every k rounds (0: it may freeze it)
+    min_relative_change: float = 0.0  # clients refuse a new model w within this ||w - w_last|| / ||w_last|| of theirs
 
     def public_parameters(self) -> dict:
         """What the server (and so an adaptive attacker) knows about this defense."""

@@ -35,6 +35,7 @@ class Composed(Defense):
             raise BenchmarkError("composed needs defenses = [{name = ..., ...parameters}, ...], at least one")
         self.parts = list(defenses)
         self.refresh_every = min((part.refresh_every for part in self.parts if part.refresh_every), default=0)
+        self.min_relative_change = max(part.min_relative_change for part in self.parts)
         analytics = [part for part in self.parts if _changes_analytics(part)]
         if len(analytics) > 1:
             raise BenchmarkError(f"composed: {' and '.join(p.name for p in analytics)} both change the analytics; keep one")

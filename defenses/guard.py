@@ -18,6 +18,9 @@ class GuardedDefense(Defense):
         self.refresh_every = getattr(inner, "refresh_every", 0)
         if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
             raise BenchmarkError(f"defense {self.name!r}: refresh_every must be an integer >= 0")
+        self.min_relative_change = getattr(inner, "min_relative_change", 0.0)
+        if not (isinstance(self.min_relative_change, Real) and 0 <= self.min_relative_change < float("inf")):
+            raise BenchmarkError(f"defense {self.name!r}: min_relative_change must be a finite number >= 0")
 
     def _call(self, hook: str, *args):
         try:

@@ -39,10 +39,13 @@ class ParticipationPadding(Defense):
 
 
 class StructuredParticipation(Defense):
-    """Users take part in fixed public groups of `group_size` (user u in group u // g), as in Multi-RoundSecAgg.
+    """Users take part in fixed groups of `group_size`, as in Multi-RoundSecAgg; only group sums are identifiable.
 
-    A group takes part when its first member was selected; then all its members
-    contribute and check in, so only group sums are identifiable.
+    Groups are drawn at random, independent of the users' data: on a run's first
+    round a permutation of the users, from the participation-decision stream, puts
+    users perm[k g : (k + 1) g] in group k. The assignment is public (`groups`:
+    each user's group index, once a run has drawn it). A group takes part when its
+    first member was selected; then all its members contribute and check in.
     """
 
     name = "structured-participation"
@@ -51,24 +54,39 @@ class StructuredParticipation(Defense):
         if int(group_size) != group_size or group_size < 1:
             raise BenchmarkError("structured-participation needs an integer group_size >= 1")
         self.group_size = int(group_size)
+        self.groups: np.ndarray | None = None  # (n,) each user's group; drawn on a run's first round
+        self.leaders: np.ndarray | None = None  # (n,) the member whose selection decides each user's group
 
     def public_parameters(self) -> dict:
-        return {"group_size": self.group_size}
+        groups = {} if self.groups is None else {"groups": self.groups.tolist()}
+        return {"group_size": self.group_size, **groups}
 
     def choose_participants(self, selected: np.ndarray, round_index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        members = selected[np.arange(len(selected)) // self.group_size * self.group_size]
+        if round_index == 0 or self.groups is None or len(self.groups) != len(selected):
+            order = rng.permutation(len(selected))
+            self.groups = np.empty(len(selected), dtype=np.int64)
+            self.groups[order] = np.arange(len(selected)) // self.group_size
+            self.leaders = order[self.groups * self.group_size]
+        members = selected[self.leaders]
         return members, members
 
 
 class ModelRefresh(Defense):
-    """Clients refuse a model older than `every` rounds, so the server must apply its aggregates at least that often."""
+    """Clients refuse a model older than `every` rounds, so the server must apply its aggregates at least that often.
+
+    With `min_relative_change` m > 0 they also refuse a new model w unless ||w - w_last|| >= m ||w_last||
+    for the model w_last they last accepted: the server cannot satisfy them with a negligible step.
+    """
 
     name = "model-refresh"
 
-    def __init__(self, every: int = 1) -> None:
+    def __init__(self, every: int = 1, min_relative_change: float = 0.0) -> None:
         if int(every) != every or every < 1:
             raise BenchmarkError("model-refresh needs an integer every >= 1")
-        self.refresh_every = int(every)
+        number = isinstance(min_relative_change, (int, float)) and not isinstance(min_relative_change, bool)
+        if not (number and 0 <= min_relative_change < float("inf")):
+            raise BenchmarkError("model-refresh needs a finite min_relative_change >= 0")
+        self.refresh_every, self.min_relative_change = int(every), float(min_relative_change)
 
     def public_parameters(self) -> dict:
-        return {"model_refresh": self.refresh_every}
+        return {"model_refresh": self.refresh_every, "min_relative_change": self.min_relative_change}

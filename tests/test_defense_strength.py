@@ -65,3 +65,46 @@ def test_the_adaptive_attack_beats_the_static_one(table, defense):
     rows = table[table["defense"] == defense]
     assert rows["attack_success_adaptive"].mean() > rows["attack_success_static"].mean() + 0.3
     assert (rows["attack_success"] == rows[["attack_success_static", "attack_success_adaptive"]].max(axis=1)).all()
+
+
+HORIZON_SUITE = """name = "horizons"
+version = "1"
+seeds = [0, 1]
+
+[attack]
+time_limit = 1.0
+budget = 4.0
+
+[[defenses]]
+name = "dp-aggregate"
+label = "dp-aggregate:0.03"
+noise_multiplier = 0.03
+clip_norm = 1.0
+
+[[defenses]]
+name = "dp-aggregate"
+label = "dp-aggregate:0.1"
+noise_multiplier = 0.1
+clip_norm = 1.0
+
+[[cells]]
+name = "synthetic-16"
+n_users = 16
+horizons = [3, 6, 12]
+participation = 0.3
+window = 4
+update_kind = "synthetic"
+"""
+
+
+@pytest.mark.parametrize("defense", ["dp-aggregate:0.03", "dp-aggregate:0.1"])
+def test_recovery_under_aggregate_noise_never_falls_with_the_horizon(tmp_path, defense):
+    """The server's longer horizon averages DP noise away: exact columns never fall as rounds per user grow."""
+    (tmp_path / "horizons.toml").write_text(HORIZON_SUITE)
+    suite = load_suite(str(tmp_path / "horizons.toml"))
+    table = run_suite(expand(suite, tuple(d for d in suite.defenses if d.display == defense)), tmp_path, progress=False)
+    assert (table["status"] == "ok").all() and set(table["scenario"]) == {"synthetic-16"}
+    rate = table.groupby("horizon")["exact_column_rate"].mean()
+    assert list(rate.index) == [3, 6, 12]
+    assert all(later >= earlier for earlier, later in zip(rate, rate.iloc[1:])), rate.tolist()
+    assert rate[12] > rate[3], rate.tolist()

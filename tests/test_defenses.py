@@ -109,11 +109,13 @@ def test_undefended_runs_have_no_overhead_and_report_the_baseline_accuracy():
 
 def test_structured_groups_always_participate_together():
     observation, truth = simulate(SMALL, StructuredParticipation(group_size=3))
-    participants = truth.participants
-    for first, last in ((0, 3), (3, 6), (6, 8)):
-        assert np.all(participants[:, first:last] == participants[:, [first]])
-        assert np.all(observation.counts[first:last] == observation.counts[first])
-    assert participants.sum() > 0 and observation.defense_parameters == {"group_size": 3}
+    participants, groups = truth.participants, np.array(observation.defense_parameters["groups"])
+    assert sorted(np.bincount(groups)) == [2, 3, 3]
+    for group in range(3):
+        members = np.flatnonzero(groups == group)
+        assert np.all(participants[:, members] == participants[:, [members[0]]])
+        assert np.all(observation.counts[members] == observation.counts[members[0]])
+    assert participants.sum() > 0 and observation.defense_parameters["group_size"] == 3
 
 
 def test_model_refresh_moves_the_model_every_round():
@@ -123,7 +125,7 @@ def test_model_refresh_moves_the_model_every_round():
     refreshed, truth = simulate(busy, GuardedDefense(ModelRefresh()))
     assert np.all(truth.participants.sum(axis=1) > 0)
     assert np.all(np.any(np.diff(refreshed.weights, axis=0) != 0, axis=1))
-    assert refreshed.defense_parameters == {"model_refresh": 1}
+    assert refreshed.defense_parameters == {"model_refresh": 1, "min_relative_change": 0.0}
 
 
 def test_model_refresh_every_k_rounds_holds_the_model_in_between():
@@ -131,7 +133,7 @@ def test_model_refresh_every_k_rounds_holds_the_model_in_between():
     observation, _ = simulate(busy, GuardedDefense(ModelRefresh(every=3)))
     moved = np.any(np.diff(observation.weights, axis=0) != 0, axis=1)  # moved[t]: weights differ between t and t + 1
     assert np.array_equal(np.flatnonzero(moved), np.arange(2, busy.n_rounds - 1, 3))
-    assert observation.defense_parameters == {"model_refresh": 3}
+    assert observation.defense_parameters == {"model_refresh": 3, "min_relative_change": 0.0}
 
 
 def model_and_data(samples: int = 4):
@@ -228,7 +230,8 @@ def test_composition_applies_both_defenses():
 def test_composition_pipes_participants_and_unions_check_ins():
     defense = composed({"name": "structured-participation", "group_size": 2}, {"name": "participation-padding", "rate": 0.5})
     observation, truth = simulate(SMALL, defense)
-    assert np.all(truth.participants[:, 0::2] == truth.participants[:, 1::2])
+    groups = np.array(observation.defense_parameters["groups"])
+    assert all(np.all(truth.participants[:, groups == g] == truth.participants[:, groups == g][:, :1]) for g in range(4))
     assert np.all(observation.counts >= true_counts(truth, SMALL.window)) and truth.extra_checkins > 0
 
 

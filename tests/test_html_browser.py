@@ -41,7 +41,7 @@ def results_table() -> pd.DataFrame:
                 row.update(dict.fromkeys(SCORE_COLUMNS, 0.5), attack="static", lpips="not computed: test")
                 row.update(attack_success=rate * n_users / 10, test_accuracy=accuracy, epsilon=epsilon)
                 rows.append(row)
-    return pd.DataFrame(rows)[list(RESULT_COLUMNS)]
+    return pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))
 
 
 def write_page(results: pd.DataFrame, root: Path) -> tuple[int, Path]:

@@ -67,7 +67,7 @@ def results() -> pd.DataFrame:
         task("dp_sgd", 0, cell="b", attack_success=0.3, test_accuracy=0.7, epsilon=4.0),
         task("all_fail", 0, status="failed: out of memory"),
     ]
-    frame = pd.DataFrame(rows)[list(RESULT_COLUMNS)]
+    frame = pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))
     frame["unknown_extra"] = "ignored"
     return frame
 
