@@ -85,8 +85,13 @@ def _print(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: Python's flush at exit would raise on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _report_failures(table: "pd.DataFrame") -> int:
@@ -272,8 +277,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported like every other bad input: one line, exit 2 (usage via --help)."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="disaggbench", description=__doc__)
+    parser = _Parser(prog="disaggbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite (default quick) and print its leaderboard")
@@ -347,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `disaggbench list | head -1`: the reader has what it wanted
+        _silence_stdout()
+        return 0
     except OSError as error:  # a disk that fills up or a folder that vanishes while writing: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -136,6 +136,9 @@ class ResultStore:
         for name in ("results.parquet", "results.csv"):
             if (self.folder / name).is_dir():
                 raise BenchmarkError(f"results file {self.folder / name} is a folder")
+        for sub in (self.tasks, self.folder / "pictures"):
+            if sub.exists() and not sub.is_dir():
+                raise BenchmarkError(f"results folder {sub} is a file, not a folder")
 
     def save(self, key: str, row: dict) -> None:
         text = json.dumps({k: _json_safe(v) for k, v in row.items()}, sort_keys=True)

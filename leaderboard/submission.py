@@ -153,6 +153,8 @@ def validate_entry(entry: object, origin: str) -> dict:
 def load_entry(path: str | Path) -> dict:
     """Read and validate an entry file; its name must match the file name."""
     path = Path(path)
+    if path.is_dir():
+        raise BenchmarkError(f"entry {path} is a directory; give an entry's .json file")
     if not path.is_file():
         raise BenchmarkError(f"entry {path} does not exist")
     try:

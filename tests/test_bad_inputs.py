@@ -272,6 +272,32 @@ def test_results_path_that_is_a_file(tmp_path, capsys, suite_file):
     check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "results", "--quiet"], "is a file, not a folder")
 
 
+def test_tasks_path_that_is_a_file(tmp_path, capsys, suite_file):
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "tasks").write_text("not a folder")
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "results", "--quiet"], "tasks is a file")
+
+
+@pytest.mark.parametrize("args, names", [
+    (["disaggregate", "--window", "1.5", "--aggregates", "a", "--counts", "c", "--out", "o"], "argument --window: invalid int value: '1.5'"),
+    (["run", "--workers", "two"], "argument --workers"),
+    (["run", "--format", "pdf"], "argument --format"),
+    (["verify"], "the following arguments are required: entry"),
+    ([], "the following arguments are required: command"),
+])
+def test_bad_options_are_one_line(tmp_path, capsys, args, names):
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and names in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_folder_as_entry(tmp_path, capsys):
+    check_refused(tmp_path, capsys, ["verify", tmp_path], "is a directory")
+
+
 def test_a_plugin_with_two_classes_of_one_name_is_refused(tmp_path, capsys, suite_file):
     plugin = tmp_path / "two.py"
     plugin.write_text("from defenses.base import Defense\n\nclass A(Defense):\n    name = 'same'\n\nclass B(Defense):\n    name = 'same'\n")
