@@ -69,7 +69,7 @@ class Task:
             "scenario": self.scenario.to_dict(),
             "defense": [name if path is None else f"{path.name}:{name.rpartition(':')[2]}",
                         [list(p) for p in self.defense.parameters], self.defense.label],
-            "plugins": plugin_digests([name, [value for _, value in self.defense.parameters]]),
+            "plugins": plugin_digests(name, [value for _, value in self.defense.parameters]),
             "attack": asdict(self.attack),
             "package": __version__,
             "source": source or source_digest(),

@@ -15,6 +15,8 @@ ENTRY_POINT_GROUP = "disaggbench.defenses"
 def _from_file(spec: str) -> type:
     path_text, _, class_name = spec.rpartition(":")
     path = Path(path_text)
+    if path.is_dir():
+        raise BenchmarkError(f"defense file {path} is a directory, not a .py file")
     if not path.is_file():
         raise BenchmarkError(f"defense file {path} does not exist")
     module_spec = importlib.util.spec_from_file_location(f"disaggbench_user_{path.stem}", path)

@@ -262,8 +262,14 @@ def suite_file(tmp_path: Path) -> Path:
     (["--device", "tpu"], "--device"),
     (["--defense", "none", "--defense", "none"], "share the label 'none'"),
     (["--defense", "missing.py:X"], "missing.py does not exist"),
+    (["--defense", "folder.py:X"], "folder.py is a directory"),
+    (["--defense", "syntax.py:X"], "syntax.py failed to load: SyntaxError"),
+    (["--defense", "syntax.py:Missing"], "syntax.py failed to load"),
 ])
-def test_bad_run_option(tmp_path, capsys, suite_file, args, names):
+def test_bad_run_option(tmp_path, capsys, suite_file, args, names, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.py").mkdir()
+    (tmp_path / "syntax.py").write_text("class X(:\n")
     check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "results", "--quiet", *args], names)
 
 
