@@ -70,6 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BenchmarkError("--device auto with --scheduler: name cpu or cuda, the device is part of every task's key")
     else:
         device = args.device
+    if args.scheduler is None:  # a cluster's workers may see other folders
+        for cell in suite.cells:
+            if cell.data_root is not None and cell.update_kind == "model" and not Path(cell.data_root).is_dir():
+                raise BenchmarkError(f"suite {args.suite}: cell {cell.name!r}: data_root {cell.data_root} is not a folder")
     own = expand(suite, plugin_labels(suite.defenses))
     tasks = expand(suite, defenses) if defenses else own
     table = run_suite(
@@ -137,7 +141,8 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
     if misfit > settings.accepted_residual:
-        print(f"error: the recovery explains the aggregates only to a relative misfit of {misfit:.3g}: no user is proven unique", file=sys.stderr)
+        hint = "" if args.noise else "; with noisy or rounded aggregates, try --noise"
+        print(f"error: the recovery explains the aggregates only to a relative misfit of {misfit:.3g}: no user is proven unique{hint}", file=sys.stderr)
         return 1
     return 0
 
