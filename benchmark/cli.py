@@ -31,8 +31,10 @@ def _load_array(path: str, what: str) -> np.ndarray:
     file = Path(path)
     if file.is_dir():
         raise BenchmarkError(f"{what} file {file} is a directory, not a .npy file")
-    if not file.is_file():
+    if not file.exists():
         raise BenchmarkError(f"{what} file {file} does not exist")
+    if not file.is_file():
+        raise BenchmarkError(f"{what} file {file} is not a regular file")
     try:
         with open(file, "rb") as stream:
             magic = stream.read(6)
