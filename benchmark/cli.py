@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
 DEFAULT_RESULTS = "results"
 DEFAULT_ENTRIES = "leaderboard/entries"
+MAX_WORKERS = 1024  # local processes; more only exhausts the machine
 
 
 def _executor(args: argparse.Namespace) -> Executor:
-    if args.workers < 1:
-        raise BenchmarkError("--workers must be at least 1")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise BenchmarkError(f"--workers must be between 1 and {MAX_WORKERS}")
     return Executor(workers=args.workers, scheduler=getattr(args, "scheduler", None))
 
 

@@ -263,6 +263,7 @@ def suite_file(tmp_path: Path) -> Path:
     (["--task-timeout", "-1"], "--task-timeout"),
     (["--task-timeout", "nan"], "--task-timeout"),
     (["--workers", "0"], "--workers"),
+    (["--workers", "1000000"], "--workers must be between 1 and 1024"),
     (["--device", "tpu"], "--device"),
     (["--defense", "none", "--defense", "none"], "share the label 'none'"),
     (["--defense", "missing.py:X"], "missing.py does not exist"),

@@ -245,7 +245,7 @@ def test_an_unreadable_entry_exits_2(tmp_path: Path, capsys, content: str) -> No
     (["dp-gaussian", "--name", "x", "--param", "clip_norm"], "must look like NAME=VALUE"),
     (["no-such-defense", "--name", "x"], "unknown defense"),
     (["none", "--name", "x", "--suite", "no-such-suite"], "unknown suite"),
-    (["none", "--name", "x", "--workers", "0"], "--workers must be at least 1"),
+    (["none", "--name", "x", "--workers", "0"], "--workers must be between 1 and"),
 ])
 def test_bad_submissions_exit_2_and_write_nothing(submitted: Path, entries: Path, tmp_path: Path, capsys, args, message) -> None:
     before = sorted(p.name for p in entries.iterdir())
