@@ -3,6 +3,7 @@ submit and verify leaderboard entries."""
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,50 +18,87 @@ if TYPE_CHECKING:
 
 DEFAULT_RESULTS = "results"
 DEFAULT_ENTRIES = "leaderboard/entries"
+MAX_WORKERS = 1024  # local processes; more only exhausts the machine
 
 
 def _executor(args: argparse.Namespace) -> Executor:
-    if args.workers < 1:
-        raise BenchmarkError("--workers must be at least 1")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise BenchmarkError(f"--workers must be between 1 and {MAX_WORKERS}")
     return Executor(workers=args.workers, scheduler=getattr(args, "scheduler", None))
 
 
 def _load_array(path: str, what: str) -> np.ndarray:
+    """A plain .npy array from `path`; BenchmarkError naming the file for anything else."""
     file = Path(path)
-    if not file.is_file():
+    if file.is_dir():
+        raise BenchmarkError(f"{what} file {file} is a directory, not a .npy file")
+    if not file.exists():
         raise BenchmarkError(f"{what} file {file} does not exist")
+    if not file.is_file():
+        raise BenchmarkError(f"{what} file {file} is not a regular file")
     try:
-        return np.load(file, allow_pickle=False)
+        with open(file, "rb") as stream:
+            magic = stream.read(6)
+    except OSError as error:
+        raise BenchmarkError(f"{what} file {file} cannot be read: {error.strerror}") from None
+    if magic.startswith(b"PK"):
+        raise BenchmarkError(f"{what} file {file} is a .npz archive; give one array saved with numpy.save (.npy)")
+    if magic != b"\x93NUMPY":
+        raise BenchmarkError(f"{what} file {file} is not a readable .npy array: it has no NPY header")
+    try:
+        array = np.load(file, allow_pickle=False)
     except Exception as error:  # any unreadable file becomes one line
-        raise BenchmarkError(f"{what} file {file} is not a readable .npy array: {error}") from None
+        raise BenchmarkError(f"{what} file {file} is not a readable .npy array: {' '.join(str(error).split())}") from None
+    if array.dtype.kind not in "biuf":
+        raise BenchmarkError(f"{what} file {file} holds dtype {array.dtype}; give a numeric array")
+    return array
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import check_device, resolve_device, run_suite
+    from benchmark.runner import check_device, plugin_labels, resolve_device, run_suite
     from benchmark.suite import DefenseSpec, expand, load_suite
     from leaderboard.render import render
     from leaderboard.summary import summarize
 
+    if args.task_timeout is not None and not 0 < args.task_timeout < 1e9:
+        raise BenchmarkError("--task-timeout must be a positive number of seconds")
+    executor = _executor(args)
     suite = load_suite(args.suite)
-    defenses = tuple(DefenseSpec(name) for name in args.defense) if args.defense else None
-    if defenses:
-        from defenses.registry import defense_class
-
-        for spec in defenses:
-            defense_class(spec.name)
-    if args.task_timeout is not None and args.task_timeout <= 0:
-        raise BenchmarkError("--task-timeout must be positive")
-    # Fail before any task runs; cluster workers resolve "auto" and "cuda" themselves.
+    defenses = plugin_labels(tuple(DefenseSpec(name) for name in args.defense)) if args.defense else None
+    # Fail before any task runs. The device is part of every task's key, so "auto" is resolved here;
+    # on a cluster it cannot be, and must be named.
     if args.scheduler is None:
-        resolve_device(args.device)
+        device = resolve_device(args.device)
+    elif check_device(args.device) == "auto":
+        raise BenchmarkError("--device auto with --scheduler: name cpu or cuda, the device is part of every task's key")
     else:
-        check_device(args.device)
+        device = args.device
+    if args.scheduler is None:  # a cluster's workers may see other folders
+        for cell in suite.cells:
+            if cell.data_root is not None and cell.update_kind == "model" and not Path(cell.data_root).is_dir():
+                raise BenchmarkError(f"suite {args.suite}: cell {cell.name!r}: data_root {cell.data_root} is not a folder")
+    own = expand(suite, plugin_labels(suite.defenses))
+    tasks = expand(suite, defenses) if defenses else own
     table = run_suite(
-        expand(suite, defenses), args.results, _executor(args), progress=not args.quiet, task_timeout=args.task_timeout,
-        device=args.device,
+        tasks, args.results, executor, progress=not args.quiet, task_timeout=args.task_timeout,
+        device=device, context=own if defenses else [],
     )
-    print(render(summarize(table), args.format))
+    _print(render(summarize(table), args.format))
     return _report_failures(table)
+
+
+def _print(text: str) -> None:
+    """Print to stdout; a reader that closed the pipe (`| head -1`) ends the output quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: Python's flush at exit would raise on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _report_failures(table: "pd.DataFrame") -> int:
@@ -73,29 +111,61 @@ def _report_failures(table: "pd.DataFrame") -> int:
     return 0
 
 
+OUTPUTS = ("participants.npy", "updates.npy", "report.json")
+
+
 def cmd_disaggregate(args: argparse.Namespace) -> int:
     from attacks.disaggregation import AttackSettings, disaggregate
     from attacks.inputs import check_observation
-    from benchmark.store import write_atomically
+    from benchmark.store import check_output_folder, write_folder_atomically
 
+    out = Path(args.out)
+    check_output_folder(out, OUTPUTS, "--out")
     aggregates = _load_array(args.aggregates, "aggregates")
     counts = _load_array(args.counts, "counts")
     totals = _load_array(args.totals, "totals") if args.totals else None
-    check_observation(aggregates, counts, args.window, totals)
-    if args.time_limit < 0:
-        raise BenchmarkError("--time-limit must be non-negative")
-    if args.budget is not None and args.budget < 0:
-        raise BenchmarkError("--budget must be non-negative")
+    if aggregates.ndim == 2 and not 1 <= args.window <= aggregates.shape[0]:
+        raise BenchmarkError(f"--window must be between 1 and the {aggregates.shape[0]} rounds of the aggregates, got {args.window}")
+    aggregates, counts, totals = check_observation(aggregates, counts, args.window, totals)
+    _check_explained(aggregates, counts, args.window)
+    if not 0 <= args.time_limit < 1e9:
+        raise BenchmarkError("--time-limit must be a non-negative number of seconds")
+    if args.budget is not None and not 0 <= args.budget < 1e9:
+        raise BenchmarkError("--budget must be a non-negative number of seconds")
     settings = AttackSettings(noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify)
     result = disaggregate(aggregates, counts, args.window, totals, settings, _executor(args), progress=not args.quiet)
-    out = Path(args.out)
-    for name, array in (("participants.npy", result.participants), ("updates.npy", result.updates)):
-        buffer = _npy_bytes(array)
-        write_atomically(out / name, buffer)
-    write_atomically(out / "report.json", json.dumps(result.report(), indent=2).encode())
-    totals_line = ", ".join(f"{k} {v}" for k, v in result.report()["totals"].items())
+    result, misfit = _with_fit(result, aggregates, settings)
+    report = {**result.report(), "relative_misfit": misfit}
+    write_folder_atomically(out, {
+        "participants.npy": _npy_bytes(result.participants),
+        "updates.npy": _npy_bytes(result.updates),
+        "report.json": json.dumps(report, indent=2).encode(),
+    })
+    totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
+    if misfit > settings.accepted_residual:
+        hint = "" if args.noise else "; with noisy or rounded aggregates, try --noise"
+        print(f"error: the recovery explains the aggregates only to a relative misfit of {misfit:.3g}: no user is proven unique{hint}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_explained(aggregates: np.ndarray, counts: np.ndarray, window: int) -> None:
+    from attacks.fit import check_rounds_explained
+
+    check_rounds_explained(aggregates, counts, window)
+
+
+def _with_fit(result, aggregates: np.ndarray, settings) -> tuple[object, float]:
+    """The result with `unique` demoted to `found` when P U misses A by more than the accepted residual."""
+    from dataclasses import replace
+
+    from attacks.fit import relative_misfit
+
+    misfit = relative_misfit(aggregates, result.participants, result.updates)
+    if misfit > settings.accepted_residual:
+        result = replace(result, status=tuple("found" if s == "unique" else s for s in result.status))
+    return result, misfit
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -132,19 +202,29 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.render import render
     from leaderboard.summary import summarize
 
+    from benchmark.store import check_output_file
+
+    if args.out:
+        check_output_file(Path(args.out), "--out")
     if args.readme:
         from leaderboard.submission import render_readme
 
         out = Path(args.out) if args.out else Path(args.entries).parent / "README.md"
+        check_output_file(out, "--out")
         write_atomically(out, render_readme(args.entries).encode())
         print(f"wrote {out}")
         return 0
     if args.cells and args.format == "board":
         raise BenchmarkError("--cells gives the full per-cell table: choose --format markdown, latex, csv, json or html")
-    path = Path(args.results) / args.suite / "results.parquet"
+    from benchmark.suite import check_suite_name
+
+    path = Path(args.results) / check_suite_name(args.suite, "--suite") / "results.parquet"
     if not path.is_file():
         raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {args.suite}` first")
-    results = pd.read_parquet(path)
+    try:
+        results = pd.read_parquet(path)
+    except Exception as error:  # a truncated or foreign file: one line naming it
+        raise BenchmarkError(f"results file {path} cannot be read ({' '.join(str(error).split())[:200]}); run the suite again to rewrite it") from None
     if args.cells:
         from leaderboard.render import cell_columns
         from leaderboard.summary import summarize_cells
@@ -159,7 +239,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.out:
         write_atomically(Path(args.out), text.encode())
     else:
-        print(text)
+        _print(text)
     return 0
 
 
@@ -214,8 +294,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported like every other bad input: one line, exit 2 (usage via --help)."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="disaggbench", description=__doc__)
+    parser = _Parser(prog="disaggbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite (default quick) and print its leaderboard")
@@ -225,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     run.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
     run.add_argument("--task-timeout", type=float, help="seconds after which a task is recorded as failed (local workers only)")
-    run.add_argument("--device", default="cpu", help="where inversions run: cpu, cuda, or auto (cuda when torch sees one); not part of a task's key (default cpu, whose scores match on every machine)")
+    run.add_argument("--device", default="cpu", help="where inversions run: cpu, cuda, or auto (cuda when torch sees one); part of every task's key, as CPU and GPU scores differ (default cpu, whose scores match on every machine)")
     run.add_argument("--format", default="board", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns (default); the others: the full table")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)
@@ -288,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BenchmarkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `disaggbench list | head -1`: the reader has what it wanted
+        _silence_stdout()
+        return 0
+    except OSError as error:  # a disk that fills up or a folder that vanishes while writing: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,6 +4,8 @@ Suites and the per-user integer programs both go through `run_tasks`, so a
 Dask cluster that runs a suite can also run the attack's per-user work.
 """
 
+import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +30,23 @@ class Executor:
         return self.scheduler is not None or self.workers > 1
 
 
+PARENT_POLL_SECONDS = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the process that started it is gone.
+
+    loky's workers outlive a parent killed with SIGKILL (no clean-up runs there) and go on working, then
+    idle for minutes; a daemon thread polls the parent's pid and exits when the worker has been re-parented.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="disaggbench-parent-watch", daemon=True).start()
+
+
 @contextmanager
 def _backend(executor: Executor) -> Iterator[int]:
     if executor.scheduler is not None:
@@ -36,7 +55,7 @@ def _backend(executor: Executor) -> Iterator[int]:
         with Client(executor.scheduler), joblib.parallel_config(backend="dask"):
             yield -1
     else:
-        with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+        with joblib.parallel_config(backend="loky", inner_max_num_threads=1, initializer=_watch_parent, initargs=(os.getpid(),)):
             yield executor.workers
 
 

@@ -184,6 +184,31 @@ def _validate_defenses(specs: list[DefenseSpec]) -> None:
             validate_defense(partial(make_defense, spec.name, dict(spec.parameters)))
 
 
+def _own_name(cls: type) -> str:
+    """The class's `name`, unless it only inherits the base class's ("none"): then its class name."""
+    from defenses.base import Defense
+
+    declared = [k.__dict__["name"] for k in cls.__mro__ if k is not Defense and isinstance(k.__dict__.get("name"), str)]
+    return declared[0] if declared and declared[0].strip() else cls.__name__
+
+
+def plugin_labels(specs: tuple[DefenseSpec, ...]) -> tuple[DefenseSpec, ...]:
+    """A plugin defense (`file.py:Class`) without a label is labelled with its class's `name`, not its path;
+    two defenses with one label would merge into one row of the leaderboard, so that is refused."""
+    from defenses.registry import defense_class
+
+    labelled = tuple(
+        replace(spec, label=_own_name(defense_class(spec.name))) if not spec.label and ".py:" in spec.name else spec
+        for spec in specs
+    )
+    seen: dict[str, str] = {}
+    for spec in labelled:
+        if spec.display in seen:
+            raise BenchmarkError(f"defenses {seen[spec.display]!r} and {spec.name!r} share the label {spec.display!r}; give each its own label")
+        seen[spec.display] = spec.name
+    return labelled
+
+
 def run_suite(
     tasks: list[Task],
     results_root: str | os.PathLike,
@@ -191,22 +216,33 @@ def run_suite(
     progress: bool = True,
     task_timeout: float | None = None,
     device: str = "cpu",
+    context: list[Task] = (),
 ) -> pd.DataFrame:
     """Run every task not stored yet, then write and return the suite's table (one row per task).
 
+    `context` tasks are not run, but those stored join the table: `run --defense X` adds X's rows to the
+    suite's table instead of replacing it (a context task with the label of one of `tasks` is left out).
+
     Every defense with a task to run is validated first (defenses.validate); a broken one raises
-    BenchmarkError before anything runs. A task that runs longer than `task_timeout` seconds is
-    stored as failed and the suite goes on.
-    Inversions run on `device` (cpu, cuda or auto), resolved in each worker.
+    BenchmarkError before anything runs, as does a results folder that cannot be written. A task
+    that runs longer than `task_timeout` seconds is stored as failed and the suite goes on; a task
+    whose worker was lost is a failed row with NaN scores. Inversions run on `device` ("cpu" or
+    "cuda", resolved by the caller), which is part of every task's key: CPU and GPU scores differ.
     """
     if not tasks:
         raise BenchmarkError("the suite has no tasks")
+    if device == "auto":
+        raise BenchmarkError("--device auto must be resolved to cpu or cuda before tasks are keyed")
     store = ResultStore(results_root, tasks[0].suite)
-    keys = [task.key() for task in tasks]
+    store.check_writable()
+    keys = [task.key(device) for task in tasks]
     todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks) if not store.has(key)]
     _validate_defenses([job.task.defense for job in todo])
     for _ in run_tasks(_run_and_store, todo, executor, progress="tasks" if progress else None):
         pass
-    table = store.table(keys)
-    store.write_table(table)
-    return table
+    lost = {key: {**_row(task), "status": "failed: not run (its worker was lost)"} for key, task in zip(keys, tasks)}
+    labels = {task.defense.display for task in tasks}
+    others = [task.key(device) for task in context if task.defense.display not in labels]
+    full = store.table([*others, *keys], missing=lost)
+    store.write_table(full)
+    return full.iloc[len(full) - len(tasks):].reset_index(drop=True)

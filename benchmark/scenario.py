@@ -6,6 +6,30 @@ from dataclasses import asdict, dataclass, fields
 from benchmark.catalog import DATASETS, MODELS
 from benchmark.errors import BenchmarkError
 
+# Past these the participant matrix alone outgrows a workstation: refused at load, not after minutes of work.
+MAX_USERS, MAX_ROUNDS, MAX_CELLS_OF_MATRIX = 100_000, 1_000_000, 200_000_000
+
+
+def type_error(value: object, kind: object) -> str | None:
+    """Why `value` is not of the dataclass field type `kind` (int, float, bool, str, str | None), else None.
+
+    TOML gives bool for true/false and int for 3: a bool is not an int here, an int is a float, a float
+    that is not finite is refused.
+    """
+    if kind is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if kind is float or kind == (float | None):
+        if value is None and kind != float:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be finite"
+    if kind is str or kind == (str | None):
+        return None if isinstance(value, str) or (value is None and kind is not str) else "must be a string"
+    return None
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -40,23 +64,30 @@ class Scenario:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for field in fields(self):
+            problem = type_error(getattr(self, field.name), field.type)
+            if problem:
+                raise BenchmarkError(f"scenario {self.name!r}: {field.name} {problem}, got {getattr(self, field.name)!r}")
         checks = [
             (self.n_users >= 2, "n_users must be at least 2"),
+            (self.n_users <= MAX_USERS, f"n_users must be at most {MAX_USERS}"),
             (self.n_rounds >= 1, "n_rounds must be at least 1"),
+            (self.n_rounds <= MAX_ROUNDS, f"n_rounds must be at most {MAX_ROUNDS}"),
+            (self.n_users * self.n_rounds <= MAX_CELLS_OF_MATRIX, f"n_users * n_rounds must be at most {MAX_CELLS_OF_MATRIX}"),
             (0.0 < self.participation <= 1.0, "participation must be in (0, 1]"),
             (1 <= self.window <= self.n_rounds, "window must be between 1 and n_rounds"),
             (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}"),
             (self.model in MODELS, f"model must be one of {', '.join(MODELS)}"),
-            (self.samples_per_user >= 1, "samples_per_user must be at least 1"),
+            (1 <= self.samples_per_user <= 100_000, "samples_per_user must be between 1 and 100000"),
             (self.local_training in ("fedsgd", "fedavg"), "local_training must be 'fedsgd' or 'fedavg'"),
-            (self.local_epochs >= 1, "local_epochs must be at least 1"),
+            (1 <= self.local_epochs <= 10_000, "local_epochs must be between 1 and 10000"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.model_policy in ("frozen", "trained"), "model_policy must be 'frozen' or 'trained'"),
             (self.update_kind in ("model", "synthetic"), "update_kind must be 'model' or 'synthetic'"),
             (self.server_step in ("smallest", "honest") or _positive_number(self.server_step),
              "server_step must be 'smallest', 'honest' or a positive number"),
-            (self.synthetic_dim >= 0, "synthetic_dim must be non-negative"),
+            (0 <= self.synthetic_dim <= 10_000_000, "synthetic_dim must be between 0 and 10000000"),
             (self.seed >= 0, "seed must be non-negative"),
         ]
         for ok, message in checks:
@@ -71,6 +102,8 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Scenario":
+        if not isinstance(values, dict):
+            raise BenchmarkError(f"every [[cells]] entry must be a table, got {values!r}")
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:

@@ -3,12 +3,19 @@
 import json
 import math
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS
+from benchmark.errors import BenchmarkError
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _current_umask() -> int:
@@ -34,6 +41,59 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def check_output_file(path: Path, what: str) -> None:
+    """BenchmarkError, before any work, when `path` cannot be written as a file."""
+    if path.is_dir():
+        raise BenchmarkError(f"{what} {path} is a directory; give a file name")
+    _check_parent(path, what)
+
+
+def _check_parent(path: Path, what: str) -> None:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BenchmarkError(f"{what} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BenchmarkError(f"{what} {path}: folder {folder} is not writable")
+
+
+def check_output_folder(out: Path, names: tuple[str, ...], what: str) -> None:
+    """BenchmarkError, before any work, when `out` cannot take `names`: a file there, a folder not writable,
+    or something in it that is not one of `names` as a plain file (never deleted by a rewrite)."""
+    if out.exists() and not out.is_dir():
+        raise BenchmarkError(f"{what} {out} is a file, not a folder")
+    _check_parent(out, what)
+    if out.is_dir():
+        for entry in out.iterdir():
+            if entry.name not in names or not entry.is_file() or entry.is_symlink():
+                raise BenchmarkError(f"{what} {out} holds {entry.name!r}, which is not one of its outputs ({', '.join(names)}); give an empty or new folder")
+
+
+def write_folder_atomically(out: Path, files: dict[str, bytes]) -> None:
+    """Write every file into a temporary sibling folder, then rename it to `out`: all the files or none.
+
+    A previous `out` holding only these outputs (see check_output_folder) is replaced.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new."))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+            os.chmod(staging / name, 0o666 & ~_UMASK)
+        os.chmod(staging, 0o777 & ~_UMASK)
+        if out.is_dir():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            os.replace(out, old / "out")
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
@@ -52,23 +112,57 @@ class ResultStore:
         return self.folder / "pictures" / f"{key}.png"
 
     def has(self, key: str) -> bool:
-        return (self.tasks / f"{key}.json").is_file()
+        """A readable stored row: a truncated or foreign file is named on stderr, removed, and so recomputed."""
+        path = self.tasks / f"{key}.json"
+        if not path.is_file():
+            return False
+        try:
+            self.load(key)
+            return True
+        except ValueError as error:
+            print(f"warning: stored task {path} is corrupted ({_first_line(error)}); it is recomputed", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            return False
+
+    def check_writable(self) -> None:
+        """BenchmarkError now, before any task runs, when the results folder cannot be written."""
+        folder = self.folder
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise BenchmarkError(f"results folder {self.folder}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK) or (self.tasks.is_dir() and not os.access(self.tasks, os.W_OK | os.X_OK)):
+            raise BenchmarkError(f"results folder {self.folder} is not writable")
+        for name in ("results.parquet", "results.csv"):
+            if (self.folder / name).is_dir():
+                raise BenchmarkError(f"results file {self.folder / name} is a folder")
+        for sub in (self.tasks, self.folder / "pictures"):
+            if sub.exists() and not sub.is_dir():
+                raise BenchmarkError(f"results folder {sub} is a file, not a folder")
 
     def save(self, key: str, row: dict) -> None:
         text = json.dumps({k: _json_safe(v) for k, v in row.items()}, sort_keys=True)
         write_atomically(self.tasks / f"{key}.json", text.encode())
 
     def load(self, key: str) -> dict:
-        row = json.loads((self.tasks / f"{key}.json").read_text())
+        """The stored row; ValueError when the file is not a JSON object with a status."""
+        try:
+            row = json.loads((self.tasks / f"{key}.json").read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"not UTF-8: {error}") from None
+        if not isinstance(row, dict) or "status" not in row:
+            raise ValueError("not a JSON object with a status")
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
 
-    def table(self, keys: list[str]) -> pd.DataFrame:
-        rows = [self.load(key) for key in keys if self.has(key)]
+    def table(self, keys: list[str], missing: dict[str, dict] | None = None) -> pd.DataFrame:
+        """One row per stored key; a key not stored takes its row from `missing` (scores NaN), if given there."""
+        missing = missing or {}
+        rows = [self.load(key) if self.has(key) else missing[key] for key in keys if self.has(key) or key in missing]
         frame = pd.DataFrame(rows).reindex(columns=[*RESULT_COLUMNS, *sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))])
         return frame.astype({c: "float64" for c in SCORE_COLUMNS})
 
-    def write_table(self, frame: pd.DataFrame) -> tuple[Path, Path]:
-        parquet, csv = self.folder / "results.parquet", self.folder / "results.csv"
+    def write_table(self, frame: pd.DataFrame, stem: str = "results") -> tuple[Path, Path]:
+        parquet, csv = self.folder / f"{stem}.parquet", self.folder / f"{stem}.csv"
         write_atomically(parquet, frame.to_parquet(index=False))
         write_atomically(csv, frame.to_csv(index=False).encode())
         return parquet, csv

@@ -3,6 +3,7 @@
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
@@ -11,7 +12,11 @@ from pathlib import Path
 from attacks.settings import AttackSettings
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
-from benchmark.scenario import Scenario
+from benchmark.scenario import Scenario, type_error
+
+# A suite's name is a folder under --results: one path component, no "." or "..", no separator.
+_SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_SUITE_KEYS = ("name", "version", "description", "seeds", "attack", "defenses", "cells", "grids")
 
 
 @dataclass(frozen=True)
@@ -46,17 +51,38 @@ class Task:
     defense: DefenseSpec
     attack: AttackSettings
 
-    def key(self) -> str:
-        """Content hash of everything that determines the result, the package version included."""
+    def key(self, device: str = "cpu", source: str | None = None) -> str:
+        """Content hash of everything that determines the result.
+
+        It covers the package's source (`source`, default this one's) and every plugin file's bytes, so an
+        edited defense or simulation is re-run, and the device inversions run on: CPU and GPU scores differ in
+        their last bits. A plugin is named by its file name, not its path, so a task keeps its key when run
+        from another folder.
+        """
+        from benchmark.provenance import plugin_digests, plugin_path, source_digest
+
+        name = self.defense.name
+        path = plugin_path(name)
         payload = {
             "suite": self.suite,
             "suite_version": self.suite_version,
             "scenario": self.scenario.to_dict(),
-            "defense": [self.defense.name, [list(p) for p in self.defense.parameters], self.defense.label],
+            "defense": [name if path is None else f"{path.name}:{name.rpartition(':')[2]}",
+                        [list(p) for p in self.defense.parameters], self.defense.label],
+            "plugins": plugin_digests(name, [value for _, value in self.defense.parameters]),
             "attack": asdict(self.attack),
             "package": __version__,
+            "source": source or source_digest(),
+            "device": device,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def check_suite_name(name: object, what: str) -> str:
+    """A suite name is one folder under --results: never "..", an absolute path or a separator."""
+    if not (isinstance(name, str) and _SUITE_NAME.fullmatch(name)):
+        raise BenchmarkError(f"{what} {name!r} must be 1 to 100 letters, digits, '.', '-' or '_', starting with a letter or digit")
+    return name
 
 
 def builtin_suites() -> list[str]:
@@ -66,9 +92,14 @@ def builtin_suites() -> list[str]:
 def _read(name_or_path: str) -> tuple[dict, str]:
     path = Path(name_or_path)
     if path.suffix == ".toml":
+        if path.is_dir():
+            raise BenchmarkError(f"suite file {path} is a directory, not a .toml file")
         if not path.is_file():
             raise BenchmarkError(f"suite file {path} does not exist")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise BenchmarkError(f"suite file {path} cannot be read as UTF-8 text: {error}") from None
     elif name_or_path in builtin_suites():
         text = resources.files("benchmark.suites").joinpath(f"{name_or_path}.toml").read_text()
     else:
@@ -79,11 +110,40 @@ def _read(name_or_path: str) -> tuple[dict, str]:
         raise BenchmarkError(f"suite {name_or_path}: invalid TOML: {error}") from None
 
 
-def _defense(entry: dict) -> DefenseSpec:
+def _defense(entry: dict, origin: str) -> DefenseSpec:
     if not isinstance(entry, dict) or "name" not in entry:
-        raise BenchmarkError("every [[defenses]] entry needs a name")
+        raise BenchmarkError(f"suite {origin}: every [[defenses]] entry needs a name")
+    for key in ("name", "label"):
+        if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
+            raise BenchmarkError(f"suite {origin}: [[defenses]] {key} must be a non-empty string, got {entry[key]!r}")
     parameters = {k: v for k, v in entry.items() if k not in ("name", "label")}
-    return DefenseSpec(str(entry["name"]), tuple(sorted(parameters.items())), str(entry.get("label", "")))
+    return DefenseSpec(entry["name"], tuple(sorted(parameters.items())), entry.get("label", ""))
+
+
+def _check_unique(origin: str, what: str, values: list) -> None:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise BenchmarkError(f"suite {origin}: {what} {value!r} appears twice; each must be unique")
+        seen.add(value)
+
+
+def _attack(origin: str, values: object) -> AttackSettings:
+    """[attack] with every field's type and range checked here, not in the first task."""
+    if not isinstance(values, dict):
+        raise BenchmarkError(f"suite {origin}: [attack] must be a table")
+    kinds = {f.name: f.type for f in fields(AttackSettings)}
+    unknown = sorted(set(values) - set(kinds) | {"adaptive"} & set(values))  # adaptive: the runner runs both
+    if unknown:
+        raise BenchmarkError(f"suite {origin}: unknown attack setting(s) {unknown}")
+    for key, value in values.items():
+        problem = type_error(value, kinds[key])
+        if problem is None and not isinstance(value, bool) and isinstance(value, (int, float)):
+            minimum = 1 if key == "search_iterations" else 0
+            problem = None if value >= minimum else f"must be at least {minimum}"
+        if problem:
+            raise BenchmarkError(f"suite {origin}: [attack] {key} {problem}, got {value!r}")
+    return AttackSettings(**values)
 
 
 def _grid_cells(grids: list[dict]) -> list[dict]:
@@ -92,7 +152,9 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
     for grid in grids:
         if not isinstance(grid, dict):
             raise BenchmarkError("every [[grids]] entry must be a table")
-        base = str(grid.get("name", "grid"))
+        base = grid.get("name", "grid")
+        if not isinstance(base, str):
+            raise BenchmarkError(f"grid name must be a string, got {base!r}")
         axes = {k: v for k, v in grid.items() if isinstance(v, list) and k not in ("name", "horizons")}
         if any(len(v) == 0 for v in axes.values()):
             raise BenchmarkError(f"grid {base!r}: an axis has no values")
@@ -103,6 +165,8 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
                 if "n_rounds" in grid:
                     raise BenchmarkError(f"grid {base!r}: give rounds_per_user or n_rounds, not both")
                 per_user = cell.pop("rounds_per_user")
+                if type_error(per_user, float) or per_user <= 0:
+                    raise BenchmarkError(f"grid {base!r}: rounds_per_user must be a positive number, got {per_user!r}")
                 cell["n_rounds"] = int(round(per_user * cell.get("n_users", Scenario.n_users)))
             cells.append(cell)
     return cells
@@ -136,29 +200,45 @@ def _horizon_cells(cells: list[dict]) -> list[dict]:
 
 
 def load_suite(name_or_path: str) -> Suite:
+    """The suite, every field checked by type and range, names unique; BenchmarkError naming the field."""
     data, origin = _read(name_or_path)
     for key in ("name", "version", "seeds", "defenses"):
         if key not in data:
             raise BenchmarkError(f"suite {origin}: missing key {key!r}")
+    unknown = sorted(set(data) - set(_SUITE_KEYS))
+    if unknown:
+        raise BenchmarkError(f"suite {origin}: unknown key(s) {unknown}; known: {', '.join(_SUITE_KEYS)}")
+    name = check_suite_name(data["name"], f"suite {origin}: name")
+    for key in ("version", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise BenchmarkError(f"suite {origin}: {key} must be a string, got {data[key]!r}")
     if not data.get("cells") and not data.get("grids"):
         raise BenchmarkError(f"suite {origin}: needs [[cells]] or [[grids]]")
+    for key in ("cells", "grids", "defenses"):
+        if key in data and not isinstance(data[key], list):
+            raise BenchmarkError(f"suite {origin}: {key} must be a list of tables ([[{key}]])")
     seeds = data["seeds"]
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)):
-        raise BenchmarkError(f"suite {origin}: seeds must be a non-empty list of non-negative integers")
-    attack_fields = {f.name for f in fields(AttackSettings)}
-    attack = data.get("attack", {})
-    if set(attack) - attack_fields:
-        raise BenchmarkError(f"suite {origin}: unknown attack setting(s) {sorted(set(attack) - attack_fields)}")
+    if not (isinstance(seeds, list) and seeds and all(type_error(s, int) is None and s >= 0 for s in seeds)):
+        raise BenchmarkError(f"suite {origin}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    _check_unique(origin, "seed", seeds)
+    if not data["defenses"]:
+        raise BenchmarkError(f"suite {origin}: defenses must list at least one [[defenses]] entry")
+    try:
+        declared = [*data.get("cells", []), *_grid_cells(data.get("grids", []))]
+        cells = tuple(Scenario.from_dict(cell) for cell in _horizon_cells(declared))
+    except BenchmarkError as error:
+        raise BenchmarkError(f"suite {origin}: {error}") from None
+    _check_unique(origin, "cell name", [cell.get("name", Scenario.name) for cell in declared])  # horizons share one
+    defenses = tuple(_defense(entry, origin) for entry in data["defenses"])
+    _check_unique(origin, "defense label (name, or label when given)", [spec.display for spec in defenses])
     return Suite(
-        name=str(data["name"]),
-        version=str(data["version"]),
-        description=str(data.get("description", "")),
+        name=name,
+        version=data["version"],
+        description=data.get("description", ""),
         seeds=tuple(seeds),
-        cells=tuple(
-            Scenario.from_dict(cell) for cell in _horizon_cells([*data.get("cells", []), *_grid_cells(data.get("grids", []))])
-        ),
-        defenses=tuple(_defense(entry) for entry in data["defenses"]),
-        attack=AttackSettings(**attack),
+        cells=cells,
+        defenses=defenses,
+        attack=_attack(origin, data.get("attack", {})),
     )
 
 

@@ -15,6 +15,8 @@ ENTRY_POINT_GROUP = "disaggbench.defenses"
 def _from_file(spec: str) -> type:
     path_text, _, class_name = spec.rpartition(":")
     path = Path(path_text)
+    if path.is_dir():
+        raise BenchmarkError(f"defense file {path} is a directory, not a .py file")
     if not path.is_file():
         raise BenchmarkError(f"defense file {path} does not exist")
     module_spec = importlib.util.spec_from_file_location(f"disaggbench_user_{path.stem}", path)
@@ -52,12 +54,29 @@ def make_defense(name: str, parameters: dict | None = None) -> Defense:
     for key in getattr(cls, "nested_defenses", ()):
         if key in parameters:
             parameters[key] = _nested(name, key, parameters[key])
+    _check_types(name, cls, parameters)
     try:
         return cls(**parameters)
     except BenchmarkError:
         raise
     except Exception as error:  # a constructor that rejects its parameters
         raise BenchmarkError(f"defense {name!r} rejected its parameters {parameters}: {error}") from None
+
+
+def _check_types(name: str, cls: type, parameters: dict) -> None:
+    """A parameter annotated int, float, bool or str must be one (a float finite), named in the error."""
+    from benchmark.scenario import type_error
+
+    try:
+        signature = inspect.signature(cls, eval_str=True)
+    except Exception:  # noqa: BLE001 - annotations a user's file cannot evaluate: the constructor checks alone
+        return
+    for key, value in parameters.items():
+        parameter = signature.parameters.get(key)
+        if parameter is not None and parameter.annotation in (int, float, bool, str):
+            problem = type_error(value, parameter.annotation)
+            if problem:
+                raise BenchmarkError(f"defense {name!r}: parameter {key} {problem}, got {value!r}")
 
 
 def _nested(name: str, key: str, entries: object) -> list[Defense]:

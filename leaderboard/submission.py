@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import random
 import re
 import secrets
@@ -26,8 +27,9 @@ from benchmark import __version__
 from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
-from benchmark.runner import run_suite
-from benchmark.store import ResultStore, write_atomically
+from benchmark.provenance import plugin_path, source_digest
+from benchmark.runner import plugin_labels, run_suite
+from benchmark.store import ResultStore, check_output_file, write_atomically
 from benchmark.suite import DefenseSpec, Suite, Task, expand, load_suite
 from defenses.builtin import BUILTIN_DEFENSES
 from defenses.registry import defense_class, make_defense
@@ -35,6 +37,7 @@ from leaderboard.render import COLUMN_NOTES, default_columns, render
 from leaderboard.summary import SUMMARY_SCORES, summarize
 
 ENTRY_FORMAT = 1
+SOURCE_KEY = "disaggbench-source"  # in `packages`: the digest of the source its task keys hash
 DEFAULT_ENTRIES = Path("leaderboard") / "entries"
 STANDARD_SUITE = "standard"
 MISSING_PARAMETERS = "(none)"
@@ -115,6 +118,7 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     versions["disaggbench"] = __version__
+    versions[SOURCE_KEY] = source_digest()
     return versions
 
 
@@ -152,6 +156,8 @@ def validate_entry(entry: object, origin: str) -> dict:
 def load_entry(path: str | Path) -> dict:
     """Read and validate an entry file; its name must match the file name."""
     path = Path(path)
+    if path.is_dir():
+        raise BenchmarkError(f"entry {path} is a directory; give an entry's .json file")
     if not path.is_file():
         raise BenchmarkError(f"entry {path} does not exist")
     try:
@@ -185,6 +191,63 @@ def _run(tasks: list[Task], results_root: str | Path, executor: Executor, progre
         return run_suite(tasks, results_root, executor, progress=progress)
 
 
+def _summary(summary_table: pd.DataFrame) -> dict:
+    """An entry's `summary` from the one-row summarize() table of its tasks."""
+    summary = summary_table.iloc[0]
+    return {
+        "tasks": int(summary["tasks"]),
+        "failed": int(summary["failed"]),
+        "scores": {
+            score: {"mean": _json_number(summary[score]), "low": _json_number(summary[f"{score}_low"]),
+                    "high": _json_number(summary[f"{score}_high"])}
+            for score in AGGREGATED_SCORES
+        },
+    }
+
+
+def _summary_differences(entry: dict) -> list[str]:
+    """Every figure of the entry's `summary` that its own task rows do not give (an edited summary)."""
+    derived = _summary(summarize(results_frame([entry])))
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return a == b
+
+    lines = [f"summary: {key}: entry {entry['summary'][key]!r}, its tasks give {derived[key]!r}"
+             for key in ("tasks", "failed") if entry["summary"][key] != derived[key]]
+    for score, figures in derived["scores"].items():
+        stored_figures = entry["summary"]["scores"].get(score, {})
+        for figure, value in figures.items():
+            if figure != "mean" and "ci95" in stored_figures:
+                continue  # an entry from before bootstrap intervals: its t-interval is not re-derived
+            stored = stored_figures.get(figure, "<missing>")
+            if not same(stored, value):
+                lines.append(f"summary: {score} {figure}: entry {stored!r}, its tasks give {value!r}")
+    return lines
+
+
+def _relative_to(defense: str, folder: Path) -> str:
+    """A plugin's path as seen from the entries folder (portable with it); another name unchanged."""
+    path = plugin_path(defense)
+    if path is None:
+        return defense
+    return f"{os.path.relpath(path.resolve(), folder.resolve())}:{defense.rpartition(':')[2]}"
+
+
+def _suite_relative_to(source: str, folder: Path) -> str:
+    """A suite file's path as seen from the entries folder; a built-in suite's name unchanged."""
+    return os.path.relpath(Path(source).resolve(), folder.resolve()) if source.endswith(".toml") else source
+
+
+def _resolved_from(defense: str, folder: Path) -> str:
+    """An entry's plugin path, stored relative to the entry's folder, as a path from here."""
+    path = plugin_path(defense)
+    if path is None or path.is_absolute():
+        return defense
+    return f"{folder / path}:{defense.rpartition(':')[2]}"
+
+
 @dataclass(frozen=True)
 class Submission:
     path: Path
@@ -198,8 +261,8 @@ def _suite_spec(suite: Suite, defense: str, parameters: dict) -> DefenseSpec:
     tasks are the very tasks `disaggbench run --suite` stores, and one run serves both. Else a new spec."""
     for spec in suite.defenses:
         if spec.name == defense and full_parameters(spec.name, dict(spec.parameters)) == parameters:
-            return spec
-    return DefenseSpec(defense, tuple(sorted(parameters.items())), "")
+            return plugin_labels((spec,))[0]
+    return plugin_labels((DefenseSpec(defense, tuple(sorted(parameters.items())), ""),))[0]
 
 
 def submit(
@@ -217,6 +280,7 @@ def submit(
     path = Path(entries) / f"{check_name(name)}.json"
     if path.exists() and not overwrite:
         raise BenchmarkError(f"entry {path} exists; choose another --name or pass --overwrite")
+    check_output_file(path, "entry")
     suite = load_suite(suite_source)
     parameters = full_parameters(defense, given_parameters)
     spec = _suite_spec(suite, defense, parameters)
@@ -230,23 +294,14 @@ def submit(
         rows.append({"key": task.key(), "seed": task.scenario.seed, "scenario": task.scenario.name,
                      "sha256": result_hash(result), "result": result})
     summary_table = summarize(table)
-    summary = summary_table.iloc[0]
     entry = {
         "format": ENTRY_FORMAT,
         "name": name,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "defense": {"name": defense, "parameters": parameters, "label": label},
-        "suite": {"name": suite.name, "version": suite.version, "source": suite_source},
+        "defense": {"name": _relative_to(defense, path.parent), "parameters": parameters, "label": label},
+        "suite": {"name": suite.name, "version": suite.version, "source": _suite_relative_to(suite_source, path.parent)},
         "packages": package_versions(),
-        "summary": {
-            "tasks": int(summary["tasks"]),
-            "failed": int(summary["failed"]),
-            "scores": {
-                score: {"mean": _json_number(summary[score]), "low": _json_number(summary[f"{score}_low"]),
-                        "high": _json_number(summary[f"{score}_high"])}
-                for score in AGGREGATED_SCORES
-            },
-        },
+        "summary": _summary(summary_table),
         "tasks": rows,
     }
     validate_entry(entry, str(path))
@@ -254,22 +309,38 @@ def submit(
     return Submission(path, entry, table, summary_table)
 
 
-def _entry_tasks(entry: dict, suite_source: str | None) -> dict[str, Task]:
-    """The entry's tasks rebuilt from its suite and defense, by key; BenchmarkError when they cannot match."""
+def _entry_tasks(entry: dict, suite_source: str | None, folder: Path) -> dict[str, Task]:
+    """The entry's tasks rebuilt from its suite and defense, by the entry's key; BenchmarkError when they cannot match.
+
+    Keys are recomputed with the source digest the entry recorded, so an entry made by other source
+    still finds its tasks (they re-run with this source; a difference is then explained by a note).
+    An entry from before source digests is matched by (scenario, seed). A plugin's path is read
+    relative to the entry's folder.
+    """
     if entry["packages"]["disaggbench"] != __version__:
         raise BenchmarkError(
             f"entry {entry['name']} was made with disaggbench {entry['packages']['disaggbench']}, this is "
             f"{__version__}; its tasks can only be re-run by that version"
         )
-    suite: Suite = load_suite(suite_source or entry["suite"]["source"])
+    recorded = entry["suite"]["source"]
+    if recorded.endswith(".toml") and not Path(recorded).is_absolute() and (folder / recorded).is_file():
+        recorded = str(folder / recorded)  # else, as an entry before relative paths, from here
+    suite: Suite = load_suite(suite_source or recorded)
     if (suite.name, suite.version) != (entry["suite"]["name"], entry["suite"]["version"]):
         raise BenchmarkError(
             f"entry {entry['name']} ran suite {entry['suite']['name']} version {entry['suite']['version']}, "
             f"but {suite_source or entry['suite']['source']} is {suite.name} version {suite.version}"
         )
     defense = entry["defense"]
-    spec = _suite_spec(suite, defense["name"], defense["parameters"])
-    tasks = {task.key(): task for task in expand(suite, (spec,))}
+    name = _resolved_from(defense["name"], folder)
+    spec = _suite_spec(suite, name, defense["parameters"])
+    spec = DefenseSpec(spec.name, spec.parameters, defense["label"])
+    source = entry["packages"].get(SOURCE_KEY)
+    if source is None:
+        by_place = {(task.scenario.name, task.scenario.seed): task for task in expand(suite, (spec,))}
+        tasks = {t["key"]: by_place[(t["scenario"], t["seed"])] for t in entry["tasks"] if (t["scenario"], t["seed"]) in by_place}
+    else:
+        tasks = {task.key(source=source): task for task in expand(suite, (spec,))}
     unknown = [task["key"] for task in entry["tasks"] if task["key"] not in tasks]
     if unknown:
         raise BenchmarkError(f"entry {entry['name']}: task {unknown[0]} is not a task of its suite and defense here")
@@ -308,14 +379,17 @@ def verify(
     if sample < 1:
         raise BenchmarkError("--sample must be at least 1")
     entry = load_entry(path)
-    tasks = _entry_tasks(entry, suite_source)
+    tasks = _entry_tasks(entry, suite_source, Path(path).parent)
+    summary_differences = _summary_differences(entry)
     seed = secrets.randbelow(2**32) if seed is None else seed
     picked = random.Random(seed).sample(range(len(entry["tasks"])), min(sample, len(entry["tasks"])))
     chosen = [entry["tasks"][i] for i in sorted(picked)]
     with tempfile.TemporaryDirectory(prefix="disaggbench-verify-") as scratch:
         _run([tasks[task["key"]] for task in chosen], scratch, executor, progress)
         store = ResultStore(scratch, entry["suite"]["name"])
-        differences = [line for task in chosen for line in _differences(task, _stored_result(store, task["key"]))]
+        differences = summary_differences + [
+            line for task in chosen for line in _differences(task, _stored_result(store, tasks[task["key"]].key()))
+        ]
     here = package_versions()
     notes = [f"{package} {version} in the entry, {here.get(package, 'not installed')} here"
              for package, version in sorted(entry["packages"].items()) if here.get(package) != version]

@@ -53,7 +53,10 @@ def test_run_writes_the_table_and_a_second_run_reuses_it(tmp_path, suite_file, c
     results = tmp_path / "results"
     code, first, _ = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
     assert code == 0
-    assert "| none |" in first.replace("  ", " ") or "none" in first
+    board = first.split("\n\n")[0].splitlines()  # the ranking, before the legend
+    assert board[0].split()[:3] == ["rank", "tier", "defense"]
+    ranked = {line.split()[2] for line in board[1:]}
+    assert ranked == {"none", "dp-gaussian"}
     table = pd.read_parquet(results / "tiny" / "results.parquet")
     assert list(table.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
     assert set(table["defense"]) == {"none", "dp-gaussian"} and set(table["status"]) == {"ok"}
@@ -93,7 +96,7 @@ def test_readme_example_defense_runs_through_the_plugin_path(tmp_path, suite_fil
                                "--defense", f"{defense_file}:TopKSparsification"], capsys)
     assert exit_code == 0, err
     table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
-    assert list(table["defense"]) == [f"{defense_file}:TopKSparsification"] and table["status"].iloc[0] == "ok"
+    assert list(table["defense"]) == ["top-k"] and table["status"].iloc[0] == "ok"  # the class's name, not the path
 
 
 def test_a_broken_defense_is_refused_before_any_task_runs(tmp_path, suite_file, capsys):

@@ -147,7 +147,14 @@ name = "none"
 """ + TINY_CELL
 
 
-def test_device_is_an_execution_option_outside_the_task_key(tmp_path, capsys):
+def test_auto_resolves_to_the_device_in_the_task_key(tmp_path, capsys):
+    """The device is in the key (CPU and GPU scores differ); "auto" is keyed as what it resolves to."""
+    import torch
+
+    from benchmark.suite import expand, load_suite
+
+    task = expand(load_suite("quick"))[0]
+    assert task.key("cpu") != task.key("cuda")
     suite = tmp_path / "tiny.toml"
     suite.write_text(SUITE)
     results = tmp_path / "results"
@@ -155,8 +162,9 @@ def test_device_is_an_execution_option_outside_the_task_key(tmp_path, capsys):
     tasks = sorted((results / "tiny" / "tasks").glob("*.json"))
     stamps = [task.stat().st_mtime_ns for task in tasks]
     assert main(["run", "--suite", str(suite), "--results", str(results), "--quiet", "--device", "auto"]) == 0
-    assert sorted((results / "tiny" / "tasks").glob("*.json")) == tasks  # same key: the stored task is reused
-    assert [task.stat().st_mtime_ns for task in tasks] == stamps
+    if not torch.cuda.is_available():  # auto is cpu here: same key, the stored task is reused
+        assert sorted((results / "tiny" / "tasks").glob("*.json")) == tasks
+        assert [task.stat().st_mtime_ns for task in tasks] == stamps
     row = pd.read_parquet(results / "tiny" / "results.parquet").iloc[0]
     assert row["status"] == "ok" and row["psnr_share"] == 1.0 and row["lpips"].startswith("not computed: ")
     capsys.readouterr()

@@ -143,7 +143,7 @@ def test_bad_horizons_get_one_error_naming_the_cell(tmp_path, cell, message):
 
 @pytest.mark.parametrize("make, message", [
     (lambda: make_defense("model-refresh", {"min_relative_change": -0.1}), "finite min_relative_change >= 0"),
-    (lambda: make_defense("model-refresh", {"min_relative_change": "big"}), "finite min_relative_change >= 0"),
+    (lambda: make_defense("model-refresh", {"min_relative_change": "big"}), "min_relative_change must be a number"),
     (lambda: GuardedDefense(type("Odd", (Defense,), {"min_relative_change": float("nan")})()), "must be a finite number"),
 ])
 def test_a_bad_min_relative_change_gets_one_clear_error(make, message):

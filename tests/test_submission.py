@@ -67,7 +67,8 @@ def submitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def entries(submitted: Path, tmp_path: Path) -> Path:
-    """A private copy of the entries, for tests that edit them."""
+    """A private copy of the entries and, beside them, their suite file (entries name it relative to themselves)."""
+    shutil.copy(submitted / "standard.toml", tmp_path / "standard.toml")
     return Path(shutil.copytree(submitted / "entries", tmp_path / "entries"))
 
 
@@ -84,7 +85,8 @@ def test_submit_writes_a_schema_valid_entry_with_a_hash_of_every_stored_task(sub
     jsonschema.validate(entry, json.loads(SCHEMA.read_text()))
     assert entry["name"] == "dp"
     assert entry["defense"] == {"name": "dp-gaussian", "parameters": {"noise_multiplier": 2, "clip_norm": 1.0}, "label": "dp(z=2)"}
-    assert entry["suite"] == {"name": "standard", "version": "7", "source": str(submitted / "standard.toml")}
+    # Paths are stored relative to the entry's folder, so an entries folder can move and still be verified.
+    assert entry["suite"] == {"name": "standard", "version": "7", "source": "../standard.toml"}
     assert entry["packages"]["disaggbench"] == "0.2.0" and "numpy" in entry["packages"]
     assert [(t["scenario"], t["seed"]) for t in entry["tasks"]] == [("tiny-fedsgd", 0), ("tiny-fedsgd", 1)]
     # The suite lists this defense with these parameters: the entry's tasks are the suite's own.
@@ -138,11 +140,42 @@ def test_verify_names_each_score_that_differs(entries: Path, capsys) -> None:
     write(path, entry)
     code, out, err = cli(["verify", path, "--sample", "2", "--seed", "0", "--quiet"], capsys)
     assert code == 1
-    assert out.splitlines() == [
+    lines = out.splitlines()
+    assert [line for line in lines if line.startswith("task ")] == [
         f"task {task['key']} (tiny-fedsgd, seed 1): entry_accuracy: entry 0.5, re-run {true_accuracy!r}",
         f"task {task['key']} (tiny-fedsgd, seed 1): status: entry 'failed: edited', re-run 'ok'",
     ]
-    assert "error: 2 score(s) differ in 2 of 2 tasks" in err
+    # The summary, left as it was, no longer follows from the edited tasks: each figure is named.
+    assert "summary: tasks: entry 2, its tasks give 1" in lines and "summary: failed: entry 0, its tasks give 1" in lines
+    assert f"error: {len(lines)} score(s) differ in 2 of 2 tasks" in err
+
+
+def test_verify_checks_the_summary_against_the_tasks(entries: Path, capsys) -> None:
+    path = entries / "dp.json"
+    entry = read(path)
+    true_mean = entry["summary"]["scores"]["attack_success"]["mean"]
+    entry["summary"]["scores"]["attack_success"]["mean"] = true_mean + 0.25
+    write(path, entry)
+    code, out, err = cli(["verify", path, "--sample", "1", "--seed", "0", "--quiet"], capsys)
+    assert code == 1 and out.splitlines() == [f"summary: attack_success mean: entry {true_mean + 0.25!r}, its tasks give {true_mean!r}"]
+
+
+def test_an_entry_is_verified_from_another_folder_with_its_plugin(submitted: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "standard.toml").write_text(SUITE)
+    (tmp_path / "work" / "mine.py").write_text(
+        "from defenses.base import Defense\n\nclass Mine(Defense):\n    name = 'mine'\n"
+    )
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = cli(["submit", "mine.py:Mine", "--name", "mine", "--suite", "standard.toml", "--entries", "entries",
+                        "--results", "r", "--quiet"], capsys)
+    assert code == 0, err
+    entry = read(tmp_path / "work" / "entries" / "mine.json")
+    assert entry["defense"]["name"] == "../mine.py:Mine" and entry["defense"]["label"] == "mine"
+    assert {task["result"]["defense"] for task in entry["tasks"]} == {"mine"}
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(["verify", "work/entries/mine.json", "--sample", "1", "--seed", "0", "--quiet"], capsys)
+    assert code == 0, err + out
 
 
 def test_the_seed_picks_the_sample(entries: Path, capsys) -> None:
@@ -155,10 +188,12 @@ def test_the_seed_picks_the_sample(entries: Path, capsys) -> None:
     seeds = {}
     for seed in range(6):
         code, out, _ = cli(["verify", path, "--sample", "1", "--seed", seed, "--quiet"], capsys)
-        assert code == 1 and len(out.splitlines()) == 1
-        seeds[seed] = out.split()[1]
+        task_lines = [line for line in out.splitlines() if line.startswith("task ")]
+        assert code == 1 and len(task_lines) == 1
+        seeds[seed] = task_lines[0].split()[1]
     assert len(set(seeds.values())) == 2  # both tasks get picked by some seed
-    assert cli(["verify", path, "--sample", "1", "--seed", 4, "--quiet"], capsys)[1].split()[1] == seeds[4]
+    out = cli(["verify", path, "--sample", "1", "--seed", 4, "--quiet"], capsys)[1]
+    assert [line for line in out.splitlines() if line.startswith("task ")][0].split()[1] == seeds[4]
 
 
 def _edit(field: str, value: object):
@@ -211,7 +246,7 @@ def test_an_unreadable_entry_exits_2(tmp_path: Path, capsys, content: str) -> No
     (["dp-gaussian", "--name", "x", "--param", "clip_norm"], "must look like NAME=VALUE"),
     (["no-such-defense", "--name", "x"], "unknown defense"),
     (["none", "--name", "x", "--suite", "no-such-suite"], "unknown suite"),
-    (["none", "--name", "x", "--workers", "0"], "--workers must be at least 1"),
+    (["none", "--name", "x", "--workers", "0"], "--workers must be between 1 and"),
 ])
 def test_bad_submissions_exit_2_and_write_nothing(submitted: Path, entries: Path, tmp_path: Path, capsys, args, message) -> None:
     before = sorted(p.name for p in entries.iterdir())

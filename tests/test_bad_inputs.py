@@ -1,0 +1,463 @@
+"""Every bad input exits 2 with one line naming the field or file, before any work, and writes nothing.
+
+Cases run through `benchmark.cli.main` in this process; only the closed pipe and the killed parent need
+a subprocess. Each case builds its inputs in a folder, snapshots it, runs the command and checks that
+the folder is unchanged (no output, no results folder, no half-written file).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.cli import main
+from benchmark.synthetic import make_instance
+from tests.conftest import TINY_CELL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SUITE = """
+name = "tiny"
+version = "1"
+seeds = [0]
+
+[attack]
+time_limit = 0.2
+
+[[defenses]]
+name = "none"
+""" + TINY_CELL
+
+UNWRITABLE = "/proc/1/disaggbench"  # not writable even by root
+
+
+def snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))}
+
+
+def check_refused(tmp_path: Path, capsys, args: list[str], names: str) -> None:
+    """Exit 2, exactly one stderr line that starts with `error:` and names `names`, nothing written."""
+    before = snapshot(tmp_path)
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    assert code == 2, out.err
+    assert out.err.count("\n") == 1 and out.err.startswith("error: "), out.err
+    assert names in out.err, out.err
+    assert "Traceback" not in out.err and out.out == ""
+    assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- disaggregate
+
+
+@pytest.fixture
+def observation(tmp_path: Path) -> dict[str, Path]:
+    instance = make_instance(8, 24, 4, 0.4, seed=1)
+    paths = {"A": tmp_path / "A.npy", "C": tmp_path / "C.npy"}
+    np.save(paths["A"], instance.aggregates)
+    np.save(paths["C"], instance.counts)
+    return paths
+
+
+def _npz(tmp_path, obs):
+    np.savez(tmp_path / "A.npz", a=np.load(obs["A"]))
+    return {"--aggregates": tmp_path / "A.npz"}, "A.npz is a .npz archive"
+
+
+def _text(tmp_path, obs):
+    (tmp_path / "A.txt").write_text("1 2 3\n")
+    return {"--aggregates": tmp_path / "A.txt"}, "A.txt is not a readable .npy array"
+
+
+def _directory(tmp_path, obs):
+    (tmp_path / "folder.npy").mkdir()
+    return {"--counts": tmp_path / "folder.npy"}, "folder.npy is a directory"
+
+
+def _object_array(tmp_path, obs):
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return {"--counts": tmp_path / "o.npy"}, "o.npy is not a readable .npy array"
+
+
+def _nan_counts(tmp_path, obs):
+    counts = np.load(obs["C"]).astype(float)
+    counts[0, 0] = np.nan
+    np.save(tmp_path / "Cn.npy", counts)
+    return {"--counts": tmp_path / "Cn.npy"}, "counts must be an integer array"
+
+
+def _zero_counts(tmp_path, obs):
+    np.save(tmp_path / "C0.npy", np.zeros_like(np.load(obs["C"])))
+    return {"--counts": tmp_path / "C0.npy"}, "the counts cannot explain the aggregates"
+
+
+def _string_array(tmp_path, obs):
+    np.save(tmp_path / "s.npy", np.array(["a", "b"]))
+    return {"--aggregates": tmp_path / "s.npy"}, "s.npy holds dtype <U1"
+
+
+def _out_is_file(tmp_path, obs):
+    (tmp_path / "out").write_text("mine")
+    return {"--out": tmp_path / "out"}, "--out"
+
+
+def _out_holds_other_files(tmp_path, obs):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    return {"--out": tmp_path / "out"}, "notes.txt"
+
+
+def _out_dir_where_a_file_goes(tmp_path, obs):
+    (tmp_path / "out" / "participants.npy").mkdir(parents=True)
+    return {"--out": tmp_path / "out"}, "participants.npy"
+
+
+def _out_under_a_file(tmp_path, obs):
+    (tmp_path / "plain").write_text("x")
+    return {"--out": tmp_path / "plain" / "out"}, "is a file, not a folder"
+
+
+def _out_unwritable(tmp_path, obs):
+    return {"--out": UNWRITABLE}, "not writable"
+
+
+def _huge_window(tmp_path, obs):
+    return {"--window": str(10**30)}, "--window"
+
+
+def _negative_window(tmp_path, obs):
+    return {"--window": "-3"}, "window"
+
+
+def _window_not_dividing(tmp_path, obs):
+    return {"--window": "5"}, "windows"
+
+
+def _negative_time_limit(tmp_path, obs):
+    return {"--time-limit": "-1"}, "--time-limit"
+
+
+def _nan_budget(tmp_path, obs):
+    return {"--budget": "nan"}, "--budget"
+
+
+@pytest.mark.parametrize("case", [
+    _npz, _text, _directory, _object_array, _nan_counts, _zero_counts, _string_array, _out_is_file,
+    _out_holds_other_files, _out_dir_where_a_file_goes, _out_under_a_file, _out_unwritable, _huge_window,
+    _negative_window, _window_not_dividing, _negative_time_limit, _nan_budget,
+], ids=lambda case: case.__name__.strip("_"))
+def test_bad_disaggregate_input(tmp_path, capsys, observation, case):
+    changes, names = case(tmp_path, observation)
+    options = {"--aggregates": observation["A"], "--counts": observation["C"], "--window": "4", "--out": tmp_path / "new", **changes}
+    check_refused(tmp_path, capsys, ["disaggregate", "--quiet", *[x for item in options.items() for x in item]], names)
+
+
+def test_disaggregate_replaces_its_own_outputs_all_at_once(tmp_path, capsys, observation):
+    args = ["disaggregate", "--quiet", "--aggregates", observation["A"], "--counts", observation["C"], "--window", "4", "--out", tmp_path / "out"]
+    assert main([str(a) for a in args]) == 0
+    assert main([str(a) for a in args]) == 0  # its own outputs are replaced, not refused
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["participants.npy", "report.json", "updates.npy"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging folder left
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["relative_misfit"] < 1e-6 and report["totals"]["unique"] == 8
+
+
+def test_the_overall_fit_compares_a_with_p_times_u():
+    from attacks.fit import relative_misfit
+
+    instance = make_instance(8, 24, 4, 0.4, seed=1)
+    assert relative_misfit(instance.aggregates, instance.participants, instance.updates) < 1e-12
+    zero = np.zeros_like(instance.participants)
+    assert relative_misfit(instance.aggregates, zero, instance.updates) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- suites
+
+
+def _replace(old: str, new: str):
+    return lambda text: text.replace(old, new, 1)
+
+
+def _append(extra: str):
+    return lambda text: text + extra
+
+
+SUITE_CASES = {
+    "name-dotdot": (_replace('name = "tiny"', 'name = ".."'), "name '..'"),
+    "name-absolute": (_replace('name = "tiny"', 'name = "/tmp/elsewhere"'), "name '/tmp/elsewhere'"),
+    "name-with-slash": (_replace('name = "tiny"', 'name = "a/b"'), "name 'a/b'"),
+    "name-not-string": (_replace('name = "tiny"', "name = 3"), "name 3"),
+    "version-not-string": (_replace('version = "1"', "version = 1"), "version must be a string"),
+    "float-rounds": (_replace("n_rounds = 24", "n_rounds = 30.5"), "n_rounds must be an integer"),
+    "string-users": (_replace("n_users = 6", 'n_users = "6"'), "n_users must be an integer"),
+    "bool-window": (_replace("window = 3", "window = true"), "window must be an integer"),
+    "huge-users": (_replace("n_users = 6", "n_users = 1000000000"), "n_users must be at most"),
+    "huge-matrix": (lambda t: t.replace("n_users = 6", "n_users = 20000").replace("n_rounds = 24", "n_rounds = 20000"),
+                    "n_users * n_rounds must be at most"),
+    "data-root-missing": (_replace("window = 3", 'window = 3\ndataset = "mnist"\ndata_root = "/no/such/folder"'), "data_root /no/such/folder is not a folder"),
+    "data-root-not-string": (_replace("window = 3", "window = 3\ndata_root = 3"), "data_root must be a string"),
+    "unknown-dataset": (_replace("window = 3", 'window = 3\ndataset = "imagenet"'), "dataset must be one of"),
+    "grid-axis-empty": (lambda t: t.split("[[cells]]")[0] + '[[grids]]\nname = "g"\nn_users = []\nn_rounds = 24\nwindow = 3\n', "an axis has no values"),
+    "nan-participation": (_replace("participation = 0.4", "participation = nan"), "participation must be finite"),
+    "unknown-cell-key": (_replace("window = 3", "window = 3\nwindw = 3"), "unknown scenario field(s): windw"),
+    "cell-not-table": (lambda t: "cells = [1]\n" + t.split("[[cells]]")[0], "every [[cells]] entry must be a table"),
+    "duplicate-cell": (_append(TINY_CELL), "cell name 'tiny-fedsgd' appears twice"),
+    "time-limit-string": (_replace("time_limit = 0.2", 'time_limit = "fast"'), "[attack] time_limit must be a number"),
+    "time-limit-negative": (_replace("time_limit = 0.2", "time_limit = -2"), "[attack] time_limit must be at least 0"),
+    "certify-string": (_replace("time_limit = 0.2", 'certify = "yes"'), "[attack] certify must be true or false"),
+    "search-iterations-zero": (_replace("time_limit = 0.2", "search_iterations = 0"), "[attack] search_iterations must be at least 1"),
+    "attack-adaptive": (_replace("time_limit = 0.2", "adaptive = true"), "unknown attack setting(s) ['adaptive']"),
+    "unknown-attack-key": (_replace("time_limit = 0.2", "time_limt = 0.2"), "unknown attack setting(s) ['time_limt']"),
+    "seeds-bool": (_replace("seeds = [0]", "seeds = [true]"), "seeds must be a non-empty list"),
+    "seeds-float": (_replace("seeds = [0]", "seeds = [0.5]"), "seeds must be a non-empty list"),
+    "seeds-negative": (_replace("seeds = [0]", "seeds = [-1]"), "seeds must be a non-empty list"),
+    "seeds-empty": (_replace("seeds = [0]", "seeds = []"), "seeds must be a non-empty list"),
+    "seeds-duplicate": (_replace("seeds = [0]", "seeds = [0, 1, 0]"), "seed 0 appears twice"),
+    "seeds-missing": (_replace("seeds = [0]", ""), "missing key 'seeds'"),
+    "unknown-top-level-key": (_replace("seeds = [0]", "seeds = [0]\nseed = 3"), "unknown key(s) ['seed']"),
+    "duplicate-label": (_append('\n[[defenses]]\nname = "dp-gaussian"\nlabel = "none"\n'), "defense label (name, or label when given) 'none' appears twice"),
+    "duplicate-defense": (_append('\n[[defenses]]\nname = "none"\n'), "'none' appears twice"),
+    "label-not-string": (_append('\n[[defenses]]\nname = "dp-gaussian"\nlabel = 2\n'), "label must be a non-empty string"),
+    "no-defenses": (lambda t: "defenses = []\n" + t.replace('[[defenses]]\nname = "none"\n', ""), "at least one [[defenses]]"),
+    "defense-parameter-type": (_append('\n[[defenses]]\nname = "dp-gaussian"\nnoise_multiplier = "high"\n'), "parameter noise_multiplier must be a number"),
+    "defense-parameter-negative": (_append('\n[[defenses]]\nname = "dp-gaussian"\nnoise_multiplier = -1.0\n'), "noise_multiplier >= 0"),
+    "defense-parameter-unknown": (_append('\n[[defenses]]\nname = "dp-gaussian"\nnoise = 1.0\n'), "rejected its parameters"),
+    "defense-unknown": (_append('\n[[defenses]]\nname = "no-such"\n'), "unknown defense 'no-such'"),
+    "grid-rounds-per-user-string": (lambda t: t.split("[[cells]]")[0] + '[[grids]]\nname = "g"\nn_users = [6]\nrounds_per_user = "many"\nwindow = 3\n',
+                                    "rounds_per_user must be a positive number"),
+    "empty-file": (lambda t: "", "missing key 'name'"),
+    "invalid-toml": (_append("\n[[["), "invalid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", list(SUITE_CASES))
+def test_bad_suite_file(tmp_path, capsys, case):
+    edit, names = SUITE_CASES[case]
+    path = tmp_path / "suite.toml"
+    path.write_text(edit(SUITE))
+    check_refused(tmp_path, capsys, ["run", "--suite", path, "--results", tmp_path / "results", "--quiet"], names)
+
+
+def test_a_folder_or_binary_file_as_suite(tmp_path, capsys):
+    (tmp_path / "folder.toml").mkdir()
+    check_refused(tmp_path, capsys, ["run", "--suite", tmp_path / "folder.toml", "--results", tmp_path / "r", "--quiet"], "folder.toml is a directory")
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00name")
+    check_refused(tmp_path, capsys, ["run", "--suite", tmp_path / "binary.toml", "--results", tmp_path / "r", "--quiet"], "binary.toml cannot be read as UTF-8")
+
+
+@pytest.fixture
+def suite_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(SUITE)
+    return path
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--results", UNWRITABLE], "not writable"),
+    (["--task-timeout", "-1"], "--task-timeout"),
+    (["--task-timeout", "nan"], "--task-timeout"),
+    (["--workers", "0"], "--workers"),
+    (["--workers", "1000000"], "--workers must be between 1 and 1024"),
+    (["--device", "tpu"], "--device"),
+    (["--defense", "none", "--defense", "none"], "share the label 'none'"),
+    (["--defense", "missing.py:X"], "missing.py does not exist"),
+    (["--defense", "folder.py:X"], "folder.py is a directory"),
+    (["--defense", "syntax.py:X"], "syntax.py failed to load: SyntaxError"),
+    (["--defense", "syntax.py:Missing"], "syntax.py failed to load"),
+])
+def test_bad_run_option(tmp_path, capsys, suite_file, args, names, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.py").mkdir()
+    (tmp_path / "syntax.py").write_text("class X(:\n")
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "results", "--quiet", *args], names)
+
+
+def test_results_path_that_is_a_file(tmp_path, capsys, suite_file):
+    (tmp_path / "results").write_text("not a folder")
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "results", "--quiet"], "is a file, not a folder")
+
+
+def test_tasks_path_that_is_a_file(tmp_path, capsys, suite_file):
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "tasks").write_text("not a folder")
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "results", "--quiet"], "tasks is a file")
+
+
+@pytest.mark.parametrize("args, names", [
+    (["disaggregate", "--window", "1.5", "--aggregates", "a", "--counts", "c", "--out", "o"], "argument --window: invalid int value: '1.5'"),
+    (["run", "--workers", "two"], "argument --workers"),
+    (["run", "--format", "pdf"], "argument --format"),
+    (["verify"], "the following arguments are required: entry"),
+    ([], "the following arguments are required: command"),
+])
+def test_bad_options_are_one_line(tmp_path, capsys, args, names):
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and names in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_folder_as_entry(tmp_path, capsys):
+    check_refused(tmp_path, capsys, ["verify", tmp_path], "is a directory")
+
+
+def test_a_plugin_with_two_classes_of_one_name_is_refused(tmp_path, capsys, suite_file):
+    plugin = tmp_path / "two.py"
+    plugin.write_text("from defenses.base import Defense\n\nclass A(Defense):\n    name = 'same'\n\nclass B(Defense):\n    name = 'same'\n")
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet",
+                                     "--defense", f"{plugin}:A", "--defense", f"{plugin}:B"], "share the label 'same'")
+
+
+# ---------------------------------------------------------------- stored results and the leaderboard
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory) -> Path:
+    """A results folder holding the tiny suite, run once for the module."""
+    root = tmp_path_factory.mktemp("stored")
+    (root / "tiny.toml").write_text(SUITE)
+    assert main(["run", "--suite", str(root / "tiny.toml"), "--results", str(root / "results"), "--quiet"]) == 0
+    return root
+
+
+@pytest.mark.parametrize("out, names", [
+    (lambda d: d, "is a directory"),
+    (lambda d: d / "plain" / "board.md", "is a file, not a folder"),
+    (lambda d: Path(UNWRITABLE) / "board.md", "not writable"),
+])
+def test_bad_leaderboard_out(tmp_path, capsys, stored, out, names):
+    (tmp_path / "plain").write_text("x")
+    check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", stored / "results", "--out", out(tmp_path)], names)
+
+
+def test_bad_leaderboard_suite_and_corrupted_table(tmp_path, capsys, stored):
+    check_refused(tmp_path, capsys, ["leaderboard", "--suite", "..", "--results", stored / "results"], "--suite '..'")
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    data = (stored / "results" / "tiny" / "results.parquet").read_bytes()
+    (tmp_path / "results" / "tiny" / "results.parquet").write_bytes(data[: len(data) // 2])
+    check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", tmp_path / "results"], "results.parquet cannot be read")
+
+
+@pytest.mark.parametrize("content", [b'{"status": "ok", "seed"', b"[1, 2]", b"\xff\xfe", b""])
+def test_a_corrupted_stored_task_is_named_and_recomputed(tmp_path, capsys, stored, content):
+    import shutil
+
+    results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
+    task = next((results / "tiny" / "tasks").glob("*.json"))
+    good = json.loads(task.read_text())
+    task.write_bytes(content)
+    code = main(["run", "--suite", str(stored / "tiny.toml"), "--results", str(results), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.count("\n") == 1 and err.startswith(f"warning: stored task {task} is corrupted") and "recomputed" in err
+    again = json.loads(task.read_text())
+    assert {k: v for k, v in again.items() if not k.endswith("_seconds")} == {k: v for k, v in good.items() if not k.endswith("_seconds")}
+
+
+def test_an_edited_plugin_file_is_re_run_not_reused(tmp_path, capsys, suite_file):
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("from defenses.base import Defense\n\nclass Mine(Defense):\n    name = 'mine'\n")
+    args = ["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet", "--defense", f"{plugin}:Mine"]
+    assert main(args) == 0
+    first = sorted(p.name for p in (tmp_path / "r" / "tiny" / "tasks").glob("*.json"))
+    assert main(args) == 0  # unchanged: reused
+    assert sorted(p.name for p in (tmp_path / "r" / "tiny" / "tasks").glob("*.json")) == first
+    plugin.write_text(plugin.read_text() + "\n    def transform_aggregate(self, aggregate, rng):\n        return aggregate * 2.0\n")
+    assert main(args) == 0
+    after = sorted(p.name for p in (tmp_path / "r" / "tiny" / "tasks").glob("*.json"))
+    assert len(after) == 2 and set(first) < set(after)  # a new key: the edited defense ran
+
+
+def test_the_source_and_device_are_in_the_key():
+    from dataclasses import replace
+
+    from benchmark.suite import expand, load_suite
+
+    task = expand(load_suite("quick"))[0]
+    assert task.key() == task.key("cpu") != task.key("cuda")
+    assert task.key(source="0" * 16) != task.key()
+    assert replace(task, scenario=replace(task.scenario, seed=5)).key() != task.key()
+
+
+def test_run_defense_keeps_the_suites_rows(tmp_path, capsys, stored):
+    import shutil
+
+    import pandas as pd
+
+    results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
+    code = main(["run", "--suite", str(stored / "tiny.toml"), "--results", str(results), "--quiet", "--defense", "totals-only"])
+    assert code == 0
+    table = pd.read_parquet(results / "tiny" / "results.parquet")
+    assert sorted(table["defense"]) == ["none", "totals-only"]
+    assert "totals-only" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- submit and verify
+
+
+def test_bad_submit_entries_folder(tmp_path, capsys, stored):
+    (tmp_path / "entries").write_text("a file")
+    check_refused(tmp_path, capsys, ["submit", "none", "--name", "x", "--suite", stored / "tiny.toml", "--entries",
+                                     tmp_path / "entries", "--results", tmp_path / "r", "--quiet"], "is a file, not a folder")
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def test_a_closed_pipe_ends_the_output_quietly(stored):
+    process = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "leaderboard", "--suite", "tiny", "--results",
+                                str(stored / "results")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    process.stdout.close()  # as `| head -1` does once it has its line
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0
+    assert err == ""
+
+
+def _children(pid: int) -> list[int]:
+    listing = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in listing.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_killing_the_parent_leaves_no_worker(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.replace("seeds = [0]", "seeds = [0, 1, 2, 3, 4, 5]"))
+    process = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "run", "--suite", str(suite), "--results",
+                                str(tmp_path / "r"), "--workers", "2", "--quiet"], env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(_children(process.pid)) < 2 and time.time() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        workers = _children(process.pid)
+        assert len(workers) >= 2, "the run never started its workers"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    deadline = time.time() + 10
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.2)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors
