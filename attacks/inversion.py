@@ -177,20 +177,23 @@ def invert_many(
 
     weights (k, d): the global model each user trained from; updates (k, d): what each sent; seeds (k,):
     one per user, drawing its starting points. `model` gives only the architecture (its own weights are
-    not read). User i's result is what invert gives for user i alone with seeds[i] (up to rounding):
-    running users together changes the speed, never the answer. One sample behind a fully connected first
-    layer is solved exactly; everything else by cosine matching, batched over users on `device`.
+    not read, and it is not moved). User i's result is what invert gives for user i alone with seeds[i]
+    (up to rounding): running users together changes the speed, never the answer. One sample behind a
+    fully connected first layer is solved exactly; everything else by cosine matching, batched over users
+    (and restarts) on `device`, where memory grows with k * restarts: a caller with very many users on a
+    small device passes them in chunks.
     """
     weights, updates = np.atleast_2d(np.asarray(weights, dtype=np.float64)), np.atleast_2d(np.asarray(updates, dtype=np.float64))
     if len(weights) != len(updates) or len(updates) != len(seeds):
         raise ValueError(f"invert_many: {len(weights)} weight rows, {len(updates)} updates and {len(seeds)} seeds differ")
+    if len(updates) == 0:
+        return np.zeros((0, n_samples, *image_shape)), np.zeros((0, n_samples), dtype=np.int64)
     labels = np.stack([infer_labels(model, update, n_samples) for update in updates]).reshape(len(updates), n_samples)
     if n_samples == 1:
         exact = [analytic_inversion(model, update, image_shape) for update in updates]
         if all(image is not None for image in exact):
             return np.stack(exact)[:, None], labels
     dtype = next(model.parameters()).dtype
-    model = model.to(device)
     images = cosine_inversion_many(
         model,
         torch.as_tensor(weights, dtype=dtype, device=device),

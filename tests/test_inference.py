@@ -183,3 +183,24 @@ def test_lenet_inversion_of_a_fedsgd_batch_beats_its_start_and_a_fixed_bar():
     assert sorted(found_labels[0]) == [2, 7]
     before, after = psnr(*match_batch(start[0], images[0])).mean(), psnr(*match_batch(found[0], images[0])).mean()
     assert after > 15.0 and after > before + 5.0
+
+
+def test_the_shared_local_training_is_the_simulated_clients_bit_for_bit():
+    """benchmark.local_sgd with the client's shuffles gives simulation.local_update's update exactly (one loop, two users)."""
+    rng = np.random.default_rng(1)
+    x, y = torch.from_numpy(rng.random((5, 1, 8, 8))), torch.from_numpy(rng.integers(0, 10, 5))
+    for name in ("mlp", "cnn"):
+        model = build_model(name, (1, 8, 8), 10, seed=0)
+        for kind, epochs, batch_size in (("fedsgd", 1, 8), ("fedavg", 2, 2)):
+            scenario = Scenario(local_training=kind, local_epochs=epochs, batch_size=batch_size, learning_rate=0.3, samples_per_user=5)
+            simulated = local_update(model, x, y, scenario, np.random.default_rng(7))
+            shuffle = np.random.default_rng(7)
+            orders = [torch.from_numpy(shuffle.permutation(5)) for _ in range(epochs)] if kind == "fedavg" else None
+            training = LocalTraining(kind, epochs, batch_size, 0.3)
+            assert np.array_equal(flatten(replay(model, parameters_of(model), x, y, training, orders)).numpy(), simulated)
+
+
+def test_no_users_invert_to_empty_arrays():
+    model = build_model("cnn", (1, 8, 8), 10, seed=0)
+    images, labels = invert_many(model, np.zeros((0, 10)), np.zeros((0, 10)), 3, (1, 8, 8), np.zeros(0, dtype=int))
+    assert images.shape == (0, 3, 1, 8, 8) and labels.shape == (0, 3)
