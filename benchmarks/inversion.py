@@ -1,6 +1,7 @@
 """Ceiling PSNR of the inversion (each user's true update as input) and its time per user, one at a time vs batched.
 
-    .venv/bin/python benchmarks/inversion.py [--users 4] [--steps N] [--restarts N] [--threads 1] [--device cpu]
+    .venv/bin/python benchmarks/inversion.py [--users 4] [--steps N] [--restarts N] [--previous] [--cases 1,6]
+                                             [--threads 1] [--device cpu]
 
 Prints one Markdown table on stdout. Each case gives k users their own samples (drawn with a fixed seed
 from the case's data set), computes each user's true update with the benchmark's local training
@@ -10,8 +11,9 @@ one user at a time (attacks.inversion.invert, as the pipeline did) and all k tog
 (attacks.inversion.invert_many, one vmap-batched computation). Reported: the share of labels inferred
 right, the mean PSNR over users of the Hungarian-matched reconstructions (what scoring computes) and the
 seconds per user of each mode. Both modes must give the same images; the last column is the largest
-difference in PSNR between them. The default InversionSettings unless overridden; `--threads 1` is what
-a suite worker gets. torch's first call is warmed up untimed.
+difference in PSNR between them. The default InversionSettings unless overridden; `--previous` runs the
+defaults before issue 13 (plain Adam on a sigmoid box, 2 restarts) as the baseline. `--threads 1` is
+what a suite worker gets. torch's first call is warmed up untimed.
 """
 
 import argparse
@@ -34,6 +36,7 @@ from benchmark.metrics import label_accuracy, match_batch, psnr  # noqa: E402
 from benchmark.models import build_model, get_flat  # noqa: E402
 
 SEED = 0
+PREVIOUS = InversionSettings(restarts=2, signed=False, decay=False, box="sigmoid")  # the defaults before issue 13
 
 
 @dataclass(frozen=True)
@@ -102,14 +105,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = InversionSettings()
     parser.add_argument("--users", type=int, default=4, help="users per case, inverted together (default 4)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"Adam steps per restart (default {defaults.steps})")
-    parser.add_argument("--restarts", type=int, default=defaults.restarts, help=f"restarts (default {defaults.restarts})")
+    parser.add_argument("--steps", type=int, help=f"Adam steps per restart (default {defaults.steps})")
+    parser.add_argument("--restarts", type=int, help=f"restarts (default {defaults.restarts}; {PREVIOUS.restarts} with --previous)")
+    parser.add_argument("--previous", action="store_true", help="start from the defaults before issue 13 (the baseline)")
     parser.add_argument("--cases", default="", help="comma-separated case numbers (1-based) to run; default all")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as in a suite worker)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = replace(defaults, steps=args.steps, restarts=args.restarts)
+    settings = PREVIOUS if args.previous else defaults
+    settings = replace(settings, steps=args.steps or settings.steps, restarts=args.restarts or settings.restarts)
     chosen = [CASES[int(i) - 1] for i in args.cases.split(",")] if args.cases else list(CASES)
     measure(CASES[1], 2, replace(settings, steps=5), args.device)  # warm-up: torch's first autograd call
     print(f"{args.users} users per case, true updates (the ceiling); {settings}; {args.threads} thread(s), device {args.device}.\n")
