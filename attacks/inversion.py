@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import grad_and_value, vmap
 from torch.nn import functional as F
 
-from benchmark.local_sgd import LocalTraining, Parameters, flatten, local_update, parameters_of, unflatten
+from benchmark.local_sgd import LocalTraining, Parameters, flatten, local_update, unflatten
 from benchmark.models import parameter_slices
 
 __all__ = ["InversionSettings", "LocalTraining", "infer_labels", "analytic_inversion", "invert", "invert_many"]
