@@ -1,19 +1,25 @@
-"""Wall time of one inversion (labels, then inputs) per attack case, on this machine.
+"""Ceiling PSNR of the inversion (each user's true update as input) and its time per user, one at a time vs batched.
 
-    .venv/bin/python benchmarks/inversion.py [--steps 300] [--restarts 2] [--threads 1] [--device cpu]
+    .venv/bin/python benchmarks/inversion.py [--users 4] [--steps N] [--restarts N] [--previous] [--cases 1,6]
+                                             [--threads 1] [--device cpu]
 
-Prints one Markdown table on stdout. Each case builds one client update from known inputs
-(digits for the MLP, a CIFAR-sized random image for the LeNet CNN), inverts it once with the
-benchmark's own code (attacks.inversion.invert, the default InversionSettings unless overridden)
-and reports the seconds and the PSNR of the Hungarian-matched reconstruction (on random CNN inputs,
-which a TV prior cannot favour, the PSNR says little). `--threads 1` is what each suite worker gets
-(one BLAS/OpenMP thread); torch's first call is warmed up untimed.
+Prints one Markdown table on stdout. Each case gives k users their own samples (drawn with a fixed seed
+from the case's data set), computes each user's true update with the benchmark's local training
+(benchmark.local_sgd; for fedavg with several batches per epoch, each with its own shuffle, which the
+server does not know and replays in sample order), then inverts the k updates twice in the same run:
+one user at a time (attacks.inversion.invert, as the pipeline did) and all k together
+(attacks.inversion.invert_many, one vmap-batched computation). Reported: the share of labels inferred
+right, the mean PSNR over users of the Hungarian-matched reconstructions (what scoring computes) and the
+seconds per user of each mode. Both modes must give the same images; the last column is the largest
+difference in PSNR between them. The default InversionSettings unless overridden; `--previous` runs the
+defaults before issue 13 (plain Adam on a sigmoid box, 2 restarts) as the baseline. `--threads 1` is
+what a suite worker gets. torch's first call is warmed up untimed.
 """
 
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,99 +29,101 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from attacks.inversion import InversionSettings, LocalTraining, analytic_inversion, cosine_inversion, infer_labels  # noqa: E402
+from attacks.inversion import InversionSettings, LocalTraining, invert, invert_many  # noqa: E402
 from benchmark.datasets import load_dataset  # noqa: E402
-from benchmark.metrics import match_batch, psnr  # noqa: E402
-from benchmark.models import build_model  # noqa: E402
-from benchmark.scenario import Scenario  # noqa: E402
-from benchmark.simulation import local_update  # noqa: E402
+from benchmark.local_sgd import flatten, local_update, parameters_of  # noqa: E402
+from benchmark.metrics import label_accuracy, match_batch, psnr  # noqa: E402
+from benchmark.models import build_model, get_flat  # noqa: E402
 
 SEED = 0
-CIFAR_SHAPE = (3, 32, 32)
-DIGIT_SHAPE = (1, 8, 8)
+PREVIOUS = InversionSettings(restarts=2, signed=False, decay=False, box="sigmoid")  # the defaults before issue 13
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
-    method: str  # "analytic" (closed form) or "cosine" (cosine matching, forced even where the closed form applies)
     model: str
+    dataset: str
     samples: int
     training: LocalTraining
 
-    @property
-    def local_steps(self) -> int:
-        if self.training.kind == "fedsgd":
-            return 1
-        return self.training.epochs * -(-self.samples // self.training.batch_size)
 
-
-# One batch per epoch: the replay is exact. Two batches: the client's shuffle (unknown to the server)
-# decides which samples share a step, and the replay in sample order no longer matches it.
+# fedavg with one batch per epoch replays exactly; with two, the client's shuffle decides which samples share a step.
 FEDAVG_ONE_BATCH = LocalTraining("fedavg", epochs=2, batch_size=4, learning_rate=0.5)
-FEDAVG = LocalTraining("fedavg", epochs=2, batch_size=2, learning_rate=0.5)
+FEDAVG_SHUFFLED = LocalTraining("fedavg", epochs=2, batch_size=2, learning_rate=0.5)
 CASES = (
-    Case("analytic, MLP, 1 sample", "analytic", "mlp", 1, LocalTraining("fedsgd")),
-    Case("cosine fedsgd, MLP, B = 1", "cosine", "mlp", 1, LocalTraining("fedsgd")),
-    Case("cosine fedsgd, MLP, B = 2", "cosine", "mlp", 2, LocalTraining("fedsgd")),
-    Case("cosine fedsgd, MLP, B = 4", "cosine", "mlp", 4, LocalTraining("fedsgd")),
-    Case("cosine fedavg, MLP, B = 4 (2 epochs, batch 4)", "cosine", "mlp", 4, FEDAVG_ONE_BATCH),
-    Case("cosine fedavg, MLP, B = 4 (2 epochs, batch 2, shuffled)", "cosine", "mlp", 4, FEDAVG),
-    Case("cosine fedsgd, LeNet CNN, B = 1, 3x32x32", "cosine", "cnn", 1, LocalTraining("fedsgd")),
-    Case("cosine fedavg, LeNet CNN, B = 4, 3x32x32 (2 epochs, batch 2, shuffled)", "cosine", "cnn", 4, FEDAVG),
+    Case("MLP, digits 8x8, fedsgd, B = 1 (closed form)", "mlp", "digits", 1, LocalTraining()),
+    Case("MLP, digits 8x8, fedsgd, B = 4", "mlp", "digits", 4, LocalTraining()),
+    Case("MLP, digits 8x8, fedavg, B = 4 (2 epochs, batch 4)", "mlp", "digits", 4, FEDAVG_ONE_BATCH),
+    Case("MLP, digits 8x8, fedavg, B = 4 (2 epochs, batch 2, shuffled)", "mlp", "digits", 4, FEDAVG_SHUFFLED),
+    Case("LeNet, digits 8x8, fedsgd, B = 4", "cnn", "digits", 4, LocalTraining()),
+    Case("LeNet, Fashion-MNIST 28x28, fedsgd, B = 4", "cnn", "fashion-mnist", 4, LocalTraining()),
+    Case("LeNet, Fashion-MNIST 28x28, fedavg, B = 4 (2 epochs, batch 4)", "cnn", "fashion-mnist", 4, FEDAVG_ONE_BATCH),
+    Case("LeNet, Fashion-MNIST 28x28, fedavg, B = 4 (2 epochs, batch 2, shuffled)", "cnn", "fashion-mnist", 4, FEDAVG_SHUFFLED),
 )
 
 
-def _inputs(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
-    if case.model == "cnn":
-        return rng.random((case.samples, *CIFAR_SHAPE)), rng.integers(0, 10, case.samples), CIFAR_SHAPE
-    digits = load_dataset("digits")
-    pick = rng.choice(len(digits.y_train), case.samples, replace=False)
-    return np.array(digits.x_train[pick], dtype=np.float64), np.array(digits.y_train[pick]), DIGIT_SHAPE
+def true_updates(case: Case, users: int) -> tuple[torch.nn.Module, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(model, weights (k, d), updates (k, d), images (k, B, C, H, W), labels (k, B)) of k users at the initial model."""
+    data = load_dataset(case.dataset)
+    rng = np.random.default_rng(SEED)
+    pick = np.stack([rng.choice(len(data.y_train), case.samples, replace=False) for _ in range(users)])
+    images, labels = np.asarray(data.x_train[pick], dtype=np.float64), np.asarray(data.y_train[pick])
+    model = build_model(case.model, images.shape[2:], data.n_classes, SEED)
+    start, training = parameters_of(model), case.training
+    updates = []
+    for x, y in zip(images, labels):
+        shuffles = [torch.from_numpy(rng.permutation(case.samples)) for _ in range(training.epochs)]
+        updates.append(flatten(local_update(model, start, torch.from_numpy(x), torch.from_numpy(y), training, shuffles)))
+    weights = np.repeat(get_flat(model).numpy()[None], users, axis=0)
+    return model, weights, torch.stack(updates).numpy(), images, labels
 
 
-def _update(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, training: LocalTraining) -> np.ndarray:
-    scenario = Scenario(
-        local_training=training.kind, local_epochs=training.epochs, batch_size=training.batch_size,
-        learning_rate=training.learning_rate, samples_per_user=len(y),
-    )
-    return local_update(model, torch.from_numpy(x), torch.from_numpy(y), scenario, np.random.default_rng(SEED))
-
-
-def time_case(case: Case, settings: InversionSettings, device: str) -> tuple[float, float]:
-    """(seconds of one inversion, mean PSNR of its matched reconstructions)."""
-    x, y, shape = _inputs(case, np.random.default_rng(SEED))
-    model = build_model(case.model, shape, 10, SEED)
-    update = _update(model, x, y, case.training)
-    model = model.to(device)
+def measure(case: Case, users: int, settings: InversionSettings, device: str) -> dict[str, float]:
+    model, weights, updates, images, labels = true_updates(case, users)
+    shape, seeds = images.shape[2:], np.arange(users) + SEED
     started = time.perf_counter()
-    labels = infer_labels(model, update, case.samples)
-    if case.method == "analytic":
-        images = analytic_inversion(model, update, shape)[None]
-    else:
-        images = cosine_inversion(model, update, labels, shape, SEED, case.training, settings, device)
-    seconds = time.perf_counter() - started
-    return seconds, float(psnr(*match_batch(images, x)).mean())
+    alone = [invert(model, weights[i], updates[i], case.samples, shape, int(seeds[i]), case.training, settings, device)
+             for i in range(users)]
+    one_at_a_time = (time.perf_counter() - started) / users
+    started = time.perf_counter()
+    together, inferred = invert_many(model, weights, updates, case.samples, shape, seeds, case.training, settings, device)
+    batched = (time.perf_counter() - started) / users
+    quality = np.array([psnr(*match_batch(together[i], images[i])).mean() for i in range(users)])
+    quality_alone = np.array([psnr(*match_batch(alone[i][0], images[i])).mean() for i in range(users)])
+    return {
+        "labels": float(np.mean([label_accuracy(inferred[i], labels[i]) for i in range(users)])),
+        "psnr": float(quality.mean()),
+        "psnr_min": float(quality.min()),
+        "one_at_a_time": one_at_a_time,
+        "batched": batched,
+        "difference": float(np.abs(quality - quality_alone).max()),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = InversionSettings()
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"Adam steps per restart (default {defaults.steps})")
-    parser.add_argument("--restarts", type=int, default=defaults.restarts, help=f"restarts (default {defaults.restarts})")
+    parser.add_argument("--users", type=int, default=4, help="users per case, inverted together (default 4)")
+    parser.add_argument("--steps", type=int, help=f"Adam steps per restart (default {defaults.steps})")
+    parser.add_argument("--restarts", type=int, help=f"restarts (default {defaults.restarts}; {PREVIOUS.restarts} with --previous)")
+    parser.add_argument("--previous", action="store_true", help="start from the defaults before issue 13 (the baseline)")
+    parser.add_argument("--cases", default="", help="comma-separated case numbers (1-based) to run; default all")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as in a suite worker)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = InversionSettings(steps=args.steps, restarts=args.restarts)
-    time_case(CASES[1], InversionSettings(steps=5, restarts=1), args.device)  # warm-up: torch's first autograd call
-    print(f"One inversion per case: {args.steps} Adam steps x {args.restarts} restarts for cosine matching, "
-          f"{args.threads} thread(s), device {args.device}.\n")
-    print("| case | local steps | seconds | PSNR (dB) |")
-    print("| :--- | ---: | ---: | ---: |")
-    for case in CASES:
-        seconds, quality = time_case(case, settings, args.device)
-        print(f"| {case.name} | {case.local_steps} | {seconds:.3g} | {quality:.1f} |", flush=True)
+    settings = PREVIOUS if args.previous else defaults
+    settings = replace(settings, steps=args.steps or settings.steps, restarts=args.restarts or settings.restarts)
+    chosen = [CASES[int(i) - 1] for i in args.cases.split(",")] if args.cases else list(CASES)
+    measure(CASES[1], 2, replace(settings, steps=5), args.device)  # warm-up: torch's first autograd call
+    print(f"{args.users} users per case, true updates (the ceiling); {settings}; {args.threads} thread(s), device {args.device}.\n")
+    print("| case | labels right | PSNR mean (min) dB | s/user one at a time | s/user batched | max PSNR diff |")
+    print("| :--- | ---: | ---: | ---: | ---: | ---: |")
+    for case in chosen:
+        m = measure(case, args.users, settings, args.device)
+        print(f"| {case.name} | {m['labels']:.2f} | {m['psnr']:.1f} ({m['psnr_min']:.1f}) | {m['one_at_a_time']:.3g} | "
+              f"{m['batched']:.3g} | {m['difference']:.1g} |", flush=True)
     return 0
 
 
