@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from benchmark.datasets import Dataset, load_dataset
 from benchmark.errors import BenchmarkError
-from benchmark.models import build_model, flat_gradient, get_flat, set_flat
+from benchmark import local_sgd
+from benchmark.local_sgd import LocalTraining, flatten, parameters_of
+from benchmark.models import build_model, get_flat, set_flat
 from benchmark.observation import Observation
 from benchmark.scenario import Scenario
 from defenses.base import Defense
@@ -87,18 +88,14 @@ def partition(dataset: Dataset, n_users: int, samples: int, rng: np.random.Gener
 
 
 def local_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
-    """fedsgd: the gradient of the mean loss; fedavg: (w_before - w_after) / lr after local epochs of SGD."""
-    start = get_flat(model)
-    if scenario.local_training == "fedsgd":
-        return flat_gradient(model, F.cross_entropy(model(x), y)).numpy()
-    weights = start.clone()
-    for _ in range(scenario.local_epochs):
-        order = torch.from_numpy(rng.permutation(len(y)))
-        for batch in order.split(scenario.batch_size):
-            set_flat(model, weights)
-            weights = weights - scenario.learning_rate * flat_gradient(model, F.cross_entropy(model(x[batch]), y[batch]))
-    set_flat(model, start)
-    return ((start - weights) / scenario.learning_rate).numpy()
+    """fedsgd: the gradient of the mean loss; fedavg: (w_before - w_after) / lr after local epochs of SGD.
+
+    The one local-training loop is benchmark.local_sgd's (the inversion replays the same function);
+    this draws the client's shuffles from `rng`.
+    """
+    training = LocalTraining(scenario.local_training, scenario.local_epochs, scenario.batch_size, scenario.learning_rate)
+    orders = [torch.from_numpy(rng.permutation(len(y))) for _ in range(training.epochs)] if training.kind == "fedavg" else None
+    return flatten(local_sgd.local_update(model, parameters_of(model), x, y, training, orders)).detach().numpy()
 
 
 def _accuracy(model: nn.Module, dataset: Dataset) -> float:
