@@ -22,6 +22,9 @@ from benchmark.executor import Executor
 from benchmark.observation import Observation
 
 ATTACKS = ("static", "adaptive", "anonymous")
+# Under noise, anonymous candidates lie within the accepted residual / NOISE_GAP and within NOISE_GAP times the
+# best candidate's residual (attacks/anonymous.py): true columns stand apart from the other binary vectors.
+NOISE_GAP = 30.0
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,10 @@ class Recovery:
         return self.disaggregation.participants.any(axis=0)
 
 
-def needs_noise_mode(observation: Observation) -> bool:
+def needs_noise_mode(observation: Observation, singular: np.ndarray | None = None) -> bool:
     """Sums of fixed updates have rank <= n; a higher numerical rank means drift or noise."""
-    _, singular = left_singular(observation.aggregates)
+    if singular is None:
+        _, singular = left_singular(observation.aggregates)
     return numerical_rank(singular, observation.aggregates.shape) > observation.n_users
 
 
@@ -68,19 +72,33 @@ def named_recovery(attack: str, result: Disaggregation, observation: Observation
 
 
 def anonymous_recovery(
-    observation: Observation, settings: AttackSettings, noise: bool, adaptive: Disaggregation | None
+    observation: Observation,
+    settings: AttackSettings,
+    noise: bool,
+    adaptive: Disaggregation | None,
+    left: np.ndarray | None = None,
+    singular: np.ndarray | None = None,
 ) -> Recovery:
-    """Count-free candidates (plus the adaptive attack's columns), named by likelihood where counts are published."""
+    """Count-free candidates (plus the adaptive attack's columns), named by likelihood where counts are published.
+
+    `left`, `singular`: A's left singular vectors and values, when the caller has them already.
+    """
     aggregates = observation.aggregates
+    if left is None or singular is None:
+        left, singular = left_singular(aggregates)
     groups = public_groups(observation.defense_parameters, observation.n_users)
     distinct_users = observation.n_users if groups is None else len(np.unique(groups))
-    found = binary_vectors(aggregates, distinct_users, noise, settings.accepted_residual if noise else 1e-6).columns
+    rank = min(distinct_users, len(singular)) if noise else min(numerical_rank(singular, aggregates.shape), distinct_users)
+    if noise:
+        found = binary_vectors(left[:, :rank], settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP).columns
+    else:
+        found = binary_vectors(left[:, :rank]).columns
     if adaptive is not None:
         found = np.hstack([found, adaptive.participants[:, adaptive.participants.any(axis=0)].astype(np.float64)])
     found = np.unique(found.astype(np.uint8), axis=1).astype(np.float64) if found.shape[1] else found
     found = drop_composites(found)
     order = np.argsort(found.sum(axis=0), kind="stable")
-    kept = found[:, independent(found, order)] if found.shape[1] else found
+    kept = found[:, independent(found, order)[:rank]] if found.shape[1] else found
     participants = np.zeros((aggregates.shape[0], observation.n_users), dtype=np.uint8)
     status = ["unattributed"] * observation.n_users
     if observation.counts is not None and kept.shape[1]:
@@ -117,7 +135,8 @@ def run_attacks(observation: Observation, settings: AttackSettings, executor: Ex
     """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous."""
     import time
 
-    noise = settings.noise or needs_noise_mode(observation)
+    left, singular = left_singular(observation.aggregates)
+    noise = settings.noise or needs_noise_mode(observation, singular)
     settings = replace(settings, noise=noise)
     groups = public_groups(observation.defense_parameters, observation.n_users)
     recoveries = []
@@ -130,7 +149,7 @@ def run_attacks(observation: Observation, settings: AttackSettings, executor: Ex
         adaptive = recover(observation, replace(settings, adaptive=True), executor)
         recoveries.append(named_recovery("adaptive", adaptive, observation, noise, groups))
     started = time.perf_counter()
-    anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static)
+    anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)
     seconds = time.perf_counter() - started
     recoveries.append(replace(anonymous, disaggregation=replace(anonymous.disaggregation, wall_seconds=seconds)))
     return recoveries

@@ -1,6 +1,9 @@
 """attack_success per defense and attack on the settings issue 10 names, seeds side by side.
 
-    .venv/bin/python benchmarks/attack_strength.py [--seeds 0,1,2] [--defenses none,no-analytics]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attack_strength.py [--seeds 0,1,2] [--defenses none,no-analytics]
+
+(One BLAS thread, as in the suite's workers: on a loaded 2-core machine more threads make the
+small products here tens of times slower.)
 
 Digits, mlp, fedsgd, one sample per user, n = 20, participation 0.3, window 5, frozen
 model, T = 60 unless the case says otherwise. For each (defense, seed) it simulates,

@@ -11,6 +11,7 @@ import torch
 from attacks.disaggregation import Disaggregation
 from attacks.pipeline import AttackOutput, Inference, infer_users, run_attack
 from attacks.properties import PropertyGuess, guess, holds_property, window_weighted_scores
+from attacks.recovery import named_recovery
 from attacks.settings import AttackSettings
 from benchmark.cli import main
 from benchmark.columns import SCORE_COLUMNS
@@ -25,6 +26,11 @@ from tests.conftest import TINY_CELL
 
 # Ten users with one digit each hold the labels 0..9 (label-skewed split): five hold a lower-half label.
 FEDERATION = Scenario(name="ten", n_users=10, n_rounds=40, participation=0.4, window=4, seed=0)
+
+
+def _order_of(recovery, truth) -> np.ndarray:
+    """Which user's row each recovered update is (its column equals that user's column)."""
+    return np.array([int(np.flatnonzero((truth.participants == column[:, None]).all(axis=0))[0]) for column in recovery.columns.T])
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +73,9 @@ def test_a_permuted_batch_is_matched_before_it_is_scored():
     assert not np.array_equal(permuted.images, truth.images)
     exact = Inference(truth.images, truth.labels, PropertyGuess(np.zeros(4), np.zeros(4, bool)))
     disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 4, np.zeros(4), np.zeros(4), 4, 0.0)
-    output = AttackOutput(disaggregation, False, observation.n_classes, permuted, np.zeros(0, int),
+    recovery = named_recovery("static", disaggregation, observation, False, None)
+    permuted = replace(permuted, images=permuted.images[_order_of(recovery, truth)], labels=permuted.labels[_order_of(recovery, truth)])
+    output = AttackOutput(recovery, observation.n_classes, permuted, np.zeros(0, int),
                           np.zeros((0, 3, 1, 8, 8)), [], PropertyGuess(np.zeros(4), np.zeros(4, bool)), 0.0)
     scores = score(output, truth, exact)
     assert scores["psnr_recovered"] == PSNR_CAP == scores["psnr_ceiling"]
@@ -119,7 +127,7 @@ def test_lpips_is_recorded_as_not_computed_without_its_backbone_on_disk(monkeypa
     observation, truth = federation
     exact = infer_users(observation, truth.updates, truth.participants, seed=0)
     disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 10, np.zeros(10), np.zeros(10), 10, 0.0)
-    output = AttackOutput(disaggregation, False, observation.n_classes, exact, np.zeros(0, int),
+    output = AttackOutput(named_recovery("static", disaggregation, observation, False, None), observation.n_classes, exact, np.zeros(0, int),
                           np.zeros((0, 1, 1, 8, 8)), [], exact.property, 0.0)
     assert score(output, truth, exact)["lpips"] == f"not computed: {reason}"
 
