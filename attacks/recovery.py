@@ -56,19 +56,17 @@ def needs_noise_mode(observation: Observation, singular: np.ndarray | None = Non
     return numerical_rank(singular, observation.aggregates.shape) > observation.n_users
 
 
-def _distinct_updates(columns: np.ndarray, aggregates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct non-empty columns, rank-raising only, and their least-squares updates."""
-    nonempty = columns[:, columns.any(axis=0)]
-    if nonempty.shape[1] == 0:
-        return np.zeros((columns.shape[0], 0), dtype=np.uint8), np.zeros((0, aggregates.shape[1]))
-    distinct = np.unique(nonempty.astype(np.uint8), axis=1).astype(np.float64)
-    kept = distinct[:, independent(distinct, np.argsort(distinct.sum(axis=0), kind="stable"))]
-    return kept.astype(np.uint8), least_squares(kept, aggregates)
-
-
 def named_recovery(attack: str, result: Disaggregation, observation: Observation, noise: bool, groups) -> Recovery:
-    columns, updates = _distinct_updates(result.participants, observation.aggregates)
-    return Recovery(attack, result, columns, updates, noise, groups)
+    """A named attack's recovered updates: one per distinct non-empty column, the sum of the named updates of the
+    users sharing it (a group's sum when the attack split it evenly among its members)."""
+    named = result.participants.any(axis=0)
+    if not named.any():
+        empty = np.zeros((result.participants.shape[0], 0), dtype=np.uint8)
+        return Recovery(attack, result, empty, np.zeros((0, result.updates.shape[1])), noise, groups)
+    columns, which = np.unique(result.participants[:, named], axis=1, return_inverse=True)
+    updates = np.zeros((columns.shape[1], result.updates.shape[1]))
+    np.add.at(updates, np.ravel(which), result.updates[named])
+    return Recovery(attack, result, columns.astype(np.uint8), updates, noise, groups)
 
 
 def anonymous_recovery(

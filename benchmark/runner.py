@@ -76,7 +76,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
     # tasks are all stored already never pays for it.
     from attacks.pipeline import infer_from, infer_users
     from attacks.recovery import ATTACKS, run_attacks
-    from benchmark.scoring import DELTA, score, score_recovery
+    from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery
     from benchmark.simulation import simulate, undefended_accuracy
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
@@ -95,10 +95,10 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         output = infer_from(observation, attempts[strongest], seed=seed, device=device)
         ceiling = infer_users(observation, truth.updates, truth.participants, seed, device)
         row.update(score(output, truth, ceiling))
+        ran = {recovery.attack: value for recovery, value in zip(attempts, success)}
+        row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})
         row.update(
             attack=attempts[strongest].attack,
-            **{f"attack_success_{name}": float("nan") for name in ATTACKS},
-            **{f"attack_success_{recovery.attack}": value for recovery, value in zip(attempts, success)},
             test_accuracy_undefended=undefended_accuracy(task.scenario),
             overhead_checkins=truth.extra_checkins,
             overhead_upload_bytes=truth.extra_upload_bytes_per_round,
@@ -108,7 +108,8 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         if picture is not None and len(truth.images):
             picture.parent.mkdir(parents=True, exist_ok=True)
             plot_reconstructions(
-                truth.images[:, 0], output.recovered.images[:, 0], output.aggregate_images[:, 0], picture, ceiling.images[:, 0]
+                truth.images[:, 0], first_reconstructions(output, truth), output.aggregate_images[:, 0], picture,
+                ceiling.images[:, 0],
             )
         row["status"] = "ok"
     except BenchmarkError as error:

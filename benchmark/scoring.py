@@ -101,6 +101,15 @@ def _vector_of_user(recovery: Recovery, truth: GroundTruth) -> np.ndarray:
     return owner[group]
 
 
+def first_reconstructions(output: AttackOutput, truth: GroundTruth) -> np.ndarray:
+    """(n, C, H, W) for pictures: the first reconstruction from the update matched to each user; NaN (blank) where
+    no update was recovered for the user."""
+    vector = _vector_of_user(output.recovery, truth)
+    pictures = np.full(truth.images[:, 0].shape, np.nan)
+    pictures[vector >= 0] = output.recovered.images[vector[vector >= 0], 0]
+    return pictures
+
+
 def _property_scores(guess: PropertyGuess, has: np.ndarray) -> dict[str, float]:
     return {
         "property_auc": property_auc(guess.scores, has, guess.predictions),
