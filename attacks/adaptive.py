@@ -9,8 +9,9 @@ non-adaptive attack takes the analytics at face value; the adaptive one knows
 - noise on updates or sums (`update_noise_std`, `aggregate_noise_std`,
   `example_noise_multiplier`) and a refreshed model (`model_refresh`): no column
   fits exactly, so it truncates to rank n, searches every user's column (the
-  projection search runs to its stall, never skipped) and keeps each user's
-  best-residual candidate;
+  projection search runs to its stall, never skipped), keeps each user's
+  best-residual candidate, then refines all columns against the sums themselves
+  (attacks/alternating.py);
 - fixed groups (`groups`, each user's group index, or `group_size` g with user u in
   group u // g): members share one column, so it solves one column per group and
   splits the group's recovered sum evenly (only group sums are identifiable).
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import binom
 
+from attacks.alternating import refine
 from attacks.disaggregation import Disaggregation, disaggregate, least_squares
 from attacks.geometry import Geometry, column_space
 from attacks.inputs import totals_agree
@@ -84,19 +86,21 @@ def keep_best(
     result: Disaggregation, aggregates: np.ndarray, counts: np.ndarray, window: int,
     counts_high: np.ndarray | None, settings: AttackSettings,
 ) -> Disaggregation:
-    """Under noise: every user the stages left open gets its best-residual candidate from a search run to its stall."""
+    """Under noise: every user the stages left open gets its best-residual candidate from a search run to its stall,
+    then every column is refined against the sums (alternating columns and updates, counts kept)."""
     open_users = np.array([u for u, s in enumerate(result.status) if s not in ("unique", "found")], dtype=np.int64)
-    if len(open_users) == 0:
-        return result
     geometry = Geometry(column_space(aggregates, counts.shape[0], True), counts, int(window), counts_high)
-    columns, residual = projection_search(geometry, open_users, 0.0, iterations=settings.search_iterations)
-    ok = geometry.nonempty(columns, open_users)
     participants = result.participants.copy()
-    participants[:, open_users[ok]] = columns[:, ok].astype(np.uint8)
     status, best = list(result.status), result.residual.copy()
-    for user, found, value in zip(open_users, ok, residual):
-        if found:
-            status[user], best[user] = "found", value
+    if len(open_users):
+        columns, residual = projection_search(geometry, open_users, 0.0, iterations=settings.search_iterations)
+        ok = geometry.nonempty(columns, open_users)
+        participants[:, open_users[ok]] = columns[:, ok].astype(np.uint8)
+        for user, found, value in zip(open_users, ok, residual):
+            if found:
+                status[user], best[user] = "found", value
+    participants = refine(geometry, aggregates, participants).astype(np.uint8)
+    best = np.where(participants.any(axis=0), geometry.residual(participants.astype(np.float64)), best)
     return replace(
         result, participants=participants, updates=least_squares(participants.astype(np.float64), aggregates),
         status=tuple(status), residual=best,
