@@ -1,13 +1,13 @@
 """The full attack on one Observation: disaggregate, then run inference on each recovered update and on the sums."""
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from attacks.inversion import InversionSettings, LocalTraining, infer_labels, invert
 from attacks.properties import PropertyGuess, guess, property_scores, window_weighted_scores
-from attacks.recovery import Recovery, needs_noise_mode, run_attacks
+from attacks.recovery import Recovery, run_attacks
 from attacks.settings import AttackSettings
 from benchmark.executor import Executor
 from benchmark.models import build_model, parameter_slices

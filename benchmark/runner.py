@@ -7,14 +7,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
 from pathlib import Path
 
-from attacks.settings import AttackSettings
 from benchmark import __version__
 from benchmark.columns import EPSILON_COLUMNS
 from benchmark.errors import BenchmarkError
