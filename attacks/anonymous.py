@@ -20,6 +20,9 @@ import numpy as np
 
 
 EXACT_RESIDUAL = 1e-6  # relative distance to col(A) below which a binary vector lies in it (exact sums)
+# Floating-point operations the whole search may spend (about 10 s on one core): at n = 20, T = 60 every round
+# anchors a start in every restart; at paper scale (n = 1000, T = 1500) a seeded sample of a few rounds does.
+WORK_LIMIT = 2e10
 
 
 @dataclass(frozen=True)
@@ -36,15 +39,18 @@ def residuals(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return np.linalg.norm(outside, axis=0) / np.maximum(np.linalg.norm(columns, axis=0), 1.0)
 
 
-def _sweep(basis: np.ndarray, rng: np.random.Generator, iterations: int, jitter: float, check_every: int) -> np.ndarray:
-    """One Douglas-Rachford sweep from every round's start; returns every rounded iterate checked (T x m)."""
+def _sweep(
+    basis: np.ndarray, rng: np.random.Generator, iterations: int, jitter: float, check_every: int, max_anchors: int
+) -> np.ndarray:
+    """One Douglas-Rachford sweep from (at most `max_anchors`, a seeded sample of) the rounds' starts; returns every
+    rounded iterate checked (T x m)."""
     n_rounds = basis.shape[0]
-    projector_rows = basis @ basis.T
-    scale = np.diag(projector_rows)
-    live = scale > 1e-9  # a round outside every user's column (empty sum) anchors nothing
-    state = projector_rows[:, live] / scale[live][None, :]
+    scale = np.einsum("ij,ij->i", basis, basis)
+    anchors = np.flatnonzero(scale > 1e-9)  # a round outside every user's column (empty sum) anchors nothing
+    if len(anchors) > max_anchors:
+        anchors = np.sort(rng.choice(anchors, size=max_anchors, replace=False))
+    state = basis @ basis[anchors].T / scale[anchors][None, :]
     state = state + jitter * rng.standard_normal(state.shape)
-    anchors = np.flatnonzero(live)
     columns = np.arange(len(anchors))
     seen = []
     for iteration in range(iterations):
@@ -95,13 +101,15 @@ def binary_vectors(
     residual are kept, at most 2 r of them.
     """
     rng = np.random.default_rng(seed)
+    per_anchor = 4.0 * iterations * basis.shape[0] * max(basis.shape[1], 1)  # two products per iteration
+    max_anchors = max(1, int(WORK_LIMIT / max_restarts / per_anchor))
     found, fit = np.zeros((basis.shape[0], 0)), np.zeros(0)
     limit = 2 * basis.shape[1]
     quiet = 0
     for _ in range(max_restarts):
         if quiet >= patience or basis.shape[1] == 0:
             break
-        tried = _distinct(_sweep(basis, rng, iterations, jitter, check_every))
+        tried = _distinct(_sweep(basis, rng, iterations, jitter, check_every, max_anchors))
         before = {column.tobytes() for column in found.astype(np.uint8).T}
         merged = _distinct(np.hstack([found, tried]))
         residual = residuals(basis, merged)

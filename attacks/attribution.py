@@ -73,11 +73,20 @@ def assign(scores: np.ndarray) -> np.ndarray:
     return owner
 
 
-def independent(columns: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Indices, in `order`, of columns that each raise the rank: a composite or repeated column never enters."""
+def independent(columns: np.ndarray, order: np.ndarray, tolerance: float = 1e-8) -> np.ndarray:
+    """Indices, in `order`, of columns that each raise the rank (Gram-Schmidt): a composite or repeated column never
+    enters."""
     kept: list[int] = []
+    basis = np.zeros((columns.shape[0], min(columns.shape[0], len(order))))
     for k in order:
-        trial = columns[:, kept + [int(k)]]
-        if np.linalg.matrix_rank(trial) == len(kept) + 1:
+        if len(kept) == basis.shape[1]:
+            break
+        column = columns[:, int(k)]
+        done = basis[:, : len(kept)]
+        outside = column - done @ (done.T @ column)
+        outside -= done @ (done.T @ outside)  # twice is enough (Kahan)
+        norm = float(np.linalg.norm(outside))
+        if norm > tolerance * max(float(np.linalg.norm(column)), 1.0):
+            basis[:, len(kept)] = outside / norm
             kept.append(int(k))
     return np.array(kept, dtype=np.int64)
