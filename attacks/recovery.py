@@ -8,12 +8,13 @@
   named or not. Without per-user counts nothing is named.
 """
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from attacks.adaptive import public_groups, recover
-from attacks.anonymous import binary_vectors, drop_composites
+from attacks.anonymous import EXACT_RESIDUAL, binary_vectors, drop_composites, residuals
 from attacks.attribution import assign, independent, log_likelihoods
 from attacks.disaggregation import Disaggregation, least_squares
 from attacks.geometry import left_singular, numerical_rank
@@ -95,7 +96,11 @@ def anonymous_recovery(
         found = np.hstack([found, adaptive.participants[:, adaptive.participants.any(axis=0)].astype(np.float64)])
     found = np.unique(found.astype(np.uint8), axis=1).astype(np.float64) if found.shape[1] else found
     found = drop_composites(found)
-    order = np.argsort(found.sum(axis=0), kind="stable")
+    fit = residuals(left[:, :rank], found)
+    if not noise:  # exact sums: a column outside col(A) (a wrong named column) is no candidate
+        found, fit = found[:, fit <= EXACT_RESIDUAL], fit[fit <= EXACT_RESIDUAL]
+    # Smallest support first when exact (a sum of columns comes after its parts), best fit first under noise.
+    order = np.lexsort((found.sum(axis=0), fit)) if noise else np.argsort(found.sum(axis=0), kind="stable")
     kept = found[:, independent(found, order)[:rank]] if found.shape[1] else found
     participants = np.zeros((aggregates.shape[0], observation.n_users), dtype=np.uint8)
     status = ["unattributed"] * observation.n_users
@@ -131,8 +136,6 @@ def anonymous_recovery(
 
 def run_attacks(observation: Observation, settings: AttackSettings, executor: Executor = Executor()) -> list[Recovery]:
     """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous."""
-    import time
-
     left, singular = left_singular(observation.aggregates)
     noise = settings.noise or needs_noise_mode(observation, singular)
     settings = replace(settings, noise=noise)
