@@ -8,10 +8,13 @@ non-adaptive attack takes the analytics at face value; the adaptive one knows
   binomial quantile of the padded check-ins, and the per-round totals are inflated;
 - noise on updates or sums (`update_noise_std`, `aggregate_noise_std`,
   `example_noise_multiplier`) and a refreshed model (`model_refresh`): no column
-  fits exactly, so it truncates to rank n and keeps every user's best candidate;
-- fixed groups (`group_size` g): members share one column, so it solves one
-  column per group and splits the group's recovered sum evenly (only group sums
-  are identifiable).
+  fits exactly, so it truncates to rank n, searches every user's column (the
+  projection search runs to its stall, never skipped), keeps each user's
+  best-residual candidate, then refines all columns against the sums themselves
+  (attacks/alternating.py);
+- fixed groups (`groups`, each user's group index, or `group_size` g with user u in
+  group u // g): members share one column, so it solves one column per group and
+  splits the group's recovered sum evenly (only group sums are identifiable).
 """
 
 from dataclasses import dataclass, replace
@@ -19,8 +22,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import binom
 
-from attacks.disaggregation import Disaggregation, disaggregate
+from attacks.alternating import refine
+from attacks.disaggregation import Disaggregation, disaggregate, least_squares
+from attacks.geometry import Geometry, column_space
 from attacks.inputs import totals_agree
+from attacks.projection_search import projection_search
 from attacks.settings import AttackSettings
 from benchmark.executor import Executor
 from benchmark.observation import Observation, window_lengths
@@ -37,7 +43,7 @@ class Reading:
     counts_high: np.ndarray | None  # (n, W) upper bounds; None: counts taken as exact
     totals: np.ndarray | None
     settings: AttackSettings
-    group_size: int = 1
+    groups: np.ndarray | None = None  # (n,) each user's group index; None: no fixed groups
 
 
 def read_defense(
@@ -55,7 +61,7 @@ def read_defense(
         low = low - binom.ppf(COUNT_CONFIDENCE, lengths, parameters["padding_rate"]).astype(np.int64)
         totals = None
     if any(parameters.get(key) for key in NOISE_KEYS):
-        settings = replace(settings, noise=True, tolerance=float("inf"))
+        settings = replace(settings, noise=True)
     low, high = np.clip(low, 0, lengths), np.clip(high, 0, lengths)
     exact = np.array_equal(low, high) and np.array_equal(low, counts)
     return Reading(
@@ -63,7 +69,41 @@ def read_defense(
         counts_high=None if exact else high,
         totals=totals,
         settings=settings,
-        group_size=max(int(parameters.get("group_size", 1)), 1),
+        groups=public_groups(parameters, counts.shape[0]),
+    )
+
+
+def public_groups(parameters: dict, n_users: int) -> np.ndarray | None:
+    """Each user's group from the public `groups` list, else consecutive ids u // group_size; None without groups."""
+    if parameters.get("groups") is not None:
+        groups = np.asarray(parameters["groups"], dtype=np.int64)
+        return groups if len(groups) == n_users and len(np.unique(groups)) < n_users else None
+    size = int(parameters.get("group_size", 1) or 1)
+    return np.arange(n_users) // size if size > 1 else None
+
+
+def keep_best(
+    result: Disaggregation, aggregates: np.ndarray, counts: np.ndarray, window: int,
+    counts_high: np.ndarray | None, settings: AttackSettings,
+) -> Disaggregation:
+    """Under noise: every user the stages left open gets its best-residual candidate from a search run to its stall,
+    then every column is refined against the sums (alternating columns and updates, counts kept)."""
+    open_users = np.array([u for u, s in enumerate(result.status) if s not in ("unique", "found")], dtype=np.int64)
+    geometry = Geometry(column_space(aggregates, counts.shape[0], True), counts, int(window), counts_high)
+    participants = result.participants.copy()
+    status, best = list(result.status), result.residual.copy()
+    if len(open_users):
+        columns, residual = projection_search(geometry, open_users, 0.0, iterations=settings.search_iterations)
+        ok = geometry.nonempty(columns, open_users)
+        participants[:, open_users[ok]] = columns[:, ok].astype(np.uint8)
+        for user, found, value in zip(open_users, ok, residual):
+            if found:
+                status[user], best[user] = "found", value
+    participants = refine(geometry, aggregates, participants).astype(np.uint8)
+    best = np.where(participants.any(axis=0), geometry.residual(participants.astype(np.float64)), best)
+    return replace(
+        result, participants=participants, updates=least_squares(participants.astype(np.float64), aggregates),
+        status=tuple(status), residual=best,
     )
 
 
@@ -87,21 +127,25 @@ def recover(observation: Observation, settings: AttackSettings, executor: Execut
     if observation.counts is None:
         return unattributed(n_rounds, n_users, aggregates.shape[1])
     counts, counts_high, totals = observation.counts, None, observation.totals
-    group_size = 1
+    groups = None
     if settings.adaptive:
         reading = read_defense(observation.defense_parameters, counts, n_rounds, window, totals, settings)
         counts, counts_high, totals, settings = reading.counts, reading.counts_high, reading.totals, reading.settings
-        group_size = reading.group_size
+        groups = reading.groups
     # A defense can publish totals that contradict the counts (rounded or noised counts): then they are no help.
     if totals is not None and not totals_agree(totals, counts, window):
         totals = None
-    if group_size == 1:
-        return disaggregate(aggregates, counts, window, totals, settings, executor, counts_high=counts_high)
-    leaders = np.arange(0, n_users, group_size)
-    group = np.arange(n_users) // group_size
+    if groups is None:
+        result = disaggregate(aggregates, counts, window, totals, settings, executor, counts_high=counts_high)
+        if settings.adaptive and settings.noise:
+            result = keep_best(result, aggregates, counts, window, counts_high, settings)
+        return result
+    _, leaders, group = np.unique(groups, return_index=True, return_inverse=True)
     sizes = np.bincount(group)
     high = None if counts_high is None else counts_high[leaders]
     result = disaggregate(aggregates, counts[leaders], window, None, settings, executor, counts_high=high)
+    if settings.noise:
+        result = keep_best(result, aggregates, counts[leaders], window, high, settings)
     return replace(
         result,
         participants=result.participants[:, group],

@@ -1,15 +1,13 @@
 """The full attack on one Observation: disaggregate, then run inference on each recovered update and on the sums."""
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.adaptive import recover
-from attacks.disaggregation import Disaggregation
-from attacks.geometry import left_singular, numerical_rank
 from attacks.inversion import InversionSettings, LocalTraining, infer_labels, invert
 from attacks.properties import PropertyGuess, guess, property_scores, window_weighted_scores
+from attacks.recovery import Recovery, run_attacks
 from attacks.settings import AttackSettings
 from benchmark.executor import Executor
 from benchmark.models import build_model, parameter_slices
@@ -20,17 +18,20 @@ AGGREGATE_ROUNDS = 20  # rounds whose sums the aggregate-only baseline inverts
 
 @dataclass(frozen=True)
 class Inference:
-    """What one set of per-user updates reveals; all empty without a model (synthetic updates)."""
+    """What a set of updates reveals; all empty without a model (synthetic updates).
 
-    images: np.ndarray  # (n, B, C, H, W) reconstructed inputs
-    labels: np.ndarray  # (n, B) inferred labels
+    `images` and `labels` have one entry per update inverted (each user's for the ceiling, each
+    recovered update, named or not, for an attack); `property` has one per user.
+    """
+
+    images: np.ndarray  # (k, B, C, H, W) reconstructed inputs
+    labels: np.ndarray  # (k, B) inferred labels
     property: PropertyGuess  # (n,) scores and predictions of "holds a lower-half label"
 
 
 @dataclass(frozen=True)
 class AttackOutput:
-    disaggregation: Disaggregation
-    noise_mode: bool
+    recovery: Recovery  # the strongest attack's recovered updates, named or not
     n_classes: int  # of the observed model; 0 without one
     recovered: Inference  # from each recovered update
     aggregate_rounds: np.ndarray  # (R,) the rounds the baseline attacked
@@ -44,12 +45,6 @@ NO_GUESS = PropertyGuess(np.zeros(0), np.zeros(0, dtype=bool))
 NO_INFERENCE = Inference(np.zeros((0,)), np.zeros((0,)), NO_GUESS)  # synthetic updates: nothing to infer
 
 
-def needs_noise_mode(observation: Observation) -> bool:
-    """Sums of fixed updates have rank <= n; a higher numerical rank means drift or noise."""
-    _, singular = left_singular(observation.aggregates)
-    return numerical_rank(singular, observation.aggregates.shape) > observation.n_users
-
-
 def _local_training(observation: Observation) -> LocalTraining:
     return LocalTraining(observation.local_training, observation.local_epochs, observation.batch_size, observation.learning_rate)
 
@@ -61,11 +56,12 @@ def infer_users(
     seed: int,
     device: str = "cpu",
     settings: InversionSettings = InversionSettings(),
+    samples: int | None = None,
 ) -> Inference:
-    """Labels, inputs and property guess of every user from its own update.
+    """Labels, inputs and property guess from each update (k, d), of `samples` inputs (default: a user's).
 
-    `updates` (n, d) and `participants` (T, n) are plain arrays: the recovered ones for the attack, the
-    true ones for the oracle ceiling; the first round a user took part in picks the model weights.
+    `updates` (k, d) and `participants` (T, k) are plain arrays: the recovered ones for the attack, the
+    true ones for the oracle ceiling; the first round an update took part in picks the model weights.
     """
     if observation.model == "none":
         return NO_INFERENCE
@@ -76,11 +72,16 @@ def infer_users(
         rounds = np.flatnonzero(participants[:, user])
         weights = observation.weights[rounds[0] if len(rounds) else 0]
         user_images, user_labels = invert(
-            model, weights, update, observation.samples_per_user, observation.image_shape, seed + user, training, settings, device
+            model, weights, update, samples or observation.samples_per_user, observation.image_shape, seed + user, training,
+            settings, device,
         )
         images.append(user_images)
         labels.append(user_labels)
     bias = parameter_slices(model)[-1]
+    batch = samples or observation.samples_per_user
+    if not images:
+        empty = np.zeros((0, batch, *observation.image_shape))
+        return Inference(empty, np.zeros((0, batch), dtype=np.int64), guess(property_scores(updates[:, bias])))
     return Inference(np.stack(images), np.stack(labels), guess(property_scores(updates[:, bias])))
 
 
@@ -99,45 +100,55 @@ def run_attack(
     seed: int = 0,
     device: str = "cpu",
     inversion: InversionSettings = InversionSettings(),
+    choose=None,
 ) -> AttackOutput:
-    """Everything the server can infer from what it observed; never reads the ground truth."""
+    """Every attack, then inference on one: `choose` picks it from the list of Recoveries (default: the last that
+    names the most users). Never reads the ground truth."""
     started = time.perf_counter()
-    result, noise = disaggregate_observation(observation, settings, executor)
-    return infer_from(observation, result, noise, seed, device, inversion, started)
+    recoveries = run_attacks(observation, settings, executor)
+    chosen = choose(recoveries) if choose is not None else max(reversed(recoveries), key=lambda r: r.named.sum())
+    return infer_from(observation, chosen, seed, device, inversion, started)
 
 
-def disaggregate_observation(
-    observation: Observation, settings: AttackSettings, executor: Executor = Executor()
-) -> tuple[Disaggregation, bool]:
-    """The disaggregation step alone, and whether it ran in noise mode (chosen when the sums' rank exceeds n)."""
-    noise = settings.noise or needs_noise_mode(observation)
-    return recover(observation, replace(settings, noise=noise), executor), noise
+def _contributors(observation: Observation, recovery: Recovery) -> np.ndarray:
+    """Each round's number of contributing users as the attacker reads it.
+
+    Published totals count padded check-ins too: with a public padding rate r the attacker takes the
+    expected contributors (m - r n) / (1 - r) of m check-ins. Without totals it sees which sums are
+    non-zero and guesses from the recovered columns (at least one participant).
+    """
+    nonzero = np.any(observation.aggregates != 0, axis=1)
+    if observation.totals is None:
+        named = recovery.disaggregation.participants.sum(axis=1)
+        return np.maximum(np.maximum(named, recovery.columns.sum(axis=1)), nonzero)
+    rate = float(observation.defense_parameters.get("padding_rate", 0.0))
+    if rate <= 0:
+        return observation.totals
+    estimate = np.rint((observation.totals - rate * observation.n_users) / (1.0 - rate)) if rate < 1 else observation.totals
+    return np.clip(estimate, nonzero, observation.totals).astype(np.int64)
 
 
 def infer_from(
     observation: Observation,
-    result: Disaggregation,
-    noise: bool,
+    recovery: Recovery,
     seed: int = 0,
     device: str = "cpu",
     inversion: InversionSettings = InversionSettings(),
     started: float | None = None,
 ) -> AttackOutput:
-    """Inference on a disaggregation's per-user updates and, for the floor, on the round sums."""
+    """Inference on every recovered update (named or not), per-user property from the named ones, and the floor."""
     started = time.perf_counter() if started is None else started
     if observation.model == "none":
         empty = np.zeros((0,))
-        return AttackOutput(result, noise, 0, NO_INFERENCE, empty.astype(int), empty, [], NO_GUESS, time.perf_counter() - started)
-    recovered = infer_users(observation, result.updates, result.participants, seed, device, inversion)
-    model = build_model(observation.model, observation.image_shape, observation.n_classes, seed).to(device)
-    training = _local_training(observation)
+        return AttackOutput(recovery, 0, NO_INFERENCE, empty.astype(int), empty, [], NO_GUESS, time.perf_counter() - started)
+    group_size = 1 if recovery.groups is None else int(np.bincount(np.unique(recovery.groups, return_inverse=True)[1]).max())
     batch = observation.samples_per_user
-    # Without published totals the attacker still sees which sums are non-zero, and guesses each round's
-    # size from the recovered participants (at least one participant).
-    if observation.totals is not None:
-        totals = observation.totals
-    else:
-        totals = np.maximum(result.participants.sum(axis=1), np.any(observation.aggregates != 0, axis=1))
+    vectors = infer_users(observation, recovery.updates, recovery.columns, seed, device, inversion, samples=batch * group_size)
+    model = build_model(observation.model, observation.image_shape, observation.n_classes, seed).to(device)
+    bias = parameter_slices(model)[-1]
+    recovered = Inference(vectors.images, vectors.labels, guess(property_scores(recovery.disaggregation.updates[:, bias])))
+    training = _local_training(observation)
+    totals = _contributors(observation, recovery)
     rounds = np.flatnonzero(totals > 0)[:AGGREGATE_ROUNDS]
     aggregate_images, aggregate_labels = [], []
     for t in rounds:
@@ -148,13 +159,12 @@ def infer_from(
         aggregate_images.append(round_images)
         aggregate_labels.append(infer_labels(model, observation.aggregates[t], int(totals[t]) * batch))
     return AttackOutput(
-        disaggregation=result,
-        noise_mode=noise,
+        recovery=recovery,
         n_classes=observation.n_classes,
         recovered=recovered,
         aggregate_rounds=rounds,
         aggregate_images=np.stack(aggregate_images) if aggregate_images else np.zeros((0, batch, *observation.image_shape)),
         aggregate_labels=aggregate_labels,
-        aggregate_property=_aggregate_property(observation, parameter_slices(model)[-1]),
+        aggregate_property=_aggregate_property(observation, bias),
         seconds=time.perf_counter() - started,
     )

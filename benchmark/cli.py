@@ -188,8 +188,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, doc in available_defenses().items():
         print(f"  {name}: {doc}")
     print("attacks:")
-    print("  disaggregation: participant matrix (linear, projection search, HiGHS integer program), then least squares")
-    print("  adaptive: the same, reading the defense's public parameters (count bounds, noise, groups); a task keeps the stronger")
+    print("  static: gradient disaggregation, counts at face value: participant matrix (linear, projection search, HiGHS")
+    print("    integer program), then least squares")
+    print("  adaptive: the same, reading the defense's public parameters (count bounds, noise search, groups)")
+    print("  anonymous: binary vectors of col(A) found without counts, updates by least squares, columns attributed to users")
+    print("    by likelihood of the published counts (Hungarian); a task keeps the strongest of the three by attack_success")
     print("  inversion: label inference, analytic first-layer inversion, cosine matching with a TV prior")
     print("  properties: attribution of 'holds a lower-half label' to each user from its last-layer bias")
     return 0

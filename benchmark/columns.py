@@ -24,10 +24,13 @@ EPSILON_COLUMNS = (
 )
 
 SCORE_COLUMNS = (
-    "attack_success",  # worst case over the attacks: users whose column is exact and update recovered
-    "attack_success_static",
+    "attack_success",  # worst case over the attacks: users whose own update was recovered, named or not
+    "attributed_success",  # the same with the right name (exact column); of the strongest attack
+    "anonymous_success",  # recovered but not attributed to the user
+    "attack_success_static",  # each attack's own attack_success; NaN where it did not run
     "attack_success_adaptive",
-    "exact_column_rate",
+    "attack_success_anonymous",
+    "exact_column_rate",  # linkability: users whose participation column the attack names exactly
     "entry_accuracy",
     "update_cosine",
     "unique_rate",
@@ -61,7 +64,7 @@ SCORE_COLUMNS = (
     "attack_seconds",
 )
 
-# Text columns: which attack was strongest (static or adaptive), and LPIPS as a number or "not computed: <reason>".
+# Text columns: which attack was strongest (static, adaptive or anonymous), and LPIPS as a number or "not computed: <reason>".
 TEXT_COLUMNS = ("attack", "lpips")
 
 RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + TEXT_COLUMNS + ("status",)

@@ -7,14 +7,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
 from pathlib import Path
 
-from attacks.settings import AttackSettings
 from benchmark import __version__
 from benchmark.columns import EPSILON_COLUMNS
 from benchmark.errors import BenchmarkError
@@ -41,7 +40,6 @@ def _row(task: Task) -> dict:
 
 
 DEVICES = ("cpu", "cuda", "auto")
-ATTACK_NAMES = ("static", "adaptive")  # the order of attack_variants
 
 
 def check_device(device: str) -> str:
@@ -63,27 +61,22 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def attack_variants(settings: AttackSettings, public_parameters: dict) -> list[AttackSettings]:
-    """The attacks run on every task: the static one, and the adaptive one when the defense publishes parameters."""
-    variants = [replace(settings, adaptive=False)]
-    if public_parameters:
-        variants.append(replace(settings, adaptive=True))
-    return variants
-
-
 def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> dict:
     """One result row; any error becomes `status = "failed: ..."` so the suite goes on.
 
-    Every attack variant disaggregates; the row reports the strongest (the defense's worst case,
-    by `attack_success`), and only that one runs the costlier inference. Inversion runs on
+    Every attack (attacks.recovery.run_attacks: static, adaptive, anonymous) recovers updates; the row
+    reports the strongest (the defense's worst case, by `attack_success`; ties go to the first), every
+    inference column from that one, which alone runs the costlier inference. An attack that did not
+    run scores NaN in its `attack_success_<name>` column. Inversion runs on
     `device` (an execution option: it is not part of the task's key). The oracle ceiling runs the
     attack's own inference on the true updates. With `picture`, a model-based task also draws its
     reconstructions there (PNG).
     """
     # The simulation and attack stack (torch, cvxpy) loads here, not at import: a run whose
     # tasks are all stored already never pays for it.
-    from attacks.pipeline import disaggregate_observation, infer_from, infer_users
-    from benchmark.scoring import DELTA, score, score_recovery
+    from attacks.pipeline import infer_from, infer_users
+    from attacks.recovery import ATTACKS, run_attacks
+    from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery
     from benchmark.simulation import simulate, undefended_accuracy
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
@@ -96,16 +89,16 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         seed = task.scenario.seed
         defense = GuardedDefense(make_defense(task.defense.name, dict(task.defense.parameters)))
         observation, truth = simulate(task.scenario, defense)
-        attempts = [disaggregate_observation(observation, settings) for settings in attack_variants(task.attack, observation.defense_parameters)]
-        success = [score_recovery(result, truth)["attack_success"] for result, _ in attempts]
+        attempts = run_attacks(observation, task.attack)
+        success = [score_recovery(recovery, truth)["attack_success"] for recovery in attempts]
         strongest = int(np.argmax(success))
-        output = infer_from(observation, *attempts[strongest], seed=seed, device=device)
+        output = infer_from(observation, attempts[strongest], seed=seed, device=device)
         ceiling = infer_users(observation, truth.updates, truth.participants, seed, device)
         row.update(score(output, truth, ceiling))
+        ran = {recovery.attack: value for recovery, value in zip(attempts, success)}
+        row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})
         row.update(
-            attack=ATTACK_NAMES[strongest],
-            attack_success_static=success[0],
-            attack_success_adaptive=success[-1],
+            attack=attempts[strongest].attack,
             test_accuracy_undefended=undefended_accuracy(task.scenario),
             overhead_checkins=truth.extra_checkins,
             overhead_upload_bytes=truth.extra_upload_bytes_per_round,
@@ -115,7 +108,8 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         if picture is not None and len(truth.images):
             picture.parent.mkdir(parents=True, exist_ok=True)
             plot_reconstructions(
-                truth.images[:, 0], output.recovered.images[:, 0], output.aggregate_images[:, 0], picture, ceiling.images[:, 0]
+                truth.images[:, 0], first_reconstructions(output, truth), output.aggregate_images[:, 0], picture,
+                ceiling.images[:, 0],
             )
         row["status"] = "ok"
     except BenchmarkError as error:

@@ -11,8 +11,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from attacks.disaggregation import Disaggregation
+from scipy.optimize import linear_sum_assignment
+
 from attacks.pipeline import AttackOutput, Inference
+from attacks.recovery import Recovery
 from attacks.properties import PropertyGuess, holds_property
 from benchmark.metrics import (
     AUC_CHANCE,
@@ -62,11 +64,50 @@ def _cosines(recovered: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
 
 
-def _matched(images: np.ndarray, truth: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
-    """(n * B, C, H, W) reconstructions and true images, each user's batch paired by the Hungarian method."""
-    pairs = [match_batch(images[user], truth.images[user]) for user in range(len(truth.images))]
-    reconstructed, true = (np.concatenate([pair[k] for pair in pairs]) for k in (0, 1))
-    return reconstructed, true
+def _cosine_matrix(recovered: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """(k, n) cosine of every recovered update with every true one (0 where either is zero)."""
+    norms = np.linalg.norm(recovered, axis=1)[:, None] * np.linalg.norm(true, axis=1)[None, :]
+    return np.where(norms > 0, recovered @ true.T / np.where(norms > 0, norms, 1.0), 0.0)
+
+
+def match_updates(recovered: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) the recovered update matched to each true one (-1: none) and their cosine (NaN: none), one-to-one.
+
+    Hungarian on cosine, so one recovered vector never counts for two users.
+    """
+    owner, cosine = np.full(len(true), -1), np.full(len(true), np.nan)
+    if len(recovered) == 0:
+        return owner, cosine
+    matrix = _cosine_matrix(recovered, true)
+    rows, cols = linear_sum_assignment(-matrix)
+    owner[cols], cosine[cols] = rows, matrix[rows, cols]
+    return owner, cosine
+
+
+def _group_of(recovery: Recovery | None, n_users: int) -> np.ndarray:
+    """Each user's group index: the public groups when the recovered updates are group sums, else themselves."""
+    if recovery is None or recovery.groups is None:
+        return np.arange(n_users)
+    return np.unique(recovery.groups, return_inverse=True)[1]
+
+
+def _vector_of_user(recovery: Recovery, truth: GroundTruth) -> np.ndarray:
+    """(n,) which recovered update each user's inversion is scored from (-1: none): updates matched to the
+    users' (or their groups') true updates, one-to-one by cosine."""
+    group = _group_of(recovery, len(truth.updates))
+    targets = np.zeros((group.max() + 1, truth.updates.shape[1]))
+    np.add.at(targets, group, truth.updates)
+    owner, _ = match_updates(recovery.updates, targets)
+    return owner[group]
+
+
+def first_reconstructions(output: AttackOutput, truth: GroundTruth) -> np.ndarray:
+    """(n, C, H, W) for pictures: the first reconstruction from the update matched to each user; NaN (blank) where
+    no update was recovered for the user."""
+    vector = _vector_of_user(output.recovery, truth)
+    pictures = np.full(truth.images[:, 0].shape, np.nan)
+    pictures[vector >= 0] = output.recovered.images[vector[vector >= 0], 0]
+    return pictures
 
 
 def _property_scores(guess: PropertyGuess, has: np.ndarray) -> dict[str, float]:
@@ -76,15 +117,27 @@ def _property_scores(guess: PropertyGuess, has: np.ndarray) -> dict[str, float]:
     }
 
 
-def _user_scores(inference: Inference, truth: GroundTruth, has: np.ndarray) -> dict[str, float]:
-    """Per-user quantities averaged over users (image scores first averaged over each user's batch)."""
-    reconstructed, true = _matched(inference.images, truth)
-    shape = (len(truth.images), -1)
-    labels = [label_accuracy(inference.labels[user], truth.labels[user]) for user in range(len(truth.images))]
+def _user_scores(
+    inference: Inference, truth: GroundTruth, has: np.ndarray, vector: np.ndarray, group: np.ndarray
+) -> dict[str, float]:
+    """Per-user quantities averaged over the users that have an inverted update (NaN when none has).
+
+    User u's reconstructions come from update `vector[u]` and are scored against its group's batch
+    (its own batch without groups); image scores are first averaged over the batch.
+    """
+    psnrs, ssims, labels = [], [], []
+    for user in np.flatnonzero(vector >= 0):
+        members = np.flatnonzero(group == group[user])
+        true_images = truth.images[members].reshape(-1, *truth.images.shape[2:])
+        reconstructed, true = match_batch(inference.images[vector[user]], true_images)
+        psnrs.append(float(psnr(reconstructed, true).mean()))
+        ssims.append(float(ssim(reconstructed, true).mean()))
+        labels.append(label_accuracy(inference.labels[vector[user]], truth.labels[members].reshape(-1)))
+    mean = (lambda values: float(np.mean(values)) if values else math.nan)
     return {
-        "psnr": float(psnr(reconstructed, true).reshape(shape).mean(axis=1).mean()),
-        "ssim": float(ssim(reconstructed, true).reshape(shape).mean(axis=1).mean()),
-        "label_accuracy": float(np.mean(labels)),
+        "psnr": mean(psnrs),
+        "ssim": mean(ssims),
+        "label_accuracy": mean(labels),
         **_property_scores(inference.property, has),
     }
 
@@ -118,33 +171,50 @@ def _aggregate_scores(output: AttackOutput, truth: GroundTruth, has: np.ndarray)
 
 
 def _lpips(output: AttackOutput, truth: GroundTruth) -> str:
-    """Mean LPIPS of the recovered reconstructions, as text so the column keeps one type on every machine,
-    or "not computed: <reason>" where the backbone's weights are not on disk (nothing is ever downloaded)."""
+    """Mean LPIPS of the recovered reconstructions (users with an inverted update, their own batch), as text so
+    the column keeps one type on every machine, or "not computed: <reason>" where the backbone's weights are not
+    on disk (nothing is ever downloaded)."""
     if not len(truth.images):
         return "not computed: no images (synthetic updates)"
+    if output.recovery.groups is not None:
+        return "not computed: group sums are inverted as batches"
+    vector = _vector_of_user(output.recovery, truth)
+    users = np.flatnonzero(vector >= 0)
+    if not len(users):
+        return "not computed: no update recovered"
     reason = lpips_unavailable()
     if reason is not None:
         return f"not computed: {reason}"
-    return f"{float(lpips(*_matched(output.recovered.images, truth)).mean()):.6g}"
+    pairs = [match_batch(output.recovered.images[vector[user]], truth.images[user]) for user in users]
+    reconstructed, true = (np.concatenate([pair[k] for pair in pairs]) for k in (0, 1))
+    return f"{float(lpips(reconstructed, true).mean()):.6g}"
 
 
-def score_recovery(recovered: Disaggregation, truth: GroundTruth) -> dict[str, float]:
-    """How well one attack disaggregated: the columns that pick the strongest attack on a task.
+def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
+    """How much one attack recovered: the columns that pick the strongest attack on a task.
 
-    `attack_success` is the share of users whose own update the attack holds: their participation
-    column exact and their recovered update within cosine SUCCESS_COSINE of the true one. An exact
-    column alone is not enough: under fixed groups, or noise, a user's column can be right while
-    only a group sum, or a noisy estimate, comes out.
+    `attack_success`: share of users whose own update is among the attack's recovered updates, named
+    or not (matched one-to-one by cosine, at least SUCCESS_COSINE): what the users lost.
+    `attributed_success`: the same with the right name (the user's column exact and its named update
+    within SUCCESS_COSINE); `anonymous_success`: recovered but not attributed to them.
+    An exact column alone is not enough: under fixed groups, or noise, a user's column can be right
+    while only a group sum, or a noisy estimate, comes out.
     """
-    columns_exact = (recovered.participants == truth.participants).all(axis=0)
-    cosines = _cosines(recovered.updates, truth.updates)
+    named = recovery.disaggregation
+    columns_exact = (named.participants == truth.participants).all(axis=0)
+    cosines = _cosines(named.updates, truth.updates)
+    attributed = columns_exact & (cosines >= SUCCESS_COSINE)
+    _, matched = match_updates(recovery.updates, truth.updates)
+    recovered = np.nan_to_num(matched, nan=-1.0) >= SUCCESS_COSINE
     return {
-        "attack_success": float((columns_exact & (cosines >= SUCCESS_COSINE)).mean()),
+        "attack_success": float(recovered.mean()),
+        "attributed_success": float(attributed.mean()),
+        "anonymous_success": float((recovered & ~attributed).mean()),
         "exact_column_rate": float(columns_exact.mean()),
-        "entry_accuracy": float((recovered.participants == truth.participants).mean()),
+        "entry_accuracy": float((named.participants == truth.participants).mean()),
         "update_cosine": float(cosines.mean()),
-        "unique_rate": recovered.status.count("unique") / len(recovered.status),
-        "attack_seconds": recovered.wall_seconds,
+        "unique_rate": named.status.count("unique") / len(named.status),
+        "attack_seconds": named.wall_seconds,
     }
 
 
@@ -154,7 +224,7 @@ def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference) -> dict[
     `ceiling` is the oracle's inference on the true updates (attacks.pipeline.infer_users on the truth).
     """
     scores: dict[str, float | str] = {
-        **score_recovery(output.disaggregation, truth),
+        **score_recovery(output.recovery, truth),
         "test_accuracy": truth.test_accuracy,
         "property_auc_chance": math.nan,
         "property_accuracy_chance": math.nan,
@@ -162,9 +232,12 @@ def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference) -> dict[
     sides = {side: dict.fromkeys(QUANTITIES, math.nan) for side in ("recovered", "ceiling", "aggregate")}
     if len(truth.images):
         has = holds_property(truth.labels, output.n_classes)
+        everyone = np.arange(len(truth.images))
         sides = {
-            "recovered": _user_scores(output.recovered, truth, has),
-            "ceiling": _user_scores(ceiling, truth, has),
+            "recovered": _user_scores(
+                output.recovered, truth, has, _vector_of_user(output.recovery, truth), _group_of(output.recovery, len(everyone))
+            ),
+            "ceiling": _user_scores(ceiling, truth, has, everyone, everyone),
             "aggregate": _aggregate_scores(output, truth, has),
         }
         scores["property_auc_chance"] = AUC_CHANCE

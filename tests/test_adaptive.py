@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from attacks.adaptive import read_defense
+from dataclasses import replace
+
+from attacks.adaptive import read_defense, recover
+from attacks.recovery import run_attacks
+from benchmark.observation import Observation
+from benchmark.scoring import score_recovery
 from attacks.disaggregation import disaggregate
 from attacks.settings import AttackSettings
 from benchmark.synthetic import make_instance
@@ -63,10 +68,22 @@ def test_no_parameters_means_exact_counts(instance):
     assert reading.settings == SETTINGS
 
 
-def test_declared_noise_keeps_best_candidates(instance):
+def test_declared_noise_searches_and_keeps_best_candidates(instance):
+    """Declared noise switches to noise mode with a finite tolerance: the search runs (it used to be skipped)."""
     reading = read_defense({"aggregate_noise_std": 0.1}, instance.counts, N_ROUNDS, WINDOW, None, SETTINGS)
-    assert reading.settings.noise
-    assert reading.settings.accepted_residual == float("inf")
+    assert reading.settings.noise and reading.settings.accepted_residual < 1.0
+    observation = _observation(instance, instance.aggregates, {"aggregate_noise_std": 1e-9})
+    result = recover(observation, replace(SETTINGS, adaptive=True))
+    assert all(status in ("unique", "found") for status in result.status)
+    assert (result.participants == instance.participants).all(axis=0).mean() >= 0.9
+
+
+def _observation(instance, aggregates, parameters, counts=None) -> Observation:
+    return Observation(
+        aggregates=aggregates, n_users=N_USERS, counts=instance.counts if counts is None else counts, window=WINDOW,
+        totals=None, weights=np.zeros((0, 0)), model="none", image_shape=(0, 0, 0), n_classes=0, samples_per_user=1,
+        local_training="fedsgd", learning_rate=1.0, local_epochs=1, batch_size=1, defense_parameters=parameters,
+    )
 
 
 def test_padding_drops_inflated_totals(instance):
@@ -85,7 +102,6 @@ def test_bounds_never_accept_the_empty_column(instance):
 
 
 def test_without_per_user_counts_nothing_is_attributed():
-    from attacks.adaptive import recover
     from benchmark.scenario import Scenario
     from benchmark.simulation import simulate
     from defenses.analytics import TotalsOnly
@@ -99,7 +115,6 @@ def test_without_per_user_counts_nothing_is_attributed():
 
 
 def test_fixed_groups_recover_each_group_sum_split_evenly():
-    from attacks.adaptive import recover
     from benchmark.scenario import Scenario
     from benchmark.simulation import simulate
     from defenses.participation import StructuredParticipation
@@ -108,5 +123,63 @@ def test_fixed_groups_recover_each_group_sum_split_evenly():
     observation, truth = simulate(scenario, StructuredParticipation(group_size=3))
     result = recover(observation, AttackSettings(adaptive=True, time_limit=1.0))
     assert np.array_equal(result.participants, truth.participants)
-    group_sums = truth.updates.reshape(4, 3, -1).sum(axis=1)
-    assert np.allclose(result.updates, np.repeat(group_sums / 3, 3, axis=0))
+    groups = np.asarray(observation.defense_parameters["groups"])  # random, seeded, published
+    assert sorted(np.bincount(groups)) == [3, 3, 3, 3]
+    group_sums = np.stack([truth.updates[groups == g].sum(axis=0) for g in range(4)])
+    assert np.allclose(result.updates, group_sums[groups] / 3)
+
+
+def test_published_groups_are_read_in_any_order():
+    """`groups` (each user's group index) overrides consecutive ids: members share one column and one sum."""
+    from benchmark.scenario import Scenario
+    from benchmark.simulation import simulate
+    from defenses.base import Defense
+
+    groups = np.array([2, 0, 1, 0, 3, 1, 2, 3])
+
+    class Shuffled(Defense):
+        def public_parameters(self) -> dict:
+            return {"group_size": 2, "groups": groups.tolist()}
+
+        def choose_participants(self, selected, round_index, rng):
+            leader = np.array([np.flatnonzero(groups == g)[0] for g in groups])
+            return selected[leader], selected[leader]
+
+    scenario = Scenario(n_users=8, n_rounds=40, window=4, participation=0.4, update_kind="synthetic")
+    observation, truth = simulate(scenario, Shuffled())
+    result = recover(observation, AttackSettings(adaptive=True, time_limit=1.0))
+    assert np.array_equal(result.participants, truth.participants)
+    sums = np.stack([truth.updates[groups == g].sum(axis=0) for g in groups])
+    assert np.allclose(result.updates, sums / 2)
+
+
+SYNTHETIC = dict(n_users=12, n_rounds=48, window=4, participation=0.35, update_kind="synthetic", synthetic_dim=30)
+EXPLOITED = ("rounded-counts", "participation-padding", "noisy-counts", "totals-only", "no-analytics")
+
+
+@pytest.mark.parametrize(("name", "parameters"), [
+    ("none", {}),
+    ("dp-gaussian", {"noise_multiplier": 0.001, "clip_norm": 100.0}),
+    ("dp-aggregate", {"noise_multiplier": 0.001, "clip_norm": 100.0}),
+    ("coarse-analytics", {"factor": 3}),
+    ("rounded-counts", {"bucket": 2}),
+    ("noisy-counts", {"scale": 1.0}),
+    ("totals-only", {}),
+    ("no-analytics", {}),
+    ("participation-padding", {"rate": 0.1}),
+    ("structured-participation", {"group_size": 2}),
+    ("model-refresh", {"every": 1}),
+])
+def test_the_adaptive_attacks_never_score_below_the_static_one(name, parameters):
+    """Defense by defense: what reads the public parameters (adaptive, anonymous) is never weaker than the static
+    attack, and beats it by far where a parameter (or the absence of counts) is there to exploit."""
+    from benchmark.scenario import Scenario
+    from benchmark.simulation import simulate
+    from defenses.registry import make_defense
+
+    observation, truth = simulate(Scenario(**SYNTHETIC), make_defense(name, parameters))
+    success = {r.attack: score_recovery(r, truth)["attack_success"] for r in run_attacks(observation, SETTINGS)}
+    static = success.pop("static", 0.0)  # no counts: the static attack has nothing to run on
+    assert max(success.values()) >= static
+    if name in EXPLOITED:
+        assert max(success.values()) >= static + 0.3

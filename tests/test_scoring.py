@@ -11,6 +11,7 @@ import torch
 from attacks.disaggregation import Disaggregation
 from attacks.pipeline import AttackOutput, Inference, infer_users, run_attack
 from attacks.properties import PropertyGuess, guess, holds_property, window_weighted_scores
+from attacks.recovery import named_recovery
 from attacks.settings import AttackSettings
 from benchmark.cli import main
 from benchmark.columns import SCORE_COLUMNS
@@ -26,6 +27,11 @@ from tests.conftest import TINY_CELL
 
 # Ten users with one digit each hold the labels 0..9 (label-skewed split): five hold a lower-half label.
 FEDERATION = Scenario(name="ten", n_users=10, n_rounds=40, participation=0.4, window=4, seed=0)
+
+
+def _order_of(recovery, truth) -> np.ndarray:
+    """Which user's row each recovered update is (its column equals that user's column)."""
+    return np.array([int(np.flatnonzero((truth.participants == column[:, None]).all(axis=0))[0]) for column in recovery.columns.T])
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,9 @@ def test_a_permuted_batch_is_matched_before_it_is_scored():
     assert not np.array_equal(permuted.images, truth.images)
     exact = Inference(truth.images, truth.labels, PropertyGuess(np.zeros(4), np.zeros(4, bool)))
     disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 4, np.zeros(4), np.zeros(4), 4, 0.0)
-    output = AttackOutput(disaggregation, False, observation.n_classes, permuted, np.zeros(0, int),
+    recovery = named_recovery("static", disaggregation, observation, False, None)
+    permuted = replace(permuted, images=permuted.images[_order_of(recovery, truth)], labels=permuted.labels[_order_of(recovery, truth)])
+    output = AttackOutput(recovery, observation.n_classes, permuted, np.zeros(0, int),
                           np.zeros((0, 3, 1, 8, 8)), [], PropertyGuess(np.zeros(4), np.zeros(4, bool)), 0.0)
     scores = score(output, truth, exact)
     assert scores["psnr_recovered"] == PSNR_CAP == scores["psnr_ceiling"]
@@ -120,7 +128,7 @@ def test_lpips_is_recorded_as_not_computed_without_its_backbone_on_disk(monkeypa
     observation, truth = federation
     exact = infer_users(observation, truth.updates, truth.participants, seed=0)
     disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 10, np.zeros(10), np.zeros(10), 10, 0.0)
-    output = AttackOutput(disaggregation, False, observation.n_classes, exact, np.zeros(0, int),
+    output = AttackOutput(named_recovery("static", disaggregation, observation, False, None), observation.n_classes, exact, np.zeros(0, int),
                           np.zeros((0, 1, 1, 8, 8)), [], exact.property, 0.0)
     assert score(output, truth, exact)["lpips"] == f"not computed: {reason}"
 
@@ -172,3 +180,51 @@ def test_auto_resolves_to_the_device_in_the_task_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device must be one of cpu, cuda, auto, got 'tpu'" in err
     assert not (tmp_path / "other").exists()
+
+
+def test_users_without_a_recovered_update_are_not_inverted(federation):
+    """Half the users recovered exactly, the rest not at all: inversion scores average over the recovered half
+    (no score for an image never reconstructed), and only they count as attack_success."""
+    from attacks.pipeline import infer_from
+
+    observation, truth = federation
+    participants = truth.participants.copy()
+    participants[:, 5:] = 0
+    updates = np.where(np.arange(10)[:, None] < 5, truth.updates, 0.0)
+    half = Disaggregation(participants, updates, ("unique",) * 5 + ("timeout",) * 5, np.zeros(10), np.zeros(10), 10, 0.0)
+    output = infer_from(observation, named_recovery("static", half, observation, False, None), seed=0)
+    ceiling = infer_users(observation, truth.updates, truth.participants, seed=0)
+    scores = score(output, truth, ceiling)
+    assert scores["attack_success"] == 0.5 and scores["attributed_success"] == 0.5
+    assert scores["psnr_recovered"] == PSNR_CAP and scores["label_accuracy_recovered"] == 1.0
+
+
+def test_group_sums_are_inverted_as_batches():
+    """Under fixed groups the strongest attack holds group sums: inverted as one batch of g * s samples,
+    each member scored against its group's batch; no member's own update counts as recovered."""
+    from attacks.pipeline import infer_from
+    from attacks.recovery import run_attacks
+
+    scenario = replace(FEDERATION, n_users=6, n_rounds=24, window=3)
+    observation, truth = simulate(scenario, make_defense("structured-participation", {"group_size": 2}))
+    adaptive = next(r for r in run_attacks(observation, AttackSettings(time_limit=1.0)) if r.attack == "adaptive")
+    assert adaptive.groups is not None and adaptive.columns.shape[1] == 3
+    output = infer_from(observation, adaptive, seed=0)
+    assert output.recovered.images.shape[:2] == (3, 2)
+    scores = score(output, truth, infer_users(observation, truth.updates, truth.participants, seed=0))
+    assert scores["exact_column_rate"] == 1.0 and scores["attack_success"] < 1.0
+    assert not math.isnan(scores["psnr_recovered"]) and scores["label_accuracy_recovered"] >= 0.5
+
+
+NO_COUNTS_SUITE = SUITE.replace('name = "none"', 'name = "no-analytics"')
+
+
+def test_an_attack_that_did_not_run_scores_nan_not_a_copy(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(NO_COUNTS_SUITE)
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "results"), "--quiet"]) == 0
+    row = pd.read_parquet(tmp_path / "results" / "tiny" / "results.parquet").iloc[0]
+    assert row["attack"] == "anonymous" and row["attack_success"] == row["attack_success_anonymous"] >= 0.5
+    assert math.isnan(row["attack_success_static"]) and math.isnan(row["attack_success_adaptive"])
+    assert row["attributed_success"] == 0.0 and row["anonymous_success"] == row["attack_success"]
+    capsys.readouterr()

@@ -1,0 +1,124 @@
+"""Anonymous disaggregation: binary vectors of col(A) found without any participation counts.
+
+Without analytics nothing names a column, but the columns of P are still, typically,
+the only binary vectors of col(A) (a sum of two users' columns is binary only when
+they never share a round). A count-free Douglas-Rachford search finds them: one
+start per round t (the projection of e_t onto col(A), round t pinned to 1), all
+starts advancing together as the columns of one matrix, alternating the projection
+onto col(A) with the rounding to {0, 1}. Seeded restarts perturb the starts until
+`patience` restarts in a row find nothing new. The work is bounded by iteration
+and restart counts, never by the clock, so the answer is the same on every machine.
+
+Measured (n = 20, T = 60, participation 0.3, d = 200, 2 cores): 19-20 of the 20
+true columns in 0.1-0.2 s, with at most two spurious binary vectors, which are
+sums of found columns and are dropped.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+EXACT_RESIDUAL = 1e-6  # relative distance to col(A) below which a binary vector lies in it (exact sums)
+# Floating-point operations the whole search may spend (about 10 s on one core): at n = 20, T = 60 every round
+# anchors a start in every restart; at paper scale (n = 1000, T = 1500) a seeded sample of a few rounds does.
+WORK_LIMIT = 2e10
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Distinct binary vectors found in col(A), smallest support first."""
+
+    columns: np.ndarray  # (T, k) float64 in {0, 1}
+    residual: np.ndarray  # (k,) relative distance of each to col(A)
+
+
+def residuals(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Relative distance of each column (T x m) to span(basis)."""
+    outside = columns - basis @ (basis.T @ columns)
+    return np.linalg.norm(outside, axis=0) / np.maximum(np.linalg.norm(columns, axis=0), 1.0)
+
+
+def _sweep(
+    basis: np.ndarray, rng: np.random.Generator, iterations: int, jitter: float, check_every: int, max_anchors: int
+) -> np.ndarray:
+    """One Douglas-Rachford sweep from (at most `max_anchors`, a seeded sample of) the rounds' starts; returns every
+    rounded iterate checked (T x m)."""
+    n_rounds = basis.shape[0]
+    scale = np.einsum("ij,ij->i", basis, basis)
+    anchors = np.flatnonzero(scale > 1e-9)  # a round outside every user's column (empty sum) anchors nothing
+    if len(anchors) > max_anchors:
+        anchors = np.sort(rng.choice(anchors, size=max_anchors, replace=False))
+    state = basis @ basis[anchors].T / scale[anchors][None, :]
+    state = state + jitter * rng.standard_normal(state.shape)
+    columns = np.arange(len(anchors))
+    seen = []
+    for iteration in range(iterations):
+        on_subspace = basis @ (basis.T @ state)
+        rounded = (2.0 * on_subspace - state > 0.5).astype(np.float64)
+        rounded[anchors, columns] = 1.0
+        state += rounded - on_subspace
+        if (iteration + 1) % check_every == 0:
+            seen.append((on_subspace > 0.5).astype(np.float64))
+    return np.hstack(seen) if seen else np.zeros((n_rounds, 0))
+
+
+def _distinct(columns: np.ndarray) -> np.ndarray:
+    nonempty = columns[:, columns.sum(axis=0) > 0]
+    if nonempty.shape[1] == 0:
+        return nonempty
+    return np.unique(nonempty.astype(np.uint8), axis=1).astype(np.float64)
+
+
+def drop_composites(columns: np.ndarray) -> np.ndarray:
+    """Drop every column that is the sum of other found columns whose supports lie inside its own."""
+    keep = np.ones(columns.shape[1], dtype=bool)
+    inside = (columns.T @ (1.0 - columns)) == 0  # inside[a, b]: support of a within support of b
+    np.fill_diagonal(inside, False)
+    for k in range(columns.shape[1]):
+        parts = np.flatnonzero(inside[:, k])
+        if len(parts) > 1 and np.array_equal(columns[:, parts].sum(axis=1), columns[:, k]):
+            keep[k] = False
+    return columns[:, keep]
+
+
+def binary_vectors(
+    basis: np.ndarray,
+    tolerance: float = EXACT_RESIDUAL,
+    seed: int = 0,
+    iterations: int = 200,
+    max_restarts: int = 12,
+    patience: int = 3,
+    jitter: float = 0.05,
+    check_every: int = 10,
+    gap: float | None = None,
+) -> Candidates:
+    """Binary vectors within `tolerance` of span(basis) (T x r orthonormal: col(A), or its top n directions under
+    noise), found without counts.
+
+    Under noise (`gap`), true columns sit far closer to the subspace than any other binary vector (measured
+    at a tiny drift: 1e-4 to 8e-4 against 0.14 and up), so only candidates within `gap` times the best
+    residual are kept, at most 2 r of them.
+    """
+    rng = np.random.default_rng(seed)
+    per_anchor = 4.0 * iterations * basis.shape[0] * max(basis.shape[1], 1)  # two products per iteration
+    max_anchors = max(1, int(WORK_LIMIT / max_restarts / per_anchor))
+    found, fit = np.zeros((basis.shape[0], 0)), np.zeros(0)
+    limit = 2 * basis.shape[1]
+    quiet = 0
+    for _ in range(max_restarts):
+        if quiet >= patience or basis.shape[1] == 0:
+            break
+        tried = _distinct(_sweep(basis, rng, iterations, jitter, check_every, max_anchors))
+        before = {column.tobytes() for column in found.astype(np.uint8).T}
+        merged = _distinct(np.hstack([found, tried]))
+        residual = residuals(basis, merged)
+        order = np.argsort(residual, kind="stable")
+        order = order[residual[order] <= tolerance][:limit]
+        found, fit = merged[:, order], residual[order]
+        quiet = quiet + 1 if {column.tobytes() for column in found.astype(np.uint8).T} == before else 0
+    if gap is not None and len(fit):
+        found = found[:, fit <= gap * max(fit[0], EXACT_RESIDUAL)]
+    found = drop_composites(found)
+    found = found[:, np.argsort(found.sum(axis=0), kind="stable")]
+    return Candidates(found, residuals(basis, found))

@@ -1,0 +1,156 @@
+"""The attacks a task runs, each giving a Recovery: the updates it recovered, named or not.
+
+- static: the disaggregation with the analytics taken at face value;
+- adaptive: the same, reading the defense's public parameters (attacks/adaptive.py);
+- anonymous: binary vectors of col(A) found without counts (attacks/anonymous.py), plus the
+  adaptive attack's columns, attributed to users by likelihood under the published analytics'
+  declared mechanism (attacks/attribution.py); every found column's update is recovered,
+  named or not. Without per-user counts nothing is named.
+"""
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from attacks.adaptive import public_groups, recover
+from attacks.anonymous import EXACT_RESIDUAL, binary_vectors, drop_composites, residuals
+from attacks.attribution import assign, independent, log_likelihoods
+from attacks.disaggregation import Disaggregation, least_squares
+from attacks.geometry import left_singular, numerical_rank
+from attacks.settings import AttackSettings
+from benchmark.executor import Executor
+from benchmark.observation import Observation
+
+ATTACKS = ("static", "adaptive", "anonymous")
+# Under noise, anonymous candidates lie within the accepted residual / NOISE_GAP and within NOISE_GAP times the
+# best candidate's residual (attacks/anonymous.py): true columns stand apart from the other binary vectors.
+NOISE_GAP = 30.0
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What one attack recovered.
+
+    `disaggregation` names: each user's column and update (a zero column where it names none).
+    `columns` and `updates` are every distinct update recovered, named or not: what inversion
+    runs on. Under fixed groups (`groups`, each user's group index) they are group sums.
+    """
+
+    attack: str  # one of ATTACKS
+    disaggregation: Disaggregation
+    columns: np.ndarray  # (T, k) uint8
+    updates: np.ndarray  # (k, d)
+    noise_mode: bool
+    groups: np.ndarray | None = None
+
+    @property
+    def named(self) -> np.ndarray:
+        """(n,) whether the attack names a (non-empty) column for each user."""
+        return self.disaggregation.participants.any(axis=0)
+
+
+def needs_noise_mode(observation: Observation, singular: np.ndarray | None = None) -> bool:
+    """Sums of fixed updates have rank <= n; a higher numerical rank means drift or noise."""
+    if singular is None:
+        _, singular = left_singular(observation.aggregates)
+    return numerical_rank(singular, observation.aggregates.shape) > observation.n_users
+
+
+def named_recovery(attack: str, result: Disaggregation, observation: Observation, noise: bool, groups) -> Recovery:
+    """A named attack's recovered updates: one per distinct non-empty column, the sum of the named updates of the
+    users sharing it (a group's sum when the attack split it evenly among its members)."""
+    named = result.participants.any(axis=0)
+    if not named.any():
+        empty = np.zeros((result.participants.shape[0], 0), dtype=np.uint8)
+        return Recovery(attack, result, empty, np.zeros((0, result.updates.shape[1])), noise, groups)
+    columns, which = np.unique(result.participants[:, named], axis=1, return_inverse=True)
+    updates = np.zeros((columns.shape[1], result.updates.shape[1]))
+    np.add.at(updates, np.ravel(which), result.updates[named])
+    return Recovery(attack, result, columns.astype(np.uint8), updates, noise, groups)
+
+
+def anonymous_recovery(
+    observation: Observation,
+    settings: AttackSettings,
+    noise: bool,
+    adaptive: Disaggregation | None,
+    left: np.ndarray | None = None,
+    singular: np.ndarray | None = None,
+) -> Recovery:
+    """Count-free candidates (plus the adaptive attack's columns), named by likelihood where counts are published.
+
+    `left`, `singular`: A's left singular vectors and values, when the caller has them already.
+    """
+    aggregates = observation.aggregates
+    if left is None or singular is None:
+        left, singular = left_singular(aggregates)
+    groups = public_groups(observation.defense_parameters, observation.n_users)
+    distinct_users = observation.n_users if groups is None else len(np.unique(groups))
+    rank = min(distinct_users, len(singular)) if noise else min(numerical_rank(singular, aggregates.shape), distinct_users)
+    if noise:
+        found = binary_vectors(left[:, :rank], settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP).columns
+    else:
+        found = binary_vectors(left[:, :rank]).columns
+    if adaptive is not None:
+        found = np.hstack([found, adaptive.participants[:, adaptive.participants.any(axis=0)].astype(np.float64)])
+    found = np.unique(found.astype(np.uint8), axis=1).astype(np.float64) if found.shape[1] else found
+    found = drop_composites(found)
+    fit = residuals(left[:, :rank], found)
+    if not noise:  # exact sums: a column outside col(A) (a wrong named column) is no candidate
+        found, fit = found[:, fit <= EXACT_RESIDUAL], fit[fit <= EXACT_RESIDUAL]
+    # Smallest support first when exact (a sum of columns comes after its parts), best fit first under noise.
+    order = np.lexsort((found.sum(axis=0), fit)) if noise else np.argsort(found.sum(axis=0), kind="stable")
+    kept = found[:, independent(found, order)[:rank]] if found.shape[1] else found
+    participants = np.zeros((aggregates.shape[0], observation.n_users), dtype=np.uint8)
+    status = ["unattributed"] * observation.n_users
+    if observation.counts is not None and kept.shape[1]:
+        scores = log_likelihoods(kept, observation.counts, observation.window, observation.defense_parameters)
+        if groups is None:
+            owner = assign(scores)
+        else:  # a group's members share one column: assign it to the group, by the members' summed evidence
+            _, group = np.unique(groups, return_inverse=True)
+            group_scores = np.zeros((group.max() + 1, kept.shape[1]))
+            np.add.at(group_scores, group, scores)
+            owner = assign(group_scores)[group]
+        for user in np.flatnonzero(owner >= 0):
+            participants[:, user] = kept[:, owner[user]]
+            status[user] = "found"
+    updates = least_squares(kept, aggregates) if kept.shape[1] else np.zeros((0, aggregates.shape[1]))
+    named = np.zeros((observation.n_users, aggregates.shape[1]))
+    if observation.counts is not None and kept.shape[1]:
+        hit = owner >= 0
+        sizes = np.ones(observation.n_users) if groups is None else np.bincount(group)[group]
+        named[hit] = updates[owner[hit]] / sizes[hit, None]
+    result = Disaggregation(
+        participants=participants,
+        updates=named,
+        status=tuple(status),
+        seconds=np.zeros(observation.n_users),
+        residual=np.full(observation.n_users, np.nan),
+        rank=kept.shape[1],
+        wall_seconds=0.0,
+    )
+    return Recovery("anonymous", result, kept.astype(np.uint8), updates, noise, groups)
+
+
+def run_attacks(observation: Observation, settings: AttackSettings, executor: Executor = Executor()) -> list[Recovery]:
+    """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous."""
+    left, singular = left_singular(observation.aggregates)
+    noise = settings.noise or needs_noise_mode(observation, singular)
+    settings = replace(settings, noise=noise)
+    groups = public_groups(observation.defense_parameters, observation.n_users)
+    recoveries = []
+    static = None
+    if observation.counts is not None:
+        static = recover(observation, replace(settings, adaptive=False), executor)
+        recoveries.append(named_recovery("static", static, observation, noise, None))
+    adaptive = None
+    if observation.defense_parameters and observation.counts is not None:
+        adaptive = recover(observation, replace(settings, adaptive=True), executor)
+        recoveries.append(named_recovery("adaptive", adaptive, observation, noise, groups))
+    started = time.perf_counter()
+    anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)
+    seconds = time.perf_counter() - started
+    recoveries.append(replace(anonymous, disaggregation=replace(anonymous.disaggregation, wall_seconds=seconds)))
+    return recoveries

@@ -1,0 +1,102 @@
+"""Anonymous disaggregation (no counts) and attribution by likelihood (counts as evidence)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from attacks.anonymous import binary_vectors, drop_composites
+from attacks.attribution import IMPOSSIBLE, assign, count_table, log_likelihoods
+from attacks.geometry import column_space
+from attacks.recovery import run_attacks
+from attacks.settings import AttackSettings
+from benchmark.observation import window_counts
+from benchmark.scenario import Scenario
+from benchmark.scoring import match_updates, score_recovery
+from benchmark.simulation import simulate
+from benchmark.synthetic import make_instance
+from defenses.analytics import NoAnalytics, NoisyCounts
+
+N_USERS, N_ROUNDS, WINDOW = 20, 60, 5
+
+
+@pytest.fixture(scope="module")
+def instance():
+    return make_instance(N_USERS, N_ROUNDS, WINDOW, 0.3, dim=40, seed=2)
+
+
+def _true_found(instance, columns: np.ndarray) -> tuple[int, int]:
+    truth = {column.tobytes() for column in instance.participants.T.astype(np.uint8)}
+    found = [column.astype(np.uint8).tobytes() for column in columns.T]
+    return sum(f in truth for f in found), sum(f not in truth for f in found)
+
+
+def test_the_count_free_search_finds_the_participant_columns(instance):
+    basis = column_space(instance.aggregates, N_USERS, noise=False)
+    true, false = _true_found(instance, binary_vectors(basis).columns)
+    assert true >= 18 and false <= 1
+
+
+def test_the_search_is_deterministic(instance):
+    basis = column_space(instance.aggregates, N_USERS, noise=False)
+    assert np.array_equal(binary_vectors(basis, seed=3).columns, binary_vectors(basis, seed=3).columns)
+
+
+def test_a_sum_of_disjoint_columns_is_dropped():
+    a = np.array([1, 0, 0, 1, 0, 0], float)
+    b = np.array([0, 1, 0, 0, 0, 1], float)
+    c = np.array([0, 0, 1, 1, 0, 0], float)  # overlaps a: a + c is not binary, nothing to drop there
+    kept = drop_composites(np.stack([a, b, a + b, c], axis=1))
+    assert kept.shape[1] == 3 and not any(np.array_equal(k, a + b) for k in kept.T)
+
+
+@pytest.mark.parametrize("parameters", [{}, {"count_bucket": 2}, {"count_noise_scale": 1.0}, {"padding_rate": 0.2},
+                                        {"padding_rate": 0.1, "count_noise_scale": 3.0}])
+def test_each_count_table_is_a_distribution_over_published_counts(parameters):
+    table = np.exp(count_table(parameters, 5))
+    table[count_table(parameters, 5) <= IMPOSSIBLE] = 0.0
+    assert np.allclose(table.sum(axis=0), 1.0)
+
+
+def test_noisy_counts_are_evidence_not_constraints(instance):
+    """Under discrete Laplace noise every column stays possible, and the true one is the most likely."""
+    rng = np.random.default_rng(0)
+    success = -math.expm1(-1.0)
+    noise = rng.geometric(success, instance.counts.shape) - rng.geometric(success, instance.counts.shape)
+    published = np.clip(instance.counts + noise, 0, WINDOW)
+    scores = log_likelihoods(instance.participants.astype(float), published, WINDOW, {"count_noise_scale": 1.0})
+    assert scores.min() > IMPOSSIBLE / 2
+    assert (assign(scores) == np.arange(N_USERS)).mean() >= 0.5  # chance: 1 in 20
+
+
+def test_exact_counts_never_name_an_impossible_column(instance):
+    swapped = instance.participants[:, [1, 0]].astype(float)
+    scores = log_likelihoods(swapped, instance.counts[:2], WINDOW, {})
+    assert assign(scores).tolist() == [1, 0]
+    assert assign(log_likelihoods(swapped[:, :1], instance.counts[:1], WINDOW, {})).tolist() == [-1]
+
+
+def test_matching_counts_one_recovered_update_for_one_user_only():
+    update = np.array([[1.0, 2.0, 3.0]])
+    owner, cosine = match_updates(update, np.vstack([update, update * 1.001]))
+    assert sorted(owner.tolist()) == [-1, 0] and np.nansum(cosine >= 0.95) == 1
+
+
+def test_without_analytics_updates_are_recovered_without_names():
+    scenario = Scenario(n_users=12, n_rounds=48, window=4, participation=0.35, update_kind="synthetic", synthetic_dim=30)
+    observation, truth = simulate(scenario, NoAnalytics())
+    recoveries = run_attacks(observation, AttackSettings(time_limit=1.0))
+    assert [r.attack for r in recoveries] == ["anonymous"]
+    scores = score_recovery(recoveries[0], truth)
+    assert scores["attack_success"] >= 0.9 and scores["anonymous_success"] == scores["attack_success"]
+    assert scores["attributed_success"] == 0.0 and not recoveries[0].named.any()
+
+
+def test_noisy_counts_attribute_the_anonymous_columns():
+    scenario = Scenario(n_users=12, n_rounds=48, window=4, participation=0.35, update_kind="synthetic", synthetic_dim=30)
+    observation, truth = simulate(scenario, NoisyCounts(scale=1.0))
+    by_attack = {r.attack: score_recovery(r, truth) for r in run_attacks(observation, AttackSettings(time_limit=1.0))}
+    assert by_attack["anonymous"]["attack_success"] >= 0.9
+    assert by_attack["anonymous"]["attributed_success"] >= 0.6
+    assert by_attack["anonymous"]["attributed_success"] > by_attack["static"]["attributed_success"]
+    assert window_counts(truth.participants.astype(bool), 4).shape == observation.counts.shape
