@@ -5,8 +5,10 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS
 
@@ -62,12 +64,14 @@ class ResultStore:
         row = json.loads((self.tasks / f"{key}.json").read_text())
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
 
-    def table(self, keys: list[str]) -> pd.DataFrame:
+    def table(self, keys: list[str]) -> "pd.DataFrame":
+        import pandas as pd  # here: commands that only write files (disaggregate) should not load pandas
+
         rows = [self.load(key) for key in keys if self.has(key)]
         frame = pd.DataFrame(rows).reindex(columns=[*RESULT_COLUMNS, *sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))])
         return frame.astype({c: "float64" for c in SCORE_COLUMNS})
 
-    def write_table(self, frame: pd.DataFrame) -> tuple[Path, Path]:
+    def write_table(self, frame: "pd.DataFrame") -> tuple[Path, Path]:
         parquet, csv = self.folder / "results.parquet", self.folder / "results.csv"
         write_atomically(parquet, frame.to_parquet(index=False))
         write_atomically(csv, frame.to_csv(index=False).encode())
