@@ -188,6 +188,37 @@ class JointSolver:
         return answer.x if answer.x is not None and self.valid(state, user, answer.x) else None
 
 
+def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, columns: np.ndarray, users: list[int],
+                  restarts: int = 3, iterations: int = 300) -> list[int]:
+    """Batched evidence of ambiguity: restart the projection search away from each user's column.
+
+    Starts are pushed away from the known column (seeded, so the same inputs give the same starts). A
+    restart that lands on another valid binary point proves the user `ambiguous`. Returns those users.
+    """
+    from attacks.projection_search import projection_search
+
+    rng = np.random.default_rng(0)
+    users = np.array(users, dtype=np.int64)
+    ambiguous: list[int] = []
+    for _ in range(restarts):
+        if len(users) == 0:
+            break
+        known = columns[:, users]
+        start = np.clip(1.0 - known + 0.3 * rng.standard_normal(known.shape), 0.0, 1.0) * state.upper[:, users]
+        start = np.maximum(start, state.lower[:, users])
+        found, residual = projection_search(geometry, users, solver.tolerance, iterations=iterations, start=start)
+        keep = []
+        for k, user in enumerate(users):
+            other = found[:, k]
+            if residual[k] <= solver.tolerance and not np.array_equal(other, known[:, k]) and solver.valid(state, user, other):
+                state.alternatives[user] = max(state.alternatives[user], 2)
+                ambiguous.append(int(user))
+            else:
+                keep.append(k)
+        users = users[keep]
+    return ambiguous
+
+
 def fixed_columns(state: JointState) -> np.ndarray:
     """Users whose every round is decided by propagation."""
     return np.all(state.lower == state.upper, axis=0)
@@ -288,6 +319,15 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         say("certificates")
         if newly:
             continue
+        # 1b. batched restarts of the search: a second binary point makes a candidate ambiguous
+        unproven = [u for u in open_users if status[u] == "found" and attempt("restart", u)]
+        if unproven and solver.certifying and geometry.exact and not solver.out_of_time():
+            started_restarts = time.perf_counter()
+            for user in second_points(geometry, solver, state, columns, unproven):
+                status[user] = "ambiguous"
+                state.count("second point from search restarts")
+            progress.seconds[unproven] += (time.perf_counter() - started_restarts) / len(unproven)
+            say("search restarts")
         # 2. users without a candidate: the LP relaxation, steered towards the search's guess
         for user in open_users:
             if status[user] in ("timeout",) and attempt("relax", user) and not solver.out_of_time():
