@@ -301,7 +301,10 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         if newly:
             say("propagation")
             continue
-        open_users = [u for u in range(n_users) if not state.proven[u] and status[u] != "infeasible"]
+        # Most constrained users first: they are the cheapest to settle, and each proven column helps the rest.
+        free_rounds = (state.upper & ~state.lower).sum(axis=0)
+        open_users = sorted((u for u in range(n_users) if not state.proven[u] and status[u] != "infeasible"),
+                            key=lambda u: (int(free_rounds[u]), u))
         if not open_users or solver.out_of_time() or settings.time_limit <= 0:
             break
         # 1. candidates already in hand: certify them (the LP certificate; a second point makes them ambiguous)
