@@ -57,6 +57,9 @@ class Disaggregation:
     alternatives: np.ndarray | None = None  # (n,) distinct binary columns found per user (2 or more: ambiguous)
     events: dict[str, int] = field(default_factory=dict)  # how columns were proven, found or ruled out
     clock_limited: bool = False  # the clock safety net (time_limit or budget) stopped some work: answers may vary
+    # (n,) equalities per free round of each user's LP after fixing by counts (Donoho-Tanner: above about 1/2
+    # the LP polytope tends to be the single binary point, so the LP settles the user); inf when nothing is free
+    equalities_per_free_round: np.ndarray | None = None
 
     def report(self) -> dict:
         """A JSON-ready summary: totals, timings per step and one entry per user."""
@@ -73,6 +76,9 @@ class Disaggregation:
                 {
                     "user": user, "status": status, "seconds": float(seconds), "residual": float(residual),
                     "alternatives": int(self.alternatives[user]) if self.alternatives is not None else 0,
+                    "equalities_per_free_round": (
+                        float(self.equalities_per_free_round[user]) if self.equalities_per_free_round is not None else None
+                    ),
                 }
                 for user, (status, seconds, residual) in enumerate(zip(self.status, self.seconds, self.residual))
             ],
@@ -162,6 +168,16 @@ def _joint(geometry: Geometry, state: _Progress, totals: np.ndarray | None, sett
     return outcome
 
 
+def _equalities_per_free_round(geometry: Geometry) -> np.ndarray:
+    """Rows of N^T (T - r) plus windows with free rounds, over free rounds, per user: an upper bound of the true ratio."""
+    lengths = np.bincount(geometry.window_index)
+    partial = (geometry.high > 0) & (geometry.counts < lengths[None, :])  # (n, W) windows whose rounds stay free
+    free = (partial * lengths[None, :]).sum(axis=1)
+    equalities = np.minimum((geometry.n_rounds - geometry.rank) + partial.sum(axis=1), free)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(free > 0, equalities / np.maximum(free, 1), np.inf)
+
+
 def least_squares(participants: np.ndarray, aggregates: np.ndarray) -> np.ndarray:
     """argmin_G ||P G - A||: normal equations when P has full column rank (far faster at T >> n), else the pseudo-inverse."""
     gram = participants.T @ participants
@@ -226,5 +242,6 @@ def disaggregate(
         alternatives=outcome.alternatives if outcome.alternatives is not None else np.zeros(n_users, dtype=np.int64),
         events=outcome.events,
         clock_limited=outcome.clock_limited,
+        equalities_per_free_round=_equalities_per_free_round(geometry),
     )
 

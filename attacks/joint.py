@@ -219,6 +219,35 @@ def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, 
     return ambiguous
 
 
+def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState, users: list[int],
+                   restarts: int = 3, iterations: int = 300) -> dict[int, np.ndarray]:
+    """Batched: restart the projection search from seeded random points inside each user's bounds.
+
+    The search's answer depends on where it starts; for users it left without a column, a few restarts over
+    all of them at once cost far less than one integer program each. Returns the valid columns found.
+    """
+    from attacks.projection_search import projection_search
+
+    rng = np.random.default_rng(1)
+    users = np.array(users, dtype=np.int64)
+    found: dict[int, np.ndarray] = {}
+    for _ in range(restarts):
+        if len(users) == 0:
+            break
+        share = (geometry.counts[users].T / geometry.window)[geometry.window_index]
+        start = np.clip(share + 0.3 * rng.standard_normal(share.shape), 0.0, 1.0) * state.upper[:, users]
+        start = np.maximum(start, state.lower[:, users])
+        columns, residual = projection_search(geometry, users, solver.tolerance, iterations=iterations, start=start)
+        keep = []
+        for k, user in enumerate(users):
+            if residual[k] <= solver.tolerance and solver.valid(state, user, columns[:, k]):
+                found[int(user)] = columns[:, k]
+            else:
+                keep.append(k)
+        users = users[keep]
+    return found
+
+
 def fixed_columns(state: JointState) -> np.ndarray:
     """Users whose every round is decided by propagation."""
     return np.all(state.lower == state.upper, axis=0)
@@ -331,7 +360,21 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
                 state.count("second point from search restarts")
             progress.seconds[unproven] += (time.perf_counter() - started_restarts) / len(unproven)
             say("search restarts")
-        # 2. users without a candidate: the LP relaxation, steered towards the search's guess
+        # 2a. users without a candidate: batched restarts of the search
+        lost = [u for u in open_users if status[u] == "timeout" and attempt("search", u)]
+        if lost and not solver.out_of_time():
+            started_restarts = time.perf_counter()
+            found = restart_search(geometry, solver, state, lost)
+            progress.seconds[lost] += (time.perf_counter() - started_restarts) / len(lost)
+            for user, x in found.items():
+                state.count("found by search restarts")
+                verdict = timed(user, lambda: solver.certify(state, user, x, False))
+                settle(user, x, verdict)
+                newly += verdict == "unique"
+            say("search restarts for users without a column")
+            if newly:
+                continue
+        # 2b. users without a candidate: the LP relaxation, steered towards the search's guess
         for user in open_users:
             if status[user] in ("timeout",) and attempt("relax", user) and not solver.out_of_time():
                 x = timed(user, lambda: solver.relax(state, user, progress.guess[:, user]))
