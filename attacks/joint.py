@@ -220,19 +220,21 @@ def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, 
 
 
 def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState, users: list[int],
-                   restarts: int = 3, iterations: int = 300) -> dict[int, np.ndarray]:
+                   restarts: int = 30, barren: int = 3, iterations: int = 300) -> dict[int, np.ndarray]:
     """Batched: restart the projection search from seeded random points inside each user's bounds.
 
-    The search's answer depends on where it starts; for users it left without a column, a few restarts over
-    all of them at once cost far less than one integer program each. Returns the valid columns found.
+    The search's answer depends on where it starts; for users it left without a column, restarts over all
+    of them at once cost far less than one integer program each. Restarts go on until `barren` in a row find
+    nobody (or `restarts` in all). Returns the valid columns found.
     """
     from attacks.projection_search import projection_search
 
     rng = np.random.default_rng(1)
     users = np.array(users, dtype=np.int64)
     found: dict[int, np.ndarray] = {}
+    misses = 0
     for _ in range(restarts):
-        if len(users) == 0:
+        if len(users) == 0 or misses >= barren:  # stop after `barren` restarts in a row found nobody
             break
         share = (geometry.counts[users].T / geometry.window)[geometry.window_index]
         start = np.clip(share + 0.3 * rng.standard_normal(share.shape), 0.0, 1.0) * state.upper[:, users]
@@ -244,6 +246,7 @@ def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState,
                 found[int(user)] = columns[:, k]
             else:
                 keep.append(k)
+        misses = misses + 1 if len(keep) == len(users) else 0
         users = users[keep]
     return found
 
