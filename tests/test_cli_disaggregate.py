@@ -94,6 +94,8 @@ def test_stdout_holds_only_the_summary_line_when_integer_programs_run(tmp_path, 
     assert out.count("\n") == 1 and out.startswith("16 users") and "HiGHS" not in out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["events"] and report["clock_limited"] is False
+    ratios = [entry["equalities_per_free_round"] for entry in report["per_user"]]
+    assert all(0 < ratio <= 1 for ratio in ratios)  # T = 36 rounds, 16 users: every user keeps free rounds
 
 
 def test_the_command_imports_neither_torch_nor_cvxpy_nor_pandas(tmp_path, small_instance):
