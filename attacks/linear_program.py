@@ -44,7 +44,7 @@ def quiet_stdout() -> Iterator[None]:
 class Limits:
     """Work limits (they decide answers) and the clock safety net (it only stops runaway solves, and says so)."""
 
-    simplex_iterations: int = 20_000  # per LP solve
+    simplex_iterations: int = 20_000  # per LP solve, and per integer program (all its nodes together)
     nodes: int = 200  # branch-and-bound nodes per integer program
     seconds: float = 60.0  # safety net per solve
 
