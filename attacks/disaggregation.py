@@ -119,7 +119,7 @@ class _Progress:
 def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> None:
     started = time.perf_counter()
     users = np.arange(geometry.counts.shape[0])
-    sums = geometry.window_matrix @ geometry.basis
+    sums = geometry.window_basis
     if geometry.exact and np.linalg.matrix_rank(sums) == geometry.rank:
         coords = np.linalg.lstsq(sums, geometry.counts.T.astype(np.float64), rcond=None)[0]
         columns = geometry.round_to_counts(geometry.basis @ coords, users)

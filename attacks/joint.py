@@ -143,7 +143,7 @@ class JointSolver:
         if not self.geometry.exact or not self.certifying:  # count bounds: the certificate's polytope is no proof
             return "found"
         free = state.lower[:, user] != state.upper[:, user]
-        if only_point(self.geometry.basis, self.geometry.window_matrix, free, column, self.limits) == "unique":
+        if only_point(self.geometry.basis, self.geometry.window_basis, free, column, self.limits) == "unique":
             state.count("certified by LP (only point)")
             return "unique"
         bounds = self.bounds(state, user)

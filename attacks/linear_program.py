@@ -182,7 +182,7 @@ def null_space(matrix: np.ndarray) -> np.ndarray:
     return q[:, rank:]
 
 
-def only_point(basis: np.ndarray, window_matrix: np.ndarray, free: np.ndarray, column: np.ndarray, limits: Limits) -> str:
+def only_point(basis: np.ndarray, window_basis: np.ndarray, free: np.ndarray, column: np.ndarray, limits: Limits) -> str:
     """Whether binary `column` is the only point of its user's LP polytope (Stiemke's alternative).
 
     Moves that keep the window sums and stay in col(A) and on the fixed rounds are
@@ -193,7 +193,7 @@ def only_point(basis: np.ndarray, window_matrix: np.ndarray, free: np.ndarray, c
     free-round columns) instead of one over all T rounds. Returns "unique" (proof),
     "not" (some move exists: maybe another binary point) or "limit".
     """
-    pinned = np.vstack([basis[~free], window_matrix @ basis])
+    pinned = np.vstack([basis[~free], window_basis])  # window_basis = B U
     null = null_space(pinned)
     if null.shape[1] == 0:
         return "unique"

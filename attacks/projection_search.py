@@ -30,7 +30,7 @@ def projection_search(
     `start` (T x m) replaces the uniform starting point (restarts elsewhere find other binary points).
     """
     basis = geometry.basis
-    sums = geometry.window_matrix @ basis
+    sums = geometry.window_basis
     sums_pinv = np.linalg.pinv(sums)
     low = geometry.counts[users].T.astype(np.float64)
     high = geometry.high[users].T.astype(np.float64)
