@@ -8,32 +8,43 @@ col(A)); only what is left goes on to the next, dearer method:
    P = U (B U)^+ C^T, one factorization for all users, and each column is
    proven unique by the linear algebra alone;
 2. projection search: batched Douglas-Rachford over all users at once;
-3. completion from the per-round totals when one user is left;
-4. the per-user integer program with HiGHS, in parallel workers (exact mode only:
-   under noise the search's best-residual candidates stand).
-Columns found by 2-4 are then certified unique by an LP where it succeeds. A
-`found` column is consistent with everything observed but may be another
-user's-worth of binary vector than the truth: only `unique` is proven.
+3. the joint stage (attacks/joint.py, exact mode): all users share one LP model,
+   the per-round totals and every column already proven. Propagation (counts,
+   totals minus proven columns) fixes rounds; warm-started LPs steered by the
+   search's guesses, then branch and bound under a node limit, find columns; an
+   LP certificate proves a column `unique`, and a second binary point makes the
+   user `ambiguous`. Each proven column is peeled off the totals, which fixes
+   more rounds for everyone left.
+Work limits (simplex iterations, nodes), not the clock, decide every answer;
+the clock (`time_limit` per solve, `budget` overall) is a safety net that the
+report names when it bites. A `found` column fits everything observed but was
+neither proven unique nor shown ambiguous within the work limits.
 """
 
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 
 from attacks.geometry import Geometry, column_space
 from attacks.inputs import check_counts, check_observation
 from attacks.settings import AttackSettings
-from attacks.integer_program import UserProgram, is_unique, solve_user
 from attacks.projection_search import projection_search
 from benchmark.errors import BenchmarkError
-from benchmark.executor import Executor, run_tasks
+from benchmark.executor import Executor
 
-# Start-up of a worker pool with cvxpy loaded (measured 1.5-2 s on 2 cores): per-user work projected to take
-# less than this runs in this process instead.
-INLINE_SECONDS = 2.0
-STATUSES = ("unique", "found", "timeout", "infeasible", "unattributed")
+# Aggregates with at most this many entries are attacked with one BLAS thread (measured: the quickstart shape
+# took 2.4x the wall time and twice the CPU with two threads on a busy 2-core machine).
+SMALL_ENTRIES = 1_000_000
+STATUSES = ("unique", "ambiguous", "found", "timeout", "infeasible", "unattributed")
+
+
+@dataclass(frozen=True)
+class JointOutcome:
+    alternatives: np.ndarray | None = None
+    events: dict[str, int] = field(default_factory=dict)
+    clock_limited: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,12 @@ class Disaggregation:
     rank: int
     wall_seconds: float
     steps: dict[str, float] = field(default_factory=dict)
+    alternatives: np.ndarray | None = None  # (n,) distinct binary columns found per user (2 or more: ambiguous)
+    events: dict[str, int] = field(default_factory=dict)  # how columns were proven, found or ruled out
+    clock_limited: bool = False  # the clock safety net (time_limit or budget) stopped some work: answers may vary
+    # (n,) equalities per free round of each user's LP after fixing by counts (Donoho-Tanner: above about 1/2
+    # the LP polytope tends to be the single binary point, so the LP settles the user); inf when nothing is free
+    equalities_per_free_round: np.ndarray | None = None
 
     def report(self) -> dict:
         """A JSON-ready summary: totals, timings per step and one entry per user."""
@@ -56,8 +73,16 @@ class Disaggregation:
             "wall_seconds": self.wall_seconds,
             "steps": self.steps,
             "totals": {status: self.status.count(status) for status in STATUSES},
+            "events": self.events,
+            "clock_limited": self.clock_limited,
             "per_user": [
-                {"user": user, "status": status, "seconds": float(seconds), "residual": float(residual)}
+                {
+                    "user": user, "status": status, "seconds": float(seconds), "residual": float(residual),
+                    "alternatives": int(self.alternatives[user]) if self.alternatives is not None else 0,
+                    "equalities_per_free_round": (
+                        float(self.equalities_per_free_round[user]) if self.equalities_per_free_round is not None else None
+                    ),
+                }
                 for user, (status, seconds, residual) in enumerate(zip(self.status, self.seconds, self.residual))
             ],
         }
@@ -72,6 +97,7 @@ class _Progress:
         self.seconds = np.zeros(n_users)
         self.residual = np.full(n_users, np.inf)
         self.steps: dict[str, float] = {}
+        self.guess = np.zeros((n_rounds, n_users))  # the search's best rounded column, right or not
 
     def open_users(self) -> np.ndarray:
         return np.array([u for u, s in enumerate(self.status) if s in ("timeout", "infeasible")], dtype=np.int64)
@@ -93,7 +119,7 @@ class _Progress:
 def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> None:
     started = time.perf_counter()
     users = np.arange(geometry.counts.shape[0])
-    sums = geometry.window_matrix @ geometry.basis
+    sums = geometry.window_basis
     if geometry.exact and np.linalg.matrix_rank(sums) == geometry.rank:
         coords = np.linalg.lstsq(sums, geometry.counts.T.astype(np.float64), rcond=None)[0]
         columns = geometry.round_to_counts(geometry.basis @ coords, users)
@@ -112,6 +138,7 @@ def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
         geometry, users, settings.accepted_residual, iterations=settings.search_iterations
     )
     ok = (residual <= settings.accepted_residual) & geometry.nonempty(columns, users)
+    state.guess[:, users] = columns
     state.accept(users, columns, residual, "found", ok)
     state.charge("projection_search", users, started)
 
@@ -131,81 +158,39 @@ def _complete_from_totals(geometry: Geometry, state: _Progress, totals: np.ndarr
     state.charge("totals", users, started)
 
 
-def _program(geometry: Geometry, user: int, settings: AttackSettings, deadline: float | None) -> UserProgram:
-    zero, one = geometry.fixed_rounds(user)
-    return UserProgram(
-        user=int(user),
-        complement=geometry.complement,
-        window_matrix=geometry.window_matrix,
-        counts=geometry.counts[user].astype(np.float64),
-        counts_high=None if geometry.exact else geometry.high[user].astype(np.float64),
-        zero=zero,
-        one=one,
-        time_limit=settings.time_limit,
-        deadline=deadline,
-    )
+def _joint(geometry: Geometry, state: _Progress, totals: np.ndarray | None, settings: AttackSettings, progress: bool) -> JointOutcome:
+    """The joint stage (exact mode only: under noise the search's best-residual candidates stand)."""
+    if settings.noise or not any(s != "unique" for s in state.status):
+        return JointOutcome()
+    from attacks.joint import run_joint
 
-
-def _integer_programs(
-    geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool, deadline: float | None
-) -> None:
-    users = state.open_users()
-    # Under noise the search's best-residual candidates stand: a time-limited program would only make the
-    # answer depend on how busy the machine is, and it cannot make noisy sums exact.
-    if len(users) == 0 or settings.time_limit <= 0 or settings.noise:
-        return
     started = time.perf_counter()
-    programs = sorted((_program(geometry, user, settings, deadline) for user in users), key=_free_rounds)
-    label = "integer programs" if progress else None
-    for answer in run_tasks(solve_user, programs, executor, progress=label, inline_seconds=INLINE_SECONDS):
-        state.seconds[answer.user] += answer.seconds
-        state.status[answer.user] = answer.status
-        if answer.column is None:
-            continue
-        residual = geometry.residual(answer.column[:, None])
-        ok = (residual <= settings.accepted_residual) & geometry.nonempty(answer.column[:, None], np.array([answer.user]))
-        state.accept(np.array([answer.user]), answer.column[:, None], residual, "found", ok)
-        if not ok[0] and answer.status == "found":
-            state.status[answer.user] = "infeasible"
-    state.steps["integer_program"] = time.perf_counter() - started
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
+    outcome = run_joint(geometry, state, totals, settings, log)
+    state.steps["joint"] = time.perf_counter() - started
+    return outcome
 
 
-def _certify(job: tuple[np.ndarray, UserProgram, np.ndarray]) -> tuple[int, bool, float]:
-    basis, program, column = job
-    started = time.perf_counter()
-    return program.user, is_unique(basis, program, column), time.perf_counter() - started
-
-
-def _free_rounds(program: UserProgram) -> int:
-    """Smaller programs first: under a budget, solve as many users as possible."""
-    return int((~(program.zero | program.one)).sum())
-
-
-def _certify_found(
-    geometry: Geometry, state: _Progress, settings: AttackSettings, executor: Executor, progress: bool, deadline: float | None
-) -> None:
-    users = [u for u, s in enumerate(state.status) if s == "found"]
-    # The certificate's null space assumes exact window sums: with count bounds nothing is proven.
-    if settings.noise or not settings.certify or not geometry.exact or not users:
-        return
-    started = time.perf_counter()
-    jobs = [(geometry.basis, _program(geometry, user, settings, deadline), state.columns[:, user].copy()) for user in users]
-    label = "certificates" if progress else None
-    for user, unique, seconds in run_tasks(_certify, jobs, executor, progress=label, inline_seconds=INLINE_SECONDS):
-        state.seconds[user] += seconds
-        if unique:
-            state.status[user] = "unique"
-    state.steps["certificate"] = time.perf_counter() - started
+def _equalities_per_free_round(geometry: Geometry) -> np.ndarray:
+    """Rows of N^T (T - r) plus windows with free rounds, over free rounds, per user: an upper bound of the true ratio."""
+    lengths = np.bincount(geometry.window_index)
+    partial = (geometry.high > 0) & (geometry.counts < lengths[None, :])  # (n, W) windows whose rounds stay free
+    free = (partial * lengths[None, :]).sum(axis=1)
+    equalities = np.minimum((geometry.n_rounds - geometry.rank) + partial.sum(axis=1), free)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(free > 0, equalities / np.maximum(free, 1), np.inf)
 
 
 def least_squares(participants: np.ndarray, aggregates: np.ndarray) -> np.ndarray:
     """argmin_G ||P G - A||: normal equations when P has full column rank (far faster at T >> n), else the pseudo-inverse."""
     gram = participants.T @ participants
     try:
-        factor = scipy.linalg.cho_factor(gram)
+        factor = np.diag(np.linalg.cholesky(gram))  # raises unless P has full column rank
+        if factor.min() > 1e-8 * max(factor.max(), 1.0):
+            return np.linalg.solve(gram, participants.T @ aggregates)
     except np.linalg.LinAlgError:
-        return np.linalg.pinv(participants) @ aggregates
-    return scipy.linalg.cho_solve(factor, participants.T @ aggregates)
+        pass
+    return np.linalg.pinv(participants) @ aggregates
 
 
 def disaggregate(
@@ -222,7 +207,9 @@ def disaggregate(
 
     With `counts_high`, each window sum is only known to lie in [counts, counts_high] (an adaptive
     attacker's reading of rounded, noised or padded counts); totals, the linear stage and certificates
-    are then left out.
+    are then left out. `executor` is accepted for callers that pass one, but every stage runs in this
+    process: the joint stage's order (each proven column tightens the next user's program) is part of
+    the answer, and its work limits keep that answer the same on any machine.
     """
     if counts_high is None:
         aggregates, counts, totals = check_observation(aggregates, counts, window, totals)
@@ -232,6 +219,15 @@ def disaggregate(
         totals = None
         if np.any(counts_high < counts):
             raise BenchmarkError("count upper bounds must not be below the counts")
+    if aggregates.size > SMALL_ENTRIES:
+        return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # small products: waking BLAS threads costs more than it saves
+        return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high)
+
+
+def _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high) -> Disaggregation:
     wall = time.perf_counter()
     n_users = counts.shape[0]
     state = _Progress(aggregates.shape[0], n_users)
@@ -241,10 +237,7 @@ def disaggregate(
     _linear(geometry, state, settings)
     _search(geometry, state, settings)
     _complete_from_totals(geometry, state, totals, settings)
-    deadline = None if settings.budget is None else time.time() + settings.budget
-    _integer_programs(geometry, state, settings, executor, progress, deadline)
-    _complete_from_totals(geometry, state, totals, settings)
-    _certify_found(geometry, state, settings, executor, progress, deadline)
+    outcome = _joint(geometry, state, totals, settings, progress)
     started = time.perf_counter()
     participants = state.columns.astype(np.uint8)
     updates = least_squares(state.columns, aggregates)
@@ -258,5 +251,9 @@ def disaggregate(
         rank=geometry.rank,
         wall_seconds=time.perf_counter() - wall,
         steps=state.steps,
+        alternatives=outcome.alternatives if outcome.alternatives is not None else np.zeros(n_users, dtype=np.int64),
+        events=outcome.events,
+        clock_limited=outcome.clock_limited,
+        equalities_per_free_round=_equalities_per_free_round(geometry),
     )
 

@@ -57,6 +57,16 @@ class Geometry:
         q, _ = np.linalg.qr(self.basis, mode="complete")
         return q[:, self.rank :]
 
+    @cached_property
+    def window_basis(self) -> np.ndarray:
+        """B U (W x r): the window sums of the basis, shared by every user's certificate."""
+        return self.window_sums(self.basis)
+
+    def window_sums(self, matrix: np.ndarray) -> np.ndarray:
+        """B @ matrix without the dense product: sums of each window's rows (W x m)."""
+        starts = np.arange(0, self.n_rounds, self.window)
+        return np.add.reduceat(matrix, starts, axis=0)
+
     def fixed_rounds(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         """Masks of rounds forced to 0 (window count at most 0) and to 1 (count at least the window length)."""
         lengths = window_lengths(self.n_rounds, self.window)[self.window_index]

@@ -21,19 +21,21 @@ def projection_search(
     convex_iterations: int = 100,
     check_every: int = 25,
     patience: int = 20,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best rounded column (T x m) and its residual (m) for each user.
 
     Stops once every user fits within tolerance, or when `patience` checks in a
     row after the convex phase accepted nobody new (the search has stalled).
+    `start` (T x m) replaces the uniform starting point (restarts elsewhere find other binary points).
     """
     basis = geometry.basis
-    sums = geometry.window_matrix @ basis
+    sums = geometry.window_basis
     sums_pinv = np.linalg.pinv(sums)
     low = geometry.counts[users].T.astype(np.float64)
     high = geometry.high[users].T.astype(np.float64)
     upper = (high[geometry.window_index] > 0).astype(np.float64)
-    state = (low + high)[geometry.window_index] / (2 * geometry.window)
+    state = (low + high)[geometry.window_index] / (2 * geometry.window) if start is None else start.astype(np.float64)
     best = geometry.round_to_counts(state, users)
     best_residual = geometry.residual(best)
     active = np.flatnonzero(best_residual > tolerance)

@@ -9,8 +9,10 @@ class AttackSettings:
 
     noise: bool = False
     tolerance: float | None = None  # accepted relative residual; default 1e-6 exact, 0.35 under noise
-    time_limit: float = 60.0  # seconds per user for each integer program or certificate
-    budget: float | None = None  # seconds for all integer programs and certificates together; None: no cap
+    time_limit: float = 60.0  # clock safety net per LP or integer program (seconds); answers come from the work limits
+    budget: float | None = None  # clock safety net for the joint stage as a whole (seconds); None: no cap
+    simplex_iterations: int = 20_000  # work limit per LP solve: with `nodes`, it decides the answers
+    nodes: int = 200  # work limit: branch-and-bound nodes per integer program
     certify: bool = True
     search_iterations: int = 600
     adaptive: bool = False  # read the defense's public parameters (attacks/adaptive.py)

@@ -132,8 +132,13 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         raise BenchmarkError("--time-limit must be a non-negative number of seconds")
     if args.budget is not None and not 0 <= args.budget < 1e9:
         raise BenchmarkError("--budget must be a non-negative number of seconds")
-    settings = AttackSettings(noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify)
-    result = disaggregate(aggregates, counts, args.window, totals, settings, _executor(args), progress=not args.quiet)
+    if args.nodes < 0 or args.simplex_iterations < 1:
+        raise BenchmarkError("--nodes must be non-negative and --simplex-iterations positive")
+    settings = AttackSettings(
+        noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify,
+        nodes=args.nodes, simplex_iterations=args.simplex_iterations,
+    )
+    result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet)
     result, misfit = _with_fit(result, aggregates, settings)
     report = {**result.report(), "relative_misfit": misfit}
     write_folder_atomically(out, {
@@ -327,12 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--window", required=True, type=int, help="rounds per analytics window K")
     dis.add_argument("--out", required=True, help="output folder")
     dis.add_argument("--totals", help="optional integer array of length T, participants per round")
-    dis.add_argument("--time-limit", type=float, default=60.0, help="seconds per user for the integer program and its certificate (default 60)")
-    dis.add_argument("--budget", type=float, help="seconds for all integer programs and certificates together (default: no cap)")
-    dis.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    dis.add_argument("--scheduler", help="address of a Dask scheduler to run the per-user programs on")
+    dis.add_argument("--nodes", type=int, default=200, help="work limit: branch-and-bound nodes per integer program (default 200); with --simplex-iterations it decides the answers, the same on any machine")
+    dis.add_argument("--simplex-iterations", type=int, default=20_000, help="work limit: simplex iterations per LP (default 20000)")
+    dis.add_argument("--time-limit", type=float, default=60.0, help="clock safety net: seconds per LP or integer program (default 60); the report says when it bit")
+    dis.add_argument("--budget", type=float, help="clock safety net: seconds for the joint stage as a whole (default: no cap); the report says when it bit")
     dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")
-    dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates")
+    dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates (found columns stay `found`)")
     dis.add_argument("--quiet", action="store_true", help="no progress bar")
     dis.set_defaults(handler=cmd_disaggregate)
 

@@ -13,10 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import joblib
-from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
-
 
 @dataclass(frozen=True)
 class Executor:
@@ -49,6 +45,8 @@ def _watch_parent(parent: int) -> None:
 
 @contextmanager
 def _backend(executor: Executor) -> Iterator[int]:
+    import joblib
+
     if executor.scheduler is not None:
         from dask.distributed import Client
 
@@ -73,6 +71,10 @@ def run_tasks(
     have taken, projected over the items left, stays under it: starting worker
     processes costs seconds, more than a batch of small jobs takes.
     """
+    import joblib  # here, not at the top: a command that runs nothing in parallel should not pay for it
+    from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=len(items), desc=progress, disable=progress is None, leave=False)
     try:
         done = 0

@@ -7,8 +7,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS
 from benchmark.errors import BenchmarkError
@@ -154,14 +156,16 @@ class ResultStore:
             raise ValueError("not a JSON object with a status")
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
 
-    def table(self, keys: list[str], missing: dict[str, dict] | None = None) -> pd.DataFrame:
+    def table(self, keys: list[str], missing: dict[str, dict] | None = None) -> "pd.DataFrame":
         """One row per stored key; a key not stored takes its row from `missing` (scores NaN), if given there."""
+        import pandas as pd  # here: commands that only write files (disaggregate) should not load pandas
+
         missing = missing or {}
         rows = [self.load(key) if self.has(key) else missing[key] for key in keys if self.has(key) or key in missing]
         frame = pd.DataFrame(rows).reindex(columns=[*RESULT_COLUMNS, *sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))])
         return frame.astype({c: "float64" for c in SCORE_COLUMNS})
 
-    def write_table(self, frame: pd.DataFrame, stem: str = "results") -> tuple[Path, Path]:
+    def write_table(self, frame: "pd.DataFrame", stem: str = "results") -> tuple[Path, Path]:
         parquet, csv = self.folder / f"{stem}.parquet", self.folder / f"{stem}.csv"
         write_atomically(parquet, frame.to_parquet(index=False))
         write_atomically(csv, frame.to_csv(index=False).encode())

@@ -85,10 +85,30 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, small_inst
 def test_stdout_holds_only_the_summary_line_when_integer_programs_run(tmp_path, capfd):
     from benchmark.synthetic import make_instance
 
-    instance = make_instance(30, 90, 10, 0.5, seed=0)  # the search leaves users to the integer program
+    instance = make_instance(16, 36, 10, 0.5, seed=0)  # the search leaves users to the integer program
     paths = write_observation(tmp_path, instance, totals=False)
     code = run_cli(["--aggregates", str(paths["aggregates"]), "--counts", str(paths["counts"]), "--window", "10",
-                    "--out", str(tmp_path / "out"), "--time-limit", "5", "--no-certify"])
+                    "--out", str(tmp_path / "out"), "--nodes", "20", "--simplex-iterations", "5000"])
     out = capfd.readouterr().out
     assert code == 0
-    assert out.count("\n") == 1 and out.startswith("30 users") and "HiGHS" not in out
+    assert out.count("\n") == 1 and out.startswith("16 users") and "HiGHS" not in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["events"] and report["clock_limited"] is False
+    ratios = [entry["equalities_per_free_round"] for entry in report["per_user"]]
+    assert all(0 < ratio <= 1 for ratio in ratios)  # T = 36 rounds, 16 users: every user keeps free rounds
+
+
+def test_the_command_imports_neither_torch_nor_cvxpy_nor_pandas(tmp_path, small_instance):
+    import subprocess
+    import sys
+
+    paths = write_observation(tmp_path, small_instance)
+    script = (
+        "import sys\nfrom benchmark.cli import main\n"
+        f"code = main(['disaggregate', '--quiet', '--aggregates', {str(paths['aggregates'])!r}, '--counts', "
+        f"{str(paths['counts'])!r}, '--totals', {str(paths['totals'])!r}, '--window', '10', '--out', {str(tmp_path / 'out')!r}])\n"
+        "heavy = sorted(m for m in ('torch', 'cvxpy', 'pandas', 'joblib') if m in sys.modules)\n"
+        "print('HEAVY', heavy, code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "HEAVY [] 0" in done.stdout

@@ -29,13 +29,13 @@ def test_noiseless_instance_below_the_closed_form_is_recovered_exactly(small_ins
     assert np.abs(result.updates - small_instance.updates).max() < 1e-8
 
 
-def test_integer_program_solves_what_the_search_leaves():
-    instance = make_instance(30, 90, 10, 0.5, seed=0)
-    result = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(search_iterations=0, time_limit=30))
-    assert "integer_program" in result.steps
+def test_joint_stage_solves_what_the_search_leaves():
+    instance = make_instance(16, 36, 10, 0.5, seed=0)
+    result = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(search_iterations=0, nodes=20))
+    assert "joint" in result.steps
     solved = np.array([s in ("unique", "found") for s in result.status])
     assert solved.sum() >= 1
-    assert exact_columns(result, instance)[solved].all()
+    assert exact_columns(result, instance)[np.array(result.status) == "unique"].all()
 
 
 def _brute_force_unique(instance, geometry, user):
@@ -63,16 +63,82 @@ def test_unique_is_only_claimed_when_true_and_found_columns_are_valid():
     assert "unique" in statuses
 
 
-def test_a_column_with_another_valid_answer_is_found_but_not_unique():
-    # Users 0 and 1 never share a round and user 2 joins exactly their rounds, all in one window:
-    # p0 + p1 = p2, so user 2's counts are also met by other binary vectors of col(A).
-    participants = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1], [0, 0, 0], [1, 1, 0]], dtype=np.uint8)
-    updates = np.random.default_rng(0).standard_normal((3, 5))
+def _binary_points(geometry, counts, user):
+    """Every binary vector with the user's counts that lies in col(A), by brute force."""
+    points = []
+    for bits in itertools.product((0.0, 1.0), repeat=geometry.n_rounds):
+        column = np.array(bits)
+        if np.array_equal(geometry.window_matrix @ column, counts[user]) and geometry.residual(column[:, None])[0] < 1e-6:
+            points.append(column)
+    return points
+
+
+def test_a_user_with_two_valid_columns_is_ambiguous_never_unique():
+    # Users 0 and 1 never share a round and user 2's count equals theirs together: p0 + p1 is binary, in col(A)
+    # and meets user 2's count, so the observations cannot tell it from p2.
+    participants = np.array(
+        [[1, 0, 0, 1], [1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1]],
+        dtype=np.uint8,
+    )
+    updates = np.random.default_rng(0).standard_normal((4, 6))
     aggregates = participants @ updates
     counts = participants.sum(axis=0)[:, None].astype(np.int64)
-    result = disaggregate(aggregates.astype(float), counts, 6)
-    assert result.status[2] == "found"
-    assert result.participants[:, 2].sum() == counts[2, 0]
+    geometry = Geometry(column_space(aggregates.astype(float), 4, False), counts, 8)
+    assert len(_binary_points(geometry, counts, 2)) == 2
+    result = disaggregate(aggregates.astype(float), counts, 8)
+    assert result.status[2] == "ambiguous"
+    assert result.alternatives[2] >= 2
+    assert result.report()["per_user"][2]["alternatives"] >= 2
+    column = result.participants[:, 2].astype(float)
+    assert any(np.array_equal(column, point) for point in _binary_points(geometry, counts, 2))
+    for user, status in enumerate(result.status):
+        if status == "unique":
+            assert len(_binary_points(geometry, counts, user)) == 1
+
+
+def test_peeling_fixes_columns_from_totals_and_proven_columns():
+    from attacks.joint import fixed_columns, initial_state, propagate
+
+    # Two windows of two rounds. User 0 is proven; user 1's counts fix it; the totals left then fix user 2.
+    participants = np.array([[1, 1, 1], [0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=np.uint8)
+    counts = np.array([[1, 1], [2, 0], [1, 1]], dtype=np.int64)
+    totals = participants.sum(axis=1).astype(np.int64)
+    geometry = Geometry(np.linalg.qr(participants.astype(float))[0], counts, 2)
+    state = initial_state(geometry)
+    assert not fixed_columns(state)[2]
+    columns = participants.astype(float)
+    state.proven[0] = True
+    state.lower[:, 0] = state.upper[:, 0] = participants[:, 0] > 0
+    assert propagate(geometry, state, totals, columns)
+    assert fixed_columns(state).all()
+    assert np.array_equal(state.lower, participants > 0)
+    # Without the totals user 2 stays open: the cascade comes from peeling.
+    alone = initial_state(geometry)
+    assert propagate(geometry, alone, None, columns) and not fixed_columns(alone)[2]
+
+
+def test_peeling_contradiction_is_reported():
+    from attacks.joint import initial_state, propagate
+
+    participants = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.uint8)
+    counts = np.array([[1, 1], [1, 1]], dtype=np.int64)
+    geometry = Geometry(np.linalg.qr(participants.astype(float))[0], counts, 2)
+    state = initial_state(geometry)
+    impossible = np.array([2, 1, 0, 0])  # round 0 cannot hold two when round 1 needs one more and both have room
+    assert not propagate(geometry, state, impossible + np.array([1, 0, 0, 0]), participants.astype(float))
+
+
+def test_same_inputs_give_same_statuses_whatever_the_clock():
+    instance = make_instance(12, 30, 10, 0.5, seed=0)
+    runs = [
+        disaggregate(instance.aggregates, instance.counts, 10, instance.totals,
+                     AttackSettings(search_iterations=20, simplex_iterations=30, nodes=1, time_limit=limit))
+        for limit in (30.0, 300.0)
+    ]
+    assert runs[0].status == runs[1].status
+    assert np.array_equal(runs[0].participants, runs[1].participants)
+    assert not runs[0].clock_limited and not runs[1].clock_limited
+    assert exact_columns(runs[0], instance)[np.array(runs[0].status) == "unique"].all()
 
 
 def test_zero_time_limit_leaves_hard_users_as_timeout():

@@ -1,0 +1,414 @@
+"""The joint stage: every user at once, sharing one LP model and everything already proven.
+
+What users share, and how this stage uses it:
+- per-round totals: r = totals - (sum of proven columns) bounds every remaining
+  column (p <= r). A round whose r_t is 0 is 0 for every remaining user, and one
+  whose r_t equals the number of remaining users who may still be in it is 1 for
+  all of them. With the window counts (a window whose count is already met is 0
+  elsewhere; one that needs every free round gets them all) this propagates like
+  a Sudoku, and every newly proven column restarts it (peeling);
+- one constraint matrix: each user's LP relaxation differs only in bounds, so
+  one HiGHS model is re-solved from the previous basis (attacks/linear_program.py);
+- the search's candidates steer each LP (minimise the distance to them).
+A candidate is proven `unique` when the LP point farthest from it lies within L1
+distance 1 (no other binary point fits); when a second binary point is found
+the user is `ambiguous` (the observations do not single out one column). Only
+proven columns are peeled, so one wrong guess never spreads.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attacks.geometry import Geometry
+from attacks.inputs import window_lengths
+from attacks.linear_program import UNIQUE_BELOW, Limits, SharedProgram, UserBounds, integral, only_point
+
+# The shared model holds N^T densely ((T - r) x T); beyond this many entries it is not built.
+MAX_MODEL_ENTRIES = 40_000_000
+
+
+@dataclass
+class JointState:
+    """Per-user knowledge, (T, n) masks: rounds proven 1 (lower) and rounds not proven 0 (upper)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    proven: np.ndarray  # (n,) bool: column proven (status unique)
+    alternatives: np.ndarray  # (n,) int: distinct binary columns found for the user
+    events: dict[str, int] = field(default_factory=dict)
+
+    def count(self, event: str, amount: int = 1) -> None:
+        self.events[event] = self.events.get(event, 0) + amount
+
+
+def initial_state(geometry: Geometry) -> JointState:
+    n_users = geometry.counts.shape[0]
+    lower = np.zeros((geometry.n_rounds, n_users), dtype=bool)
+    upper = np.ones((geometry.n_rounds, n_users), dtype=bool)
+    for user in range(n_users):
+        zero, one = geometry.fixed_rounds(user)
+        lower[one, user] = True
+        upper[zero, user] = False
+    return JointState(lower, upper, np.zeros(n_users, dtype=bool), np.zeros(n_users, dtype=np.int64))
+
+
+def _window_sums(geometry: Geometry, mask: np.ndarray) -> np.ndarray:
+    """(W, m) per-window sums of a (T, m) mask."""
+    n_windows = geometry.counts.shape[1]
+    padded = np.zeros((n_windows * geometry.window, mask.shape[1]), dtype=np.int64)
+    padded[: geometry.n_rounds] = mask
+    return padded.reshape(n_windows, geometry.window, -1).sum(axis=1)
+
+
+def propagate(geometry: Geometry, state: JointState, totals: np.ndarray | None, columns: np.ndarray) -> bool:
+    """Fix every round that the counts, the totals and the proven columns force; False on a contradiction."""
+    low = geometry.counts.T
+    high = geometry.high.T
+    index = geometry.window_index
+    while True:
+        before = int(state.lower.sum()) + int(state.upper.sum())
+        ones = _window_sums(geometry, state.lower)
+        possible = _window_sums(geometry, state.upper)
+        if np.any(ones > high) or np.any(possible < low):
+            return False
+        met = (ones >= high)[index]  # the window's count is reached: its other rounds are 0
+        state.upper &= ~met | state.lower
+        needs_all = (possible <= low)[index]  # every round still possible is needed
+        state.lower |= needs_all & state.upper
+        if totals is not None:
+            open_users = ~state.proven
+            remaining = totals - columns[:, state.proven].sum(axis=1)
+            sure = state.lower[:, open_users].sum(axis=1)
+            maybe = state.upper[:, open_users].sum(axis=1)
+            if np.any(sure > remaining) or np.any(maybe < remaining):
+                return False
+            full = sure == remaining  # the round's participants are all known: the rest are 0
+            state.upper[np.ix_(full, open_users)] &= state.lower[np.ix_(full, open_users)]
+            everyone = maybe == remaining  # every user who may be in the round is
+            state.lower[np.ix_(everyone, open_users)] |= state.upper[np.ix_(everyone, open_users)]
+        if int(state.lower.sum()) + int(state.upper.sum()) == before:
+            return True
+
+
+class JointSolver:
+    """Runs the joint stage on the users the earlier stages left unproven."""
+
+    def __init__(
+        self, geometry: Geometry, totals: np.ndarray | None, limits: Limits, tolerance: float, deadline: float | None,
+        certifying: bool = True,
+    ) -> None:
+        self.geometry = geometry
+        self.certifying = certifying
+        self.totals = totals
+        self.limits = limits
+        self.tolerance = tolerance
+        self.deadline = deadline
+        self.program: SharedProgram | None = None
+        self.clock_bit = False
+
+    def _shared(self) -> SharedProgram:
+        if self.program is None:
+            self.program = SharedProgram(self.geometry.complement, self.geometry.window_matrix, self.limits)
+        return self.program
+
+    def fits(self) -> bool:
+        g = self.geometry
+        return (g.n_rounds - g.rank) * g.n_rounds <= MAX_MODEL_ENTRIES
+
+    def out_of_time(self) -> bool:
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.clock_bit = True
+        return self.clock_bit
+
+    def bounds(self, state: JointState, user: int) -> UserBounds:
+        g = self.geometry
+        return UserBounds(g.counts[user], g.high[user], state.lower[:, user].astype(float), state.upper[:, user].astype(float))
+
+    def valid(self, state: JointState, user: int, column: np.ndarray) -> bool:
+        """Binary, inside the user's bounds and counts, inside col(A)."""
+        g = self.geometry
+        if column is None or not integral(column):
+            return False
+        column = np.round(column)
+        sums = g.window_matrix @ column
+        inside = np.all(column >= state.lower[:, user]) and np.all(column <= state.upper[:, user])
+        counts = np.all(sums >= g.counts[user]) and np.all(sums <= g.high[user])
+        nonempty = column.sum() > 0 or g.high[user].sum() == 0
+        return bool(inside and counts and nonempty and g.residual(column[:, None])[0] <= self.tolerance)
+
+    def certify(self, state: JointState, user: int, column: np.ndarray, search_alternative: bool) -> str:
+        """'unique' (proven), 'ambiguous' (another binary point found) or 'found' (neither, within the limits)."""
+        if not self.geometry.exact or not self.certifying:  # count bounds: the certificate's polytope is no proof
+            return "found"
+        free = state.lower[:, user] != state.upper[:, user]
+        if only_point(self.geometry.basis, self.geometry.window_basis, free, column, self.limits) == "unique":
+            state.count("certified by LP (only point)")
+            return "unique"
+        bounds = self.bounds(state, user)
+        answer, distance = self._shared().farthest(bounds, column)
+        if answer.status == "clock":
+            self.clock_bit = True
+        if answer.status == "optimal" and distance < UNIQUE_BELOW:
+            state.count("certified by LP")
+            return "unique"
+        if answer.status == "optimal" and integral(answer.x) and self.valid(state, user, answer.x):
+            state.count("second point from LP")
+            state.alternatives[user] = max(state.alternatives[user], 2)
+            return "ambiguous"
+        if not search_alternative or self.out_of_time():
+            return "found"
+        other = self._shared().binary(bounds, np.zeros(len(column)), exclude=(column,))
+        if other.status == "clock":
+            self.clock_bit = True
+        if other.status == "infeasible":
+            state.count("certified by branch and bound")
+            return "unique"
+        if other.x is not None and self.valid(state, user, other.x):
+            state.count("second point from branch and bound")
+            state.alternatives[user] = max(state.alternatives[user], 2)
+            return "ambiguous"
+        return "found"
+
+    def relax(self, state: JointState, user: int, guess: np.ndarray) -> np.ndarray | None:
+        answer = self._shared().relax(self.bounds(state, user), 1.0 - 2.0 * guess)
+        if answer.status == "clock":
+            self.clock_bit = True
+        if answer.status == "infeasible":
+            return "infeasible"
+        return np.round(answer.x) if answer.x is not None and self.valid(state, user, answer.x) else None
+
+    def branch(self, state: JointState, user: int, guess: np.ndarray) -> np.ndarray | str | None:
+        answer = self._shared().binary(self.bounds(state, user), 1.0 - 2.0 * guess)
+        if answer.status == "clock":
+            self.clock_bit = True
+        if answer.status == "infeasible":
+            return "infeasible"
+        return answer.x if answer.x is not None and self.valid(state, user, answer.x) else None
+
+
+def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, columns: np.ndarray, users: list[int],
+                  restarts: int = 3, iterations: int = 300) -> list[int]:
+    """Batched evidence of ambiguity: restart the projection search away from each user's column.
+
+    Starts are pushed away from the known column (seeded, so the same inputs give the same starts). A
+    restart that lands on another valid binary point proves the user `ambiguous`. Returns those users.
+    """
+    from attacks.projection_search import projection_search
+
+    rng = np.random.default_rng(0)
+    users = np.array(users, dtype=np.int64)
+    ambiguous: list[int] = []
+    for _ in range(restarts):
+        if len(users) == 0:
+            break
+        known = columns[:, users]
+        start = np.clip(1.0 - known + 0.3 * rng.standard_normal(known.shape), 0.0, 1.0) * state.upper[:, users]
+        start = np.maximum(start, state.lower[:, users])
+        found, residual = projection_search(geometry, users, solver.tolerance, iterations=iterations, start=start)
+        keep = []
+        for k, user in enumerate(users):
+            other = found[:, k]
+            if residual[k] <= solver.tolerance and not np.array_equal(other, known[:, k]) and solver.valid(state, user, other):
+                state.alternatives[user] = max(state.alternatives[user], 2)
+                ambiguous.append(int(user))
+            else:
+                keep.append(k)
+        users = users[keep]
+    return ambiguous
+
+
+def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState, users: list[int],
+                   restarts: int = 30, barren: int = 3, iterations: int = 300) -> dict[int, np.ndarray]:
+    """Batched: restart the projection search from seeded random points inside each user's bounds.
+
+    The search's answer depends on where it starts; for users it left without a column, restarts over all
+    of them at once cost far less than one integer program each. Restarts go on until `barren` in a row find
+    nobody (or `restarts` in all). Returns the valid columns found.
+    """
+    from attacks.projection_search import projection_search
+
+    rng = np.random.default_rng(1)
+    users = np.array(users, dtype=np.int64)
+    found: dict[int, np.ndarray] = {}
+    misses = 0
+    for _ in range(restarts):
+        if len(users) == 0 or misses >= barren:  # stop after `barren` restarts in a row found nobody
+            break
+        share = (geometry.counts[users].T / geometry.window)[geometry.window_index]
+        start = np.clip(share + 0.3 * rng.standard_normal(share.shape), 0.0, 1.0) * state.upper[:, users]
+        start = np.maximum(start, state.lower[:, users])
+        columns, residual = projection_search(geometry, users, solver.tolerance, iterations=iterations, start=start)
+        keep = []
+        for k, user in enumerate(users):
+            if residual[k] <= solver.tolerance and solver.valid(state, user, columns[:, k]):
+                found[int(user)] = columns[:, k]
+            else:
+                keep.append(k)
+        misses = misses + 1 if len(keep) == len(users) else 0
+        users = users[keep]
+    return found
+
+
+def fixed_columns(state: JointState) -> np.ndarray:
+    """Users whose every round is decided by propagation."""
+    return np.all(state.lower == state.upper, axis=0)
+
+
+def _signature(state: JointState, user: int) -> int:
+    """Changes whenever the user's bounds tighten: a failed attempt is worth repeating only then."""
+    return int(state.lower[:, user].sum()) * (state.lower.shape[0] + 1) + int(state.upper[:, user].sum())
+
+
+def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings, log=None) -> "JointOutcome":
+    """Peel, relax, branch and certify until nothing changes; updates `progress` (the caller's per-user state)."""
+    from attacks.disaggregation import JointOutcome
+
+    deadline = None if settings.budget is None else time.time() + settings.budget
+    limits = Limits(settings.simplex_iterations, settings.nodes, settings.time_limit)
+    solver = JointSolver(geometry, totals if geometry.exact else None, limits, settings.accepted_residual, deadline, settings.certify)
+    state = initial_state(geometry)
+    n_users = geometry.counts.shape[0]
+    columns = progress.columns
+    status = progress.status
+    for user in range(n_users):
+        if status[user] == "unique":
+            state.proven[user] = True
+            state.lower[:, user] = columns[:, user] > 0.5
+            state.upper[:, user] = columns[:, user] > 0.5
+    if not solver.fits():
+        state.count("joint stage skipped: model too large")
+        return JointOutcome(state.alternatives, state.events, False)
+    tried: dict[tuple[str, int], int] = {}
+
+    def attempt(stage: str, user: int) -> bool:
+        """Whether `stage` is worth running for `user` now (never tried at these bounds)."""
+        key = (stage, user)
+        signature = _signature(state, user)
+        if tried.get(key) == signature:
+            return False
+        tried[key] = signature
+        return True
+
+    def settle(user: int, column: np.ndarray, verdict: str) -> None:
+        started = time.perf_counter()
+        columns[:, user] = column
+        progress.residual[user] = geometry.residual(column[:, None])[0]
+        status[user] = verdict
+        if verdict == "unique":
+            state.proven[user] = True
+            state.lower[:, user] = column > 0.5
+            state.upper[:, user] = column > 0.5
+        elif state.alternatives[user] == 0:
+            state.alternatives[user] = 1
+        progress.seconds[user] += time.perf_counter() - started
+
+    def timed(user: int, work):
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            progress.seconds[user] += time.perf_counter() - started
+
+    certify_by_branching = False
+    started = time.perf_counter()
+
+    def say(stage: str) -> None:
+        if log is not None:
+            tally = {s: status.count(s) for s in ("unique", "ambiguous", "found", "timeout", "infeasible") if status.count(s)}
+            log(f"joint {time.perf_counter() - started:7.1f} s after {stage}: {tally}")
+
+    while True:
+        if not propagate(geometry, state, solver.totals, columns):
+            state.count("contradiction: the observations admit no such columns")
+            break
+        newly = 0
+        for user in np.flatnonzero(fixed_columns(state) & ~state.proven):
+            column = state.lower[:, user].astype(np.float64)
+            if solver.valid(state, user, column):
+                state.count("fixed by propagation")
+                settle(user, column, "unique")
+                newly += 1
+        if newly:
+            say("propagation")
+            continue
+        # Most constrained users first: they are the cheapest to settle, and each proven column helps the rest.
+        free_rounds = (state.upper & ~state.lower).sum(axis=0)
+        open_users = sorted((u for u in range(n_users) if not state.proven[u] and status[u] != "infeasible"),
+                            key=lambda u: (int(free_rounds[u]), u))
+        if not open_users or solver.out_of_time() or settings.time_limit <= 0:
+            break
+        # 1. candidates already in hand: certify them (the LP certificate; a second point makes them ambiguous)
+        for user in open_users:
+            if status[user] in ("found", "ambiguous") and not solver.out_of_time():
+                column = columns[:, user]
+                if not solver.valid(state, user, column):  # peeling ruled the candidate out
+                    state.count("candidate ruled out by peeling")
+                    status[user] = "timeout"
+                    continue
+                if attempt("certify" + ("+branch" if certify_by_branching else ""), user):
+                    verdict = timed(user, lambda: solver.certify(state, user, column, certify_by_branching))
+                    settle(user, column, verdict)
+                    newly += verdict == "unique"
+        say("certificates")
+        if newly:
+            continue
+        # 1b. batched restarts of the search: a second binary point makes a candidate ambiguous
+        unproven = [u for u in open_users if status[u] == "found" and attempt("restart", u)]
+        if unproven and solver.certifying and geometry.exact and not solver.out_of_time():
+            started_restarts = time.perf_counter()
+            for user in second_points(geometry, solver, state, columns, unproven):
+                status[user] = "ambiguous"
+                state.count("second point from search restarts")
+            progress.seconds[unproven] += (time.perf_counter() - started_restarts) / len(unproven)
+            say("search restarts")
+        # 2a. users without a candidate: batched restarts of the search
+        lost = [u for u in open_users if status[u] == "timeout" and attempt("search", u)]
+        if lost and not solver.out_of_time():
+            started_restarts = time.perf_counter()
+            found = restart_search(geometry, solver, state, lost)
+            progress.seconds[lost] += (time.perf_counter() - started_restarts) / len(lost)
+            for user, x in found.items():
+                state.count("found by search restarts")
+                verdict = timed(user, lambda: solver.certify(state, user, x, False))
+                settle(user, x, verdict)
+                newly += verdict == "unique"
+            say("search restarts for users without a column")
+            if newly:
+                continue
+        # 2b. users without a candidate: the LP relaxation, steered towards the search's guess
+        for user in open_users:
+            if status[user] in ("timeout",) and attempt("relax", user) and not solver.out_of_time():
+                x = timed(user, lambda: solver.relax(state, user, progress.guess[:, user]))
+                if isinstance(x, str):
+                    status[user] = "infeasible"
+                elif x is not None:
+                    state.count("found by LP")
+                    verdict = timed(user, lambda: solver.certify(state, user, x, False))
+                    settle(user, x, verdict)
+                    newly += verdict == "unique"
+        say("LP relaxations")
+        if newly:
+            continue
+        # 3. branch and bound (node limit) for users still without a candidate; certificates may now branch too
+        for user in open_users:
+            if status[user] == "timeout" and attempt("branch", user) and not solver.out_of_time():
+                x = timed(user, lambda: solver.branch(state, user, progress.guess[:, user]))
+                if isinstance(x, str):
+                    status[user] = "infeasible"
+                elif x is not None:
+                    state.count("found by branch and bound")
+                    verdict = timed(user, lambda: solver.certify(state, user, x, True))
+                    settle(user, x, verdict)
+                    newly += verdict == "unique"
+        say("branch and bound")
+        if newly:
+            continue
+        if not certify_by_branching:
+            certify_by_branching = True
+            continue
+        break
+    if solver.clock_bit:
+        state.count("clock safety net stopped work")
+    return JointOutcome(state.alternatives, state.events, solver.clock_bit)

@@ -1,0 +1,233 @@
+"""One HiGHS model shared by every user: the LP relaxation of "binary p in col(A) with these window sums".
+
+Rows are N^T x = 0 (N an orthonormal basis of col(A)'s complement), B x in
+[low, high] (window sums) and sum(x) >= 1 when the user took part at all;
+columns are the T rounds. Users differ only in row bounds (their counts) and
+column bounds (rounds fixed to 0 or 1), so the model is built once and
+re-solved user after user from the previous basis (warm-started simplex).
+Every limit that decides an answer is a work limit (simplex iterations,
+branch-and-bound nodes), never a clock: the same inputs give the same answers
+on any machine. A clock limit exists only as a safety net, and it says when
+it bit.
+"""
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+# An entry within this of 0 or 1 counts as integral.
+INTEGRAL = 1e-6
+# A maximal L1 distance below this proves that no other binary point exists (each lies at distance >= 1).
+UNIQUE_BELOW = 0.999
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """highspy prints a banner from C++ straight to file descriptor 1; keep it out of tables and JSON on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Work limits (they decide answers) and the clock safety net (it only stops runaway solves, and says so)."""
+
+    simplex_iterations: int = 20_000  # per LP solve, and per integer program (all its nodes together)
+    nodes: int = 200  # branch-and-bound nodes per integer program
+    seconds: float = 60.0  # safety net per solve
+
+
+@dataclass(frozen=True)
+class UserBounds:
+    """What one user's program changes in the shared model."""
+
+    low: np.ndarray  # (W,) window sums at least
+    high: np.ndarray  # (W,) window sums at most
+    lower: np.ndarray  # (T,) rounds fixed to 1 have 1
+    upper: np.ndarray  # (T,) rounds fixed to 0 have 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: str  # "optimal", "infeasible", "limit" (work limit) or "clock" (the safety net bit)
+    x: np.ndarray | None
+
+
+def _highs(limits: Limits) -> highspy.Highs:
+    with quiet_stdout():
+        model = highspy.Highs()
+    for name, value in (
+        ("output_flag", False),
+        ("threads", 1),
+        ("random_seed", 0),
+        ("presolve", "off"),
+        ("simplex_iteration_limit", int(limits.simplex_iterations)),
+        ("mip_max_nodes", int(limits.nodes)),
+        ("time_limit", float(max(limits.seconds, 0.0))),
+    ):
+        model.setOptionValue(name, value)
+    return model
+
+
+def _status(model: highspy.Highs, x: np.ndarray | None) -> str:
+    status = model.getModelStatus()
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return "infeasible"
+    if status == highspy.HighsModelStatus.kTimeLimit:
+        return "clock"
+    if status == highspy.HighsModelStatus.kOptimal and x is not None:
+        return "optimal"
+    return "limit"
+
+
+def integral(x: np.ndarray) -> bool:
+    return bool(np.all(np.minimum(np.abs(x), np.abs(1.0 - x)) <= INTEGRAL))
+
+
+class SharedProgram:
+    """The LP {N^T x = 0, low <= B x <= high, sum x >= 1, lower <= x <= upper}, warm-started from user to user."""
+
+    def __init__(self, complement: np.ndarray, window_matrix: np.ndarray, limits: Limits = Limits()) -> None:
+        self.limits = limits
+        self.n_rounds = window_matrix.shape[1]
+        rows = np.vstack([complement.T, window_matrix, np.ones((1, self.n_rounds))])
+        self.model = _highs(limits)
+        lp = highspy.HighsLp()
+        lp.num_col_ = self.n_rounds
+        lp.num_row_ = rows.shape[0]
+        lp.col_cost_ = np.zeros(self.n_rounds)
+        lp.col_lower_ = np.zeros(self.n_rounds)
+        lp.col_upper_ = np.ones(self.n_rounds)
+        lp.row_lower_ = np.zeros(rows.shape[0])
+        lp.row_upper_ = np.zeros(rows.shape[0])
+        lp.row_upper_[-1] = highspy.kHighsInf
+        nonzero = rows != 0
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]).astype(np.int32)
+        lp.a_matrix_.index_ = np.nonzero(nonzero)[1].astype(np.int32)
+        lp.a_matrix_.value_ = rows[nonzero]
+        self.model.passModel(lp)
+        self._cols = np.arange(self.n_rounds, dtype=np.int32)
+        self._user_rows = np.arange(complement.shape[1], rows.shape[0], dtype=np.int32)
+
+    def _set(self, model: highspy.Highs, bounds: UserBounds, cost: np.ndarray) -> None:
+        model.changeColsBounds(self.n_rounds, self._cols, bounds.lower.astype(np.float64), bounds.upper.astype(np.float64))
+        takes_part = float(min(1.0, bounds.high.sum()))
+        low = np.append(bounds.low.astype(np.float64), takes_part)
+        high = np.append(bounds.high.astype(np.float64), highspy.kHighsInf)
+        model.changeRowsBounds(len(low), self._user_rows, low, high)
+        model.changeColsCost(self.n_rounds, self._cols, cost.astype(np.float64))
+
+    def relax(self, bounds: UserBounds, cost: np.ndarray) -> Answer:
+        """Minimise cost.x over the LP relaxation (warm-started from the last solve)."""
+        self._set(self.model, bounds, cost)
+        with quiet_stdout():
+            self.model.run()
+        x = np.asarray(self.model.getSolution().col_value)
+        status = _status(self.model, x)
+        return Answer(status, x if status == "optimal" else None)
+
+    def farthest(self, bounds: UserBounds, point: np.ndarray) -> tuple[Answer, float]:
+        """The LP point farthest (in L1) from binary `point`, and that distance: below 1 proves `point` the only binary one."""
+        answer = self.relax(bounds, 2.0 * point - 1.0)  # min (2p - 1).x = sum(p) - distance(x, p)
+        if answer.status != "optimal":
+            return answer, np.nan
+        return answer, float(np.abs(answer.x - point).sum())
+
+    def binary(self, bounds: UserBounds, cost: np.ndarray, exclude: tuple[np.ndarray, ...] = ()) -> Answer:
+        """A binary point by branch and bound, at L1 distance >= 1 from each of `exclude`.
+
+        "optimal": a point; "infeasible": none exists (a proof); "limit"/"clock": a limit came first, and a
+        point may still come back (a candidate for the caller to verify, not a proof).
+        """
+        mip = _highs(self.limits)
+        mip.passModel(self.model.getLp())
+        self._set(mip, bounds, cost)
+        mip.changeColsIntegrality(self.n_rounds, self._cols, np.full(self.n_rounds, highspy.HighsVarType.kInteger))
+        for point in exclude:
+            # distance(x, point) = sum (1 - 2 point) x + sum point >= 1
+            mip.addRow(1.0 - point.sum(), highspy.kHighsInf, self.n_rounds, self._cols, 1.0 - 2.0 * point)
+        with quiet_stdout():
+            mip.run()
+        solution = mip.getSolution()
+        x = np.round(np.asarray(solution.col_value)) if solution.value_valid else None
+        return Answer(_status(mip, x), x)
+
+
+def null_space(matrix: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of {x : matrix x = 0}: an SVD when small (numpy only), else a pivoted QR (cheaper)."""
+    if matrix.shape[0] == 0:
+        return np.eye(matrix.shape[1])
+    if matrix.shape[1] <= 300:
+        _, singular, vt = np.linalg.svd(matrix, full_matrices=True)
+        rank = int(np.sum(singular > singular[0] * 1e-9)) if len(singular) and singular[0] > 0 else 0
+        return vt[rank:].T
+    from scipy.linalg import qr
+
+    q, r, _ = qr(matrix.T, mode="full", pivoting=True)
+    diagonal = np.abs(np.diag(r))
+    rank = int(np.sum(diagonal > diagonal[0] * 1e-9)) if len(diagonal) and diagonal[0] > 0 else 0
+    return q[:, rank:]
+
+
+def only_point(basis: np.ndarray, window_basis: np.ndarray, free: np.ndarray, column: np.ndarray, limits: Limits) -> str:
+    """Whether binary `column` is the only point of its user's LP polytope (Stiemke's alternative).
+
+    Moves that keep the window sums and stay in col(A) and on the fixed rounds are
+    d = U_free Q y (Q: null space of the pinned rows). `column` is the polytope's
+    only point iff no nonzero move is feasible, i.e. no y with S d >= 0, S d != 0
+    (S = diag(1 - 2 column): up from 0, down from 1); by Stiemke's theorem iff some
+    lambda > 0 has (S U_free Q)^T lambda = 0. That is a small LP (dim Q rows,
+    free-round columns) instead of one over all T rounds. Returns "unique" (proof),
+    "not" (some move exists: maybe another binary point) or "limit".
+    """
+    pinned = np.vstack([basis[~free], window_basis])  # window_basis = B U
+    null = null_space(pinned)
+    if null.shape[1] == 0:
+        return "unique"
+    moves = (1.0 - 2.0 * column[free])[:, None] * (basis[free] @ null)  # (f, k)
+    scale = np.abs(moves).max()
+    if scale == 0:
+        return "unique"
+    # Cheap first: project the all-ones vector onto null(moves^T); strictly positive means lambda is found.
+    q, _ = np.linalg.qr(moves)
+    ones = np.ones(moves.shape[0])
+    projected = ones - q @ (q.T @ ones)
+    if projected.min() > 1e-6 and np.abs(moves.T @ projected).max() <= 1e-9 * scale * moves.shape[0]:
+        return "unique"
+    model = _highs(limits)
+    lp = highspy.HighsLp()
+    f, k = moves.shape
+    lp.num_col_ = f
+    lp.num_row_ = k
+    lp.col_cost_ = np.zeros(f)
+    lp.col_lower_ = np.ones(f)
+    lp.col_upper_ = np.full(f, highspy.kHighsInf)
+    lp.row_lower_ = np.zeros(k)
+    lp.row_upper_ = np.zeros(k)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    rows = moves.T / scale
+    lp.a_matrix_.start_ = (np.arange(k + 1) * f).astype(np.int32)
+    lp.a_matrix_.index_ = np.tile(np.arange(f, dtype=np.int32), k)
+    lp.a_matrix_.value_ = rows.ravel()
+    model.passModel(lp)
+    with quiet_stdout():
+        model.run()
+    status = model.getModelStatus()
+    if status == highspy.HighsModelStatus.kOptimal:
+        return "unique"
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return "not"
+    return "limit"
