@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.inversion import InversionSettings, LocalTraining, infer_labels, invert
+from attacks.inversion import InversionSettings, LocalTraining, infer_labels, invert_many
 from attacks.properties import PropertyGuess, guess, property_scores, window_weighted_scores
 from attacks.recovery import Recovery, run_attacks
 from attacks.settings import AttackSettings
@@ -14,6 +14,7 @@ from benchmark.models import build_model, parameter_slices
 from benchmark.observation import Observation
 
 AGGREGATE_ROUNDS = 20  # rounds whose sums the aggregate-only baseline inverts
+INVERSION_CHUNK = 64  # updates inverted together in one batched computation
 
 
 @dataclass(frozen=True)
@@ -66,23 +67,27 @@ def infer_users(
     if observation.model == "none":
         return NO_INFERENCE
     model = build_model(observation.model, observation.image_shape, observation.n_classes, seed).to(device)
-    training = _local_training(observation)
-    images, labels = [], []
-    for user, update in enumerate(updates):
-        rounds = np.flatnonzero(participants[:, user])
-        weights = observation.weights[rounds[0] if len(rounds) else 0]
-        user_images, user_labels = invert(
-            model, weights, update, samples or observation.samples_per_user, observation.image_shape, seed + user, training,
-            settings, device,
-        )
-        images.append(user_images)
-        labels.append(user_labels)
-    bias = parameter_slices(model)[-1]
     batch = samples or observation.samples_per_user
-    if not images:
-        empty = np.zeros((0, batch, *observation.image_shape))
-        return Inference(empty, np.zeros((0, batch), dtype=np.int64), guess(property_scores(updates[:, bias])))
-    return Inference(np.stack(images), np.stack(labels), guess(property_scores(updates[:, bias])))
+    first = [np.flatnonzero(participants[:, user]) for user in range(len(updates))]
+    weights = observation.weights[[rounds[0] if len(rounds) else 0 for rounds in first]]
+    images, labels = _invert_in_chunks(
+        model, weights, updates, batch, observation.image_shape, seed + np.arange(len(updates)), observation, settings, device
+    )
+    bias = parameter_slices(model)[-1]
+    return Inference(images, labels, guess(property_scores(updates[:, bias])))
+
+
+def _invert_in_chunks(model, weights, updates, batch, image_shape, seeds, observation, settings, device):
+    """invert_many over INVERSION_CHUNK updates at a time: one batched computation each, bounded memory."""
+    training = _local_training(observation)
+    parts = [
+        invert_many(model, weights[i : i + INVERSION_CHUNK], updates[i : i + INVERSION_CHUNK], batch, image_shape,
+                    seeds[i : i + INVERSION_CHUNK], training, settings, device)
+        for i in range(0, len(updates), INVERSION_CHUNK)
+    ]
+    if not parts:
+        return np.zeros((0, batch, *image_shape)), np.zeros((0, batch), dtype=np.int64)
+    return np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
 
 
 def _aggregate_property(observation: Observation, bias: slice) -> PropertyGuess:
@@ -147,23 +152,19 @@ def infer_from(
     model = build_model(observation.model, observation.image_shape, observation.n_classes, seed).to(device)
     bias = parameter_slices(model)[-1]
     recovered = Inference(vectors.images, vectors.labels, guess(property_scores(recovery.disaggregation.updates[:, bias])))
-    training = _local_training(observation)
     totals = _contributors(observation, recovery)
     rounds = np.flatnonzero(totals > 0)[:AGGREGATE_ROUNDS]
-    aggregate_images, aggregate_labels = [], []
-    for t in rounds:
-        round_images, _ = invert(
-            model, observation.weights[t], observation.aggregates[t], batch, observation.image_shape, seed + int(t),
-            training, inversion, device,
-        )
-        aggregate_images.append(round_images)
-        aggregate_labels.append(infer_labels(model, observation.aggregates[t], int(totals[t]) * batch))
+    aggregate_images, _ = _invert_in_chunks(
+        model, observation.weights[rounds], observation.aggregates[rounds], batch, observation.image_shape, seed + rounds,
+        observation, inversion, device,
+    )
+    aggregate_labels = [infer_labels(model, observation.aggregates[t], int(totals[t]) * batch) for t in rounds]
     return AttackOutput(
         recovery=recovery,
         n_classes=observation.n_classes,
         recovered=recovered,
         aggregate_rounds=rounds,
-        aggregate_images=np.stack(aggregate_images) if aggregate_images else np.zeros((0, batch, *observation.image_shape)),
+        aggregate_images=aggregate_images,
         aggregate_labels=aggregate_labels,
         aggregate_property=_aggregate_property(observation, bias),
         seconds=time.perf_counter() - started,
