@@ -155,7 +155,6 @@ def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference) -> dict[
     """
     scores: dict[str, float | str] = {
         **score_recovery(output.disaggregation, truth),
-        "test_accuracy": truth.test_accuracy,
         "property_auc_chance": math.nan,
         "property_accuracy_chance": math.nan,
     }

@@ -12,6 +12,7 @@ from attacks.settings import AttackSettings
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import Scenario
+from benchmark.utility import UtilityTask
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Suite:
     cells: tuple[Scenario, ...]
     defenses: tuple[DefenseSpec, ...]
     attack: AttackSettings
+    utility: UtilityTask | None = None  # the [utility] table: the federated task every defense also trains
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Task:
     scenario: Scenario  # carries the seed
     defense: DefenseSpec
     attack: AttackSettings
+    utility: UtilityTask | None = None
 
     def key(self) -> str:
         """Content hash of everything that determines the result, the package version included."""
@@ -56,6 +59,8 @@ class Task:
             "attack": asdict(self.attack),
             "package": __version__,
         }
+        if self.utility is not None:
+            payload["utility"] = asdict(self.utility)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -130,13 +135,22 @@ def load_suite(name_or_path: str) -> Suite:
         cells=tuple(Scenario.from_dict(cell) for cell in [*data.get("cells", []), *_grid_cells(data.get("grids", []))]),
         defenses=tuple(_defense(entry) for entry in data["defenses"]),
         attack=AttackSettings(**attack),
+        utility=_utility(origin, data.get("utility")),
     )
+
+
+def _utility(origin: str, table: object) -> UtilityTask | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise BenchmarkError(f"suite {origin}: [utility] must be a table of utility task fields")
+    return UtilityTask.from_dict(table)
 
 
 def expand(suite: Suite, defenses: tuple[DefenseSpec, ...] | None = None) -> list[Task]:
     """Every (cell, defense, seed) of the suite as a task; `defenses` replaces the suite's own list."""
     return [
-        Task(suite.name, suite.version, replace(cell, seed=seed), defense, suite.attack)
+        Task(suite.name, suite.version, replace(cell, seed=seed), defense, suite.attack, suite.utility)
         for cell in suite.cells
         for defense in (defenses or suite.defenses)
         for seed in suite.seeds
