@@ -220,22 +220,24 @@ def _data(dataset: str, root: str | None):
     return load_dataset(dataset, root)
 
 
-def train(task: UtilityTask, defense: Defense, seed: int, threads: int = 1) -> float:
+def train(task: UtilityTask, defense: Defense, seed: int, threads: int = 1, one_at_a_time: bool = False) -> float:
     """Test accuracy of the task's model after federated training under `defense`; the same seed gives the same figure.
 
     Runs on `threads` torch threads (restored after): one per worker is fastest for these small kernels.
+    `one_at_a_time` trains each client alone (the baseline of benchmarks/utility.py): the same
+    computation, other draws of the batch order, many times slower.
     """
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _train(task, defense, seed)
+        return _train(task, defense, seed, one_at_a_time)
     finally:
         torch.set_num_threads(previous)
 
 
-def _train(task: UtilityTask, defense: Defense, seed: int) -> float:
+def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) -> float:
     import torch
     from torch.func import functional_call
 
@@ -259,7 +261,11 @@ def _train(task: UtilityTask, defense: Defense, seed: int) -> float:
         aggregate = np.zeros(dim)
         if len(clients):
             x, y = images[clients], labels[clients]
-            updates = cohort.train(params, x, y, client_gen, example_dp, noise_gen)
+            if one_at_a_time:
+                updates = np.concatenate([cohort.train(params, x[i : i + 1], y[i : i + 1], client_gen, example_dp, noise_gen)
+                                          for i in range(len(clients))])
+            else:
+                updates = cohort.train(params, x, y, client_gen, example_dp, noise_gen)
             for row, client in enumerate(clients):
                 own = _own_update(defense, model, params, x[row], y[row], scenario, rngs["defense"]) if per_client else None
                 aggregate += np.asarray(defense.transform_update(updates[row] if own is None else own, rngs["defense"]))

@@ -6,7 +6,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.scenario import Scenario
 from benchmark.simulation import simulate
 from defenses.base import Defense
-from defenses.builtin import CoarseAnalytics, DPGaussian, NoDefense, ParticipationPadding
+from defenses.builtin import CoarseAnalytics, LDPGaussian as DPGaussian, NoDefense, ParticipationPadding
 from defenses.guard import GuardedDefense
 
 SMALL = Scenario(name="small", n_users=8, n_rounds=24, participation=0.4, window=4)
@@ -34,12 +34,11 @@ def test_observation_is_the_sum_of_true_updates_and_holds_no_truth():
     assert np.array_equal(observation.counts.sum(axis=1), truth.participants.sum(axis=0))
 
 
-def test_fedavg_trained_model_changes_weights_and_learns():
+def test_fedavg_trained_model_changes_weights():
     scenario = Scenario(**{**SMALL.to_dict(), "local_training": "fedavg", "samples_per_user": 4, "batch_size": 2,
                            "model_policy": "trained", "learning_rate": 0.5})
     observation, truth = simulate(scenario, NoDefense())
     assert not np.array_equal(observation.weights[0], observation.weights[-1])
-    assert 0.0 <= truth.test_accuracy <= 1.0
 
 
 def test_dp_gaussian_clips_and_noises_each_update():
@@ -69,7 +68,7 @@ def test_padding_counts_users_who_contribute_nothing():
 def test_synthetic_updates_have_the_requested_dimension():
     scenario = Scenario(**{**SMALL.to_dict(), "update_kind": "synthetic", "synthetic_dim": 30})
     observation, truth = simulate(scenario, NoDefense())
-    assert observation.aggregates.shape == (24, 30) and np.isnan(truth.test_accuracy)
+    assert observation.aggregates.shape == (24, 30) and truth.images.size == 0
 
 
 @pytest.mark.parametrize(
