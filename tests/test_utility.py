@@ -1,6 +1,7 @@
 """The utility track (benchmark/utility.py) and DP done right (defenses/privacy.py, defenses/accounting.py)."""
 
 import json
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -182,3 +183,21 @@ def test_a_bad_utility_table_fails_in_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "cohort must be between" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_local_update_override_runs_per_client_on_the_global_model() -> None:
+    class Frozen(Defense):
+        """Every client sends a zero update: the model must stay at its initialisation."""
+
+        calls = 0
+
+        def local_update(self, model, x, y, scenario, rng):
+            Frozen.calls += 1
+            assert scenario.local_training == "fedavg" and x.dtype == torch.float64
+            return np.zeros(sum(p.numel() for p in model.parameters()))
+
+    import torch
+
+    short = UtilityTask(name="short", n_clients=20, cohort=5, n_rounds=3, samples_per_client=10, batch_size=10)
+    frozen = train(short, GuardedDefense(Frozen()), 0)
+    assert Frozen.calls > 0 and frozen == train(replace(short, learning_rate=1e-12), Defense(), 0)
