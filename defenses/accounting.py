@@ -90,7 +90,3 @@ def gaussian_accounting(noise_multiplier: float, participation: float) -> str:
                else f"Poisson q={participation:g}, amplification not computed (z < {AMPLIFICATION_MIN_MULTIPLIER:g})")
     return f"PLD, replace-one, no amplification (participation observable); {sampled}; RDP cross-check"
 
-
-def gaussian_epsilon(noise_multiplier: float, max_participations: int, delta: float) -> float:
-    """The headline alone."""
-    return gaussian_epsilons(noise_multiplier, max_participations, 1.0, max_participations, delta)["epsilon"]
