@@ -34,7 +34,8 @@ def task(defense: str, seed: int, status: str = "ok", **scores: float) -> dict[s
         "status": status,
     }
     row.update({score: math.nan for score in SCORE_COLUMNS})
-    row.update({"test_accuracy": 0.9, "attack_seconds": 1.0, "attack": "static", "lpips": "not computed: test"})
+    row.update({"test_accuracy": 0.9, "attack_seconds": 1.0, "attack": "static", "lpips": "not computed: test",
+                "utility_task": "test", "epsilon_level": "user", "epsilon_accounting": "test"})
     row.update(scores)
     return row
 
