@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=0, help="override the task's n_rounds (0: the suite's)")
     parser.add_argument("--baseline", action="store_true", help="also train `none` one client at a time")
-    parser.add_argument("--only", default="", help="comma-separated defense labels to keep")
+    parser.add_argument("--only", default="", help="semicolon-separated defense labels to keep")
     args = parser.parse_args()
     suite = load_suite(args.suite)
     if suite.utility is None:
@@ -71,7 +71,7 @@ def main() -> None:
     for spec in suite.defenses:
         identity = json.dumps([spec.name, spec.parameters], default=str)
         trains = not trains_like_undefended(make_defense(spec.name, dict(spec.parameters)))
-        if identity not in seen and (spec.name == "none" or trains) and (not args.only or spec.display in args.only.split(",")):
+        if identity not in seen and (spec.name == "none" or trains) and (not args.only or spec.display in args.only.split(";")):
             seen.add(identity)
             specs.append(spec)
     train(replace(task, n_rounds=1), GuardedDefense(make_defense("none", {})), 0, threads=args.threads)  # warm-up, untimed
