@@ -15,13 +15,15 @@ ID_COLUMNS = (
 # Inference quantities come as _recovered (from the recovered updates), _ceiling (the same inference on
 # the true updates), _aggregate (on round sums only: the floor) and a share, (recovered - floor) /
 # (ceiling - floor). Rows also carry `lpips`, text: a number, or "not computed: <reason>".
+# Every epsilon is at the level `epsilon_level` says (user, example, event; "—": no DP) and counted as
+# `epsilon_accounting` says (accountant, adjacency, sampling); delta = benchmark.scoring.DELTA.
 EPSILON_COLUMNS = (
-    "epsilon",  # user-level, RDP accountant, no subsampling amplification (this adversary learns who took part)
-    "epsilon_amplified",  # the same with amplification by the participation rate
-    "epsilon_prv",
-    "epsilon_prv_amplified",
-    "epsilon_analytics",  # of noisy published counts (event-level)
+    "epsilon",  # dp-accounting PLD, replace-one, no subsampling amplification (this adversary learns who took part)
+    "epsilon_amplified",  # the same with amplification by Poisson sampling at the participation rate; <= epsilon
+    "epsilon_rdp",  # opacus' RDP accountant for the headline account: a cross-check
+    "epsilon_analytics",  # of noisy published counts (noisy-counts: max participations / scale)
 )
+EPSILON_TEXT_COLUMNS = ("epsilon_level", "epsilon_accounting")
 
 SCORE_COLUMNS = (
     "attack_success",  # worst case over the attacks: users whose own update was recovered, named or not
@@ -56,16 +58,18 @@ SCORE_COLUMNS = (
     "property_accuracy_aggregate",
     "property_accuracy_chance",
     "property_accuracy_share",
-    "test_accuracy",
-    "test_accuracy_undefended",
+    "test_accuracy",  # of the utility task (the suite's [utility] table) trained under the defense
+    "test_accuracy_undefended",  # the same task and seed, no defense
+    "utility_drop",  # test_accuracy_undefended - test_accuracy, paired by seed
     *EPSILON_COLUMNS,
     "overhead_checkins",  # padded check-ins that contribute nothing, per contribution
     "overhead_upload_bytes",  # bytes uploaded per round by devices that contribute nothing
     "attack_seconds",
 )
 
-# Text columns: which attack was strongest (static, adaptive or anonymous), and LPIPS as a number or "not computed: <reason>".
-TEXT_COLUMNS = ("attack", "lpips")
+# Text columns: which attack was strongest (static, adaptive or anonymous), LPIPS as a number or "not computed: <reason>",
+# the utility task trained (or why none was), and how the epsilons were counted.
+TEXT_COLUMNS = ("attack", "lpips", "utility_task", *EPSILON_TEXT_COLUMNS)
 
 RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + TEXT_COLUMNS + ("status",)
 

@@ -15,7 +15,7 @@ import pandas as pd
 from pathlib import Path
 
 from benchmark import __version__
-from benchmark.columns import EPSILON_COLUMNS
+from benchmark.columns import EPSILON_COLUMNS, EPSILON_TEXT_COLUMNS
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
@@ -77,7 +77,8 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
     from attacks.pipeline import infer_from, infer_users
     from attacks.recovery import ATTACKS, run_attacks
     from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery
-    from benchmark.simulation import simulate, undefended_accuracy
+    from benchmark.simulation import simulate
+    from benchmark.utility import utility_scores
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
     from leaderboard.plots import plot_reconstructions
@@ -99,12 +100,15 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})
         row.update(
             attack=attempts[strongest].attack,
-            test_accuracy_undefended=undefended_accuracy(task.scenario),
             overhead_checkins=truth.extra_checkins,
             overhead_upload_bytes=truth.extra_upload_bytes_per_round,
         )
         figures = defense.epsilons(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
         row.update({column: figures.get(column, float("nan")) for column in EPSILON_COLUMNS})
+        notes = defense.accounting(task.scenario.participation)
+        row.update({column: notes.get(column, "") for column in EPSILON_TEXT_COLUMNS})
+        defense_key = json.dumps([task.defense.name, dict(task.defense.parameters)], sort_keys=True, default=str)
+        row.update(utility_scores(task.utility, seed, defense_key, defense))
         if picture is not None and len(truth.images):
             picture.parent.mkdir(parents=True, exist_ok=True)
             plot_reconstructions(

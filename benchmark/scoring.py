@@ -196,7 +196,7 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
     `attack_success`: share of users whose own update is among the attack's recovered updates, named
     or not (matched one-to-one by cosine, at least SUCCESS_COSINE): what the users lost.
     `attributed_success`: the same with the right name (the user's column exact and its named update
-    within SUCCESS_COSINE); `anonymous_success`: recovered but not attributed to them.
+    within SUCCESS_COSINE), always counted as recovered; `anonymous_success`: recovered but not attributed.
     An exact column alone is not enough: under fixed groups, or noise, a user's column can be right
     while only a group sum, or a noisy estimate, comes out.
     """
@@ -205,7 +205,9 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
     cosines = _cosines(named.updates, truth.updates)
     attributed = columns_exact & (cosines >= SUCCESS_COSINE)
     _, matched = match_updates(recovery.updates, truth.updates)
-    recovered = np.nan_to_num(matched, nan=-1.0) >= SUCCESS_COSINE
+    # A user attributed its own update has lost it even when the one-to-one matching gave that vector to
+    # another user (members of a fixed group with near-identical updates share one group mean).
+    recovered = (np.nan_to_num(matched, nan=-1.0) >= SUCCESS_COSINE) | attributed
     return {
         "attack_success": float(recovered.mean()),
         "attributed_success": float(attributed.mean()),
@@ -225,7 +227,6 @@ def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference) -> dict[
     """
     scores: dict[str, float | str] = {
         **score_recovery(output.recovery, truth),
-        "test_accuracy": truth.test_accuracy,
         "property_auc_chance": math.nan,
         "property_accuracy_chance": math.nan,
     }

@@ -1,6 +1,5 @@
 """Federated learning with secure aggregation: what the server observes, and the truth kept aside for scoring."""
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,6 @@ class GroundTruth:
     # whose update is the same vector in every round (the rows of `updates`)
     images: np.ndarray  # (n, s, C, H, W) each user's data; empty for synthetic updates
     labels: np.ndarray  # (n, s)
-    test_accuracy: float  # of the model trained with FL under the defense; NaN for synthetic updates
     max_participations: int
     extra_checkins: float  # check-ins that contribute nothing (padding), as a fraction of the contributions
     extra_upload_bytes_per_round: float  # uploaded by those devices (8 bytes per float64 coordinate), per round
@@ -96,12 +94,6 @@ def local_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scenario: S
     training = LocalTraining(scenario.local_training, scenario.local_epochs, scenario.batch_size, scenario.learning_rate)
     orders = [torch.from_numpy(rng.permutation(len(y))) for _ in range(training.epochs)] if training.kind == "fedavg" else None
     return flatten(local_sgd.local_update(model, parameters_of(model), x, y, training, orders)).detach().numpy()
-
-
-def _accuracy(model: nn.Module, dataset: Dataset) -> float:
-    with torch.no_grad():
-        logits = model(torch.from_numpy(np.ascontiguousarray(dataset.x_test, dtype=np.float64)))
-    return float((logits.argmax(dim=1).numpy() == dataset.y_test).mean())
 
 
 class _Federation:
@@ -242,14 +234,10 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
     observed = federation.run(refresh_every, step)
     analytics = defense.transform_analytics(observed["checked_in"], scenario.window, federation.rngs["defense_analytics"])
     if scenario.update_kind == "model":
-        if not trained:
-            federation = _Federation(scenario, defense)
-            federation.run(refresh_every=1)
-        test_accuracy = _accuracy(federation.model, federation.dataset)
         images, labels = federation.images, federation.labels
         image_shape, n_classes = tuple(images.shape[2:]), federation.dataset.n_classes
     else:
-        test_accuracy, images, labels = float("nan"), np.zeros((0,)), np.zeros((0,), dtype=np.int64)
+        images, labels = np.zeros((0,)), np.zeros((0,), dtype=np.int64)
         image_shape, n_classes = (0, 0, 0), 0
     padded_checkins = (observed["checked_in"] & ~observed["contributed"]).sum()
     observation = Observation(
@@ -276,22 +264,8 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
         contribution_index=observed["contribution_index"],
         images=images,
         labels=labels,
-        test_accuracy=test_accuracy,
         max_participations=int(observed["contributed"].sum(axis=0).max()),
         extra_checkins=float(padded_checkins / max(observed["contributed"].sum(), 1)),
         extra_upload_bytes_per_round=8.0 * observed["padded_coordinates"] / scenario.n_rounds,
     )
     return observation, truth
-
-
-@functools.lru_cache(maxsize=32)
-def undefended_accuracy(scenario: Scenario) -> float:
-    """Test accuracy of the scenario trained with FL and no defense (the utility baseline); NaN for synthetic updates.
-
-    Cached per process: every defense of a suite cell and seed shares this one training run (1-2 s).
-    """
-    if scenario.update_kind != "model":
-        return float("nan")
-    federation = _Federation(scenario, Defense())
-    federation.run(refresh_every=1)
-    return _accuracy(federation.model, federation.dataset)

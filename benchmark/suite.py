@@ -13,10 +13,11 @@ from attacks.settings import AttackSettings
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import Scenario, type_error
+from benchmark.utility import UtilityTask
 
 # A suite's name is a folder under --results: one path component, no "." or "..", no separator.
 _SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-_SUITE_KEYS = ("name", "version", "description", "seeds", "attack", "defenses", "cells", "grids")
+_SUITE_KEYS = ("name", "version", "description", "seeds", "attack", "defenses", "cells", "grids", "utility")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Suite:
     cells: tuple[Scenario, ...]
     defenses: tuple[DefenseSpec, ...]
     attack: AttackSettings
+    utility: UtilityTask | None = None  # the [utility] table: the federated task every defense also trains
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Task:
     scenario: Scenario  # carries the seed
     defense: DefenseSpec
     attack: AttackSettings
+    utility: UtilityTask | None = None
 
     def key(self, device: str = "cpu", source: str | None = None) -> str:
         """Content hash of everything that determines the result.
@@ -75,6 +78,8 @@ class Task:
             "source": source or source_digest(),
             "device": device,
         }
+        if self.utility is not None:
+            payload["utility"] = asdict(self.utility)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -239,13 +244,22 @@ def load_suite(name_or_path: str) -> Suite:
         cells=cells,
         defenses=defenses,
         attack=_attack(origin, data.get("attack", {})),
+        utility=_utility(origin, data.get("utility")),
     )
+
+
+def _utility(origin: str, table: object) -> UtilityTask | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise BenchmarkError(f"suite {origin}: [utility] must be a table of utility task fields")
+    return UtilityTask.from_dict(table)
 
 
 def expand(suite: Suite, defenses: tuple[DefenseSpec, ...] | None = None) -> list[Task]:
     """Every (cell, defense, seed) of the suite as a task; `defenses` replaces the suite's own list."""
     return [
-        Task(suite.name, suite.version, replace(cell, seed=seed), defense, suite.attack)
+        Task(suite.name, suite.version, replace(cell, seed=seed), defense, suite.attack, suite.utility)
         for cell in suite.cells
         for defense in (defenses or suite.defenses)
         for seed in suite.seeds

@@ -32,24 +32,24 @@ from benchmark.simulation import simulate  # noqa: E402
 from defenses.registry import make_defense  # noqa: E402
 
 SETTINGS = AttackSettings(time_limit=2.0, budget=10.0)  # the quick suite's
-# (label, defense, parameters, rounds, target from issue 10[, learning rate])
-# "model-refresh 1, step 1e-6": fedsgd's update does not depend on the learning rate, the server's step does
-# (learning rate times the mean aggregate): this emulates a server that refreshes the model by a tiny step.
+# (label, defense, parameters, rounds, target from issue 10[, the server's step: Scenario.server_step])
 CASES = [
     ("none", "none", {}, 60, 1.0),
     ("no-analytics", "no-analytics", {}, 60, 0.8),
     ("totals-only", "totals-only", {}, 60, 0.8),
     ("noisy-counts s=1", "noisy-counts", {"scale": 1.0}, 60, 0.7),
     ("noisy-counts s=3", "noisy-counts", {"scale": 3.0}, 60, None),
-    ("model-refresh 1 (step = lr 1)", "model-refresh", {"every": 1}, 60, None),
-    ("model-refresh 1, step 1e-6", "model-refresh", {"every": 1}, 60, 0.9, 1e-6),
+    ("model-refresh 1, honest step", "model-refresh", {"every": 1}, 60, None, "honest"),
+    ("model-refresh 1, smallest step", "model-refresh", {"every": 1}, 60, 0.9, "smallest"),
+    ("model-refresh 1, min change 0.01", "model-refresh", {"every": 1, "min_relative_change": 0.01}, 60, None, "smallest"),
     ("dp-aggregate z=0.03 T=240", "dp-aggregate", {"noise_multiplier": 0.03, "clip_norm": 1.0}, 240, 0.8),
     ("dp-aggregate z=0.1 T=240", "dp-aggregate", {"noise_multiplier": 0.1, "clip_norm": 1.0}, 240, None),
     ("rounded-counts b=2", "rounded-counts", {"bucket": 2}, 60, None),
     ("participation-padding 0.1", "participation-padding", {"rate": 0.1}, 60, None),
     ("structured-participation 2", "structured-participation", {"group_size": 2}, 60, None),
     ("coarse-analytics 4", "coarse-analytics", {"factor": 4}, 60, None),
-    ("dp-gaussian z=1", "dp-gaussian", {"noise_multiplier": 1.0}, 60, None),
+    ("ldp-gaussian z=1", "ldp-gaussian", {"noise_multiplier": 1.0}, 60, None),
+    ("dp-fedavg z=8 cohort 1000", "dp-fedavg", {"noise_multiplier": 8.0, "noise_cohort": 1000}, 60, None),
 ]
 
 
@@ -62,13 +62,13 @@ def main() -> None:
     wanted = set(filter(None, args.defenses.split(",")))
     print("| case | T | target | before (static/adaptive) | after (all attacks) | strongest | attributed | anonymous | attack s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for label, name, parameters, rounds, target, *rate in CASES:
+    for label, name, parameters, rounds, target, *step in CASES:
         if wanted and name not in wanted:
             continue
         before, after, strongest, attributed, anonymous, seconds = [], [], [], [], [], []
         for seed in seeds:
-            learning_rate = rate[0] if rate else 1.0
-            scenario = Scenario(n_users=20, n_rounds=rounds, participation=0.3, window=5, learning_rate=learning_rate, seed=seed)
+            server = {"server_step": step[0]} if step else {}
+            scenario = Scenario(n_users=20, n_rounds=rounds, participation=0.3, window=5, learning_rate=1.0, seed=seed, **server)
             observation, truth = simulate(scenario, make_defense(name, dict(parameters)))
             started = time.perf_counter()
             recoveries = run_attacks(observation, SETTINGS)

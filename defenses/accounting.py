@@ -1,77 +1,92 @@
-"""(epsilon, delta) of a Gaussian mechanism repeated over rounds, from opacus' RDP and PRV accountants.
+"""(epsilon, delta) of a Gaussian mechanism repeated over rounds: dp-accounting's PLD, opacus' RDP as a cross-check.
 
-Each DP defense is, per round a user takes part, a Gaussian mechanism of
-noise multiplier z (noise std / sensitivity). Two accounts:
-- without amplification (the headline): this adversary learns who took part,
-  so the worst-case user pays for each of its rounds at sample rate 1;
-- with amplification: every user is sampled with probability `participation`
-  in each of the `n_rounds` rounds (Poisson subsampling).
+Each DP defense is, per round a user (or an example) takes part, a Gaussian
+mechanism of noise multiplier z (noise std / clip norm). Three figures:
+- `epsilon` (the headline): this adversary learns who took part, so the
+  worst-case unit pays for each of its `max_participations` rounds, no
+  amplification. Replace-one adjacency (a unit's clipped contribution swapped
+  for another's: sensitivity 2C), exact: k Gaussians compose to one of
+  multiplier z / sqrt(k), whose privacy-loss distribution dp-accounting gives;
+- `epsilon_amplified`: dp-accounting's PLD for Poisson sampling at rate q over
+  all `n_rounds` rounds, replace-one; never above `epsilon` (ignoring the
+  sampling is a valid account too). Below z = 0.1 its discretisation would
+  need gigabytes, so it is `epsilon`, and the accounting text says so;
+- `epsilon_rdp`: opacus' RDP accountant for the headline account (sensitivity
+  2C is multiplier z / 2 at sample rate 1), a cross-check from another library.
 """
 
+import functools
 import math
 import warnings
 
-import numpy as np
+AMPLIFICATION_MIN_MULTIPLIER = 0.1
+_PLD_INTERVAL = 1e-2  # value discretisation of the sampled PLD: pessimistic, fast
 
 
-def _rdp(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+@functools.lru_cache(maxsize=256)
+def _exact(multiplier: float, delta: float) -> float:
+    """Smallest epsilon of one Gaussian of multiplier `multiplier`, replace-one, at `delta`: bisection on PLD's delta(epsilon)."""
+    from dp_accounting.pld.privacy_loss_mechanism import AdjacencyType, GaussianPrivacyLoss
+
+    loss = GaussianPrivacyLoss(multiplier, sensitivity=1.0, adjacency_type=AdjacencyType.REPLACE)
+    if loss.get_delta_for_epsilon(0.0) <= delta:
+        return 0.0
+    low, high = 0.0, 1.0
+    while loss.get_delta_for_epsilon(high) > delta:
+        low, high = high, high * 2
+        if high > 1e15:
+            return math.inf
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if loss.get_delta_for_epsilon(middle) > delta else (low, middle)
+        if high - low <= 1e-6 * high:
+            break
+    return high
+
+
+@functools.lru_cache(maxsize=256)
+def _poisson_pld(multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    import dp_accounting
+    from dp_accounting.pld import PLDAccountant
+
+    accountant = PLDAccountant(dp_accounting.NeighboringRelation.REPLACE_ONE, value_discretization_interval=_PLD_INTERVAL)
+    accountant.compose(dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(multiplier)), steps)
+    return float(accountant.get_epsilon(delta))
+
+
+@functools.lru_cache(maxsize=256)
+def _rdp(multiplier: float, steps: int, delta: float) -> float:
     from opacus.accountants import RDPAccountant  # pulls in torch: only when epsilon is asked for
 
     accountant = RDPAccountant()
-    accountant.history = [(noise_multiplier, sample_rate, steps)]
+    accountant.history = [(multiplier / 2, 1.0, steps)]  # replace-one: sensitivity 2C
     with warnings.catch_warnings():
         # At tiny noise the best RDP order is the smallest one opacus tries: the bound is loose but valid.
         warnings.simplefilter("ignore", UserWarning)
         return float(accountant.get_epsilon(delta=delta))
 
 
-def _prv(noise_multiplier: float, sample_rate: float, steps: int, delta: float, rdp_epsilon: float) -> float:
-    """PRV upper bound, or NaN where opacus' PRV accountant gives none.
-
-    Its error target is 1% of the RDP epsilon (at least 0.01): a fixed 0.01 makes
-    the discretisation grow with epsilon (30 s at z = 0.3, 200 steps). With many
-    steps at tiny noise its truncated domain misses the privacy loss and it
-    answers inf, which is no bound at all: that case, and an exception, give NaN.
-    """
-    from opacus.accountants import PRVAccountant
-
-    accountant = PRVAccountant()
-    accountant.history = [(noise_multiplier, sample_rate, steps)]
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            epsilon = float(accountant.get_epsilon(delta, eps_error=max(0.01, 0.01 * rdp_epsilon)))
-    except (ArithmeticError, ValueError, RuntimeError):
-        return math.nan
-    return epsilon if math.isfinite(epsilon) else math.nan
-
-
-def gaussian_epsilon(noise_multiplier: float, max_participations: int, delta: float) -> float:
-    """The headline: RDP, no amplification, `max_participations` rounds at sample rate 1; NaN for a NaN multiplier."""
-    if math.isnan(noise_multiplier):
-        return math.nan
-    if noise_multiplier == 0:
-        return math.inf
-    if max_participations == 0:
-        return 0.0
-    return _rdp(noise_multiplier, 1.0, max_participations, delta)
-
-
 def gaussian_epsilons(
     noise_multiplier: float, n_rounds: int, participation: float, max_participations: int, delta: float
 ) -> dict[str, float]:
-    """`epsilon` and `epsilon_prv` without amplification, `epsilon_amplified` and `epsilon_prv_amplified` with it."""
-    accounts = {"": (1.0, max_participations), "_amplified": (participation, n_rounds)}
-    figures = {}
-    for suffix, (rate, steps) in accounts.items():
-        if math.isnan(noise_multiplier):
-            rdp = prv = math.nan
-        elif noise_multiplier == 0:
-            rdp = prv = math.inf
-        elif steps == 0:
-            rdp = prv = 0.0
-        else:
-            rdp = _rdp(noise_multiplier, rate, steps, delta)
-            prv = _prv(noise_multiplier, rate, steps, delta, rdp)
-        figures[f"epsilon{suffix}"], figures[f"epsilon_prv{suffix}"] = rdp, prv
-    return figures
+    """`epsilon`, `epsilon_amplified` and `epsilon_rdp` (see the module); NaN for a NaN multiplier, inf for none."""
+    z = noise_multiplier
+    if math.isnan(z):
+        return dict.fromkeys(("epsilon", "epsilon_amplified", "epsilon_rdp"), math.nan)
+    if z == 0:
+        return dict.fromkeys(("epsilon", "epsilon_amplified", "epsilon_rdp"), math.inf)
+    if max_participations == 0:
+        return dict.fromkeys(("epsilon", "epsilon_amplified", "epsilon_rdp"), 0.0)
+    epsilon = _exact(z / math.sqrt(max_participations), delta)
+    amplified = epsilon
+    if z >= AMPLIFICATION_MIN_MULTIPLIER and participation < 1.0:
+        amplified = min(epsilon, _poisson_pld(z, participation, n_rounds, delta))
+    return {"epsilon": epsilon, "epsilon_amplified": amplified, "epsilon_rdp": _rdp(z, max_participations, delta)}
+
+
+def gaussian_accounting(noise_multiplier: float, participation: float) -> str:
+    """How `gaussian_epsilons` counted, for the results table."""
+    sampled = (f"Poisson q={participation:g} amplified" if noise_multiplier >= AMPLIFICATION_MIN_MULTIPLIER
+               else f"Poisson q={participation:g}, amplification not computed (z < {AMPLIFICATION_MIN_MULTIPLIER:g})")
+    return f"PLD, replace-one, no amplification (participation observable); {sampled}; RDP cross-check"
+

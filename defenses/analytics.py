@@ -54,8 +54,10 @@ class RoundedCounts(Defense):
 class NoisyCounts(Defense):
     """Publish counts plus discrete Laplace noise of scale `scale`, clipped to [0, window length], and no totals.
 
-    One participation changes one count by 1, so the counts are (1 / scale)-DP
-    for a single participation (event-level), reported as `epsilon_analytics`.
+    One participation changes one count by 1: (1 / scale)-DP per participation
+    (event-level). A user's whole history changes the counts by its number of
+    participations P in L1, so the published counts are (P / scale)-DP at user
+    level, with P the most any user took part: `epsilon_analytics`.
     """
 
     name = "noisy-counts"
@@ -76,7 +78,11 @@ class NoisyCounts(Defense):
         return Analytics(np.clip(counts + noise, 0, window_lengths(checked_in.shape[0], window)), window, None)
 
     def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
-        return {"epsilon": math.nan, "epsilon_analytics": 1.0 / self.scale}
+        return {"epsilon": math.nan, "epsilon_analytics": max_participations / self.scale}
+
+    def accounting(self, participation: float) -> dict[str, str]:
+        return {"epsilon_level": "user",
+                "epsilon_accounting": "discrete Laplace on counts, L1 sensitivity = max participations; updates not DP"}
 
 
 class TotalsOnly(Defense):

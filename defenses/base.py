@@ -66,3 +66,7 @@ class Defense:
     def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
         """Every privacy figure the defense reports, by name; `epsilon` is the headline."""
         return {"epsilon": self.epsilon(n_rounds, participation, max_participations, delta)}
+
+    def accounting(self, participation: float) -> dict[str, str]:
+        """Text beside the epsilons: `epsilon_level` (user, example, event, or — without DP) and `epsilon_accounting`."""
+        return {"epsilon_level": "—", "epsilon_accounting": "no DP guarantee"}

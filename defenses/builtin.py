@@ -4,7 +4,7 @@ from defenses.analytics import CoarseAnalytics, NoAnalytics, NoisyCounts, Rounde
 from defenses.base import Defense
 from defenses.composition import Composed
 from defenses.participation import ModelRefresh, ParticipationPadding, StructuredParticipation
-from defenses.privacy import AggregateNoise, DPGaussian, DPSGD
+from defenses.privacy import AggregateNoise, DPFedAvg, DPSGD, LDPGaussian
 
 
 class NoDefense(Defense):
@@ -17,7 +17,8 @@ BUILTIN_DEFENSES: dict[str, type[Defense]] = {
     cls.name: cls
     for cls in (
         NoDefense,
-        DPGaussian,
+        DPFedAvg,
+        LDPGaussian,
         DPSGD,
         AggregateNoise,
         CoarseAnalytics,
@@ -31,3 +32,6 @@ BUILTIN_DEFENSES: dict[str, type[Defense]] = {
         Composed,
     )
 }
+
+# Old names that still build a defense: dp-gaussian was local DP all along.
+ALIASES: dict[str, str] = {"dp-gaussian": "ldp-gaussian"}

@@ -86,6 +86,15 @@ class Composed(Defense):
         return {key: _smallest([figure.get(key, math.nan) for figure in figures]) for key in keys}
 
 
+    def accounting(self, participation: float) -> dict[str, str]:
+        """The one DP part's notes; with several, their levels and accounts joined (each figure is the smallest)."""
+        notes = [n for n in (part.accounting(participation) for part in self.parts) if n["epsilon_level"] != "—"]
+        if len(notes) <= 1:
+            return notes[0] if notes else Defense().accounting(participation)
+        return {"epsilon_level": "/".join(sorted({n["epsilon_level"] for n in notes})),
+                "epsilon_accounting": "smallest of: " + " | ".join(n["epsilon_accounting"] for n in notes)}
+
+
 def _smallest(values: list[float]) -> float:
     known = [float(value) for value in values if not math.isnan(value)]
     return min(known) if known else math.nan

@@ -99,3 +99,9 @@ class GuardedDefense(Defense):
         if not (isinstance(figures, dict) and all(isinstance(k, str) and isinstance(v, Real) for k, v in figures.items())):
             self._fail("epsilons", "must return a dict of names to numbers")
         return {key: float(value) for key, value in figures.items()}
+
+    def accounting(self, participation) -> dict[str, str]:
+        notes = self._call("accounting", participation)
+        if not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
+            self._fail("accounting", "must return a dict of names to text")
+        return notes

@@ -1,11 +1,15 @@
-"""Differential privacy: noise on each client's update, on every local step (DP-SGD), or on the round's sum."""
+"""Differential privacy: central DP-FedAvg, local DP on every update, DP-SGD in each client, noise on the round's sum.
+
+Epsilons come from defenses.accounting (replace-one, participation observable);
+each defense says at which level (user or example) through `accounting`.
+"""
 
 import math
 
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-from defenses.accounting import gaussian_epsilon, gaussian_epsilons
+from defenses.accounting import gaussian_accounting, gaussian_epsilons
 from defenses.base import Defense
 
 
@@ -15,10 +19,12 @@ def clip(update: np.ndarray, clip_norm: float) -> np.ndarray:
 
 
 class GaussianDefense(Defense):
-    """A Gaussian mechanism of `noise_multiplier` per round a user joins, accounted with opacus (see defenses.accounting)."""
+    """A Gaussian mechanism of `noise_multiplier` per round a user joins (user-level)."""
+
+    level = "user"
 
     def __init__(self, noise_multiplier: float = 1.0, clip_norm: float = 1.0) -> None:
-        if noise_multiplier < 0 or clip_norm <= 0:
+        if not (noise_multiplier >= 0 and clip_norm > 0):
             raise BenchmarkError(f"{self.name} needs noise_multiplier >= 0 and clip_norm > 0")
         self.noise_multiplier = float(noise_multiplier)
         self.clip_norm = float(clip_norm)
@@ -28,16 +34,23 @@ class GaussianDefense(Defense):
         return self.noise_multiplier
 
     def epsilon(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> float:
-        return gaussian_epsilon(self.round_noise_multiplier(), max_participations, delta)
+        return self.epsilons(n_rounds, participation, max_participations, delta)["epsilon"]
 
     def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
         return gaussian_epsilons(self.round_noise_multiplier(), n_rounds, participation, max_participations, delta)
 
+    def accounting(self, participation: float) -> dict[str, str]:
+        return {"epsilon_level": self.level, "epsilon_accounting": gaussian_accounting(self.round_noise_multiplier(), participation)}
 
-class DPGaussian(GaussianDefense):
-    """Client-level DP: clip each update to `clip_norm`, add N(0, (noise_multiplier * clip_norm)^2) per coordinate."""
 
-    name = "dp-gaussian"
+class LDPGaussian(GaussianDefense):
+    """Local DP: clip each update to `clip_norm` and add N(0, (noise_multiplier * clip_norm)^2) per coordinate on every client.
+
+    Every client's own noise protects it even from the sum's other terms; the sum
+    carries cohort times the variance of central DP-FedAvg at the same epsilon.
+    """
+
+    name = "ldp-gaussian"
 
     def public_parameters(self) -> dict:
         return {"update_noise_std": self.noise_multiplier * self.clip_norm, "clip_norm": self.clip_norm}
@@ -47,7 +60,11 @@ class DPGaussian(GaussianDefense):
 
 
 class AggregateNoise(GaussianDefense):
-    """Central DP: clip each update to `clip_norm`, add N(0, (noise_multiplier * clip_norm)^2) to the round's sum."""
+    """Distributed DP: clip each update to `clip_norm`; the round's sum carries N(0, (noise_multiplier * clip_norm)^2).
+
+    The clients' noise shares add up to that Gaussian inside secure aggregation,
+    so the server only ever sees the noised sum: simulated as noise on the sum.
+    """
 
     name = "dp-aggregate"
 
@@ -61,21 +78,65 @@ class AggregateNoise(GaussianDefense):
         return aggregate + rng.normal(0.0, self.noise_multiplier * self.clip_norm, size=aggregate.shape)
 
 
+class DPFedAvg(AggregateNoise):
+    """Central DP-FedAvg: clip each update, average, Gaussian noise of std z C / noise_cohort on the average.
+
+    `noise_cohort` (0: the round's own cohort) calibrates the noise for a
+    realistic cohort while a smaller one is simulated, as pfl-research does: the
+    sum of the m simulated updates gets std z C m / noise_cohort, so its average
+    has the noise of a noise_cohort-client deployment, whose epsilon is reported.
+    m is the number of updates clipped since the last sum.
+    """
+
+    name = "dp-fedavg"
+
+    def __init__(self, noise_multiplier: float = 1.0, clip_norm: float = 1.0, noise_cohort: int = 0) -> None:
+        super().__init__(noise_multiplier, clip_norm)
+        if int(noise_cohort) != noise_cohort or noise_cohort < 0:
+            raise BenchmarkError("dp-fedavg needs an integer noise_cohort >= 0 (0: the simulated cohort)")
+        self.noise_cohort = int(noise_cohort)
+        self.clipped = 0
+
+    def public_parameters(self) -> dict:
+        return {**super().public_parameters(), "noise_cohort": self.noise_cohort}
+
+    def transform_update(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        self.clipped += 1
+        return super().transform_update(update, rng)
+
+    def transform_aggregate(self, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        scale = self.clipped / self.noise_cohort if self.noise_cohort else 1.0
+        self.clipped = 0
+        return aggregate + rng.normal(0.0, self.noise_multiplier * self.clip_norm * scale, size=aggregate.shape)
+
+    def accounting(self, participation: float) -> dict[str, str]:
+        notes = super().accounting(participation)
+        if self.noise_cohort:
+            notes["epsilon_accounting"] += f"; noise calibrated for a cohort of {self.noise_cohort}, a smaller one simulated"
+        return notes
+
+
 class DPSGD(GaussianDefense):
     """Example-level DP-SGD in each client: per-example clipping to `clip_norm` and Gaussian noise every local step.
 
-    Its epsilons are example-level (add or remove one training example). An
-    example is in one batch per local epoch, so a round is `local_epochs` Gaussian
-    steps (one for fedsgd), the same as one step of multiplier z / sqrt(steps).
-    The step count is learnt when the clients train: before that, or when no
-    client trained (synthetic updates), the epsilons are NaN.
+    Its epsilons are example-level (replace one training example). An example is
+    in one batch per local epoch, so a round is `local_epochs` Gaussian steps (one
+    for fedsgd), the same as one step of multiplier z / sqrt(steps). The step
+    count is learnt when the clients train: before that, or when no client
+    trained (synthetic updates), the epsilons are NaN.
     """
 
     name = "dp-sgd"
+    level = "example"
 
     def __init__(self, noise_multiplier: float = 1.0, clip_norm: float = 1.0) -> None:
         super().__init__(noise_multiplier, clip_norm)
         self.steps_per_round = 0
+
+    @property
+    def example_dp(self) -> tuple[float, float]:
+        """(noise_multiplier, clip_norm): lets the utility track run this local training batched over a cohort."""
+        return self.noise_multiplier, self.clip_norm
 
     def public_parameters(self) -> dict:
         return {"example_noise_multiplier": self.noise_multiplier, "example_clip_norm": self.clip_norm}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmark.errors import BenchmarkError
 from defenses.base import Defense
-from defenses.builtin import BUILTIN_DEFENSES
+from defenses.builtin import ALIASES, BUILTIN_DEFENSES
 
 ENTRY_POINT_GROUP = "disaggbench.defenses"
 
@@ -31,7 +31,8 @@ def _from_file(spec: str) -> type:
 
 
 def defense_class(name: str) -> type:
-    """The class behind a defense name."""
+    """The class behind a defense name (an old name in ALIASES gives its new one's)."""
+    name = ALIASES.get(name, name)
     if name in BUILTIN_DEFENSES:
         return BUILTIN_DEFENSES[name]
     if ".py:" in name:

@@ -19,7 +19,7 @@ update_kind = "synthetic"
 """
 
 FAMILIES = {
-    "dp-gaussian": ("noise_multiplier", [0.0, 0.3, 3.0], "clip_norm = 1.0"),
+    "ldp-gaussian": ("noise_multiplier", [0.0, 0.3, 3.0], "clip_norm = 1.0"),
     "dp-aggregate": ("noise_multiplier", [0.0, 0.3, 3.0], "clip_norm = 1.0"),
     "coarse-analytics": ("factor", [1, 3, 12], ""),
     "rounded-counts": ("bucket", [1, 2, 4], ""),

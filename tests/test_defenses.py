@@ -8,14 +8,14 @@ import torch
 from benchmark.errors import BenchmarkError
 from benchmark.models import build_model
 from benchmark.scenario import Scenario
-from benchmark.simulation import local_update, simulate, undefended_accuracy
+from benchmark.simulation import local_update, simulate
 from defenses.analytics import CoarseAnalytics, NoAnalytics, NoisyCounts, RoundedCounts, TotalsOnly
 from benchmark.observation import window_counts, window_lengths
 from defenses.base import Defense
 from defenses.builtin import BUILTIN_DEFENSES, NoDefense
 from defenses.guard import GuardedDefense
 from defenses.participation import ModelRefresh, ParticipationPadding, StructuredParticipation
-from defenses.privacy import AggregateNoise, DPGaussian, DPSGD
+from defenses.privacy import AggregateNoise, DPFedAvg, DPSGD, LDPGaussian as DPGaussian
 from defenses.registry import make_defense
 from defenses.validate import validate_defense
 
@@ -53,7 +53,7 @@ def test_noisy_counts_stay_in_range_differ_from_the_truth_and_report_their_epsil
     assert observation.counts.min() >= 0 and np.all(observation.counts <= window_lengths(SMALL.n_rounds, SMALL.window))
     assert np.mean(observation.counts != true_counts(truth, SMALL.window)) > 0.3 and observation.totals is None
     figures = NoisyCounts(scale=2.0).epsilons(24, 0.4, 10, DELTA)
-    assert figures["epsilon_analytics"] == 0.5 and math.isnan(figures["epsilon"])
+    assert figures["epsilon_analytics"] == 5.0 and math.isnan(figures["epsilon"])  # user level: 10 participations / 2
 
 
 def test_noisy_counts_noise_is_discrete_laplace_of_the_given_scale():
@@ -100,11 +100,9 @@ def test_masks_leave_the_round_sum_exactly_unchanged():
     assert (aggregate + masks.sum(axis=0)).tobytes() == aggregate.tobytes()
 
 
-def test_undefended_runs_have_no_overhead_and_report_the_baseline_accuracy():
+def test_undefended_runs_have_no_overhead():
     _, truth = simulate(SMALL, NoDefense())
     assert truth.extra_checkins == 0 and truth.extra_upload_bytes_per_round == 0
-    assert undefended_accuracy(SMALL) == truth.test_accuracy and 0 < truth.test_accuracy <= 1
-    assert math.isnan(undefended_accuracy(Scenario(**{**SMALL.to_dict(), "update_kind": "synthetic"})))
 
 
 def test_structured_groups_always_participate_together():
@@ -185,23 +183,21 @@ def test_aggregate_noise_clips_updates_and_noises_each_sum():
     assert noised.defense_parameters == {"aggregate_noise_std": 2e-3, "clip_norm": 1e-3}
 
 
-@pytest.mark.parametrize("cls", [DPGaussian, AggregateNoise])
+@pytest.mark.parametrize("cls", [DPGaussian, AggregateNoise, DPFedAvg])
 def test_epsilons_fall_with_noise_and_amplification_never_hurts(cls):
     low, high = (cls(z).epsilons(60, 0.3, 25, DELTA) for z in (0.5, 2.0))
-    assert set(low) == {"epsilon", "epsilon_amplified", "epsilon_prv", "epsilon_prv_amplified"}
+    assert set(low) == {"epsilon", "epsilon_amplified", "epsilon_rdp"}
     for key in low:
         assert high[key] < low[key]
     for figures in (low, high):
-        assert figures["epsilon_amplified"] <= figures["epsilon"]
-        assert figures["epsilon_prv_amplified"] <= figures["epsilon_prv"]
-        assert figures["epsilon_prv"] == pytest.approx(figures["epsilon"], rel=0.1)
-        assert figures["epsilon_prv_amplified"] == pytest.approx(figures["epsilon_amplified"], rel=0.15)
+        assert figures["epsilon_amplified"] < figures["epsilon"]
+        assert figures["epsilon"] <= figures["epsilon_rdp"] <= 1.1 * figures["epsilon"]  # RDP: a looser cross-check
     assert low["epsilon"] == cls(0.5).epsilon(60, 0.3, 25, DELTA)
 
 
 def test_epsilon_edge_cases_are_documented_values():
-    tiny = DPGaussian(0.1).epsilons(60, 1.0, 25, DELTA)
-    assert math.isfinite(tiny["epsilon"]) and math.isnan(tiny["epsilon_prv"])  # opacus' PRV answers inf here
+    tiny = DPGaussian(0.001).epsilons(60, 0.3, 25, DELTA)
+    assert math.isfinite(tiny["epsilon"]) and tiny["epsilon_amplified"] == tiny["epsilon"]  # no PLD below z = 0.1
     assert set(DPGaussian(0.0).epsilons(60, 0.3, 25, DELTA).values()) == {math.inf}
     assert DPGaussian(1.0).epsilons(60, 0.3, 0, DELTA)["epsilon"] == 0.0
 
@@ -239,7 +235,7 @@ def test_composition_takes_the_smallest_epsilon_of_its_parts():
     defense = composed({"name": "dp-gaussian", "noise_multiplier": 1.0}, {"name": "dp-aggregate", "noise_multiplier": 2.0},
                        {"name": "noisy-counts", "scale": 4.0})
     figures = defense.epsilons(60, 0.3, 25, DELTA)
-    assert figures == {**DPGaussian(2.0).epsilons(60, 0.3, 25, DELTA), "epsilon_analytics": 0.25}
+    assert figures == {**DPGaussian(2.0).epsilons(60, 0.3, 25, DELTA), "epsilon_analytics": 25 / 4.0}
     assert defense.epsilon(60, 0.3, 25, DELTA) == figures["epsilon"]
 
 

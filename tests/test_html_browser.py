@@ -38,7 +38,8 @@ def results_table() -> pd.DataFrame:
             for n_users, window in ((10, 2), (5, 4)):
                 row = {"defense": defense, "suite": "page", "scenario": f"u{n_users}", "seed": seed, "n_users": n_users,
                        "n_rounds": 20, "window": window, "participation": 0.3, "status": "ok"}
-                row.update(dict.fromkeys(SCORE_COLUMNS, 0.5), attack="static", lpips="not computed: test")
+                row.update(dict.fromkeys(SCORE_COLUMNS, 0.5), attack="static", lpips="not computed: test", utility_task="test",
+                           epsilon_level="user", epsilon_accounting="test")
                 row.update(attack_success=rate * n_users / 10, test_accuracy=accuracy, epsilon=epsilon)
                 rows.append(row)
     return pd.DataFrame(rows).reindex(columns=list(RESULT_COLUMNS))

@@ -48,7 +48,7 @@ def task(defense: str, seed: int, status: str = "ok", cell: str = "a", **scores:
     }
     row.update({score: math.nan for score in SCORE_COLUMNS})
     row.update({"test_accuracy": 0.9, "test_accuracy_undefended": 0.9, "attack_seconds": 1.0, "attack": "static",
-                "lpips": "not computed: test"})
+                "lpips": "not computed: test", "utility_task": "test", "epsilon_level": "user", "epsilon_accounting": "test"})
     row.update(scores)
     return row
 

@@ -33,6 +33,16 @@ version = "7"
 description = "one small cell, two seeds"
 seeds = [0, 1]
 
+[utility]
+name = "digits-tiny"
+dataset = "digits"
+n_clients = 20
+cohort = 8
+n_rounds = 30
+samples_per_client = 40
+batch_size = 10
+learning_rate = 0.3
+
 [attack]
 time_limit = 10
 

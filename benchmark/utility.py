@@ -1,0 +1,355 @@
+"""The utility track: a realistic federated task every defense trains, with the same hooks as the attack scenario.
+
+Fashion-MNIST split over hundreds of clients by a seeded Dirichlet label skew,
+Poisson sampling of about `cohort` clients a round, local SGD epochs, a small
+CNN. A round's cohort trains together: torch.func's vmap runs every client's
+own copy of the weights at once (and, for DP-SGD, every example's gradient).
+Each client's update then passes the defense's hooks exactly as in
+benchmark.simulation: choose_participants, local_update (a declared DP-SGD runs
+batched; any other override runs per client), transform_update one client at a
+time, padded_uploads, transform_aggregate; the server applies the sum divided
+by the number of contributors.
+"""
+
+import copy
+import functools
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from benchmark.catalog import DATASETS
+from benchmark.errors import BenchmarkError
+from defenses.base import Defense
+
+TRAINING_HOOKS = ("choose_participants", "local_update", "transform_update", "padded_uploads", "transform_aggregate")
+_STREAMS = ("split", "participation", "init", "clients", "defense")
+_SALT = 0x5554  # keeps the utility streams apart from the attack scenario's, which share the seed
+
+
+@dataclass(frozen=True)
+class UtilityTask:
+    """A federated training task; each client joins a round with probability cohort / n_clients (Poisson)."""
+
+    name: str = "fashion-standard"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    n_clients: int = 500
+    cohort: int = 50  # expected clients per round
+    n_rounds: int = 200
+    samples_per_client: int = 120
+    dirichlet_alpha: float = 1.0  # label skew: each client's class mix ~ Dirichlet(alpha)
+    local_epochs: int = 1
+    batch_size: int = 20
+    learning_rate: float = 0.15  # local SGD
+    server_learning_rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}"),
+            (self.n_clients >= 2, "n_clients must be at least 2"),
+            (1 <= self.cohort <= self.n_clients, "cohort must be between 1 and n_clients"),
+            (self.n_rounds >= 1, "n_rounds must be at least 1"),
+            (self.samples_per_client >= 1, "samples_per_client must be at least 1"),
+            (self.dirichlet_alpha > 0, "dirichlet_alpha must be positive"),
+            (self.local_epochs >= 1, "local_epochs must be at least 1"),
+            (1 <= self.batch_size <= self.samples_per_client, "batch_size must be between 1 and samples_per_client"),
+            (self.learning_rate > 0 and self.server_learning_rate > 0, "learning rates must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BenchmarkError(f"utility task {self.name!r}: {message}")
+
+    @property
+    def sample_rate(self) -> float:
+        return self.cohort / self.n_clients
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "UtilityTask":
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise BenchmarkError(f"unknown utility task field(s): {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise BenchmarkError(f"utility task {values.get('name', '?')!r}: {error}") from None
+
+
+# Where Fashion-MNIST is absent: digits (1347 training images), labelled as such in every row.
+DIGITS_FALLBACK = UtilityTask(name="digits-fallback (Fashion-MNIST absent)", dataset="digits", n_clients=100, cohort=20,
+                              n_rounds=100, samples_per_client=13, batch_size=13, learning_rate=0.3)
+
+
+def resolve(task: UtilityTask) -> UtilityTask:
+    """`task`, or DIGITS_FALLBACK where it asks for Fashion-MNIST from the default place and the files are absent."""
+    from benchmark.datasets import FASHION_MNIST_ROOT
+
+    if task.dataset == "fashion-mnist" and task.data_root is None and not any(FASHION_MNIST_ROOT.glob("train-images*")):
+        return DIGITS_FALLBACK
+    return task
+
+
+def trains_like_undefended(defense: Defense) -> bool:
+    """True when no hook that shapes training is overridden (wrappers and compositions are looked through)."""
+    inner = getattr(defense, "inner", None)
+    if isinstance(inner, Defense):
+        return trains_like_undefended(inner)
+    parts = getattr(defense, "parts", None)
+    if parts is not None:
+        return all(trains_like_undefended(part) for part in parts)
+    return all(getattr(type(defense), hook) is getattr(Defense, hook) for hook in TRAINING_HOOKS)
+
+
+def _example_dp(defense: Defense) -> tuple[float, float] | None:
+    """(noise_multiplier, clip_norm) of the DP-SGD that provides the defense's local training, if it declares one."""
+    inner = getattr(defense, "inner", None)
+    if isinstance(inner, Defense):
+        return _example_dp(inner)
+    for part in getattr(defense, "parts", None) or [defense]:
+        if part is not defense and getattr(part, "parts", None) is not None:
+            found = _example_dp(part)
+        else:
+            found = getattr(part, "example_dp", None)
+        if found is not None:
+            return found
+        if getattr(type(part), "local_update") is not getattr(Defense, "local_update"):
+            return None  # this part's own local training comes first
+    return None
+
+
+def split(labels: np.ndarray, n_classes: int, task: UtilityTask, rng: np.random.Generator) -> np.ndarray:
+    """(n_clients, samples) training indices: each client's class mix ~ Dirichlet(alpha); a class pool is reused when spent."""
+    pools = [rng.permutation(np.flatnonzero(labels == c)) for c in range(n_classes)]
+    taken = np.zeros(n_classes, dtype=np.int64)
+    index = np.empty((task.n_clients, task.samples_per_client), dtype=np.int64)
+    for client in range(task.n_clients):
+        counts = rng.multinomial(task.samples_per_client, rng.dirichlet([task.dirichlet_alpha] * n_classes))
+        rows = [pools[c][(taken[c] + np.arange(k)) % len(pools[c])] for c, k in enumerate(counts) if k]
+        taken += counts
+        index[client] = rng.permutation(np.concatenate(rows))
+    return index
+
+
+def build_cnn(image_shape: tuple[int, int, int], n_classes: int, seed: int):
+    """Two stride-2 5x5 convolutions (8 and 16 channels, ReLU) and a linear layer, float32."""
+    import torch
+    from torch import nn
+
+    channels, height, width = image_shape
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return nn.Sequential(
+            nn.Conv2d(channels, 8, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(8, 16, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Flatten(), nn.Linear(16 * (-(-height // 4)) * (-(-width // 4)), n_classes),
+        )
+    finally:
+        torch.random.set_rng_state(generator_state)
+
+
+class _Cohort:
+    """Local training of many clients at once: every client its own weights, vmapped."""
+
+    def __init__(self, model, task: UtilityTask) -> None:
+        import torch
+        from torch.func import functional_call, grad, vmap
+
+        self.task, self.torch = task, torch
+
+        def loss(params, x, y):
+            return torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+        def example_loss(params, x, y):
+            return loss(params, x[None], y[None])
+
+        self.client_grad = vmap(grad(loss))
+        self.example_grads = vmap(vmap(grad(example_loss), in_dims=(None, 0, 0)))
+
+    def train(self, start: dict, x, y, generator, example_dp: tuple[float, float] | None, noise_generator):
+        """(K, d) float64 updates (w_start - w_end) / lr of K clients with data x (K, S, ...), y (K, S)."""
+        torch, task = self.torch, self.task
+        k, s = y.shape
+        weights = {name: value.expand(k, *value.shape).clone() for name, value in start.items()}
+        for _ in range(task.local_epochs):
+            order = torch.argsort(torch.rand(k, s, generator=generator), dim=1)
+            for batch in order.split(task.batch_size, dim=1):
+                xb = torch.gather(x, 1, batch.reshape(k, -1, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+                yb = torch.gather(y, 1, batch)
+                if example_dp is None:
+                    step = self.client_grad(weights, xb, yb)
+                else:
+                    step = self._noisy_gradient(weights, xb, yb, *example_dp, noise_generator)
+                weights = {name: weights[name] - task.learning_rate * step[name] for name in weights}
+        flat = torch.cat([(start[n] - weights[n]).reshape(k, -1) for n in start], dim=1) / task.learning_rate
+        return flat.double().numpy()
+
+    def _noisy_gradient(self, weights, xb, yb, noise_multiplier, clip_norm, generator):
+        """defenses.private_training's step, batched: clipped per-example gradients, summed, noised, / batch size."""
+        torch = self.torch
+        grads = self.example_grads(weights, xb, yb)  # each (K, B, *shape)
+        k, b = yb.shape
+        norms = torch.sqrt(sum(g.reshape(k, b, -1).pow(2).sum(dim=2) for g in grads.values()))
+        scale = torch.clamp(clip_norm / norms, max=1.0)
+        return {
+            name: ((g * scale.reshape(k, b, *[1] * (g.dim() - 2))).sum(dim=1)
+                   + noise_multiplier * clip_norm * torch.randn(k, *g.shape[2:], generator=generator)) / b
+            for name, g in grads.items()
+        }
+
+
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    children = np.random.SeedSequence([seed, _SALT]).spawn(len(_STREAMS))
+    return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
+
+
+def _scenario(task: UtilityTask, seed: int):
+    """The Scenario a per-client local_update hook is given: the utility task's local training."""
+    from benchmark.scenario import Scenario
+
+    return Scenario(name=task.name, n_users=task.n_clients, n_rounds=task.n_rounds, participation=task.sample_rate,
+                    window=1, dataset=task.dataset, model="cnn", samples_per_user=task.samples_per_client,
+                    local_training="fedavg", local_epochs=task.local_epochs, batch_size=task.batch_size,
+                    learning_rate=task.learning_rate, model_policy="trained", seed=seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _data(dataset: str, root: str | None):
+    from benchmark.datasets import load_dataset
+
+    return load_dataset(dataset, root)
+
+
+def train(task: UtilityTask, defense: Defense, seed: int, threads: int = 1, one_at_a_time: bool = False) -> float:
+    """Test accuracy of the task's model after federated training under `defense`; the same seed gives the same figure.
+
+    Runs on `threads` torch threads (restored after): one per worker is fastest for these small kernels.
+    `one_at_a_time` trains each client alone (the baseline of benchmarks/utility.py): the same
+    computation, other draws of the batch order, many times slower.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(task, defense, seed, one_at_a_time)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) -> float:
+    import torch
+    from torch.func import functional_call
+
+    rngs = _streams(seed)
+    data = _data(task.dataset, task.data_root)
+    index = split(data.y_train, data.n_classes, task, rngs["split"])
+    images, labels = torch.from_numpy(data.x_train[index]), torch.from_numpy(data.y_train[index])
+    model = build_cnn(tuple(data.x_train.shape[1:]), data.n_classes, int(rngs["init"].integers(2**31)))
+    params = {name: value.detach().clone() for name, value in model.named_parameters()}
+    cohort = _Cohort(model, task)
+    client_gen = torch.Generator().manual_seed(int(rngs["clients"].integers(2**63)))
+    noise_gen = torch.Generator().manual_seed(int(rngs["defense"].integers(2**63)))
+    example_dp = _example_dp(defense)
+    per_client = example_dp is None and not _default_local_update(defense)
+    scenario = _scenario(task, seed) if per_client else None
+    dim = sum(value.numel() for value in params.values())
+    for t in range(task.n_rounds):
+        selected = rngs["participation"].random(task.n_clients) < task.sample_rate
+        contributing, checked_in = defense.choose_participants(selected, t, rngs["defense"])
+        clients = np.flatnonzero(contributing)
+        aggregate = np.zeros(dim)
+        if len(clients):
+            x, y = images[clients], labels[clients]
+            if one_at_a_time:
+                updates = np.concatenate([cohort.train(params, x[i : i + 1], y[i : i + 1], client_gen, example_dp, noise_gen)
+                                          for i in range(len(clients))])
+            else:
+                updates = cohort.train(params, x, y, client_gen, example_dp, noise_gen)
+            for row, client in enumerate(clients):
+                own = _own_update(defense, model, params, x[row], y[row], scenario, rngs["defense"]) if per_client else None
+                aggregate += np.asarray(defense.transform_update(updates[row] if own is None else own, rngs["defense"]))
+        padded = int((np.asarray(checked_in) & ~np.asarray(contributing)).sum())
+        uploads = defense.padded_uploads(padded, dim, rngs["defense"]) if padded else None
+        if uploads is not None:
+            aggregate = aggregate + np.asarray(uploads, dtype=np.float64).sum(axis=0)
+        aggregate = np.asarray(defense.transform_aggregate(aggregate, rngs["defense"]), dtype=np.float64)
+        if len(clients):
+            step = torch.from_numpy(aggregate * (task.server_learning_rate * task.learning_rate / len(clients))).float()
+            params = _unflatten(params, _flatten(params) - step)
+    with torch.no_grad():
+        logits = functional_call(model, params, (torch.from_numpy(data.x_test),))
+    return float((logits.argmax(dim=1).numpy() == data.y_test).mean())
+
+
+def _default_local_update(defense: Defense) -> bool:
+    inner = getattr(defense, "inner", None)
+    if isinstance(inner, Defense):
+        return _default_local_update(inner)
+    parts = getattr(defense, "parts", None)
+    if parts is not None:
+        return all(_default_local_update(part) for part in parts)
+    return type(defense).local_update is Defense.local_update
+
+
+def _own_update(defense: Defense, model, params: dict, x, y, scenario, rng: np.random.Generator) -> np.ndarray | None:
+    """The defense's own local_update for one client, on a float64 copy of the global model (as in the simulation)."""
+    import torch
+
+    client = copy.deepcopy(model).double()
+    with torch.no_grad():
+        for name, parameter in client.named_parameters():
+            parameter.copy_(params[name])
+    update = defense.local_update(client, x.double(), y, scenario, rng)
+    return None if update is None else np.asarray(update, dtype=np.float64)
+
+
+def _flatten(params: dict):
+    import torch
+
+    return torch.cat([value.reshape(-1) for value in params.values()])
+
+
+def _unflatten(like: dict, flat) -> dict:
+    out, offset = {}, 0
+    for name, value in like.items():
+        out[name] = flat[offset : offset + value.numel()].view_as(value)
+        offset += value.numel()
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def cached_accuracy(task: UtilityTask, seed: int, defense_key: str) -> float:
+    """train() for the defense behind `defense_key` (JSON [name, parameters]); "" is the undefended run. Cached per process."""
+    import json
+
+    from defenses.guard import GuardedDefense
+    from defenses.registry import make_defense
+
+    if not defense_key:
+        return train(task, Defense(), seed)
+    name, parameters = json.loads(defense_key)
+    return train(task, GuardedDefense(make_defense(name, parameters)), seed)
+
+
+def utility_scores(task: UtilityTask | None, seed: int, defense_key: str, defense: Defense) -> dict:
+    """test_accuracy, test_accuracy_undefended, utility_drop (same seed, same task) and utility_task for one row.
+
+    A defense that leaves every training hook alone shares the undefended run: its drop is exactly 0.
+    """
+    if task is None:
+        nan = math.nan
+        return {"test_accuracy": nan, "test_accuracy_undefended": nan, "utility_drop": nan,
+                "utility_task": "not computed: the suite declares no [utility] task"}
+    task = resolve(task)
+    undefended = cached_accuracy(task, seed, "")
+    defended = undefended if trains_like_undefended(defense) else cached_accuracy(task, seed, defense_key)
+    return {"test_accuracy": defended, "test_accuracy_undefended": undefended, "utility_drop": undefended - defended,
+            "utility_task": describe(task)}
+
+
+def describe(task: UtilityTask) -> str:
+    return (f"{task.name}: {task.dataset}, {task.n_clients} clients (Dirichlet {task.dirichlet_alpha:g}), "
+            f"~{task.cohort}/round, {task.n_rounds} rounds, {task.local_epochs} local epoch(s)")
+
+
