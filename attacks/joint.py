@@ -311,6 +311,21 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         finally:
             progress.seconds[user] += time.perf_counter() - started
 
+    def solve_open(open_users: list[int], stage: str, solve, found_by: str, branching: bool) -> int:
+        """Users still without a candidate, one `solve` each (relaxation or branch and bound); how many got proven."""
+        proven = 0
+        for user in open_users:
+            if status[user] == "timeout" and attempt(stage, user) and not solver.out_of_time():
+                x = timed(user, lambda: solve(state, user, progress.guess[:, user]))
+                if isinstance(x, str):
+                    status[user] = "infeasible"
+                elif x is not None:
+                    state.count(found_by)
+                    verdict = timed(user, lambda: solver.certify(state, user, x, branching))
+                    settle(user, x, verdict)
+                    proven += verdict == "unique"
+        return proven
+
     certify_by_branching = False
     started = time.perf_counter()
 
@@ -377,32 +392,16 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
             say("search restarts for users without a column")
             if newly:
                 continue
-        # 2b. users without a candidate: the LP relaxation, steered towards the search's guess
-        for user in open_users:
-            if status[user] in ("timeout",) and attempt("relax", user) and not solver.out_of_time():
-                x = timed(user, lambda: solver.relax(state, user, progress.guess[:, user]))
-                if isinstance(x, str):
-                    status[user] = "infeasible"
-                elif x is not None:
-                    state.count("found by LP")
-                    verdict = timed(user, lambda: solver.certify(state, user, x, False))
-                    settle(user, x, verdict)
-                    newly += verdict == "unique"
-        say("LP relaxations")
-        if newly:
-            continue
-        # 3. branch and bound (node limit) for users still without a candidate; certificates may now branch too
-        for user in open_users:
-            if status[user] == "timeout" and attempt("branch", user) and not solver.out_of_time():
-                x = timed(user, lambda: solver.branch(state, user, progress.guess[:, user]))
-                if isinstance(x, str):
-                    status[user] = "infeasible"
-                elif x is not None:
-                    state.count("found by branch and bound")
-                    verdict = timed(user, lambda: solver.certify(state, user, x, True))
-                    settle(user, x, verdict)
-                    newly += verdict == "unique"
-        say("branch and bound")
+        # 2b. users without a candidate: the LP relaxation, steered towards the search's guess;
+        # 3. then branch and bound (node limit); certificates may now branch too
+        for stage, solve, found_by, branching in (
+            ("relax", solver.relax, "found by LP", False),
+            ("branch", solver.branch, "found by branch and bound", True),
+        ):
+            newly += solve_open(open_users, stage, solve, found_by, branching)
+            say("LP relaxations" if stage == "relax" else "branch and bound")
+            if newly:
+                break
         if newly:
             continue
         if not certify_by_branching:

@@ -13,6 +13,19 @@ participation = 0.4
 window = 3
 """
 
+# The smallest suite: the undefended tiny cell, one seed.
+TINY_SUITE = """
+name = "tiny"
+version = "1"
+seeds = [0]
+
+[attack]
+time_limit = 0.2
+
+[[defenses]]
+name = "none"
+""" + TINY_CELL
+
 
 @pytest.fixture
 def small_instance():

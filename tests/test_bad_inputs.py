@@ -18,21 +18,10 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.synthetic import make_instance
-from tests.conftest import TINY_CELL
+from tests.conftest import TINY_CELL, TINY_SUITE as SUITE
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SUITE = """
-name = "tiny"
-version = "1"
-seeds = [0]
-
-[attack]
-time_limit = 0.2
-
-[[defenses]]
-name = "none"
-""" + TINY_CELL
 
 UNWRITABLE = "/proc/1/disaggbench"  # not writable even by root
 

@@ -23,7 +23,7 @@ from defenses.base import Defense
 from defenses.registry import make_defense
 from leaderboard.render import DEFAULT_COLUMNS
 from leaderboard.summary import SUMMARY_SCORES
-from tests.conftest import TINY_CELL
+from tests.conftest import TINY_SUITE as SUITE
 
 # Ten users with one digit each hold the labels 0..9 (label-skewed split): five hold a lower-half label.
 FEDERATION = Scenario(name="ten", n_users=10, n_rounds=40, participation=0.4, window=4, seed=0)
@@ -142,17 +142,6 @@ def test_the_leaderboard_shows_shares_beside_recovered_values():
     assert not any(column.endswith(("_ceiling", "_aggregate")) for column in DEFAULT_COLUMNS)
 
 
-SUITE = """
-name = "tiny"
-version = "1"
-seeds = [0]
-
-[attack]
-time_limit = 0.2
-
-[[defenses]]
-name = "none"
-""" + TINY_CELL
 
 
 def test_auto_resolves_to_the_device_in_the_task_key(tmp_path, capsys):
