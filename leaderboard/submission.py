@@ -30,7 +30,7 @@ from benchmark.executor import Executor
 from benchmark.provenance import plugin_path, source_digest
 from benchmark.runner import plugin_labels, run_suite
 from benchmark.store import ResultStore, check_output_file, write_atomically
-from benchmark.suite import DefenseSpec, Suite, Task, expand, load_suite
+from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, load_suite
 from defenses.builtin import BUILTIN_DEFENSES
 from defenses.registry import defense_class, make_defense
 from leaderboard.render import COLUMN_NOTES, default_columns, render
@@ -426,6 +426,18 @@ def _markdown_cell(text: str) -> str:
     return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|")
 
 
+def _stale_warning(suite_name: str, version: str) -> list[str]:
+    """A paragraph when a built-in suite has moved on since these entries were made: their verdicts are not current."""
+    if suite_name not in builtin_suites():
+        return []
+    current = load_suite(suite_name).version
+    if current == version:
+        return []
+    return ["", f"**Stale:** the built-in `{suite_name}` suite is now version {current}; these entries were made with "
+                f"version {version} and the attacks and utility measure of that time, so their verdicts are not current. "
+                "Re-run them with `disaggbench submit ... --overwrite` before comparing."]
+
+
 def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
     """leaderboard/README.md: one ranked table per suite version, the entries' details, and missing built-ins."""
     entries = load_entries(folder)
@@ -448,7 +460,7 @@ def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
         columns = default_columns(summary, README_COLUMNS)
         table = render(summary, "markdown", columns=columns)
         table += "\n" + "\n".join(f"- `{c}`: {COLUMN_NOTES[c]}" for c in columns) + "\n"
-        lines += ["", f"## Suite `{suite_name}` (version {version})", "", table.rstrip("\n"), "",
+        lines += ["", f"## Suite `{suite_name}` (version {version})", *_stale_warning(suite_name, version), "", table.rstrip("\n"), "",
                   "| entry | defense | parameters | disaggbench | created |", "| :--- | :--- | :--- | :--- | :--- |"]
         for e in members:
             given = sorted(e["defense"]["parameters"].items())

@@ -332,3 +332,11 @@ def test_a_defense_whose_tasks_fail_gets_an_entry_that_counts_them_and_exit_1(su
     assert code == 0 and "every score matches" in out
     code, _, _ = cli(["leaderboard", "--readme", "--entries", tmp_path / "entries", "--out", tmp_path / "R.md"], capsys)
     assert code == 0 and "| 1 | ? | broken | \u2014 |" in (tmp_path / "R.md").read_text()
+
+
+def test_readme_warns_when_a_builtin_suite_moved_past_its_entries(entries: Path, tmp_path: Path, capsys) -> None:
+    """The fixture entries say `standard` version 7; the built-in standard is another version: their verdicts are stale."""
+    out = tmp_path / "README.md"
+    code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
+    assert code == 0, err
+    assert f"**Stale:** the built-in `standard` suite is now version {load_suite('standard').version}; these entries were made with version 7" in out.read_text()
