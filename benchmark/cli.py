@@ -193,8 +193,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, doc in available_defenses().items():
         print(f"  {name}: {doc}")
     print("attacks:")
-    print("  static: gradient disaggregation, counts at face value: participant matrix (linear, projection search, HiGHS")
-    print("    integer program), then least squares")
+    print("  static: gradient disaggregation, counts at face value: participant matrix (linear, projection search, joint")
+    print("    HiGHS stage: peeling, LP certificates, branch and bound under work limits), then least squares")
     print("  adaptive: the same, reading the defense's public parameters (count bounds, noise search, groups)")
     print("  anonymous: binary vectors of col(A) found without counts, updates by least squares, columns attributed to users")
     print("    by likelihood of the published counts (Hungarian); a task keeps the strongest of the three by attack_success")

@@ -72,7 +72,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
     attack's own inference on the true updates. With `picture`, a model-based task also draws its
     reconstructions there (PNG).
     """
-    # The simulation and attack stack (torch, cvxpy) loads here, not at import: a run whose
+    # The simulation and attack stack (torch, highspy) loads here, not at import: a run whose
     # tasks are all stored already never pays for it.
     from attacks.pipeline import infer_from, infer_users
     from attacks.recovery import ATTACKS, run_attacks

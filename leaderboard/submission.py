@@ -43,8 +43,8 @@ STANDARD_SUITE = "standard"
 MISSING_PARAMETERS = "(none)"
 AGGREGATED_SCORES = SUMMARY_SCORES
 # Libraries whose versions can change a score; recorded so a verifier can explain a difference.
-RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "cvxpy", "highspy", "opacus", "pandas",
-                     "scikit-learn", "scikit-image", "torchmetrics")
+RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "highspy", "opacus", "pandas",
+                     "scikit-learn", "scikit-image", "torchmetrics", "dp-accounting")
 README_COLUMNS = ("rank", "tier", "defense", "attack_success_worst", "attributed_success_worst",
                   "anonymous_success_worst", "horizon", "utility_drop_worst", "test_accuracy",
                   "test_accuracy_undefended", "epsilon", "overhead_checkins", "tasks", "failed")
