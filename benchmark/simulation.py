@@ -69,13 +69,18 @@ def server_step(direction: np.ndarray, current: np.ndarray, held: list[np.ndarra
 
 
 def partition(dataset: Dataset, n_users: int, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Label-skewed split: user j draws 80% of its samples from class j mod C, the rest from any class."""
+    """Label-skewed split: each user draws 80% of its samples from its dominant class, the rest from any class.
+
+    Dominant classes are balanced (each class as often as n_users allows) and dealt out by a seeded
+    permutation, so a user's data is independent of its id (fixed groups of consecutive ids see no pattern).
+    """
     by_class = [rng.permutation(np.flatnonzero(dataset.y_train == c)) for c in range(dataset.n_classes)]
     taken = [0] * dataset.n_classes
     indices = np.empty((n_users, samples), dtype=np.int64)
+    dominant_class = rng.permutation(np.arange(n_users) % dataset.n_classes)
     for user in range(n_users):
         dominant = int(np.ceil(0.8 * samples))
-        classes = [user % dataset.n_classes] * dominant + list(rng.integers(0, dataset.n_classes, samples - dominant))
+        classes = [int(dominant_class[user])] * dominant + list(rng.integers(0, dataset.n_classes, samples - dominant))
         for slot, cls in enumerate(classes):
             pool = by_class[cls]
             if len(pool) == 0:
