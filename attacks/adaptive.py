@@ -28,7 +28,6 @@ from attacks.geometry import Geometry, column_space
 from attacks.inputs import totals_agree
 from attacks.projection_search import projection_search
 from attacks.settings import AttackSettings
-from benchmark.executor import Executor
 from benchmark.observation import Observation, window_lengths
 
 COUNT_CONFIDENCE = 0.99  # each count bound holds with at least this probability
@@ -120,7 +119,7 @@ def unattributed(n_rounds: int, n_users: int, dimension: int) -> Disaggregation:
     )
 
 
-def recover(observation: Observation, settings: AttackSettings, executor: Executor = Executor()) -> Disaggregation:
+def recover(observation: Observation, settings: AttackSettings) -> Disaggregation:
     """The disaggregation step on one observation, reading the defense's public parameters when `settings.adaptive`."""
     aggregates, window = observation.aggregates, observation.window
     n_rounds, n_users = aggregates.shape[0], observation.n_users
@@ -136,14 +135,14 @@ def recover(observation: Observation, settings: AttackSettings, executor: Execut
     if totals is not None and not totals_agree(totals, counts, window):
         totals = None
     if groups is None:
-        result = disaggregate(aggregates, counts, window, totals, settings, executor, counts_high=counts_high)
+        result = disaggregate(aggregates, counts, window, totals, settings, counts_high=counts_high)
         if settings.adaptive and settings.noise:
             result = keep_best(result, aggregates, counts, window, counts_high, settings)
         return result
     _, leaders, group = np.unique(groups, return_index=True, return_inverse=True)
     sizes = np.bincount(group)
     high = None if counts_high is None else counts_high[leaders]
-    result = disaggregate(aggregates, counts[leaders], window, None, settings, executor, counts_high=high)
+    result = disaggregate(aggregates, counts[leaders], window, None, settings, counts_high=high)
     if settings.noise:
         result = keep_best(result, aggregates, counts[leaders], window, high, settings)
     return replace(

@@ -32,7 +32,6 @@ from attacks.inputs import check_counts, check_observation
 from attacks.settings import AttackSettings
 from attacks.projection_search import projection_search
 from benchmark.errors import BenchmarkError
-from benchmark.executor import Executor
 
 # Aggregates with at most this many entries are attacked with one BLAS thread (measured: the quickstart shape
 # took 2.4x the wall time and twice the CPU with two threads on a busy 2-core machine).
@@ -199,7 +198,6 @@ def disaggregate(
     window: int,
     totals: np.ndarray | None = None,
     settings: AttackSettings = AttackSettings(),
-    executor: Executor = Executor(),
     progress: bool = False,
     counts_high: np.ndarray | None = None,
 ) -> Disaggregation:
@@ -207,8 +205,7 @@ def disaggregate(
 
     With `counts_high`, each window sum is only known to lie in [counts, counts_high] (an adaptive
     attacker's reading of rounded, noised or padded counts); totals, the linear stage and certificates
-    are then left out. `executor` is accepted for callers that pass one, but every stage runs in this
-    process: the joint stage's order (each proven column tightens the next user's program) is part of
+    are then left out. Every stage runs in this process: the joint stage's order (each proven column tightens the next user's program) is part of
     the answer, and its work limits keep that answer the same on any machine.
     """
     if counts_high is None:

@@ -9,7 +9,6 @@ from attacks.inversion import InversionSettings, LocalTraining, infer_labels, in
 from attacks.properties import PropertyGuess, guess, property_scores, window_weighted_scores
 from attacks.recovery import Recovery, run_attacks
 from attacks.settings import AttackSettings
-from benchmark.executor import Executor
 from benchmark.models import build_model, parameter_slices
 from benchmark.observation import Observation
 
@@ -101,7 +100,6 @@ def _aggregate_property(observation: Observation, bias: slice) -> PropertyGuess:
 def run_attack(
     observation: Observation,
     settings: AttackSettings,
-    executor: Executor = Executor(),
     seed: int = 0,
     device: str = "cpu",
     inversion: InversionSettings = InversionSettings(),
@@ -110,7 +108,7 @@ def run_attack(
     """Every attack, then inference on one: `choose` picks it from the list of Recoveries (default: the last that
     names the most users). Never reads the ground truth."""
     started = time.perf_counter()
-    recoveries = run_attacks(observation, settings, executor)
+    recoveries = run_attacks(observation, settings)
     chosen = choose(recoveries) if choose is not None else max(reversed(recoveries), key=lambda r: r.named.sum())
     return infer_from(observation, chosen, seed, device, inversion, started)
 

@@ -19,7 +19,6 @@ from attacks.attribution import assign, independent, log_likelihoods
 from attacks.disaggregation import Disaggregation, least_squares
 from attacks.geometry import left_singular, numerical_rank
 from attacks.settings import AttackSettings
-from benchmark.executor import Executor
 from benchmark.observation import Observation
 
 ATTACKS = ("static", "adaptive", "anonymous")
@@ -134,7 +133,7 @@ def anonymous_recovery(
     return Recovery("anonymous", result, kept.astype(np.uint8), updates, noise, groups)
 
 
-def run_attacks(observation: Observation, settings: AttackSettings, executor: Executor = Executor()) -> list[Recovery]:
+def run_attacks(observation: Observation, settings: AttackSettings) -> list[Recovery]:
     """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous."""
     left, singular = left_singular(observation.aggregates)
     noise = settings.noise or needs_noise_mode(observation, singular)
@@ -143,11 +142,11 @@ def run_attacks(observation: Observation, settings: AttackSettings, executor: Ex
     recoveries = []
     static = None
     if observation.counts is not None:
-        static = recover(observation, replace(settings, adaptive=False), executor)
+        static = recover(observation, replace(settings, adaptive=False))
         recoveries.append(named_recovery("static", static, observation, noise, None))
     adaptive = None
     if observation.defense_parameters and observation.counts is not None:
-        adaptive = recover(observation, replace(settings, adaptive=True), executor)
+        adaptive = recover(observation, replace(settings, adaptive=True))
         recoveries.append(named_recovery("adaptive", adaptive, observation, noise, groups))
     started = time.perf_counter()
     anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)

@@ -111,10 +111,9 @@ def attack_budget(key: str) -> float | None:
 
 def _run_attack(key: str, args: argparse.Namespace) -> dict:
     from attacks.disaggregation import AttackSettings, disaggregate
-    from benchmark.executor import Executor
 
     instance = _instance(key)
-    _log(f"[{key} attack] instance ready, attacking with {args.workers} worker(s)")
+    _log(f"[{key} attack] instance ready, attacking in one process (--workers is the baseline's)")
     started = time.perf_counter()
     cpu_started = time.process_time()
     result = disaggregate(
@@ -123,7 +122,6 @@ def _run_attack(key: str, args: argparse.Namespace) -> dict:
         instance.window,
         totals=instance.totals,
         settings=AttackSettings(time_limit=args.attack_time_limit, budget=attack_budget(key)),
-        executor=Executor(workers=args.workers),
         progress=args.attack_progress,
     )
     wall = time.perf_counter() - started
@@ -401,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-users", type=int, default=10, help="sampled users per instance; 0 = all (default 10)")
     parser.add_argument("--attack-time-limit", type=float, default=60.0, help="AttackSettings.time_limit (default 60)")
     parser.add_argument("--attack-progress", action="store_true", help="the attack's progress bars on stderr")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the baseline's per-user programs (default 2); the attack runs in one process")
     parser.add_argument("--seed", type=int, default=INSTANCE_SEED, help="instance seed (default 0; others are held out)")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
