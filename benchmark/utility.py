@@ -14,6 +14,7 @@ by the number of contributors.
 import copy
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -89,30 +90,35 @@ def resolve(task: UtilityTask) -> UtilityTask:
     return task
 
 
+def _leaves(defense: Defense) -> Iterator[Defense]:
+    """The defenses that act, in hook order: guards (`inner`) and compositions (`parts`) looked through."""
+    inner = getattr(defense, "inner", None)
+    parts = getattr(defense, "parts", None)
+    if isinstance(inner, Defense):
+        yield from _leaves(inner)
+    elif parts is not None:
+        for part in parts:
+            yield from _leaves(part)
+    else:
+        yield defense
+
+
+def _overrides(defense: Defense, hook: str) -> bool:
+    return getattr(type(defense), hook) is not getattr(Defense, hook)
+
+
 def trains_like_undefended(defense: Defense) -> bool:
     """True when no hook that shapes training is overridden (wrappers and compositions are looked through)."""
-    inner = getattr(defense, "inner", None)
-    if isinstance(inner, Defense):
-        return trains_like_undefended(inner)
-    parts = getattr(defense, "parts", None)
-    if parts is not None:
-        return all(trains_like_undefended(part) for part in parts)
-    return all(getattr(type(defense), hook) is getattr(Defense, hook) for hook in TRAINING_HOOKS)
+    return not any(_overrides(leaf, hook) for leaf in _leaves(defense) for hook in TRAINING_HOOKS)
 
 
 def _example_dp(defense: Defense) -> tuple[float, float] | None:
     """(noise_multiplier, clip_norm) of the DP-SGD that provides the defense's local training, if it declares one."""
-    inner = getattr(defense, "inner", None)
-    if isinstance(inner, Defense):
-        return _example_dp(inner)
-    for part in getattr(defense, "parts", None) or [defense]:
-        if part is not defense and getattr(part, "parts", None) is not None:
-            found = _example_dp(part)
-        else:
-            found = getattr(part, "example_dp", None)
+    for leaf in _leaves(defense):
+        found = getattr(leaf, "example_dp", None)
         if found is not None:
             return found
-        if getattr(type(part), "local_update") is not getattr(Defense, "local_update"):
+        if _overrides(leaf, "local_update"):
             return None  # this part's own local training comes first
     return None
 
@@ -251,7 +257,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     client_gen = torch.Generator().manual_seed(int(rngs["clients"].integers(2**63)))
     noise_gen = torch.Generator().manual_seed(int(rngs["defense"].integers(2**63)))
     example_dp = _example_dp(defense)
-    per_client = example_dp is None and not _default_local_update(defense)
+    per_client = example_dp is None and any(_overrides(leaf, "local_update") for leaf in _leaves(defense))
     scenario = _scenario(task, seed) if per_client else None
     dim = sum(value.numel() for value in params.values())
     for t in range(task.n_rounds):
@@ -280,16 +286,6 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     with torch.no_grad():
         logits = functional_call(model, params, (torch.from_numpy(data.x_test),))
     return float((logits.argmax(dim=1).numpy() == data.y_test).mean())
-
-
-def _default_local_update(defense: Defense) -> bool:
-    inner = getattr(defense, "inner", None)
-    if isinstance(inner, Defense):
-        return _default_local_update(inner)
-    parts = getattr(defense, "parts", None)
-    if parts is not None:
-        return all(_default_local_update(part) for part in parts)
-    return type(defense).local_update is Defense.local_update
 
 
 def _own_update(defense: Defense, model, params: dict, x, y, scenario, rng: np.random.Generator) -> np.ndarray | None:
