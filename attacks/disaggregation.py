@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from attacks.fit import relative_misfit
 from attacks.geometry import Geometry, column_space
 from attacks.inputs import check_counts, check_observation
 from attacks.settings import AttackSettings
@@ -62,6 +63,7 @@ class Disaggregation:
     # (n,) equalities per free round of each user's LP after fixing by counts (Donoho-Tanner: above about 1/2
     # the LP polytope tends to be the single binary point, so the LP settles the user); inf when nothing is free
     equalities_per_free_round: np.ndarray | None = None
+    relative_misfit: float = float("nan")  # ||A - P U|| / ||A||: how well the whole recovery explains the sums
 
     def report(self) -> dict:
         """A JSON-ready summary: totals, timings per step and one entry per user."""
@@ -74,6 +76,7 @@ class Disaggregation:
             "totals": {status: self.status.count(status) for status in STATUSES},
             "events": self.events,
             "clock_limited": self.clock_limited,
+            "relative_misfit": self.relative_misfit,
             "per_user": [
                 {
                     "user": user, "status": status, "seconds": float(seconds), "residual": float(residual),
@@ -239,10 +242,14 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
     participants = state.columns.astype(np.uint8)
     updates = least_squares(state.columns, aggregates)
     state.charge("updates", np.arange(n_users), started)
+    misfit = relative_misfit(aggregates, participants, updates)
+    # Every column can pass its own checks while the whole P U misses A (counts that cannot produce the sums):
+    # then nothing is proven unique.
+    status = tuple("found" if s == "unique" and misfit > settings.accepted_residual else s for s in state.status)
     return Disaggregation(
         participants=participants,
         updates=updates,
-        status=tuple(state.status),
+        status=status,
         seconds=state.seconds,
         residual=np.where(np.isfinite(state.residual), state.residual, np.nan),
         rank=geometry.rank,
@@ -252,5 +259,6 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
         events=outcome.events,
         clock_limited=outcome.clock_limited,
         equalities_per_free_round=_equalities_per_free_round(geometry),
+        relative_misfit=misfit,
     )
 

@@ -139,8 +139,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         nodes=args.nodes, simplex_iterations=args.simplex_iterations,
     )
     result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet)
-    result, misfit = _with_fit(result, aggregates, settings)
-    report = {**result.report(), "relative_misfit": misfit}
+    report = result.report()
     write_folder_atomically(out, {
         "participants.npy": _npy_bytes(result.participants),
         "updates.npy": _npy_bytes(result.updates),
@@ -148,9 +147,9 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     })
     totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
-    if misfit > settings.accepted_residual:
+    if result.relative_misfit > settings.accepted_residual:
         hint = "" if args.noise else "; with noisy or rounded aggregates, try --noise"
-        print(f"error: the recovery explains the aggregates only to a relative misfit of {misfit:.3g}: no user is proven unique{hint}", file=sys.stderr)
+        print(f"error: the recovery explains the aggregates only to a relative misfit of {result.relative_misfit:.3g}: no user is proven unique{hint}", file=sys.stderr)
         return 1
     return 0
 
@@ -159,18 +158,6 @@ def _check_explained(aggregates: np.ndarray, counts: np.ndarray, window: int) ->
     from attacks.fit import check_rounds_explained
 
     check_rounds_explained(aggregates, counts, window)
-
-
-def _with_fit(result, aggregates: np.ndarray, settings) -> tuple[object, float]:
-    """The result with `unique` demoted to `found` when P U misses A by more than the accepted residual."""
-    from dataclasses import replace
-
-    from attacks.fit import relative_misfit
-
-    misfit = relative_misfit(aggregates, result.participants, result.updates)
-    if misfit > settings.accepted_residual:
-        result = replace(result, status=tuple("found" if s == "unique" else s for s in result.status))
-    return result, misfit
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

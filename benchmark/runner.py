@@ -68,7 +68,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
     reports the strongest (the defense's worst case, by `attack_success`; ties go to the first), every
     inference column from that one, which alone runs the costlier inference. An attack that did not
     run scores NaN in its `attack_success_<name>` column. Inversion runs on
-    `device` (an execution option: it is not part of the task's key). The oracle ceiling runs the
+    `device`, which is part of the task's key (CPU and GPU inversions differ). The oracle ceiling runs the
     attack's own inference on the true updates. With `picture`, a model-based task also draws its
     reconstructions there (PNG).
     """

@@ -201,3 +201,10 @@ def test_an_exhausted_budget_stops_the_integer_programs():
     result = disaggregate(instance.aggregates, instance.counts, 10, settings=settings)
     assert set(result.status) == {"timeout"}
     assert result.seconds.max() < 5
+
+
+def test_counts_that_cannot_produce_the_sums_prove_no_user_unique(small_instance):
+    """Each all-zero column passes its own (zero) counts; the whole P U misses A, so none may be `unique`."""
+    result = disaggregate(small_instance.aggregates, np.zeros_like(small_instance.counts), 10)
+    assert result.relative_misfit == pytest.approx(1.0)
+    assert "unique" not in result.status and result.report()["relative_misfit"] == result.relative_misfit
