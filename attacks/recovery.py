@@ -40,7 +40,6 @@ class Recovery:
     disaggregation: Disaggregation
     columns: np.ndarray  # (T, k) uint8
     updates: np.ndarray  # (k, d)
-    noise_mode: bool
     groups: np.ndarray | None = None
 
     @property
@@ -56,17 +55,17 @@ def needs_noise_mode(observation: Observation, singular: np.ndarray | None = Non
     return numerical_rank(singular, observation.aggregates.shape) > observation.n_users
 
 
-def named_recovery(attack: str, result: Disaggregation, observation: Observation, noise: bool, groups) -> Recovery:
+def named_recovery(attack: str, result: Disaggregation, groups: np.ndarray | None) -> Recovery:
     """A named attack's recovered updates: one per distinct non-empty column, the sum of the named updates of the
     users sharing it (a group's sum when the attack split it evenly among its members)."""
     named = result.participants.any(axis=0)
     if not named.any():
         empty = np.zeros((result.participants.shape[0], 0), dtype=np.uint8)
-        return Recovery(attack, result, empty, np.zeros((0, result.updates.shape[1])), noise, groups)
+        return Recovery(attack, result, empty, np.zeros((0, result.updates.shape[1])), groups)
     columns, which = np.unique(result.participants[:, named], axis=1, return_inverse=True)
     updates = np.zeros((columns.shape[1], result.updates.shape[1]))
     np.add.at(updates, np.ravel(which), result.updates[named])
-    return Recovery(attack, result, columns.astype(np.uint8), updates, noise, groups)
+    return Recovery(attack, result, columns.astype(np.uint8), updates, groups)
 
 
 def anonymous_recovery(
@@ -130,7 +129,7 @@ def anonymous_recovery(
         rank=kept.shape[1],
         wall_seconds=0.0,
     )
-    return Recovery("anonymous", result, kept.astype(np.uint8), updates, noise, groups)
+    return Recovery("anonymous", result, kept.astype(np.uint8), updates, groups)
 
 
 def run_attacks(observation: Observation, settings: AttackSettings) -> list[Recovery]:
@@ -143,11 +142,11 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     static = None
     if observation.counts is not None:
         static = recover(observation, replace(settings, adaptive=False))
-        recoveries.append(named_recovery("static", static, observation, noise, None))
+        recoveries.append(named_recovery("static", static, None))
     adaptive = None
     if observation.defense_parameters and observation.counts is not None:
         adaptive = recover(observation, replace(settings, adaptive=True))
-        recoveries.append(named_recovery("adaptive", adaptive, observation, noise, groups))
+        recoveries.append(named_recovery("adaptive", adaptive, groups))
     started = time.perf_counter()
     anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)
     seconds = time.perf_counter() - started

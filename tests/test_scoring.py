@@ -74,7 +74,7 @@ def test_a_permuted_batch_is_matched_before_it_is_scored():
     assert not np.array_equal(permuted.images, truth.images)
     exact = Inference(truth.images, truth.labels, PropertyGuess(np.zeros(4), np.zeros(4, bool)))
     disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 4, np.zeros(4), np.zeros(4), 4, 0.0)
-    recovery = named_recovery("static", disaggregation, observation, False, None)
+    recovery = named_recovery("static", disaggregation, None)
     permuted = replace(permuted, images=permuted.images[_order_of(recovery, truth)], labels=permuted.labels[_order_of(recovery, truth)])
     output = AttackOutput(recovery, observation.n_classes, permuted, np.zeros(0, int),
                           np.zeros((0, 3, 1, 8, 8)), [], PropertyGuess(np.zeros(4), np.zeros(4, bool)), 0.0)
@@ -128,7 +128,7 @@ def test_lpips_is_recorded_as_not_computed_without_its_backbone_on_disk(monkeypa
     observation, truth = federation
     exact = infer_users(observation, truth.updates, truth.participants, seed=0)
     disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 10, np.zeros(10), np.zeros(10), 10, 0.0)
-    output = AttackOutput(named_recovery("static", disaggregation, observation, False, None), observation.n_classes, exact, np.zeros(0, int),
+    output = AttackOutput(named_recovery("static", disaggregation, None), observation.n_classes, exact, np.zeros(0, int),
                           np.zeros((0, 1, 1, 8, 8)), [], exact.property, 0.0)
     assert score(output, truth, exact)["lpips"] == f"not computed: {reason}"
 
@@ -181,7 +181,7 @@ def test_users_without_a_recovered_update_are_not_inverted(federation):
     participants[:, 5:] = 0
     updates = np.where(np.arange(10)[:, None] < 5, truth.updates, 0.0)
     half = Disaggregation(participants, updates, ("unique",) * 5 + ("timeout",) * 5, np.zeros(10), np.zeros(10), 10, 0.0)
-    output = infer_from(observation, named_recovery("static", half, observation, False, None), seed=0)
+    output = infer_from(observation, named_recovery("static", half, None), seed=0)
     ceiling = infer_users(observation, truth.updates, truth.participants, seed=0)
     scores = score(output, truth, ceiling)
     assert scores["attack_success"] == 0.5 and scores["attributed_success"] == 0.5
