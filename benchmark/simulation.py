@@ -12,6 +12,7 @@ from benchmark import local_sgd
 from benchmark.local_sgd import LocalTraining, flatten, parameters_of
 from benchmark.models import build_model, get_flat, set_flat
 from benchmark.observation import Observation
+from benchmark.protocol import secure_aggregate
 from benchmark.scenario import Scenario
 from defenses.base import Defense
 
@@ -32,8 +33,7 @@ class GroundTruth:
     extra_upload_bytes_per_round: float  # uploaded by those devices (8 bytes per float64 coordinate), per round
 
 
-# One random stream per purpose. Each defense hook draws from its own: padding decisions and padding
-# masks never share one, so `participation-padding` with and without masks picks the same participants.
+# One random stream per purpose; each defense hook draws from its own (benchmark.protocol.HOOK_STREAMS).
 STREAMS = (
     "participation", "defense_participants", "data", "synthetic", "clients",
     "defense_uploads", "defense_updates", "defense_aggregates", "defense_analytics", "defense_training",
@@ -160,23 +160,17 @@ class _Federation:
                 weights.append(get_flat(self.model).numpy())
             if server is not None:
                 server.accepted(contributing)
-            aggregate = None
+            sent = []
             for user in np.flatnonzero(contributing):
                 clean = self.clean_update(int(user), frozen=refresh_every == 0)
                 clean_sum[user] += clean
                 if s.update_kind == "model":
                     contributions.append(clean)
                     index.append((t, int(user)))
-                own = self.client_update(int(user), clean)
-                sent = np.asarray(defense.transform_update(own, rngs["defense_updates"]), dtype=np.float64)
-                aggregate = sent if aggregate is None else aggregate + sent
-            aggregate = np.zeros(self.dim) if aggregate is None else aggregate
+                sent.append(self.client_update(int(user), clean))
             padded = int((checked_in[t] & ~contributed[t]).sum())
-            uploads = defense.padded_uploads(padded, self.dim, rngs["defense_uploads"]) if padded else None
-            if uploads is not None:
-                aggregate = aggregate + np.asarray(uploads, dtype=np.float64).sum(axis=0)
-                padded_coordinates += uploads.size
-            aggregate = np.asarray(defense.transform_aggregate(aggregate, rngs["defense_aggregates"]), dtype=np.float64)
+            aggregate, uploaded = secure_aggregate(defense, sent, padded, self.dim, rngs)
+            padded_coordinates += uploaded
             aggregates.append(aggregate)
             if server is not None:
                 if contributing.any():

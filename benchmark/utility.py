@@ -21,10 +21,11 @@ import numpy as np
 
 from benchmark.catalog import DATASETS
 from benchmark.errors import BenchmarkError
+from benchmark.protocol import HOOK_STREAMS, secure_aggregate
 from defenses.base import Defense
 
 TRAINING_HOOKS = ("choose_participants", "local_update", "transform_update", "padded_uploads", "transform_aggregate")
-_STREAMS = ("split", "participation", "init", "clients", "defense")
+_STREAMS = ("split", "participation", "init", "clients", *HOOK_STREAMS)
 _SALT = 0x5554  # keeps the utility streams apart from the attack scenario's, which share the seed
 
 
@@ -255,16 +256,16 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     params = {name: value.detach().clone() for name, value in model.named_parameters()}
     cohort = _Cohort(model, task)
     client_gen = torch.Generator().manual_seed(int(rngs["clients"].integers(2**63)))
-    noise_gen = torch.Generator().manual_seed(int(rngs["defense"].integers(2**63)))
+    noise_gen = torch.Generator().manual_seed(int(rngs["defense_training"].integers(2**63)))
     example_dp = _example_dp(defense)
     per_client = example_dp is None and any(_overrides(leaf, "local_update") for leaf in _leaves(defense))
     scenario = _scenario(task, seed) if per_client else None
     dim = sum(value.numel() for value in params.values())
     for t in range(task.n_rounds):
         selected = rngs["participation"].random(task.n_clients) < task.sample_rate
-        contributing, checked_in = defense.choose_participants(selected, t, rngs["defense"])
+        contributing, checked_in = defense.choose_participants(selected, t, rngs["defense_participants"])
         clients = np.flatnonzero(contributing)
-        aggregate = np.zeros(dim)
+        sent = []
         if len(clients):
             x, y = images[clients], labels[clients]
             if one_at_a_time:
@@ -272,14 +273,11 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
                                           for i in range(len(clients))])
             else:
                 updates = cohort.train(params, x, y, client_gen, example_dp, noise_gen)
-            for row, client in enumerate(clients):
-                own = _own_update(defense, model, params, x[row], y[row], scenario, rngs["defense"]) if per_client else None
-                aggregate += np.asarray(defense.transform_update(updates[row] if own is None else own, rngs["defense"]))
+            for row in range(len(clients)):
+                own = _own_update(defense, model, params, x[row], y[row], scenario, rngs["defense_training"]) if per_client else None
+                sent.append(updates[row] if own is None else own)
         padded = int((np.asarray(checked_in) & ~np.asarray(contributing)).sum())
-        uploads = defense.padded_uploads(padded, dim, rngs["defense"]) if padded else None
-        if uploads is not None:
-            aggregate = aggregate + np.asarray(uploads, dtype=np.float64).sum(axis=0)
-        aggregate = np.asarray(defense.transform_aggregate(aggregate, rngs["defense"]), dtype=np.float64)
+        aggregate, _ = secure_aggregate(defense, sent, padded, dim, rngs)
         if len(clients):
             step = torch.from_numpy(aggregate * (task.server_learning_rate * task.learning_rate / len(clients))).float()
             params = _unflatten(params, _flatten(params) - step)
