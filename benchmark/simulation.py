@@ -23,9 +23,6 @@ class GroundTruth:
 
     participants: np.ndarray  # (T, n) uint8: who contributed to each round's sum
     updates: np.ndarray  # (n, d) each user's clean update (before the defense), averaged over its rounds
-    contributions: np.ndarray  # (m, d) every clean update sent, one row per (round, user) contribution
-    contribution_index: np.ndarray  # (m, 2) the (round, user) of each row; both empty for synthetic updates,
-    # whose update is the same vector in every round (the rows of `updates`)
     images: np.ndarray  # (n, s, C, H, W) each user's data; empty for synthetic updates
     labels: np.ndarray  # (n, s)
     max_participations: int
@@ -147,7 +144,7 @@ class _Federation:
         n = s.n_users
         contributed = np.zeros((s.n_rounds, n), dtype=bool)
         checked_in = np.zeros((s.n_rounds, n), dtype=bool)
-        aggregates, weights, contributions, index = [], [], [], []
+        aggregates, weights = [], []
         clean_sum = np.zeros((n, self.dim))
         padded_coordinates = 0
         direction = None  # the sum of the mean aggregates of the rounds since the last refresh
@@ -164,9 +161,6 @@ class _Federation:
             for user in np.flatnonzero(contributing):
                 clean = self.clean_update(int(user), frozen=refresh_every == 0)
                 clean_sum[user] += clean
-                if s.update_kind == "model":
-                    contributions.append(clean)
-                    index.append((t, int(user)))
                 sent.append(self.client_update(int(user), clean))
             padded = int((checked_in[t] & ~contributed[t]).sum())
             aggregate, uploaded = secure_aggregate(defense, sent, padded, self.dim, rngs)
@@ -186,8 +180,6 @@ class _Federation:
             "contributed": contributed,
             "checked_in": checked_in,
             "updates": clean_sum / rounds_per_user,
-            "contributions": np.stack(contributions) if contributions else np.zeros((0, self.dim)),
-            "contribution_index": np.array(index, dtype=np.int64).reshape(-1, 2),
             "padded_coordinates": padded_coordinates,
         }
 
@@ -259,8 +251,6 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
     truth = GroundTruth(
         participants=observed["contributed"].astype(np.uint8),
         updates=observed["updates"],
-        contributions=observed["contributions"],
-        contribution_index=observed["contribution_index"],
         images=images,
         labels=labels,
         max_participations=int(observed["contributed"].sum(axis=0).max()),
