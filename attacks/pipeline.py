@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attacks import memo
 from attacks.inversion import InversionSettings, LocalTraining, infer_labels, invert_many
 from attacks.properties import PropertyGuess, guess, property_scores, window_weighted_scores
 from attacks.recovery import Recovery, run_attacks
@@ -12,21 +13,24 @@ from attacks.settings import AttackSettings
 from benchmark.models import build_model, parameter_slices
 from benchmark.observation import Observation
 
-AGGREGATE_ROUNDS = 20  # rounds whose sums the aggregate-only baseline inverts
+AGGREGATE_ROUNDS = 20  # rounds whose sums the aggregate-only baseline inverts (at most the sample size, if any)
 INVERSION_CHUNK = 64  # updates inverted together in one batched computation
+_SAMPLE_SALT = 0x1417  # keeps the inversion sample's stream apart from the scenario's, which share the seed
 
 
 @dataclass(frozen=True)
 class Inference:
     """What a set of updates reveals; all empty without a model (synthetic updates).
 
-    `images` and `labels` have one entry per update inverted (each user's for the ceiling, each
-    recovered update, named or not, for an attack); `property` has one per user.
+    `images` and `labels` have one entry per update inverted, `indices` says which (users for the ceiling,
+    rows of the recovered updates, named or not, for an attack): all, or a seeded sample; `property` has
+    one per user.
     """
 
     images: np.ndarray  # (k, B, C, H, W) reconstructed inputs
     labels: np.ndarray  # (k, B) inferred labels
     property: PropertyGuess  # (n,) scores and predictions of "holds a lower-half label"
+    indices: np.ndarray  # (k,) which updates were inverted (rows of images and labels, in this order)
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,47 @@ class AttackOutput:
 
 
 NO_GUESS = PropertyGuess(np.zeros(0), np.zeros(0, dtype=bool))
-NO_INFERENCE = Inference(np.zeros((0,)), np.zeros((0,)), NO_GUESS)  # synthetic updates: nothing to infer
+NO_INFERENCE = Inference(np.zeros((0,)), np.zeros((0,)), NO_GUESS, np.zeros(0, dtype=np.int64))  # synthetic updates: nothing to infer
 
 
 def _local_training(observation: Observation) -> LocalTraining:
     return LocalTraining(observation.local_training, observation.local_epochs, observation.batch_size, observation.learning_rate)
+
+
+def inversion_sample(n_users: int, limit: int, seed: int) -> np.ndarray:
+    """The users whose updates an oracle inverts, ascending: every one, or the seeded sample of `limit` (limit > 0)
+    that the attack's sample (recovered_sample) takes wherever it names those users."""
+    if limit <= 0 or n_users <= limit:
+        return np.arange(n_users)
+    return np.sort(np.argsort(_user_ranks(n_users, seed))[:limit])
+
+
+def _user_ranks(n_users: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, _SAMPLE_SALT]).permutation(n_users)
+
+
+def update_ids(recovery: Recovery, n_users: int) -> np.ndarray:
+    """(k,) an id per recovered update: the first user named with its column, else n_users + its index."""
+    ids = n_users + np.arange(len(recovery.updates))
+    named = recovery.disaggregation.participants
+    for user in np.flatnonzero(named.any(axis=0))[::-1]:
+        match = np.flatnonzero((recovery.columns == named[:, [user]]).all(axis=0))
+        ids[match] = user
+    return ids
+
+
+def recovered_sample(recovery: Recovery, n_users: int, limit: int, seed: int) -> np.ndarray:
+    """Which recovered updates to invert, in order of their ids: every one, or `limit` of them, named ones first
+    (the users inversion_sample draws, in its seeded order), then a seeded sample of the unnamed ones."""
+    ids = update_ids(recovery, n_users)
+    if limit <= 0 or len(ids) <= limit:
+        chosen = np.arange(len(ids))
+    else:
+        unnamed_ranks = np.random.default_rng([seed, _SAMPLE_SALT, 1]).permutation(len(ids))
+        user_ranks = _user_ranks(n_users, seed)
+        priority = np.where(ids < n_users, user_ranks[np.minimum(ids, n_users - 1)], n_users + unnamed_ranks)
+        chosen = np.argsort(priority, kind="stable")[:limit]
+    return chosen[np.argsort(ids[chosen], kind="stable")]
 
 
 def infer_users(
@@ -57,33 +97,48 @@ def infer_users(
     device: str = "cpu",
     settings: InversionSettings = InversionSettings(),
     samples: int | None = None,
+    invert: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
 ) -> Inference:
-    """Labels, inputs and property guess from each update (k, d), of `samples` inputs (default: a user's).
+    """Labels and inputs from the updates `invert` names (default: all), property guess from every update.
 
     `updates` (k, d) and `participants` (T, k) are plain arrays: the recovered ones for the attack, the
     true ones for the oracle ceiling; the first round an update took part in picks the model weights.
+    Update i inverts `samples` inputs (default: a user's) from seed + ids[i] (default i).
     """
     if observation.model == "none":
         return NO_INFERENCE
     model = build_model(observation.model, observation.image_shape, observation.n_classes, seed).to(device)
     batch = samples or observation.samples_per_user
-    first = [np.flatnonzero(participants[:, user]) for user in range(len(updates))]
+    invert = np.arange(len(updates)) if invert is None else np.asarray(invert, dtype=np.int64)
+    ids = np.arange(len(updates)) if ids is None else np.asarray(ids, dtype=np.int64)
+    first = [np.flatnonzero(participants[:, user]) for user in invert]
     weights = observation.weights[[rounds[0] if len(rounds) else 0 for rounds in first]]
     images, labels = _invert_in_chunks(
-        model, weights, updates, batch, observation.image_shape, seed + np.arange(len(updates)), observation, settings, device
+        model, weights, updates[invert], batch, observation.image_shape, seed + ids[invert], observation, settings, device
     )
     bias = parameter_slices(model)[-1]
-    return Inference(images, labels, guess(property_scores(updates[:, bias])))
+    return Inference(images, labels, guess(property_scores(updates[:, bias])), invert)
 
 
 def _invert_in_chunks(model, weights, updates, batch, image_shape, seeds, observation, settings, device):
-    """invert_many over INVERSION_CHUNK updates at a time: one batched computation each, bounded memory."""
+    """invert_many over INVERSION_CHUNK updates at a time: one batched computation each, bounded memory.
+
+    Updates are rounded to float32 first, so that an update recovered to within rounding of the true one
+    inverts exactly as the truth does, and each chunk is memoized (attacks.memo): the many tasks whose
+    attack recovers a user's true update, and their oracle ceilings, invert it once.
+    """
     training = _local_training(observation)
-    parts = [
-        invert_many(model, weights[i : i + INVERSION_CHUNK], updates[i : i + INVERSION_CHUNK], batch, image_shape,
-                    seeds[i : i + INVERSION_CHUNK], training, settings, device)
-        for i in range(0, len(updates), INVERSION_CHUNK)
-    ]
+    updates = np.asarray(updates, dtype=np.float32).astype(np.float64)
+
+    def chunk(i: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = slice(i, i + INVERSION_CHUNK)
+        parts = ("invert_many", observation.model, image_shape, observation.n_classes, weights[rows], updates[rows],
+                 batch, seeds[rows], training, settings, device)
+        return memo.memoized(parts, lambda: invert_many(model, weights[rows], updates[rows], batch, image_shape,
+                                                         seeds[rows], training, settings, device))
+
+    parts = [chunk(i) for i in range(0, len(updates), INVERSION_CHUNK)]
     if not parts:
         return np.zeros((0, batch, *image_shape)), np.zeros((0, batch), dtype=np.int64)
     return np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
@@ -110,7 +165,7 @@ def run_attack(
     started = time.perf_counter()
     recoveries = run_attacks(observation, settings)
     chosen = choose(recoveries) if choose is not None else max(reversed(recoveries), key=lambda r: r.named.sum())
-    return infer_from(observation, chosen, seed, device, inversion, started)
+    return infer_from(observation, chosen, seed, device, inversion, started, settings.inverted_users)
 
 
 def _contributors(observation: Observation, recovery: Recovery) -> np.ndarray:
@@ -138,20 +193,25 @@ def infer_from(
     device: str = "cpu",
     inversion: InversionSettings = InversionSettings(),
     started: float | None = None,
+    sample: int = 0,
 ) -> AttackOutput:
-    """Inference on every recovered update (named or not), per-user property from the named ones, and the floor."""
+    """Inference on the recovered updates (named or not: every one, or a seeded `sample` of them), per-user
+    property from the named ones, and the floor (round sums: AGGREGATE_ROUNDS of them, at most `sample`)."""
     started = time.perf_counter() if started is None else started
     if observation.model == "none":
         empty = np.zeros((0,))
         return AttackOutput(recovery, 0, NO_INFERENCE, empty.astype(int), empty, [], NO_GUESS, time.perf_counter() - started)
     group_size = 1 if recovery.groups is None else int(np.bincount(np.unique(recovery.groups, return_inverse=True)[1]).max())
     batch = observation.samples_per_user
-    vectors = infer_users(observation, recovery.updates, recovery.columns, seed, device, inversion, samples=batch * group_size)
+    chosen = recovered_sample(recovery, observation.n_users, sample, seed)
+    vectors = infer_users(observation, recovery.updates, recovery.columns, seed, device, inversion, batch * group_size, chosen,
+                          update_ids(recovery, observation.n_users))
     model = build_model(observation.model, observation.image_shape, observation.n_classes, seed).to(device)
     bias = parameter_slices(model)[-1]
-    recovered = Inference(vectors.images, vectors.labels, guess(property_scores(recovery.disaggregation.updates[:, bias])))
+    recovered = Inference(vectors.images, vectors.labels, guess(property_scores(recovery.disaggregation.updates[:, bias])),
+                          vectors.indices)
     totals = _contributors(observation, recovery)
-    rounds = np.flatnonzero(totals > 0)[:AGGREGATE_ROUNDS]
+    rounds = np.flatnonzero(totals > 0)[: min(AGGREGATE_ROUNDS, sample) if sample > 0 else AGGREGATE_ROUNDS]
     aggregate_images, _ = _invert_in_chunks(
         model, observation.weights[rounds], observation.aggregates[rounds], batch, observation.image_shape, seed + rounds,
         observation, inversion, device,

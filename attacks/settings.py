@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+INVERT_AT = ("every-horizon", "longest-horizon")
+
 
 @dataclass(frozen=True)
 class AttackSettings:
@@ -16,6 +18,13 @@ class AttackSettings:
     certify: bool = True
     search_iterations: int = 600
     adaptive: bool = False  # read the defense's public parameters (attacks/adaptive.py)
+    inverted_users: int = 0  # invert a seeded sample of this many recovered updates (0: every one)
+    invert_at: str = "every-horizon"  # or "longest-horizon": a cell's shorter horizons run no inversion
+    invert: bool = True  # set per task from invert_at by the suite's expansion; False: inference columns NaN
+
+    def __post_init__(self) -> None:
+        if self.invert_at not in INVERT_AT:
+            raise ValueError(f"invert_at must be one of {', '.join(INVERT_AT)}, got {self.invert_at!r}")
 
     @property
     def accepted_residual(self) -> float:

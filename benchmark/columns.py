@@ -69,7 +69,8 @@ SCORE_COLUMNS = (
 
 # Text columns: which attack was strongest (static, adaptive or anonymous), LPIPS as a number or "not computed: <reason>",
 # the utility task trained (or why none was), and how the epsilons were counted.
-TEXT_COLUMNS = ("attack", "lpips", "utility_task", *EPSILON_TEXT_COLUMNS)
+# `inversion` says which recovered updates the inversion columns come from (all, or a seeded sample), or why none ran.
+TEXT_COLUMNS = ("attack", "lpips", "inversion", "utility_task", *EPSILON_TEXT_COLUMNS)
 
 RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + TEXT_COLUMNS + ("status",)
 

@@ -74,9 +74,9 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
     """
     # The simulation and attack stack (torch, highspy) loads here, not at import: a run whose
     # tasks are all stored already never pays for it.
-    from attacks.pipeline import infer_from, infer_users
+    from attacks.pipeline import infer_from, infer_users, inversion_sample
     from attacks.recovery import ATTACKS, run_attacks
-    from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery
+    from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery, scored_users
     from benchmark.simulation import simulate
     from benchmark.utility import utility_scores
     from defenses.guard import GuardedDefense
@@ -93,9 +93,16 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         attempts = run_attacks(observation, task.attack)
         success = [score_recovery(recovery, truth)["attack_success"] for recovery in attempts]
         strongest = int(np.argmax(success))
-        output = infer_from(observation, attempts[strongest], seed=seed, device=device)
-        ceiling = infer_users(observation, truth.updates, truth.participants, seed, device)
-        row.update(score(output, truth, ceiling))
+        if task.attack.invert:
+            output = infer_from(observation, attempts[strongest], seed=seed, device=device, sample=task.attack.inverted_users)
+            users = scored_users(output, truth)
+            if not len(users):  # nothing inverted is any user's: the ceiling still inverts the attack's sample
+                users = inversion_sample(task.scenario.n_users, task.attack.inverted_users, seed)
+            ceiling = infer_users(observation, truth.updates, truth.participants, seed, device, invert=users)
+            row.update(score(output, truth, ceiling), inversion=_inversion_note(observation, output))
+        else:
+            row.update(score_recovery(attempts[strongest], truth), lpips="not computed: no inversion at this horizon",
+                       inversion="not run: the suite inverts at each cell's longest horizon only")
         ran = {recovery.attack: value for recovery, value in zip(attempts, success)}
         row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})
         row.update(
@@ -109,7 +116,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         row.update({column: notes.get(column, "") for column in EPSILON_TEXT_COLUMNS})
         defense_key = json.dumps([task.defense.name, dict(task.defense.parameters)], sort_keys=True, default=str)
         row.update(utility_scores(task.utility, seed, defense_key, defense))
-        if picture is not None and len(truth.images):
+        if picture is not None and len(truth.images) and task.attack.invert:
             picture.parent.mkdir(parents=True, exist_ok=True)
             plot_reconstructions(
                 truth.images[:, 0], first_reconstructions(output, truth), output.aggregate_images[:, 0], picture,
@@ -122,6 +129,14 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         row["status"] = f"failed: {type(error).__name__}: {error}"
     row["task_seconds"] = time.perf_counter() - started
     return row
+
+
+def _inversion_note(observation, output) -> str:
+    """Which recovered updates the inversion columns come from: all, or how many of how many (a seeded sample)."""
+    if observation.model == "none":
+        return "not run: synthetic updates have no model to invert"
+    inverted, recovered = len(output.recovered.indices), len(output.recovery.updates)
+    return f"all {recovered} recovered updates" if inverted == recovered else f"a seeded sample of {inverted} of {recovered} recovered updates"
 
 
 class TaskTimeout(BaseException):
@@ -159,7 +174,10 @@ class _Job:
 
 def _run_and_store(job: _Job) -> str:
     """Runs in a worker: the result is stored there, atomically, so a crash loses only tasks in flight."""
+    from attacks import memo
+
     store = ResultStore(job.results_root, job.suite)
+    memo.use(store.folder / "memo")  # tasks that invert the same updates share the answer (attacks.memo)
     try:
         with _time_limit(job.timeout):
             row = run_task(job.task, store.picture(job.key), job.device)

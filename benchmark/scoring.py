@@ -101,10 +101,27 @@ def _vector_of_user(recovery: Recovery, truth: GroundTruth) -> np.ndarray:
     return owner[group]
 
 
+def _rows(vector: np.ndarray, inverted: np.ndarray) -> np.ndarray:
+    """(n,) each user's row among the inverted updates (`inverted`: the index of each row's update): -1 where
+    its update was not inverted (or none is the user's)."""
+    row_of = {int(index): row for row, index in enumerate(inverted)}
+    return np.array([row_of.get(int(v), -1) for v in vector], dtype=np.int64)
+
+
+def _inverted_row_of_user(output: AttackOutput, truth: GroundTruth) -> np.ndarray:
+    return _rows(_vector_of_user(output.recovery, truth), output.recovered.indices)
+
+
+def scored_users(output: AttackOutput, truth: GroundTruth) -> np.ndarray:
+    """The users, ascending, whose matched recovered update the attack inverted: the ones the ceiling must invert
+    too, so that recovered and ceiling are scored on the same users."""
+    return np.flatnonzero(_inverted_row_of_user(output, truth) >= 0)
+
+
 def first_reconstructions(output: AttackOutput, truth: GroundTruth) -> np.ndarray:
     """(n, C, H, W) for pictures: the first reconstruction from the update matched to each user; NaN (blank) where
-    no update was recovered for the user."""
-    vector = _vector_of_user(output.recovery, truth)
+    no update was recovered for the user, or it was not among those inverted."""
+    vector = _inverted_row_of_user(output, truth)
     pictures = np.full(truth.images[:, 0].shape, np.nan)
     pictures[vector >= 0] = output.recovered.images[vector[vector >= 0], 0]
     return pictures
@@ -122,7 +139,7 @@ def _user_scores(
 ) -> dict[str, float]:
     """Per-user quantities averaged over the users that have an inverted update (NaN when none has).
 
-    User u's reconstructions come from update `vector[u]` and are scored against its group's batch
+    User u's reconstructions come from row `vector[u]` of the inference and are scored against its group's batch
     (its own batch without groups); image scores are first averaged over the batch.
     """
     psnrs, ssims, labels = [], [], []
@@ -178,10 +195,10 @@ def _lpips(output: AttackOutput, truth: GroundTruth) -> str:
         return "not computed: no images (synthetic updates)"
     if output.recovery.groups is not None:
         return "not computed: group sums are inverted as batches"
-    vector = _vector_of_user(output.recovery, truth)
+    vector = _inverted_row_of_user(output, truth)
     users = np.flatnonzero(vector >= 0)
     if not len(users):
-        return "not computed: no update recovered"
+        return "not computed: no recovered update inverted"
     reason = lpips_unavailable()
     if reason is not None:
         return f"not computed: {reason}"
@@ -236,9 +253,9 @@ def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference) -> dict[
         everyone = np.arange(len(truth.images))
         sides = {
             "recovered": _user_scores(
-                output.recovered, truth, has, _vector_of_user(output.recovery, truth), _group_of(output.recovery, len(everyone))
+                output.recovered, truth, has, _inverted_row_of_user(output, truth), _group_of(output.recovery, len(everyone))
             ),
-            "ceiling": _user_scores(ceiling, truth, has, everyone, everyone),
+            "ceiling": _user_scores(ceiling, truth, has, _rows(everyone, ceiling.indices), everyone),
             "aggregate": _aggregate_scores(output, truth, has),
         }
         scores["property_auc_chance"] = AUC_CHANCE

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 
-from attacks.settings import AttackSettings
+from attacks.settings import INVERT_AT, AttackSettings
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import Scenario, type_error
@@ -138,7 +138,8 @@ def _attack(origin: str, values: object) -> AttackSettings:
     if not isinstance(values, dict):
         raise BenchmarkError(f"suite {origin}: [attack] must be a table")
     kinds = {f.name: f.type for f in fields(AttackSettings)}
-    unknown = sorted(set(values) - set(kinds) | {"adaptive"} & set(values))  # adaptive: the runner runs both
+    # adaptive: the runner runs both; invert: set per task from invert_at
+    unknown = sorted(set(values) - set(kinds) | {"adaptive", "invert"} & set(values))
     if unknown:
         raise BenchmarkError(f"suite {origin}: unknown attack setting(s) {unknown}")
     for key, value in values.items():
@@ -146,6 +147,8 @@ def _attack(origin: str, values: object) -> AttackSettings:
         if problem is None and not isinstance(value, bool) and isinstance(value, (int, float)):
             minimum = 1 if key == "search_iterations" else 0
             problem = None if value >= minimum else f"must be at least {minimum}"
+        if problem is None and key == "invert_at" and value not in INVERT_AT:
+            problem = f"must be one of {', '.join(INVERT_AT)}"
         if problem:
             raise BenchmarkError(f"suite {origin}: [attack] {key} {problem}, got {value!r}")
     return AttackSettings(**values)
@@ -257,9 +260,20 @@ def _utility(origin: str, table: object) -> UtilityTask | None:
 
 
 def expand(suite: Suite, defenses: tuple[DefenseSpec, ...] | None = None) -> list[Task]:
-    """Every (cell, defense, seed) of the suite as a task; `defenses` replaces the suite's own list."""
+    """Every (cell, defense, seed) of the suite as a task; `defenses` replaces the suite's own list.
+
+    Under `invert_at = "longest-horizon"` only the tasks at their cell's longest horizon invert updates.
+    """
+    longest: dict[str, int] = {}
+    for cell in suite.cells:
+        longest[cell.name] = max(longest.get(cell.name, 0), cell.n_rounds)
+
+    def attack(cell: Scenario) -> AttackSettings:
+        skip = suite.attack.invert_at == "longest-horizon" and cell.n_rounds < longest[cell.name]
+        return replace(suite.attack, invert=False) if skip else suite.attack
+
     return [
-        Task(suite.name, suite.version, replace(cell, seed=seed), defense, suite.attack, suite.utility)
+        Task(suite.name, suite.version, replace(cell, seed=seed), defense, attack(cell), suite.utility)
         for cell in suite.cells
         for defense in (defenses or suite.defenses)
         for seed in suite.seeds

@@ -123,11 +123,33 @@ def _cells(frame: pd.DataFrame) -> pd.Series:
     return frame["scenario"].astype(str) if "scenario" in frame.columns else pd.Series("all", index=frame.index)
 
 
+INFERENCE_SCORES = tuple(c for c in SUMMARY_SCORES if c.startswith(("psnr_", "ssim_", "label_", "property_")))
+
+
 def strongest_horizon(ok: pd.DataFrame) -> pd.DataFrame:
     """Per (defense, cell), only the rows of the horizon where mean attack success over seeds is highest.
 
     Ties go to the shortest horizon. Without a horizon column (or with no horizon set) rows are kept as they are.
+    Where that horizon ran no inversion (a suite with `invert_at = "longest-horizon"`), the inference scores
+    come from the same seeds at the longest horizon that did.
     """
+    kept = _strongest_rows(ok)
+    if HORIZON not in ok.columns or ok[HORIZON].isna().all():
+        return kept
+    inference = [c for c in INFERENCE_SCORES if c in ok.columns]
+    inverted = ok.assign(cell=_cells(ok), **{HORIZON: pd.to_numeric(ok[HORIZON], errors="coerce")})
+    inverted = inverted.loc[inverted[inference].notna().any(axis=1)]
+    keys = ["defense", "cell", "seed"]
+    kept = kept.assign(cell=_cells(kept))
+    missing = ~kept[inference].notna().any(axis=1)
+    if inverted.empty or not missing.any():
+        return kept.drop(columns="cell")
+    longest = inverted.sort_values(HORIZON, kind="mergesort").drop_duplicates(keys, keep="last")[[*keys, *inference]]
+    filled = kept.loc[missing].drop(columns=inference).merge(longest, on=keys, how="left")
+    return pd.concat([kept.loc[~missing], filled], ignore_index=True).drop(columns="cell")
+
+
+def _strongest_rows(ok: pd.DataFrame) -> pd.DataFrame:
     if HORIZON not in ok.columns or ok[HORIZON].isna().all():
         return ok.assign(**{HORIZON: math.nan})
     ok = ok.assign(cell=_cells(ok), **{HORIZON: pd.to_numeric(ok[HORIZON], errors="coerce")})

@@ -70,9 +70,9 @@ def test_a_perfect_attack_scores_its_ceiling_and_the_floor_stays_below(federatio
 def test_a_permuted_batch_is_matched_before_it_is_scored():
     observation, truth = simulate(replace(FEDERATION, n_users=4, n_rounds=16, samples_per_user=3), Defense())
     order = [2, 0, 1]
-    permuted = Inference(truth.images[:, order], truth.labels[:, order], PropertyGuess(np.zeros(4), np.zeros(4, bool)))
+    permuted = Inference(truth.images[:, order], truth.labels[:, order], PropertyGuess(np.zeros(4), np.zeros(4, bool)), np.arange(4))
     assert not np.array_equal(permuted.images, truth.images)
-    exact = Inference(truth.images, truth.labels, PropertyGuess(np.zeros(4), np.zeros(4, bool)))
+    exact = Inference(truth.images, truth.labels, PropertyGuess(np.zeros(4), np.zeros(4, bool)), np.arange(4))
     disaggregation = Disaggregation(truth.participants, truth.updates, ("unique",) * 4, np.zeros(4), np.zeros(4), 4, 0.0)
     recovery = named_recovery("static", disaggregation, None)
     permuted = replace(permuted, images=permuted.images[_order_of(recovery, truth)], labels=permuted.labels[_order_of(recovery, truth)])
