@@ -16,7 +16,8 @@ ID_COLUMNS = (
 # the true updates), _aggregate (on round sums only: the floor) and a share, (recovered - floor) /
 # (ceiling - floor). Rows also carry `lpips`, text: a number, or "not computed: <reason>".
 # Every epsilon is at the level `epsilon_level` says (user, example, event; "—": no DP) and counted as
-# `epsilon_accounting` says (accountant, adjacency, sampling); delta = benchmark.scoring.DELTA.
+# `epsilon_accounting` says (accountant, adjacency, sampling); delta = benchmark.scoring.DELTA. A defense
+# reports them all through its one `privacy` hook: defenses.accounting.Privacy.columns() writes these columns.
 EPSILON_COLUMNS = (
     "epsilon",  # dp-accounting PLD, replace-one, no subsampling amplification (this adversary learns who took part)
     "epsilon_amplified",  # the same with amplification by Poisson sampling at the participation rate; <= epsilon

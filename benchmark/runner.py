@@ -15,7 +15,6 @@ import pandas as pd
 from pathlib import Path
 
 from benchmark import __version__
-from benchmark.columns import EPSILON_COLUMNS, EPSILON_TEXT_COLUMNS
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
@@ -110,10 +109,8 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
             overhead_checkins=truth.extra_checkins,
             overhead_upload_bytes=truth.extra_upload_bytes_per_round,
         )
-        figures = defense.epsilons(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
-        row.update({column: figures.get(column, float("nan")) for column in EPSILON_COLUMNS})
-        notes = defense.accounting(task.scenario.participation)
-        row.update({column: notes.get(column, "") for column in EPSILON_TEXT_COLUMNS})
+        guarantee = defense.privacy(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
+        row.update(guarantee.columns())
         defense_key = json.dumps([task.defense.name, dict(task.defense.parameters)], sort_keys=True, default=str)
         row.update(utility_scores(task.utility, seed, defense_key, defense))
         if picture is not None and len(truth.images) and task.attack.invert:

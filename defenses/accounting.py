@@ -1,4 +1,6 @@
-"""(epsilon, delta) of a Gaussian mechanism repeated over rounds: dp-accounting's PLD, opacus' RDP as a cross-check.
+"""What a defense guarantees (`Privacy`), and the (epsilon, delta) of a Gaussian mechanism repeated over rounds.
+
+The Gaussian account uses dp-accounting's PLD, with opacus' RDP as a cross-check.
 
 Each DP defense is, per round a user (or an example) takes part, a Gaussian
 mechanism of noise multiplier z (noise std / clip norm). Three figures:
@@ -18,9 +20,37 @@ mechanism of noise multiplier z (noise std / clip norm). Three figures:
 import functools
 import math
 import warnings
+from dataclasses import dataclass
 
 AMPLIFICATION_MIN_MULTIPLIER = 0.1
 _PLD_INTERVAL = 1e-2  # value discretisation of the sampled PLD: pessimistic, fast
+NO_DP = "—"
+LEVELS = ("user", "example", "event")
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """Every privacy figure of a run at delta (NaN: not applicable), its level and how it was counted.
+
+    `level` is user, example or event (joined by "/" when parts differ), or — without a DP guarantee;
+    `accounting` names the adjacency, the sampling and the accountant.
+    """
+
+    epsilon: float = math.nan  # the headline: no amplification, the adversary learns who took part
+    epsilon_amplified: float = math.nan  # with amplification by Poisson sampling at the participation rate
+    epsilon_rdp: float = math.nan  # the headline from another accountant: a cross-check
+    epsilon_analytics: float = math.nan  # of the published participation counts
+    level: str = NO_DP
+    accounting: str = "no DP guarantee"
+
+    @property
+    def figures(self) -> dict[str, float]:
+        return {"epsilon": self.epsilon, "epsilon_amplified": self.epsilon_amplified,
+                "epsilon_rdp": self.epsilon_rdp, "epsilon_analytics": self.epsilon_analytics}
+
+    def columns(self) -> dict[str, float | str]:
+        """The result row's privacy columns (benchmark.columns.EPSILON_COLUMNS and EPSILON_TEXT_COLUMNS)."""
+        return {**self.figures, "epsilon_level": self.level, "epsilon_accounting": self.accounting}
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,27 +96,19 @@ def _rdp(multiplier: float, steps: int, delta: float) -> float:
         return float(accountant.get_epsilon(delta=delta))
 
 
-def gaussian_epsilons(
-    noise_multiplier: float, n_rounds: int, participation: float, max_participations: int, delta: float
-) -> dict[str, float]:
-    """`epsilon`, `epsilon_amplified` and `epsilon_rdp` (see the module); NaN for a NaN multiplier, inf for none."""
+def gaussian_privacy(
+    noise_multiplier: float, level: str, n_rounds: int, participation: float, max_participations: int, delta: float
+) -> Privacy:
+    """`epsilon`, `epsilon_amplified` and `epsilon_rdp` (see the module) at `level`; NaN for a NaN multiplier, inf for none."""
     z = noise_multiplier
-    if math.isnan(z):
-        return dict.fromkeys(("epsilon", "epsilon_amplified", "epsilon_rdp"), math.nan)
-    if z == 0:
-        return dict.fromkeys(("epsilon", "epsilon_amplified", "epsilon_rdp"), math.inf)
-    if max_participations == 0:
-        return dict.fromkeys(("epsilon", "epsilon_amplified", "epsilon_rdp"), 0.0)
+    sampled = (f"Poisson q={participation:g} amplified" if z >= AMPLIFICATION_MIN_MULTIPLIER
+               else f"Poisson q={participation:g}, amplification not computed (z < {AMPLIFICATION_MIN_MULTIPLIER:g})")
+    accounting = f"PLD, replace-one, no amplification (participation observable); {sampled}; RDP cross-check"
+    if math.isnan(z) or z == 0 or max_participations == 0:
+        same = math.nan if math.isnan(z) else math.inf if z == 0 else 0.0
+        return Privacy(same, same, same, level=level, accounting=accounting)
     epsilon = _exact(z / math.sqrt(max_participations), delta)
     amplified = epsilon
     if z >= AMPLIFICATION_MIN_MULTIPLIER and participation < 1.0:
         amplified = min(epsilon, _poisson_pld(z, participation, n_rounds, delta))
-    return {"epsilon": epsilon, "epsilon_amplified": amplified, "epsilon_rdp": _rdp(z, max_participations, delta)}
-
-
-def gaussian_accounting(noise_multiplier: float, participation: float) -> str:
-    """How `gaussian_epsilons` counted, for the results table."""
-    sampled = (f"Poisson q={participation:g} amplified" if noise_multiplier >= AMPLIFICATION_MIN_MULTIPLIER
-               else f"Poisson q={participation:g}, amplification not computed (z < {AMPLIFICATION_MIN_MULTIPLIER:g})")
-    return f"PLD, replace-one, no amplification (participation observable); {sampled}; RDP cross-check"
-
+    return Privacy(epsilon, amplified, _rdp(z, max_participations, delta), level=level, accounting=accounting)

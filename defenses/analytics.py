@@ -10,6 +10,7 @@ import numpy as np
 
 from benchmark.errors import BenchmarkError
 from benchmark.observation import Analytics, round_totals, window_counts, window_lengths
+from defenses.accounting import Privacy
 from defenses.base import Defense
 
 
@@ -77,12 +78,9 @@ class NoisyCounts(Defense):
         noise = rng.geometric(success, counts.shape) - rng.geometric(success, counts.shape)
         return Analytics(np.clip(counts + noise, 0, window_lengths(checked_in.shape[0], window)), window, None)
 
-    def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
-        return {"epsilon": math.nan, "epsilon_analytics": max_participations / self.scale}
-
-    def accounting(self, participation: float) -> dict[str, str]:
-        return {"epsilon_level": "user",
-                "epsilon_accounting": "discrete Laplace on counts, L1 sensitivity = max participations; updates not DP"}
+    def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
+        return Privacy(epsilon_analytics=max_participations / self.scale, level="user",
+                       accounting="discrete Laplace on counts, L1 sensitivity = max participations; updates not DP")
 
 
 class TotalsOnly(Defense):

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmark.observation import Analytics, round_totals, window_counts
+from defenses.accounting import Privacy
 
 if TYPE_CHECKING:  # torch loads only when a task runs
     from torch import Tensor, nn
@@ -59,14 +60,9 @@ class Defense:
         """Analytics from the (T, n) check-in matrix; by default exact counts every `window` rounds and totals."""
         return Analytics(window_counts(checked_in, window), window, round_totals(checked_in))
 
-    def epsilon(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> float:
-        """User-level epsilon of the whole run, or NaN where the defense gives no DP guarantee."""
-        return float("nan")
+    def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
+        """The run's DP guarantee at `delta` (figures, level, accounting); by default none (NaN figures, level —).
 
-    def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
-        """Every privacy figure the defense reports, by name; `epsilon` is the headline."""
-        return {"epsilon": self.epsilon(n_rounds, participation, max_participations, delta)}
-
-    def accounting(self, participation: float) -> dict[str, str]:
-        """Text beside the epsilons: `epsilon_level` (user, example, event, or — without DP) and `epsilon_accounting`."""
-        return {"epsilon_level": "—", "epsilon_accounting": "no DP guarantee"}
+        `max_participations` is the most rounds any user took part in out of `n_rounds`, at sampling rate `participation`.
+        """
+        return Privacy()

@@ -1,11 +1,13 @@
 """Several defenses applied together, each hook in the order given."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from benchmark.errors import BenchmarkError
 from benchmark.observation import Analytics
+from defenses.accounting import NO_DP, Privacy
 from defenses.base import Defense
 
 
@@ -77,22 +79,17 @@ class Composed(Defense):
     def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
         return self.analytics.transform_analytics(checked_in, window, rng)
 
-    def epsilon(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> float:
-        return _smallest([part.epsilon(n_rounds, participation, max_participations, delta) for part in self.parts])
-
-    def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
-        figures = [part.epsilons(n_rounds, participation, max_participations, delta) for part in self.parts]
-        keys = dict.fromkeys(key for figure in figures for key in figure)
-        return {key: _smallest([figure.get(key, math.nan) for figure in figures]) for key in keys}
-
-
-    def accounting(self, participation: float) -> dict[str, str]:
-        """The one DP part's notes; with several, their levels and accounts joined (each figure is the smallest)."""
-        notes = [n for n in (part.accounting(participation) for part in self.parts) if n["epsilon_level"] != "—"]
-        if len(notes) <= 1:
-            return notes[0] if notes else Defense().accounting(participation)
-        return {"epsilon_level": "/".join(sorted({n["epsilon_level"] for n in notes})),
-                "epsilon_accounting": "smallest of: " + " | ".join(n["epsilon_accounting"] for n in notes)}
+    def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
+        """Each figure the smallest of the parts'; the one DP part's level and accounting, or all of theirs joined."""
+        parts = [part.privacy(n_rounds, participation, max_participations, delta) for part in self.parts]
+        figures = {key: _smallest([part.figures[key] for part in parts]) for key in Privacy().figures}
+        private = [part for part in parts if part.level != NO_DP]
+        if len(private) == 1:
+            return replace(private[0], **figures)
+        if not private:
+            return Privacy(**figures)
+        return Privacy(**figures, level="/".join(sorted({part.level for part in private})),
+                       accounting="smallest of: " + " | ".join(part.accounting for part in private))
 
 
 def _smallest(values: list[float]) -> float:

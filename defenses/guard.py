@@ -1,11 +1,14 @@
 """Runs a defense's hooks and turns a failure or a malformed output into one line naming the hook."""
 
+import math
+from dataclasses import replace
 from numbers import Real
 
 import numpy as np
 
 from benchmark.errors import BenchmarkError
 from benchmark.observation import Analytics
+from defenses.accounting import LEVELS, NO_DP, Privacy
 from defenses.base import Defense
 
 
@@ -93,17 +96,17 @@ class GuardedDefense(Defense):
             self._fail("transform_analytics", f"must return totals of shape ({n_rounds},) or None")
         return out
 
-    def epsilon(self, n_rounds, participation, max_participations, delta) -> float:
-        return float(self._call("epsilon", n_rounds, participation, max_participations, delta))
-
-    def epsilons(self, n_rounds, participation, max_participations, delta) -> dict[str, float]:
-        figures = self._call("epsilons", n_rounds, participation, max_participations, delta)
-        if not (isinstance(figures, dict) and all(isinstance(k, str) and isinstance(v, Real) for k, v in figures.items())):
-            self._fail("epsilons", "must return a dict of names to numbers")
-        return {key: float(value) for key, value in figures.items()}
-
-    def accounting(self, participation) -> dict[str, str]:
-        notes = self._call("accounting", participation)
-        if not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
-            self._fail("accounting", "must return a dict of names to text")
-        return notes
+    def privacy(self, n_rounds, participation, max_participations, delta) -> Privacy:
+        guarantee = self._call("privacy", n_rounds, participation, max_participations, delta)
+        if not isinstance(guarantee, Privacy):
+            self._fail("privacy", "must return defenses.accounting.Privacy")
+        if not all(isinstance(value, Real) and not isinstance(value, bool) for value in guarantee.figures.values()):
+            self._fail("privacy", "must report every epsilon as a number (NaN where not applicable)")
+        if not (isinstance(guarantee.level, str) and isinstance(guarantee.accounting, str)):
+            self._fail("privacy", "must give its level and accounting as text")
+        figures = {key: float(value) for key, value in guarantee.figures.items()}
+        if guarantee.level != NO_DP and not set(guarantee.level.split("/")) <= set(LEVELS):
+            self._fail("privacy", f"level must be {', '.join(LEVELS)} (joined by '/') or {NO_DP}, not {guarantee.level!r}")
+        if guarantee.level == NO_DP and not all(math.isnan(value) for value in figures.values()):
+            self._fail("privacy", f"reports an epsilon without its level ({', '.join(LEVELS)})")
+        return replace(guarantee, **figures)

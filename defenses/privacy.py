@@ -1,15 +1,16 @@
 """Differential privacy: central DP-FedAvg, local DP on every update, DP-SGD in each client, noise on the round's sum.
 
-Epsilons come from defenses.accounting (replace-one, participation observable);
-each defense says at which level (user or example) through `accounting`.
+Epsilons come from defenses.accounting (replace-one, participation observable),
+at each defense's `level` (user or example).
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-from defenses.accounting import gaussian_accounting, gaussian_epsilons
+from defenses.accounting import Privacy, gaussian_privacy
 from defenses.base import Defense
 
 
@@ -33,14 +34,8 @@ class GaussianDefense(Defense):
         """The multiplier of the one Gaussian mechanism equivalent to a round's noise."""
         return self.noise_multiplier
 
-    def epsilon(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> float:
-        return self.epsilons(n_rounds, participation, max_participations, delta)["epsilon"]
-
-    def epsilons(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> dict[str, float]:
-        return gaussian_epsilons(self.round_noise_multiplier(), n_rounds, participation, max_participations, delta)
-
-    def accounting(self, participation: float) -> dict[str, str]:
-        return {"epsilon_level": self.level, "epsilon_accounting": gaussian_accounting(self.round_noise_multiplier(), participation)}
+    def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
+        return gaussian_privacy(self.round_noise_multiplier(), self.level, n_rounds, participation, max_participations, delta)
 
 
 class LDPGaussian(GaussianDefense):
@@ -109,11 +104,12 @@ class DPFedAvg(AggregateNoise):
         self.clipped = 0
         return aggregate + rng.normal(0.0, self.noise_multiplier * self.clip_norm * scale, size=aggregate.shape)
 
-    def accounting(self, participation: float) -> dict[str, str]:
-        notes = super().accounting(participation)
-        if self.noise_cohort:
-            notes["epsilon_accounting"] += f"; noise calibrated for a cohort of {self.noise_cohort}, a smaller one simulated"
-        return notes
+    def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
+        guarantee = super().privacy(n_rounds, participation, max_participations, delta)
+        if not self.noise_cohort:
+            return guarantee
+        calibrated = f"; noise calibrated for a cohort of {self.noise_cohort}, a smaller one simulated"
+        return replace(guarantee, accounting=guarantee.accounting + calibrated)
 
 
 class DPSGD(GaussianDefense):

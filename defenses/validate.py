@@ -6,6 +6,7 @@ import numpy as np
 
 from benchmark.errors import BenchmarkError
 from benchmark.observation import Analytics
+from defenses.accounting import Privacy
 from defenses.base import Defense
 from defenses.guard import GuardedDefense
 
@@ -43,14 +44,16 @@ def _trace(defense: Defense) -> list[tuple[str, object]]:
         trace.append(("padded_uploads", guarded.padded_uploads(2, updates.shape[1], rng)))  # as if two were padded
         trace.append(("transform_aggregate", guarded.transform_aggregate(aggregate, rng)))
     trace.append(("transform_analytics", guarded.transform_analytics(checked_in, WINDOW, rng)))
-    trace.append(("epsilons", guarded.epsilons(ROUNDS, 0.5, int(checked_in.sum(axis=0).max()), 1e-5)))
+    trace.append(("privacy", guarded.privacy(ROUNDS, 0.5, int(checked_in.sum(axis=0).max()), 1e-5)))
     return trace
 
 
 def _same(a: object, b: object) -> bool:
-    """Equal bit for bit (NaN equals NaN), through tuples, lists, dicts and Analytics."""
+    """Equal bit for bit (NaN equals NaN), through tuples, lists, dicts, Analytics and Privacy."""
     if isinstance(a, Analytics) and isinstance(b, Analytics):
         return _same((a.counts, a.window, a.totals), (b.counts, b.window, b.totals))
+    if isinstance(a, Privacy) and isinstance(b, Privacy):
+        return _same(a.columns(), b.columns())
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, dict) and isinstance(b, dict):

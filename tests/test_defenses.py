@@ -1,5 +1,7 @@
 import math
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from benchmark.errors import BenchmarkError
 from benchmark.models import build_model
 from benchmark.scenario import Scenario
 from benchmark.simulation import local_update, simulate
+from benchmark.columns import EPSILON_COLUMNS, EPSILON_TEXT_COLUMNS
+from defenses.accounting import Privacy
 from defenses.analytics import CoarseAnalytics, NoAnalytics, NoisyCounts, RoundedCounts, TotalsOnly
 from benchmark.observation import window_counts, window_lengths
 from defenses.base import Defense
@@ -52,8 +56,8 @@ def test_noisy_counts_stay_in_range_differ_from_the_truth_and_report_their_epsil
     assert np.array_equal(observation.counts, again.counts) and observation.counts.dtype == np.int64
     assert observation.counts.min() >= 0 and np.all(observation.counts <= window_lengths(SMALL.n_rounds, SMALL.window))
     assert np.mean(observation.counts != true_counts(truth, SMALL.window)) > 0.3 and observation.totals is None
-    figures = NoisyCounts(scale=2.0).epsilons(24, 0.4, 10, DELTA)
-    assert figures["epsilon_analytics"] == 5.0 and math.isnan(figures["epsilon"])  # user level: 10 participations / 2
+    guarantee = NoisyCounts(scale=2.0).privacy(24, 0.4, 10, DELTA)
+    assert guarantee.epsilon_analytics == 5.0 and math.isnan(guarantee.epsilon)  # user level: 10 participations / 2
 
 
 def test_noisy_counts_noise_is_discrete_laplace_of_the_given_scale():
@@ -169,10 +173,11 @@ def test_dp_sgd_sends_a_noised_update_deterministic_under_the_seed():
 
 def test_dp_sgd_accounts_every_local_epoch_at_example_level():
     defense = DPSGD(noise_multiplier=2.0, clip_norm=1.0)
-    assert math.isnan(defense.epsilons(24, 0.4, 10, DELTA)["epsilon"])  # no client trained yet
+    untrained = defense.privacy(24, 0.4, 10, DELTA)
+    assert math.isnan(untrained.epsilon) and untrained.level == "example"  # no client trained yet
     model, x, y = model_and_data()
     defense.local_update(model, x, y, FEDAVG, np.random.default_rng(0))  # 4 epochs: 4 steps per round
-    assert defense.epsilon(24, 0.4, 10, DELTA) == pytest.approx(DPGaussian(1.0).epsilon(24, 0.4, 10, DELTA))
+    assert defense.privacy(24, 0.4, 10, DELTA).epsilon == pytest.approx(DPGaussian(1.0).privacy(24, 0.4, 10, DELTA).epsilon)
 
 
 def test_aggregate_noise_clips_updates_and_noises_each_sum():
@@ -185,29 +190,88 @@ def test_aggregate_noise_clips_updates_and_noises_each_sum():
 
 @pytest.mark.parametrize("cls", [DPGaussian, AggregateNoise, DPFedAvg])
 def test_epsilons_fall_with_noise_and_amplification_never_hurts(cls):
-    low, high = (cls(z).epsilons(60, 0.3, 25, DELTA) for z in (0.5, 2.0))
-    assert set(low) == {"epsilon", "epsilon_amplified", "epsilon_rdp"}
-    for key in low:
-        assert high[key] < low[key]
-    for figures in (low, high):
-        assert figures["epsilon_amplified"] < figures["epsilon"]
-        assert figures["epsilon"] <= figures["epsilon_rdp"] <= 1.1 * figures["epsilon"]  # RDP: a looser cross-check
-    assert low["epsilon"] == cls(0.5).epsilon(60, 0.3, 25, DELTA)
+    low, high = (cls(z).privacy(60, 0.3, 25, DELTA) for z in (0.5, 2.0))
+    assert math.isnan(low.epsilon_analytics) and low.level == "user"
+    for key in ("epsilon", "epsilon_amplified", "epsilon_rdp"):
+        assert high.figures[key] < low.figures[key]
+    for guarantee in (low, high):
+        assert guarantee.epsilon_amplified < guarantee.epsilon
+        assert guarantee.epsilon <= guarantee.epsilon_rdp <= 1.1 * guarantee.epsilon  # RDP: a looser cross-check
 
 
 def test_epsilon_edge_cases_are_documented_values():
-    tiny = DPGaussian(0.001).epsilons(60, 0.3, 25, DELTA)
-    assert math.isfinite(tiny["epsilon"]) and tiny["epsilon_amplified"] == tiny["epsilon"]  # no PLD below z = 0.1
-    assert set(DPGaussian(0.0).epsilons(60, 0.3, 25, DELTA).values()) == {math.inf}
-    assert DPGaussian(1.0).epsilons(60, 0.3, 0, DELTA)["epsilon"] == 0.0
+    tiny = DPGaussian(0.001).privacy(60, 0.3, 25, DELTA)
+    assert math.isfinite(tiny.epsilon) and tiny.epsilon_amplified == tiny.epsilon  # no PLD below z = 0.1
+    assert "amplification not computed (z < 0.1)" in tiny.accounting
+    none = DPGaussian(0.0).privacy(60, 0.3, 25, DELTA)
+    assert (none.epsilon, none.epsilon_amplified, none.epsilon_rdp) == (math.inf,) * 3
+    assert DPGaussian(1.0).privacy(60, 0.3, 0, DELTA).epsilon == 0.0
 
 
-def test_a_plugin_that_only_writes_epsilon_still_reports_epsilons():
+def test_a_plugin_overrides_one_privacy_hook_and_the_row_gets_every_column():
     class Fixed(Defense):
-        def epsilon(self, n_rounds, participation, max_participations, delta):
-            return 3.0
+        def privacy(self, n_rounds, participation, max_participations, delta):
+            return Privacy(epsilon=3, level="event", accounting="test")
 
-    assert GuardedDefense(Fixed()).epsilons(10, 0.5, 4, DELTA) == {"epsilon": 3.0}
+    columns = GuardedDefense(Fixed()).privacy(10, 0.5, 4, DELTA).columns()
+    assert tuple(columns) == EPSILON_COLUMNS + EPSILON_TEXT_COLUMNS
+    assert columns["epsilon"] == 3.0 and type(columns["epsilon"]) is float and math.isnan(columns["epsilon_rdp"])
+    assert (columns["epsilon_level"], columns["epsilon_accounting"]) == ("event", "test")
+    assert NoDefense().privacy(10, 0.5, 4, DELTA).columns()["epsilon_level"] == "—"
+
+
+def test_readme_privacy_example_reports_the_ldp_gaussian_account(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- example-privacy -->\n```python\n(.*?)```", readme, re.S).group(1)
+    assert len(code.strip().splitlines()) < 40
+    path = tmp_path / "my_defense.py"
+    path.write_text(code)
+    validate_defense(lambda: make_defense(f"{path}:ClippedNoise", {"z": 0.5}))
+    columns = GuardedDefense(make_defense(f"{path}:ClippedNoise", {"z": 0.5})).privacy(60, 0.3, 25, DELTA).columns()
+    assert columns == DPGaussian(0.5).privacy(60, 0.3, 25, DELTA).columns() and columns["epsilon"] > 0
+
+
+# Every built-in's privacy columns at (n_rounds, participation, max_participations) = (60, 0.3, 25), delta 1e-5,
+# recorded from the three hooks (epsilon, epsilons, accounting) the one `privacy` hook replaced: rows must not change.
+AMPLIFIED = "Poisson q=0.3 amplified"
+GAUSSIAN = f"PLD, replace-one, no amplification (participation observable); {AMPLIFIED}; RDP cross-check"
+UNAMPLIFIED = GAUSSIAN.replace(AMPLIFIED, "Poisson q=0.3, amplification not computed (z < 0.1)")
+COUNTS = "discrete Laplace on counts, L1 sensitivity = max participations; updates not DP"
+COHORT = "; noise calibrated for a cohort of {}, a smaller one simulated"
+NO_DP = (math.nan, math.nan, math.nan, math.nan, "—", "no DP guarantee")
+RECORDED = [
+    ("none", {}, NO_DP),
+    ("participation-padding", {"rate": 0.1}, NO_DP),
+    ("composed", {"defenses": [{"name": "rounded-counts", "bucket": 2}]}, NO_DP),
+    ("dp-fedavg", {"noise_multiplier": 0.8, "noise_cohort": 1000},
+     (130.5767822265625, 37.50349081702045, 136.06337010237715, math.nan, "user", GAUSSIAN + COHORT.format(1000))),
+    ("ldp-gaussian", {"noise_multiplier": 0.5},
+     (284.39208984375, 76.39158765462537, 294.8612600716533, math.nan, "user", GAUSSIAN)),
+    ("ldp-gaussian", {"noise_multiplier": 0.05},
+     (20852.0, 20852.0, 22111.778257578855, math.nan, "user", UNAMPLIFIED)),
+    ("dp-aggregate", {"noise_multiplier": 2.0},
+     (33.103759765625, 11.754876834845275, 35.08175401905626, math.nan, "user", GAUSSIAN)),
+    ("dp-sgd", {"noise_multiplier": 1.0}, (math.nan, math.nan, math.nan, math.nan, "example", UNAMPLIFIED)),
+    ("noisy-counts", {"scale": 4.0}, (math.nan, math.nan, math.nan, 6.25, "user", COUNTS)),
+    ("composed", {"defenses": [{"name": "ldp-gaussian", "noise_multiplier": 1.0},
+                               {"name": "dp-aggregate", "noise_multiplier": 2.0}, {"name": "noisy-counts", "scale": 4.0}]},
+     (33.103759765625, 11.754876834845275, 35.08175401905626, 6.25, "user",
+      f"smallest of: {GAUSSIAN} | {GAUSSIAN} | {COUNTS}")),
+    ("composed", {"defenses": [{"name": "dp-sgd", "noise_multiplier": 1.0},
+                               {"name": "dp-fedavg", "noise_multiplier": 1.0, "noise_cohort": 100}]},
+     (91.81732177734375, 27.842182111117634, 96.11630842505602, math.nan, "example/user",
+      f"smallest of: {UNAMPLIFIED} | {GAUSSIAN}{COHORT.format(100)}")),
+    ("composed", {"defenses": [{"name": "ldp-gaussian", "noise_multiplier": 1.0}, {"name": "rounded-counts", "bucket": 2}]},
+     (91.81732177734375, 27.842182111117634, 96.11630842505602, math.nan, "user", GAUSSIAN)),
+]
+
+
+@pytest.mark.parametrize("name, parameters, expected", RECORDED)
+def test_builtin_privacy_columns_are_the_recorded_values(name, parameters, expected):
+    columns = GuardedDefense(make_defense(name, parameters)).privacy(60, 0.3, 25, DELTA).columns()
+    assert tuple(columns) == EPSILON_COLUMNS + EPSILON_TEXT_COLUMNS
+    for column, value in zip(columns, expected):
+        assert columns[column] == value or math.isnan(value) and math.isnan(columns[column]), column
 
 
 def composed(*entries: dict) -> Defense:
@@ -234,9 +298,8 @@ def test_composition_pipes_participants_and_unions_check_ins():
 def test_composition_takes_the_smallest_epsilon_of_its_parts():
     defense = composed({"name": "dp-gaussian", "noise_multiplier": 1.0}, {"name": "dp-aggregate", "noise_multiplier": 2.0},
                        {"name": "noisy-counts", "scale": 4.0})
-    figures = defense.epsilons(60, 0.3, 25, DELTA)
-    assert figures == {**DPGaussian(2.0).epsilons(60, 0.3, 25, DELTA), "epsilon_analytics": 25 / 4.0}
-    assert defense.epsilon(60, 0.3, 25, DELTA) == figures["epsilon"]
+    figures = defense.privacy(60, 0.3, 25, DELTA).figures
+    assert figures == {**DPGaussian(2.0).privacy(60, 0.3, 25, DELTA).figures, "epsilon_analytics": 25 / 4.0}
 
 
 @pytest.mark.parametrize("entries, message", [
@@ -265,8 +328,19 @@ PLUGINS = {  # a method of the plugin class, and the error it must get
             "hook padded_uploads returned NaN"),
     "random": ("def transform_update(self, update, rng):\n        return update + np.random.default_rng().normal()",
                "hook transform_update is not deterministic"),
+    "privacy-dict": ("def privacy(self, n_rounds, participation, max_participations, delta):\n        return {'epsilon': 1.0}",
+                     "hook privacy must return defenses.accounting.Privacy"),
+    "privacy-text": ("def privacy(self, n_rounds, participation, max_participations, delta):\n"
+                     "        return Privacy(epsilon='1', level='user')", "hook privacy must report every epsilon as a number"),
+    "privacy-level": ("def privacy(self, n_rounds, participation, max_participations, delta):\n"
+                      "        return Privacy(epsilon=1.0)", "hook privacy reports an epsilon without its level"),
+    "privacy-raises": ("def privacy(self, n_rounds, participation, max_participations, delta):\n        return 1 / 0",
+                       "hook privacy raised ZeroDivisionError"),
+    "privacy-random": ("def privacy(self, n_rounds, participation, max_participations, delta):\n"
+                       "        return Privacy(epsilon=np.random.default_rng().random(), level='user')",
+                       "hook privacy is not deterministic"),
 }
-PLUGIN_FILE = "import numpy as np\n\nfrom defenses.base import Defense\n\n\nclass Bad(Defense):\n    name = 'bad'\n\n    {}\n"
+PLUGIN_FILE = "import numpy as np\n\nfrom defenses.accounting import Privacy\nfrom defenses.base import Defense\n\n\nclass Bad(Defense):\n    name = 'bad'\n\n    {}\n"
 
 
 @pytest.mark.parametrize("kind", sorted(PLUGINS))

@@ -48,8 +48,8 @@ def test_dp_gaussian_clips_and_noises_each_update():
     assert np.all(np.linalg.norm(noisy.aggregates, axis=1) <= per_round * 1e-3 + 1e-12)
     noised, _ = simulate(SMALL, DPGaussian(noise_multiplier=1.0, clip_norm=1.0))
     assert np.linalg.matrix_rank(noised.aggregates) > np.linalg.matrix_rank(clean.aggregates)
-    epsilon = DPGaussian(1.0, 1.0).epsilon(24, 0.4, 10, 1e-5)
-    assert np.isfinite(epsilon) and epsilon > DPGaussian(4.0, 1.0).epsilon(24, 0.4, 10, 1e-5)
+    epsilon = DPGaussian(1.0, 1.0).privacy(24, 0.4, 10, 1e-5).epsilon
+    assert np.isfinite(epsilon) and epsilon > DPGaussian(4.0, 1.0).privacy(24, 0.4, 10, 1e-5).epsilon
 
 
 def test_coarse_analytics_publishes_longer_windows():

@@ -11,7 +11,7 @@ import pytest
 from benchmark.cli import main
 from benchmark.scoring import DELTA
 from benchmark.utility import UtilityTask, split, train, trains_like_undefended, utility_scores
-from defenses.accounting import gaussian_epsilons
+from defenses.accounting import gaussian_privacy
 from defenses.base import Defense
 from defenses.guard import GuardedDefense
 from defenses.registry import make_defense
@@ -92,42 +92,42 @@ def test_dp_fedavg_noise_on_the_average_is_z_c_over_noise_cohort() -> None:
 
 
 def test_replace_one_epsilon_matches_the_issue_and_beats_add_remove() -> None:
-    figures = gaussian_epsilons(1.0, 60, 0.3, 26, DELTA)
-    assert 90 < figures["epsilon"] < 100  # replace-one: sensitivity 2C (add/remove would give about 36)
-    assert figures["epsilon_rdp"] == pytest.approx(figures["epsilon"], rel=0.1)  # opacus' RDP, a looser cross-check
-    assert figures["epsilon_rdp"] >= figures["epsilon"]
+    guarantee = gaussian_privacy(1.0, "user", 60, 0.3, 26, DELTA)
+    assert 90 < guarantee.epsilon < 100  # replace-one: sensitivity 2C (add/remove would give about 36)
+    assert guarantee.epsilon_rdp == pytest.approx(guarantee.epsilon, rel=0.1)  # opacus' RDP, a looser cross-check
+    assert guarantee.epsilon_rdp >= guarantee.epsilon
     import dp_accounting
     from dp_accounting.pld import PLDAccountant
 
     add_remove = PLDAccountant(dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
     add_remove.compose(dp_accounting.GaussianDpEvent(1.0), 26)
-    assert figures["epsilon"] > 2 * add_remove.get_epsilon(DELTA)
+    assert guarantee.epsilon > 2 * add_remove.get_epsilon(DELTA)
 
 
 @pytest.mark.parametrize("z", [0.001, 0.05, 0.3, 1.0, 4.0])
 @pytest.mark.parametrize("participation", [0.05, 0.3, 0.9])
 def test_amplified_never_above_epsilon(z: float, participation: float) -> None:
-    figures = gaussian_epsilons(z, 60, participation, 26, DELTA)
-    assert 0 < figures["epsilon_amplified"] <= figures["epsilon"]
+    guarantee = gaussian_privacy(z, "user", 60, participation, 26, DELTA)
+    assert 0 < guarantee.epsilon_amplified <= guarantee.epsilon
 
 
 def test_epsilons_carry_their_level() -> None:
     fedavg = make_defense("dp-fedavg", {"noise_multiplier": 8.0, "noise_cohort": 1000})
-    assert fedavg.epsilons(60, 0.3, 26, DELTA)["epsilon"] < 8  # the quick suite's grid point
-    notes = GuardedDefense(fedavg).accounting(0.3)
-    assert notes["epsilon_level"] == "user" and "replace-one" in notes["epsilon_accounting"]
-    assert "cohort of 1000" in notes["epsilon_accounting"] and "q=0.3" in notes["epsilon_accounting"]
-    assert make_defense("dp-sgd", {}).accounting(0.3)["epsilon_level"] == "example"
-    assert make_defense("none", {}).accounting(0.3)["epsilon_level"] == "—"
+    guarantee = GuardedDefense(fedavg).privacy(60, 0.3, 26, DELTA)
+    assert guarantee.epsilon < 8  # the quick suite's grid point
+    assert guarantee.level == "user" and "replace-one" in guarantee.accounting
+    assert "cohort of 1000" in guarantee.accounting and "q=0.3" in guarantee.accounting
+    assert make_defense("dp-sgd", {}).privacy(60, 0.3, 26, DELTA).level == "example"
+    assert make_defense("none", {}).privacy(60, 0.3, 26, DELTA).level == "—"
     composed = make_defense("composed", {"defenses": [{"name": "ldp-gaussian"}, {"name": "rounded-counts"}]})
-    assert composed.accounting(0.3)["epsilon_level"] == "user"
+    assert composed.privacy(60, 0.3, 26, DELTA).level == "user"
 
 
 def test_noisy_counts_user_level_epsilon_grows_with_participations() -> None:
     counts = make_defense("noisy-counts", {"scale": 2.0})
-    assert counts.epsilons(60, 0.3, 10, DELTA)["epsilon_analytics"] == pytest.approx(5.0)
-    assert counts.epsilons(60, 0.3, 26, DELTA)["epsilon_analytics"] == pytest.approx(13.0)
-    assert counts.accounting(0.3)["epsilon_level"] == "user"
+    assert counts.privacy(60, 0.3, 10, DELTA).epsilon_analytics == pytest.approx(5.0)
+    assert counts.privacy(60, 0.3, 26, DELTA).epsilon_analytics == pytest.approx(13.0)
+    assert counts.privacy(60, 0.3, 26, DELTA).level == "user"
 
 
 def test_dp_gaussian_is_an_alias_of_ldp_gaussian() -> None:
