@@ -1,5 +1,6 @@
 """The Defense base class: hooks that each do nothing until a subclass overrides them."""
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,3 +67,26 @@ class Defense:
         `max_participations` is the most rounds any user took part in out of `n_rounds`, at sampling rate `participation`.
         """
         return Privacy()
+
+
+def acting_parts(defense: Defense) -> Iterator[Defense]:
+    """The defenses that act, in hook order: guards (`inner`) and compositions (`parts`) looked through."""
+    inner = getattr(defense, "inner", None)
+    parts = getattr(defense, "parts", None)
+    if isinstance(inner, Defense):
+        yield from acting_parts(inner)
+    elif parts is not None:
+        for part in parts:
+            yield from acting_parts(part)
+    else:
+        yield defense
+
+
+def batched_local_training(defense: Defense) -> Defense | None:
+    """The part that provides the defense's local training (the first that overrides local_update), if it can also
+    train a round's clients at once: it then defines `local_updates(model, x, y, scenario, rng) -> (k, d)`,
+    x (k, S, ...), y (k, S), drawing from `rng` what k calls of its local_update would."""
+    for part in acting_parts(defense):
+        if type(part).local_update is not Defense.local_update:
+            return part if callable(getattr(part, "local_updates", None)) else None
+    return None

@@ -128,6 +128,7 @@ class DPSGD(GaussianDefense):
     def __init__(self, noise_multiplier: float = 1.0, clip_norm: float = 1.0) -> None:
         super().__init__(noise_multiplier, clip_norm)
         self.steps_per_round = 0
+        self._first_steps: dict = {}  # clipped first-step sums per client, for the current global model
 
     @property
     def example_dp(self) -> tuple[float, float]:
@@ -142,6 +143,13 @@ class DPSGD(GaussianDefense):
 
         self.steps_per_round = 1 if scenario.local_training == "fedsgd" else scenario.local_epochs
         return dp_sgd_update(model, x, y, scenario, self.noise_multiplier, self.clip_norm, rng)
+
+    def local_updates(self, model, x, y, scenario, rng: np.random.Generator) -> np.ndarray:
+        """local_update of a round's k clients at once, x (k, S, ...), y (k, S): the same draws, batched."""
+        from defenses.private_training import dp_sgd_updates
+
+        self.steps_per_round = 1 if scenario.local_training == "fedsgd" else scenario.local_epochs
+        return dp_sgd_updates(model, x, y, scenario, self.noise_multiplier, self.clip_norm, rng, self._first_steps)
 
     def round_noise_multiplier(self) -> float:
         return self.noise_multiplier / math.sqrt(self.steps_per_round) if self.steps_per_round else math.nan
