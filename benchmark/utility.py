@@ -326,20 +326,73 @@ def cached_accuracy(task: UtilityTask, seed: int, defense_key: str) -> float:
     return train(task, GuardedDefense(make_defense(name, parameters)), seed)
 
 
+def defense_key(name: str, parameters: dict) -> str:
+    """The `defense_key` of cached_accuracy and UtilityRun for a defense given by name and parameters."""
+    import json
+
+    return json.dumps([name, dict(parameters)], sort_keys=True, default=str)
+
+
+def runs_needed(task: UtilityTask, seed: int, key: str, defense: Defense) -> tuple["UtilityRun", "UtilityRun"]:
+    """(undefended, defended) trainings a row needs; the same run twice when the defense leaves training alone."""
+    undefended = UtilityRun(resolve(task), seed, "")
+    return undefended, undefended if trains_like_undefended(defense) else UtilityRun(resolve(task), seed, key)
+
+
+@dataclass(frozen=True)
+class UtilityRun:
+    """One training of the utility track: a resolved task, a seed, a defense_key ("" undefended)."""
+
+    task: UtilityTask
+    seed: int
+    defense_key: str
+
+    def key(self, source: str | None = None) -> str:
+        """Content hash: the task, the seed, the defense (plugin files by name and bytes) and the package source,
+        so an edited defense, plugin or training loop trains again."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        from benchmark import __version__
+        from benchmark.provenance import plugin_digests, plugin_path, source_digest
+
+        defense = None
+        if self.defense_key:
+            name, parameters = json.loads(self.defense_key)
+            path = plugin_path(name)
+            defense = [name if path is None else f"{path.name}:{name.rpartition(':')[2]}", parameters,
+                       plugin_digests(name, list(parameters.values()))]
+        payload = {"utility": asdict(self.task), "seed": self.seed, "defense": defense, "package": __version__,
+                   "source": source or source_digest()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def accuracy(self) -> float:
+        return cached_accuracy(self.task, self.seed, self.defense_key)
+
+
+def not_computed() -> dict:
+    nan = math.nan
+    return {"test_accuracy": nan, "test_accuracy_undefended": nan, "utility_drop": nan,
+            "utility_task": "not computed: the suite declares no [utility] task"}
+
+
+def scores_of(task: UtilityTask, undefended: float, defended: float) -> dict:
+    """A row's utility columns from the two accuracies of the same (resolved) task and seed."""
+    return {"test_accuracy": defended, "test_accuracy_undefended": undefended, "utility_drop": undefended - defended,
+            "utility_task": describe(task)}
+
+
 def utility_scores(task: UtilityTask | None, seed: int, defense_key: str, defense: Defense) -> dict:
-    """test_accuracy, test_accuracy_undefended, utility_drop (same seed, same task) and utility_task for one row.
+    """test_accuracy, test_accuracy_undefended, utility_drop (same seed, same task) and utility_task for one row,
+    trained here (suites train each run once beforehand: benchmark.runner).
 
     A defense that leaves every training hook alone shares the undefended run: its drop is exactly 0.
     """
     if task is None:
-        nan = math.nan
-        return {"test_accuracy": nan, "test_accuracy_undefended": nan, "utility_drop": nan,
-                "utility_task": "not computed: the suite declares no [utility] task"}
-    task = resolve(task)
-    undefended = cached_accuracy(task, seed, "")
-    defended = undefended if trains_like_undefended(defense) else cached_accuracy(task, seed, defense_key)
-    return {"test_accuracy": defended, "test_accuracy_undefended": undefended, "utility_drop": undefended - defended,
-            "utility_task": describe(task)}
+        return not_computed()
+    undefended, defended = runs_needed(task, seed, defense_key, defense)
+    return scores_of(undefended.task, undefended.accuracy(), defended.accuracy())
 
 
 def describe(task: UtilityTask) -> str:
