@@ -22,7 +22,7 @@ from defenses.guard import GuardedDefense
 from defenses.registry import make_defense
 
 SCENARIO = Scenario(name="shared", n_users=8, n_rounds=30, participation=0.4, window=3, seed=1)
-TRAINED = Scenario(name="trained", n_users=6, n_rounds=20, participation=0.5, window=2, model_policy="trained",
+TRAINED = Scenario(name="trained", n_users=5, n_rounds=8, participation=0.5, window=2, model_policy="trained",
                    local_training="fedavg", samples_per_user=4, batch_size=2, seed=2)
 ANALYTICS_ONLY = [("none", {}), ("no-analytics", {}), ("totals-only", {}), ("noisy-counts", {"scale": 1.0}),
                   ("rounded-counts", {"bucket": 2}), ("coarse-analytics", {"factor": 3})]
