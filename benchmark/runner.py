@@ -221,14 +221,15 @@ def _utility_columns(jobs: list[_Job], store: ResultStore, executor: Executor, p
             for run, key in keys.items() if not store.has_utility(key)]
     for _ in run_tasks(_train_and_store, todo, executor, progress="utility" if progress else None):
         pass
-    lost = {"status": "failed: not run (its worker was lost)"}
-    records = {run: store.load_utility(key) if store.has_utility(key) else lost for run, key in keys.items()}
+    records = {run: store.load_utility(key) for run, key in keys.items() if store.has_utility(key)}
     out = []
     for job in jobs:
         if job.key not in needs:
             out.append(replace(job, utility=not_computed()))
             continue
         undefended, defended = needs[job.key]
+        if undefended not in records or defended not in records:
+            continue  # its training's worker was lost: the task is not run, nor stored, and a re-run tries again
         failed = [run for run in (undefended, defended) if records[run]["status"] != "ok"]
         if failed:
             which = "undefended" if not failed[0].defense_key else job.task.defense.display

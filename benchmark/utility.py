@@ -105,7 +105,8 @@ def _leaves(defense: Defense) -> Iterator[Defense]:
 
 
 def _overrides(defense: Defense, hook: str) -> bool:
-    return getattr(type(defense), hook) is not getattr(Defense, hook)
+    """The hook is not the base class's: overridden in a subclass, or replaced on the instance."""
+    return getattr(getattr(defense, hook), "__func__", None) is not getattr(Defense, hook)
 
 
 def trains_like_undefended(defense: Defense) -> bool:

@@ -91,10 +91,14 @@ def test_shared_runs_give_what_a_fresh_run_gives_whichever_defense_asks_first(sc
 def test_defenses_that_touch_training_or_the_model_run_their_own_federation(runs) -> None:
     touching = [("ldp-gaussian", {"noise_multiplier": 0.1, "clip_norm": 1.0}), ("model-refresh", {"every": 5}),
                 ("model-refresh", {"every": 1, "min_relative_change": 0.01}), ("participation-padding", {"rate": 0.2})]
-    simulate(SCENARIO, Defense())
+    plain, _ = simulate(SCENARIO, Defense())
     for name, parameters in touching:
         simulate(SCENARIO, GuardedDefense(make_defense(name, parameters)))
     assert len(runs) == 1 + len(touching)
+    doubling = Defense()
+    doubling.transform_update = lambda update, rng: 2 * update  # a hook replaced on the instance counts too
+    doubled, _ = simulate(SCENARIO, GuardedDefense(doubling))
+    assert len(runs) == 2 + len(touching) and np.array_equal(doubled.aggregates, 2 * plain.aggregates)
 
 
 def test_the_memo_keeps_the_latest_scenarios_only(runs) -> None:
