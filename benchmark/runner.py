@@ -80,7 +80,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
     from attacks.recovery import ATTACKS, run_attacks
     from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery
     from benchmark.simulation import simulate
-    from benchmark.utility import utility_scores
+    from benchmark.utility import defense_key, utility_scores
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
     from leaderboard.plots import plot_reconstructions
@@ -109,8 +109,9 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         row.update({column: figures.get(column, float("nan")) for column in EPSILON_COLUMNS})
         notes = defense.accounting(task.scenario.participation)
         row.update({column: notes.get(column, "") for column in EPSILON_TEXT_COLUMNS})
-        defense_key = json.dumps([task.defense.name, dict(task.defense.parameters)], sort_keys=True, default=str)
-        row.update(utility if utility is not None else utility_scores(task.utility, seed, defense_key, defense))
+        if utility is None:
+            utility = utility_scores(task.utility, seed, defense_key(task.defense.name, task.defense.parameters), defense)
+        row.update(utility)
         if picture is not None and len(truth.images):
             picture.parent.mkdir(parents=True, exist_ok=True)
             plot_reconstructions(
