@@ -19,6 +19,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
 from benchmark.suite import DefenseSpec, Task
+from benchmark.utility import UtilityRun
 
 
 def _row(task: Task) -> dict:
@@ -60,7 +61,7 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> dict:
+def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utility: dict | None = None) -> dict:
     """One result row; any error becomes `status = "failed: ..."` so the suite goes on.
 
     Every attack (attacks.recovery.run_attacks: static, adaptive, anonymous) recovers updates; the row
@@ -69,7 +70,8 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
     run scores NaN in its `attack_success_<name>` column. Inversion runs on
     `device`, which is part of the task's key (CPU and GPU inversions differ). The oracle ceiling runs the
     attack's own inference on the true updates. With `picture`, a model-based task also draws its
-    reconstructions there (PNG).
+    reconstructions there (PNG). `utility` holds the row's utility columns when they were computed
+    beforehand (run_suite trains each utility run once); without it they are trained here.
     """
     # The simulation and attack stack (torch, highspy) loads here, not at import: a run whose
     # tasks are all stored already never pays for it.
@@ -77,7 +79,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
     from attacks.recovery import ATTACKS, run_attacks
     from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery, scored_users
     from benchmark.simulation import simulate
-    from benchmark.utility import utility_scores
+    from benchmark.utility import defense_key, utility_scores
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
     from leaderboard.plots import plot_reconstructions
@@ -111,8 +113,9 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu") -> di
         )
         guarantee = defense.privacy(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
         row.update(guarantee.columns())
-        defense_key = json.dumps([task.defense.name, dict(task.defense.parameters)], sort_keys=True, default=str)
-        row.update(utility_scores(task.utility, seed, defense_key, defense))
+        if utility is None:
+            utility = utility_scores(task.utility, seed, defense_key(task.defense.name, task.defense.parameters), defense)
+        row.update(utility)
         if picture is not None and len(truth.images) and task.attack.invert:
             picture.parent.mkdir(parents=True, exist_ok=True)
             plot_reconstructions(
@@ -167,6 +170,8 @@ class _Job:
     suite: str
     timeout: float | None
     device: str
+    utility: dict | None = None  # the row's utility columns, computed beforehand
+    utility_failure: str = ""  # why they could not be: the task fails with it, without running
 
 
 def _run_and_store(job: _Job) -> str:
@@ -174,14 +179,91 @@ def _run_and_store(job: _Job) -> str:
     from attacks import memo
 
     store = ResultStore(job.results_root, job.suite)
+    if job.utility_failure:
+        store.save(job.key, {**_row(job.task), "status": f"failed: utility {job.utility_failure}", "task_seconds": 0.0})
+        return job.key
     memo.use(store.folder / "memo")  # tasks that invert the same updates share the answer (attacks.memo)
     try:
         with _time_limit(job.timeout):
-            row = run_task(job.task, store.picture(job.key), job.device)
+            row = run_task(job.task, store.picture(job.key), job.device, job.utility)
     except TaskTimeout as error:
         row = {**_row(job.task), "status": f"failed: {error}", "task_seconds": job.timeout}
     store.save(job.key, row)
     return job.key
+
+
+@dataclass(frozen=True)
+class _UtilityJob:
+    key: str
+    run: UtilityRun
+    results_root: str
+    suite: str
+    timeout: float | None
+
+
+def _train_and_store(job: _UtilityJob) -> str:
+    """Runs in a worker: one utility training, stored atomically; a failure is stored with its one-line reason."""
+    from benchmark.store import _first_line
+
+    started = time.perf_counter()
+    try:
+        with _time_limit(job.timeout):
+            record = {"status": "ok", "test_accuracy": job.run.accuracy()}
+    except TaskTimeout as error:
+        record = {"status": f"failed: {error}", "test_accuracy": float("nan")}
+    except BenchmarkError as error:
+        record = {"status": f"failed: {_first_line(error)}", "test_accuracy": float("nan")}
+    except Exception as error:  # noqa: BLE001 - as run_task: the suite goes on, the reason is kept
+        record = {"status": f"failed: {type(error).__name__}: {_first_line(error)}", "test_accuracy": float("nan")}
+    ResultStore(job.results_root, job.suite).save_utility(job.key, {**record, "seconds": time.perf_counter() - started})
+    return job.key
+
+
+def _utility_columns(jobs: list[_Job], store: ResultStore, executor: Executor, progress: bool, timeout: float | None) -> list[_Job]:
+    """Train every utility run the jobs need and is not stored yet (each once, first), then give each job its
+    row's utility columns, or the failure of a run it needs."""
+    from benchmark.utility import defense_key, not_computed, runs_needed, scores_of
+    from defenses.guard import GuardedDefense
+    from defenses.registry import make_defense
+
+    needs = {}
+    for job in jobs:
+        if job.task.utility is not None:
+            spec, seed = job.task.defense, job.task.scenario.seed
+            key = defense_key(spec.name, dict(spec.parameters))
+            needs[job.key] = runs_needed(job.task.utility, seed, key, GuardedDefense(make_defense(spec.name, dict(spec.parameters))))
+    keys = {run: run.key() for pair in needs.values() for run in pair}
+    todo = [_UtilityJob(key, run, str(store.folder.parent), store.folder.name, timeout)
+            for run, key in keys.items() if not store.has_utility(key)]
+    for _ in run_tasks(_train_and_store, todo, executor, progress="utility" if progress else None):
+        pass
+    records = {run: store.load_utility(key) for run, key in keys.items() if store.has_utility(key)}
+    out = []
+    for job in jobs:
+        if job.key not in needs:
+            out.append(replace(job, utility=not_computed()))
+            continue
+        undefended, defended = needs[job.key]
+        if undefended not in records or defended not in records:
+            continue  # its training's worker was lost: the task is not run, nor stored, and a re-run tries again
+        failed = [run for run in (undefended, defended) if records[run]["status"] != "ok"]
+        if failed:
+            which = "undefended" if not failed[0].defense_key else job.task.defense.display
+            reason = f"training ({which}, seed {failed[0].seed}) {records[failed[0]]['status']}"
+            out.append(replace(job, utility_failure=reason))
+        else:
+            accuracy = {run: float(records[run]["test_accuracy"]) for run in (undefended, defended)}
+            out.append(replace(job, utility=scores_of(undefended.task, accuracy[undefended], accuracy[defended])))
+    return out
+
+
+def _scenario_major(jobs: list[_Job]) -> list[_Job]:
+    """The jobs with those of one scenario (cell, horizon, seed) consecutive, so a worker reuses its simulation
+    (benchmark.simulation._shared_run); otherwise in the given order."""
+    first: dict = {}
+    for index, job in enumerate(jobs):
+        first.setdefault(job.task.scenario, index)
+    return sorted(jobs, key=lambda job: first[job.task.scenario])
 
 
 def _validate_defenses(specs: list[DefenseSpec]) -> None:
@@ -237,7 +319,9 @@ def run_suite(
     suite's table instead of replacing it (a context task with the label of one of `tasks` is left out).
 
     Every defense with a task to run is validated first (defenses.validate); a broken one raises
-    BenchmarkError before anything runs, as does a results folder that cannot be written. A task
+    BenchmarkError before anything runs, as does a results folder that cannot be written. The utility
+    trainings the tasks need run first, each (utility task, defense, seed) once, stored under `utility/`
+    (a failed one fails the tasks that need it); the tasks then run with those of one scenario together. A task
     that runs longer than `task_timeout` seconds is stored as failed and the suite goes on; a task
     whose worker was lost is a failed row with NaN scores. Inversions run on `device` ("cpu" or
     "cuda", resolved by the caller), which is part of every task's key: CPU and GPU scores differ.
@@ -251,6 +335,7 @@ def run_suite(
     keys = [task.key(device) for task in tasks]
     todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks) if not store.has(key)]
     _validate_defenses([job.task.defense for job in todo])
+    todo = _scenario_major(_utility_columns(todo, store, executor, progress, task_timeout))
     for _ in run_tasks(_run_and_store, todo, executor, progress="tasks" if progress else None):
         pass
     lost = {key: {**_row(task), "status": "failed: not run (its worker was lost)"} for key, task in zip(keys, tasks)}

@@ -1,5 +1,6 @@
 """Federated learning with secure aggregation: what the server observes, and the truth kept aside for scoring."""
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from benchmark.observation import Observation
 from benchmark.protocol import secure_aggregate
 from benchmark.scenario import Scenario
 from defenses.base import Defense, batched_local_training
+from defenses.guard import GuardedDefense
 
 
 @dataclass(frozen=True)
@@ -233,19 +235,66 @@ class _Server:
         self.models[self.version] = new
 
 
-def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundTruth]:
-    """Run the protocol under `defense`; the same scenario (with its seed) gives the same arrays, bit for bit."""
+SHARED_RUNS = 2  # federation runs kept per process for defenses that leave training untouched (see _shared_run)
+_shared: "OrderedDict[tuple[Scenario, bool], dict]" = OrderedDict()
+
+
+def _leaves_training_alone(defense: Defense) -> bool:
+    """No training or protocol hook overridden, no forced refresh, no refused step: the undefended federation run."""
+    from benchmark.utility import trains_like_undefended
+
+    return trains_like_undefended(defense) and defense.refresh_every == 0 and defense.min_relative_change == 0
+
+
+def _federation_run(scenario: Scenario, defense: Defense) -> dict:
+    """The federation's arrays: the run's output plus the users' data (images, labels, n_classes)."""
     federation = _Federation(scenario, defense)
     if scenario.model_policy == "trained":
         refresh_every, step = 1, "honest"
     else:
         refresh_every, step = defense.refresh_every, scenario.server_step
-    trained = refresh_every > 0
     observed = federation.run(refresh_every, step)
-    analytics = defense.transform_analytics(observed["checked_in"], scenario.window, federation.rngs["defense_analytics"])
     if scenario.update_kind == "model":
-        images, labels = federation.images, federation.labels
-        image_shape, n_classes = tuple(images.shape[2:]), federation.dataset.n_classes
+        observed.update(images=federation.images, labels=federation.labels, n_classes=federation.dataset.n_classes)
+    return observed
+
+
+def _shared_run(scenario: Scenario, defense: Defense) -> dict:
+    """One undefended federation run per scenario, shared by every defense that leaves training alone
+    (analytics-only ones): theirs is bit-identical, and only transform_analytics, on its own stream, differs.
+
+    The undefended run is guarded as `defense` is (same checks, same defense name in an error), so the
+    shared arrays do not depend on which defense asked first; callers get copies (the kept ones stay clean).
+    """
+    guarded = isinstance(defense, GuardedDefense)
+    key = (scenario, guarded)
+    if key not in _shared:
+        plain = Defense()
+        if guarded:
+            plain = GuardedDefense(plain)
+            plain.name = defense.name
+        _shared[key] = _federation_run(scenario, plain)
+        while len(_shared) > SHARED_RUNS:
+            _shared.popitem(last=False)
+    _shared.move_to_end(key)
+    return {name: value.copy() if isinstance(value, np.ndarray) else value for name, value in _shared[key].items()}
+
+
+def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundTruth]:
+    """Run the protocol under `defense`; the same scenario (with its seed) gives the same arrays, bit for bit.
+
+    A defense that leaves training alone reuses this process's undefended run of the scenario (_shared_run).
+    """
+    if _leaves_training_alone(defense):
+        observed = _shared_run(scenario, defense)
+    else:
+        observed = _federation_run(scenario, defense)
+    # The analytics stream is its own: no hook of the run draws from it, so a fresh one is the run's, untouched.
+    analytics = defense.transform_analytics(observed["checked_in"].copy(), scenario.window,
+                                            _streams(scenario.seed)["defense_analytics"])
+    if scenario.update_kind == "model":
+        images, labels = observed["images"], observed["labels"]
+        image_shape, n_classes = tuple(images.shape[2:]), observed["n_classes"]
     else:
         images, labels = np.zeros((0,)), np.zeros((0,), dtype=np.int64)
         image_shape, n_classes = (0, 0, 0), 0

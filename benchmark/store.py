@@ -103,11 +103,13 @@ def _json_safe(value):
 
 
 class ResultStore:
-    """Results of one suite under `root/<suite>/`: `tasks/<key>.json`, `pictures/<key>.png`, `results.parquet` / `results.csv`."""
+    """Results of one suite under `root/<suite>/`: `tasks/<key>.json`, `utility/<key>.json` (one per utility
+    training, shared by the tasks that need it), `pictures/<key>.png`, `results.parquet` / `results.csv`."""
 
     def __init__(self, root: str | os.PathLike, suite: str) -> None:
         self.folder = Path(root) / suite
         self.tasks = self.folder / "tasks"
+        self.utility = self.folder / "utility"
 
     def picture(self, key: str) -> Path:
         """Where a task's reconstruction grid goes: beside the results, named by the task key."""
@@ -133,12 +135,13 @@ class ResultStore:
             folder = folder.parent
         if not folder.is_dir():
             raise BenchmarkError(f"results folder {self.folder}: {folder} is a file, not a folder")
-        if not os.access(folder, os.W_OK | os.X_OK) or (self.tasks.is_dir() and not os.access(self.tasks, os.W_OK | os.X_OK)):
+        unwritable = [sub for sub in (self.tasks, self.utility) if sub.is_dir() and not os.access(sub, os.W_OK | os.X_OK)]
+        if not os.access(folder, os.W_OK | os.X_OK) or unwritable:
             raise BenchmarkError(f"results folder {self.folder} is not writable")
         for name in ("results.parquet", "results.csv"):
             if (self.folder / name).is_dir():
                 raise BenchmarkError(f"results file {self.folder / name} is a folder")
-        for sub in (self.tasks, self.folder / "pictures"):
+        for sub in (self.tasks, self.utility, self.folder / "pictures"):
             if sub.exists() and not sub.is_dir():
                 raise BenchmarkError(f"results folder {sub} is a file, not a folder")
 
@@ -155,6 +158,37 @@ class ResultStore:
         if not isinstance(row, dict) or "status" not in row:
             raise ValueError("not a JSON object with a status")
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
+
+    def has_utility(self, key: str) -> bool:
+        """A readable stored utility training; a corrupted file is named on stderr, removed, and so trained again."""
+        path = self.utility / f"{key}.json"
+        if not path.is_file():
+            return False
+        try:
+            self.load_utility(key)
+            return True
+        except ValueError as error:
+            print(f"warning: stored utility run {path} is corrupted ({_first_line(error)}); it is trained again", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            return False
+
+    def save_utility(self, key: str, record: dict) -> None:
+        """`record`: status ("ok" or "failed: <one line>"), test_accuracy (NaN when failed), seconds."""
+        text = json.dumps({k: _json_safe(v) for k, v in record.items()}, sort_keys=True)
+        write_atomically(self.utility / f"{key}.json", text.encode())
+
+    def load_utility(self, key: str) -> dict:
+        """The stored training; ValueError unless it is a JSON object with a status and, when ok, a numeric accuracy."""
+        try:
+            record = json.loads((self.utility / f"{key}.json").read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"not UTF-8: {error}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+            raise ValueError("not a JSON object with a status")
+        accuracy = record.get("test_accuracy")
+        if record["status"] == "ok" and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)):
+            raise ValueError("an ok run without a numeric test_accuracy")
+        return {k: (math.nan if v is None else v) for k, v in record.items()}
 
     def table(self, keys: list[str], missing: dict[str, dict] | None = None) -> "pd.DataFrame":
         """One row per stored key; a key not stored takes its row from `missing` (scores NaN), if given there."""

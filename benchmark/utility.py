@@ -14,7 +14,6 @@ by the number of contributors.
 import copy
 import functools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from benchmark.catalog import DATASETS
 from benchmark.errors import BenchmarkError
 from benchmark.protocol import HOOK_STREAMS, secure_aggregate
-from defenses.base import Defense
+from defenses.base import Defense, acting_parts
 
 TRAINING_HOOKS = ("choose_participants", "local_update", "transform_update", "padded_uploads", "transform_aggregate")
 _STREAMS = ("split", "participation", "init", "clients", *HOOK_STREAMS)
@@ -91,31 +90,19 @@ def resolve(task: UtilityTask) -> UtilityTask:
     return task
 
 
-def _leaves(defense: Defense) -> Iterator[Defense]:
-    """The defenses that act, in hook order: guards (`inner`) and compositions (`parts`) looked through."""
-    inner = getattr(defense, "inner", None)
-    parts = getattr(defense, "parts", None)
-    if isinstance(inner, Defense):
-        yield from _leaves(inner)
-    elif parts is not None:
-        for part in parts:
-            yield from _leaves(part)
-    else:
-        yield defense
-
-
 def _overrides(defense: Defense, hook: str) -> bool:
-    return getattr(type(defense), hook) is not getattr(Defense, hook)
+    """The hook is not the base class's: overridden in a subclass, or replaced on the instance."""
+    return getattr(getattr(defense, hook), "__func__", None) is not getattr(Defense, hook)
 
 
 def trains_like_undefended(defense: Defense) -> bool:
     """True when no hook that shapes training is overridden (wrappers and compositions are looked through)."""
-    return not any(_overrides(leaf, hook) for leaf in _leaves(defense) for hook in TRAINING_HOOKS)
+    return not any(_overrides(leaf, hook) for leaf in acting_parts(defense) for hook in TRAINING_HOOKS)
 
 
 def _example_dp(defense: Defense) -> tuple[float, float] | None:
     """(noise_multiplier, clip_norm) of the DP-SGD that provides the defense's local training, if it declares one."""
-    for leaf in _leaves(defense):
+    for leaf in acting_parts(defense):
         found = getattr(leaf, "example_dp", None)
         if found is not None:
             return found
@@ -258,7 +245,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     client_gen = torch.Generator().manual_seed(int(rngs["clients"].integers(2**63)))
     noise_gen = torch.Generator().manual_seed(int(rngs["defense_training"].integers(2**63)))
     example_dp = _example_dp(defense)
-    per_client = example_dp is None and any(_overrides(leaf, "local_update") for leaf in _leaves(defense))
+    per_client = example_dp is None and any(_overrides(leaf, "local_update") for leaf in acting_parts(defense))
     scenario = _scenario(task, seed) if per_client else None
     dim = sum(value.numel() for value in params.values())
     for t in range(task.n_rounds):
@@ -326,20 +313,73 @@ def cached_accuracy(task: UtilityTask, seed: int, defense_key: str) -> float:
     return train(task, GuardedDefense(make_defense(name, parameters)), seed)
 
 
+def defense_key(name: str, parameters: dict) -> str:
+    """The `defense_key` of cached_accuracy and UtilityRun for a defense given by name and parameters."""
+    import json
+
+    return json.dumps([name, dict(parameters)], sort_keys=True, default=str)
+
+
+def runs_needed(task: UtilityTask, seed: int, key: str, defense: Defense) -> tuple["UtilityRun", "UtilityRun"]:
+    """(undefended, defended) trainings a row needs; the same run twice when the defense leaves training alone."""
+    undefended = UtilityRun(resolve(task), seed, "")
+    return undefended, undefended if trains_like_undefended(defense) else UtilityRun(resolve(task), seed, key)
+
+
+@dataclass(frozen=True)
+class UtilityRun:
+    """One training of the utility track: a resolved task, a seed, a defense_key ("" undefended)."""
+
+    task: UtilityTask
+    seed: int
+    defense_key: str
+
+    def key(self, source: str | None = None) -> str:
+        """Content hash: the task, the seed, the defense (plugin files by name and bytes) and the package source,
+        so an edited defense, plugin or training loop trains again."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        from benchmark import __version__
+        from benchmark.provenance import plugin_digests, plugin_path, source_digest
+
+        defense = None
+        if self.defense_key:
+            name, parameters = json.loads(self.defense_key)
+            path = plugin_path(name)
+            defense = [name if path is None else f"{path.name}:{name.rpartition(':')[2]}", parameters,
+                       plugin_digests(name, list(parameters.values()))]
+        payload = {"utility": asdict(self.task), "seed": self.seed, "defense": defense, "package": __version__,
+                   "source": source or source_digest()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def accuracy(self) -> float:
+        return cached_accuracy(self.task, self.seed, self.defense_key)
+
+
+def not_computed() -> dict:
+    nan = math.nan
+    return {"test_accuracy": nan, "test_accuracy_undefended": nan, "utility_drop": nan,
+            "utility_task": "not computed: the suite declares no [utility] task"}
+
+
+def scores_of(task: UtilityTask, undefended: float, defended: float) -> dict:
+    """A row's utility columns from the two accuracies of the same (resolved) task and seed."""
+    return {"test_accuracy": defended, "test_accuracy_undefended": undefended, "utility_drop": undefended - defended,
+            "utility_task": describe(task)}
+
+
 def utility_scores(task: UtilityTask | None, seed: int, defense_key: str, defense: Defense) -> dict:
-    """test_accuracy, test_accuracy_undefended, utility_drop (same seed, same task) and utility_task for one row.
+    """test_accuracy, test_accuracy_undefended, utility_drop (same seed, same task) and utility_task for one row,
+    trained here (suites train each run once beforehand: benchmark.runner).
 
     A defense that leaves every training hook alone shares the undefended run: its drop is exactly 0.
     """
     if task is None:
-        nan = math.nan
-        return {"test_accuracy": nan, "test_accuracy_undefended": nan, "utility_drop": nan,
-                "utility_task": "not computed: the suite declares no [utility] task"}
-    task = resolve(task)
-    undefended = cached_accuracy(task, seed, "")
-    defended = undefended if trains_like_undefended(defense) else cached_accuracy(task, seed, defense_key)
-    return {"test_accuracy": defended, "test_accuracy_undefended": undefended, "utility_drop": undefended - defended,
-            "utility_task": describe(task)}
+        return not_computed()
+    undefended, defended = runs_needed(task, seed, defense_key, defense)
+    return scores_of(undefended.task, undefended.accuracy(), defended.accuracy())
 
 
 def describe(task: UtilityTask) -> str:
