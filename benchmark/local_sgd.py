@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad
+from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 Parameters = dict[str, torch.Tensor]
@@ -71,3 +71,19 @@ def local_update(
             step = grad(loss)(weights, x[batch], y[batch])
             weights = {name: w - training.learning_rate * step[name] for name, w in weights.items()}
     return {name: (parameters[name] - weights[name]) / training.learning_rate for name in parameters}
+
+
+def local_updates(
+    model: nn.Module,
+    parameters: Parameters,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    training: LocalTraining,
+    orders: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(k, d) flat updates of k clients trained together from the same `parameters`: local_update vmapped over
+    x (k, S, ...), y (k, S) and orders (k, epochs, S) (None: sample order)."""
+    def one(inputs, targets, order):
+        return flatten(local_update(model, parameters, inputs, targets, training, None if order is None else list(order)))
+
+    return vmap(one, in_dims=(0, 0, None if orders is None else 0))(x, y, orders)

@@ -10,7 +10,7 @@ from torch import nn
 from benchmark.datasets import Dataset, load_dataset
 from benchmark.errors import BenchmarkError
 from benchmark import local_sgd
-from benchmark.local_sgd import LocalTraining, flatten, parameters_of
+from benchmark.local_sgd import LocalTraining, parameters_of
 from benchmark.models import build_model, get_flat, set_flat
 from benchmark.observation import Observation
 from benchmark.protocol import secure_aggregate
@@ -37,6 +37,7 @@ STREAMS = (
     "participation", "defense_participants", "data", "synthetic", "clients",
     "defense_uploads", "defense_updates", "defense_aggregates", "defense_analytics", "defense_training",
 )
+CLIENT_CHUNK = 64  # clients trained together in one vmapped computation (bounded memory)
 SMALLEST_RELATIVE_CHANGE = 1e-6  # a "smallest"-step server moves the model at least this much: a new version
 
 
@@ -92,12 +93,19 @@ def partition(dataset: Dataset, n_users: int, samples: int, rng: np.random.Gener
 def local_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
     """fedsgd: the gradient of the mean loss; fedavg: (w_before - w_after) / lr after local epochs of SGD.
 
-    The one local-training loop is benchmark.local_sgd's (the inversion replays the same function);
-    this draws the client's shuffles from `rng`.
+    One client of local_updates, the one local-training loop (benchmark.local_sgd's, which the inversion replays).
     """
+    return local_updates(model, x[None], y[None], scenario, rng)[0]
+
+
+def local_updates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
+    """(k, d): local_update of k clients, x (k, S, ...), y (k, S), trained together (vmapped); each client's
+    shuffles are drawn from `rng` in client order, as k calls of local_update would draw them."""
     training = LocalTraining(scenario.local_training, scenario.local_epochs, scenario.batch_size, scenario.learning_rate)
-    orders = [torch.from_numpy(rng.permutation(len(y))) for _ in range(training.epochs)] if training.kind == "fedavg" else None
-    return flatten(local_sgd.local_update(model, parameters_of(model), x, y, training, orders)).detach().numpy()
+    orders = None
+    if training.kind == "fedavg":
+        orders = torch.from_numpy(np.array([[rng.permutation(y.shape[1]) for _ in range(training.epochs)] for _ in range(len(y))]))
+    return local_sgd.local_updates(model, parameters_of(model), x, y, training, orders).detach().numpy()
 
 
 class _Federation:
@@ -121,16 +129,26 @@ class _Federation:
         self.dim = int(get_flat(self.model).numel())
         self.deterministic = scenario.local_training == "fedsgd" or scenario.batch_size >= scenario.samples_per_user
 
-    def clean_update(self, user: int, frozen: bool) -> np.ndarray:
+    def clean_updates(self, users: np.ndarray, frozen: bool) -> np.ndarray:
+        """(k, d) the round's clean updates: trained together (CLIENT_CHUNK at a time), or cached where the model
+        is frozen and the local training deterministic."""
         if self.scenario.update_kind == "synthetic":
-            return self.synthetic[user]
-        if frozen and self.deterministic and user in self.cache:
-            return self.cache[user]
-        x, y = torch.from_numpy(self.images[user]), torch.from_numpy(self.labels[user])
-        update = local_update(self.model, x, y, self.scenario, self.rngs["clients"])
-        if frozen and self.deterministic:
-            self.cache[user] = update
-        return update
+            return self.synthetic[users]
+        cached = frozen and self.deterministic
+        out = np.empty((len(users), self.dim))
+        todo = [row for row, user in enumerate(users) if not (cached and int(user) in self.cache)]
+        for row, user in enumerate(users):
+            if cached and int(user) in self.cache:
+                out[row] = self.cache[int(user)]
+        for start in range(0, len(todo), CLIENT_CHUNK):
+            rows = todo[start : start + CLIENT_CHUNK]
+            chosen = users[rows]
+            x, y = torch.from_numpy(self.images[chosen]), torch.from_numpy(self.labels[chosen])
+            out[rows] = local_updates(self.model, x, y, self.scenario, self.rngs["clients"])
+        if cached:
+            for row in todo:
+                self.cache[int(users[row])] = out[row]
+        return out
 
     def client_update(self, user: int, clean: np.ndarray) -> np.ndarray:
         """What the client computes under the defense: the defense's own local training, else the clean update."""
@@ -178,9 +196,10 @@ class _Federation:
                 server.accepted(contributing)
             users = np.flatnonzero(contributing)
             together = self.train_together(users)
+            cleans = self.clean_updates(users, frozen=refresh_every == 0)
             sent = []
             for row, user in enumerate(users):
-                clean = self.clean_update(int(user), frozen=refresh_every == 0)
+                clean = cleans[row]
                 clean_sum[user] += clean
                 sent.append(self.client_update(int(user), clean) if together is None else together[row])
             padded = int((checked_in[t] & ~contributed[t]).sum())
