@@ -15,6 +15,7 @@ from benchmark.observation import Observation
 
 AGGREGATE_ROUNDS = 20  # rounds whose sums the aggregate-only baseline inverts (at most the sample size, if any)
 INVERSION_CHUNK = 64  # updates inverted together in one batched computation
+CANONICAL_BITS = 30  # inversion inputs are rounded to 2^-30 of their norm (_canonical)
 _SAMPLE_SALT = 0x1417  # keeps the inversion sample's stream apart from the scenario's, which share the seed
 
 
@@ -124,12 +125,12 @@ def infer_users(
 def _invert_in_chunks(model, weights, updates, batch, image_shape, seeds, observation, settings, device):
     """invert_many over INVERSION_CHUNK updates at a time: one batched computation each, bounded memory.
 
-    Updates are rounded to float32 first, so that an update recovered to within rounding of the true one
-    inverts exactly as the truth does, and each chunk is memoized (attacks.memo): the many tasks whose
+    Updates are rounded first (_canonical), so that an update recovered to within rounding error of the true
+    one inverts exactly as the truth does, and each chunk is memoized (attacks.memo): the many tasks whose
     attack recovers a user's true update, and their oracle ceilings, invert it once.
     """
     training = _local_training(observation)
-    updates = np.asarray(updates, dtype=np.float32).astype(np.float64)
+    updates = _canonical(np.asarray(updates, dtype=np.float64))
 
     def chunk(i: int) -> tuple[np.ndarray, np.ndarray]:
         rows = slice(i, i + INVERSION_CHUNK)
@@ -142,6 +143,14 @@ def _invert_in_chunks(model, weights, updates, batch, image_shape, seeds, observ
     if not parts:
         return np.zeros((0, batch, *image_shape)), np.zeros((0, batch), dtype=np.int64)
     return np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
+
+
+def _canonical(updates: np.ndarray) -> np.ndarray:
+    """Each row rounded to a grid of 2^-30 times the power of two below its norm: a relative change under 1e-9,
+    and rows that differ by float64 rounding error (absolute, so tiny entries too) almost always land on one grid."""
+    norms = np.linalg.norm(updates, axis=1, keepdims=True)
+    step = np.exp2(np.floor(np.log2(np.where(norms > 0, norms, 1.0))) - CANONICAL_BITS)
+    return np.round(updates / step) * step + 0.0  # + 0.0: no -0.0, whose bytes differ from 0.0's
 
 
 def _aggregate_property(observation: Observation, bias: slice) -> PropertyGuess:

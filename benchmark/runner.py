@@ -77,7 +77,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
     # tasks are all stored already never pays for it.
     from attacks.pipeline import infer_from, infer_users, inversion_sample
     from attacks.recovery import ATTACKS, run_attacks
-    from benchmark.scoring import DELTA, first_reconstructions, score, score_recovery, scored_users
+    from benchmark.scoring import DELTA, first_reconstructions, no_inference, score, score_recovery, scored_users
     from benchmark.simulation import simulate
     from benchmark.utility import defense_key, utility_scores
     from defenses.guard import GuardedDefense
@@ -102,7 +102,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
             ceiling = infer_users(observation, truth.updates, truth.participants, seed, device, invert=users)
             row.update(score(output, truth, ceiling), inversion=_inversion_note(observation, output))
         else:
-            row.update(score_recovery(attempts[strongest], truth), lpips="not computed: no inversion at this horizon",
+            row.update(score_recovery(attempts[strongest], truth), **no_inference("no inversion at this horizon"),
                        inversion="not run: the suite inverts at each cell's longest horizon only")
         ran = {recovery.attack: value for recovery, value in zip(attempts, success)}
         row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})

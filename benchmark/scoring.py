@@ -237,6 +237,13 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
     }
 
 
+def no_inference(reason: str) -> dict[str, float | str]:
+    """The inference columns of a task that ran no inversion: NaN, and `reason` in the text column."""
+    columns = [f"{quantity}_{side}" for quantity in QUANTITIES for side in ("recovered", "ceiling", "aggregate")]
+    return {**dict.fromkeys([*columns, *SHARE_COLUMNS.values(), "property_auc_chance", "property_accuracy_chance"], math.nan),
+            "lpips": f"not computed: {reason}"}
+
+
 def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference) -> dict[str, float | str]:
     """The score columns of the results table for one attack output on one (defense, scenario, seed).
 
