@@ -102,6 +102,21 @@ def _json_safe(value):
     return value
 
 
+def _write_json(path: Path, record: dict) -> None:
+    write_atomically(path, json.dumps({k: _json_safe(v) for k, v in record.items()}, sort_keys=True).encode())
+
+
+def _read_json(path: Path) -> dict:
+    """The JSON object at `path`; ValueError unless it is one, with a text status."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8: {error}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+        raise ValueError("not a JSON object with a status")
+    return record
+
+
 class ResultStore:
     """Results of one suite under `root/<suite>/`: `tasks/<key>.json`, `utility/<key>.json` (one per utility
     training, shared by the tasks that need it), `pictures/<key>.png`, `results.parquet` / `results.csv`."""
@@ -117,14 +132,17 @@ class ResultStore:
 
     def has(self, key: str) -> bool:
         """A readable stored row: a truncated or foreign file is named on stderr, removed, and so recomputed."""
-        path = self.tasks / f"{key}.json"
+        return self._readable(self.tasks / f"{key}.json", self.load, key, "task", "it is recomputed")
+
+    @staticmethod
+    def _readable(path: Path, load, key: str, what: str, then: str) -> bool:
         if not path.is_file():
             return False
         try:
-            self.load(key)
+            load(key)
             return True
         except ValueError as error:
-            print(f"warning: stored task {path} is corrupted ({_first_line(error)}); it is recomputed", file=sys.stderr)
+            print(f"warning: stored {what} {path} is corrupted ({_first_line(error)}); {then}", file=sys.stderr)
             path.unlink(missing_ok=True)
             return False
 
@@ -146,45 +164,24 @@ class ResultStore:
                 raise BenchmarkError(f"results folder {sub} is a file, not a folder")
 
     def save(self, key: str, row: dict) -> None:
-        text = json.dumps({k: _json_safe(v) for k, v in row.items()}, sort_keys=True)
-        write_atomically(self.tasks / f"{key}.json", text.encode())
+        _write_json(self.tasks / f"{key}.json", row)
 
     def load(self, key: str) -> dict:
         """The stored row; ValueError when the file is not a JSON object with a status."""
-        try:
-            row = json.loads((self.tasks / f"{key}.json").read_text(encoding="utf-8"))
-        except UnicodeDecodeError as error:
-            raise ValueError(f"not UTF-8: {error}") from None
-        if not isinstance(row, dict) or "status" not in row:
-            raise ValueError("not a JSON object with a status")
+        row = _read_json(self.tasks / f"{key}.json")
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
 
     def has_utility(self, key: str) -> bool:
         """A readable stored utility training; a corrupted file is named on stderr, removed, and so trained again."""
-        path = self.utility / f"{key}.json"
-        if not path.is_file():
-            return False
-        try:
-            self.load_utility(key)
-            return True
-        except ValueError as error:
-            print(f"warning: stored utility run {path} is corrupted ({_first_line(error)}); it is trained again", file=sys.stderr)
-            path.unlink(missing_ok=True)
-            return False
+        return self._readable(self.utility / f"{key}.json", self.load_utility, key, "utility run", "it is trained again")
 
     def save_utility(self, key: str, record: dict) -> None:
         """`record`: status ("ok" or "failed: <one line>"), test_accuracy (NaN when failed), seconds."""
-        text = json.dumps({k: _json_safe(v) for k, v in record.items()}, sort_keys=True)
-        write_atomically(self.utility / f"{key}.json", text.encode())
+        _write_json(self.utility / f"{key}.json", record)
 
     def load_utility(self, key: str) -> dict:
         """The stored training; ValueError unless it is a JSON object with a status and, when ok, a numeric accuracy."""
-        try:
-            record = json.loads((self.utility / f"{key}.json").read_text(encoding="utf-8"))
-        except UnicodeDecodeError as error:
-            raise ValueError(f"not UTF-8: {error}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("status"), str):
-            raise ValueError("not a JSON object with a status")
+        record = _read_json(self.utility / f"{key}.json")
         accuracy = record.get("test_accuracy")
         if record["status"] == "ok" and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)):
             raise ValueError("an ok run without a numeric test_accuracy")
