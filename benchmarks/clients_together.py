@@ -58,7 +58,7 @@ def main() -> None:
     cells = {"fedsgd": base, "fedavg": replace(base, samples_per_user=8, local_training="fedavg", local_epochs=2,
                                                batch_size=8, learning_rate=0.1)}
     for name, parameters in DEFENSES:  # warm-up: data, torch, opacus
-        simulation.simulate(replace(base, n_rounds=3), make_defense(name, parameters))
+        simulation.simulate(replace(base, n_rounds=10), make_defense(name, parameters))
     print(f"{args.users} users, {args.rounds} rounds, 30% a round\n")
     print("| defense | cell | together (s) | one at a time (s) | speed-up | max aggregate difference |")
     print("|---|---|---|---|---|---|")
