@@ -24,7 +24,7 @@ from scipy.stats import binom
 
 from attacks.alternating import refine
 from attacks.disaggregation import Disaggregation, disaggregate, least_squares
-from attacks.geometry import Geometry, column_space
+from attacks.geometry import Geometry, Subspace, column_space
 from attacks.inputs import totals_agree
 from attacks.projection_search import projection_search
 from attacks.settings import AttackSettings
@@ -83,12 +83,12 @@ def public_groups(parameters: dict, n_users: int) -> np.ndarray | None:
 
 def keep_best(
     result: Disaggregation, aggregates: np.ndarray, counts: np.ndarray, window: int,
-    counts_high: np.ndarray | None, settings: AttackSettings,
+    counts_high: np.ndarray | None, settings: AttackSettings, subspace: Subspace | None = None,
 ) -> Disaggregation:
     """Under noise: every user the stages left open gets its best-residual candidate from a search run to its stall,
     then every column is refined against the sums (alternating columns and updates, counts kept)."""
     open_users = np.array([u for u, s in enumerate(result.status) if s not in ("unique", "found")], dtype=np.int64)
-    geometry = Geometry(column_space(aggregates, counts.shape[0], True), counts, int(window), counts_high)
+    geometry = Geometry(column_space(aggregates, counts.shape[0], True, subspace), counts, int(window), counts_high)
     participants = result.participants.copy()
     status, best = list(result.status), result.residual.copy()
     if len(open_users):
@@ -119,8 +119,9 @@ def unattributed(n_rounds: int, n_users: int, dimension: int) -> Disaggregation:
     )
 
 
-def recover(observation: Observation, settings: AttackSettings) -> Disaggregation:
-    """The disaggregation step on one observation, reading the defense's public parameters when `settings.adaptive`."""
+def recover(observation: Observation, settings: AttackSettings, subspace: Subspace | None = None) -> Disaggregation:
+    """The disaggregation step on one observation, reading the defense's public parameters when `settings.adaptive`;
+    `subspace`: left_singular of its aggregates, where the caller has it."""
     aggregates, window = observation.aggregates, observation.window
     n_rounds, n_users = aggregates.shape[0], observation.n_users
     if observation.counts is None:
@@ -135,16 +136,16 @@ def recover(observation: Observation, settings: AttackSettings) -> Disaggregatio
     if totals is not None and not totals_agree(totals, counts, window):
         totals = None
     if groups is None:
-        result = disaggregate(aggregates, counts, window, totals, settings, counts_high=counts_high)
+        result = disaggregate(aggregates, counts, window, totals, settings, counts_high=counts_high, subspace=subspace)
         if settings.adaptive and settings.noise:
-            result = keep_best(result, aggregates, counts, window, counts_high, settings)
+            result = keep_best(result, aggregates, counts, window, counts_high, settings, subspace)
         return result
     _, leaders, group = np.unique(groups, return_index=True, return_inverse=True)
     sizes = np.bincount(group)
     high = None if counts_high is None else counts_high[leaders]
-    result = disaggregate(aggregates, counts[leaders], window, None, settings, counts_high=high)
+    result = disaggregate(aggregates, counts[leaders], window, None, settings, counts_high=high, subspace=subspace)
     if settings.noise:
-        result = keep_best(result, aggregates, counts[leaders], window, high, settings)
+        result = keep_best(result, aggregates, counts[leaders], window, high, settings, subspace)
     return replace(
         result,
         participants=result.participants[:, group],

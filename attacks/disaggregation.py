@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.fit import relative_misfit
-from attacks.geometry import Geometry, column_space
+from attacks.geometry import Geometry, Subspace, column_space
 from attacks.inputs import check_counts, check_observation
 from attacks.settings import AttackSettings
 from attacks.projection_search import projection_search
@@ -203,12 +203,14 @@ def disaggregate(
     settings: AttackSettings = AttackSettings(),
     progress: bool = False,
     counts_high: np.ndarray | None = None,
+    subspace: Subspace | None = None,
 ) -> Disaggregation:
     """Recover the participant matrix (T x n) and the per-user updates (n x d) from what the server observed.
 
     With `counts_high`, each window sum is only known to lie in [counts, counts_high] (an adaptive
     attacker's reading of rounded, noised or padded counts); totals, the linear stage and certificates
-    are then left out. Every stage runs in this process: the joint stage's order (each proven column tightens the next user's program) is part of
+    are then left out. `subspace`: left_singular(aggregates), where the caller computed it already.
+    Every stage runs in this process: the joint stage's order (each proven column tightens the next user's program) is part of
     the answer, and its work limits keep that answer the same on any machine.
     """
     if counts_high is None:
@@ -220,19 +222,19 @@ def disaggregate(
         if np.any(counts_high < counts):
             raise BenchmarkError("count upper bounds must not be below the counts")
     if aggregates.size > SMALL_ENTRIES:
-        return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high)
+        return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high, subspace)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):  # small products: waking BLAS threads costs more than it saves
-        return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high)
+        return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high, subspace)
 
 
-def _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high) -> Disaggregation:
+def _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high, subspace) -> Disaggregation:
     wall = time.perf_counter()
     n_users = counts.shape[0]
     state = _Progress(aggregates.shape[0], n_users)
     started = time.perf_counter()
-    geometry = Geometry(column_space(aggregates, n_users, settings.noise), counts, int(window), counts_high)
+    geometry = Geometry(column_space(aggregates, n_users, settings.noise, subspace), counts, int(window), counts_high)
     state.charge("subspace", np.arange(n_users), started)
     _linear(geometry, state, settings)
     _search(geometry, state, settings)

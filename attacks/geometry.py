@@ -120,8 +120,13 @@ def numerical_rank(singular: np.ndarray, shape: tuple[int, int]) -> int:
     return int(np.sum(singular > singular[0] * max(shape) * 1e-10))
 
 
-def column_space(aggregates: np.ndarray, n_users: int, noise: bool) -> np.ndarray:
-    """Orthonormal basis of col(A): its numerical rank when exact, the top n directions under noise."""
-    left, singular = left_singular(aggregates)
+Subspace = tuple[np.ndarray, np.ndarray]  # left_singular(A): computed once per observation, shared by every attack
+
+
+def column_space(aggregates: np.ndarray, n_users: int, noise: bool, subspace: Subspace | None = None) -> np.ndarray:
+    """Orthonormal basis of col(A): its numerical rank when exact, the top n directions under noise.
+
+    `subspace`: left_singular(aggregates), where the caller has it already (it is the costliest step at scale)."""
+    left, singular = left_singular(aggregates) if subspace is None else subspace
     rank = min(n_users, len(singular)) if noise else min(numerical_rank(singular, aggregates.shape), n_users)
     return left[:, :rank]

@@ -133,7 +133,10 @@ def anonymous_recovery(
 
 
 def run_attacks(observation: Observation, settings: AttackSettings) -> list[Recovery]:
-    """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous."""
+    """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous.
+
+    One singular value decomposition of the aggregates serves them all (at 100 users and 1200 rounds of LeNet
+    updates it is seconds, and there were four)."""
     left, singular = left_singular(observation.aggregates)
     noise = settings.noise or needs_noise_mode(observation, singular)
     settings = replace(settings, noise=noise)
@@ -141,11 +144,11 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     recoveries = []
     static = None
     if observation.counts is not None:
-        static = recover(observation, replace(settings, adaptive=False))
+        static = recover(observation, replace(settings, adaptive=False), (left, singular))
         recoveries.append(named_recovery("static", static, None))
     adaptive = None
     if observation.defense_parameters and observation.counts is not None:
-        adaptive = recover(observation, replace(settings, adaptive=True))
+        adaptive = recover(observation, replace(settings, adaptive=True), (left, singular))
         recoveries.append(named_recovery("adaptive", adaptive, groups))
     started = time.perf_counter()
     anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)

@@ -183,3 +183,30 @@ def test_the_adaptive_attacks_never_score_below_the_static_one(name, parameters)
     assert max(success.values()) >= static
     if name in EXPLOITED:
         assert max(success.values()) >= static + 0.3
+
+
+def test_every_attack_shares_one_decomposition_of_the_aggregates_with_the_same_answers(monkeypatch):
+    """Under noise the static, adaptive and anonymous attacks (and the adaptive refinement) read one SVD."""
+    from attacks import geometry, recovery
+    from benchmark.scenario import Scenario
+    from benchmark.simulation import simulate
+    from defenses.registry import make_defense
+
+    observation, _ = simulate(Scenario(n_users=12, n_rounds=48, participation=0.4, window=4, seed=3),
+                              make_defense("rounded-counts", {"bucket": 2}))
+    calls = []
+    original = geometry.left_singular
+
+    def counting(aggregates):
+        calls.append(aggregates.shape)
+        return original(aggregates)
+
+    monkeypatch.setattr(geometry, "left_singular", counting)
+    monkeypatch.setattr(recovery, "left_singular", counting)
+    shared = run_attacks(observation, SETTINGS)
+    assert len(calls) == 1 and [r.attack for r in shared] == ["static", "adaptive", "anonymous"]
+    monkeypatch.setattr(recovery, "recover", lambda o, s, subspace=None: recover(o, s))  # each attack its own SVD
+    alone = run_attacks(observation, SETTINGS)
+    assert len(calls) > 2
+    for one, other in zip(shared, alone):
+        assert np.array_equal(one.columns, other.columns) and np.array_equal(one.updates, other.updates)
