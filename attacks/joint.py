@@ -311,6 +311,12 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         finally:
             progress.seconds[user] += time.perf_counter() - started
 
+    def prove(user: int, column: np.ndarray, branching: bool) -> bool:
+        """Certify a user's candidate and record the verdict; True when it is proven unique."""
+        verdict = timed(user, lambda: solver.certify(state, user, column, branching))
+        settle(user, column, verdict)
+        return verdict == "unique"
+
     def solve_open(open_users: list[int], stage: str, solve, found_by: str, branching: bool) -> int:
         """Users still without a candidate, one `solve` each (relaxation or branch and bound); how many got proven."""
         proven = 0
@@ -321,9 +327,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
                     status[user] = "infeasible"
                 elif x is not None:
                     state.count(found_by)
-                    verdict = timed(user, lambda: solver.certify(state, user, x, branching))
-                    settle(user, x, verdict)
-                    proven += verdict == "unique"
+                    proven += prove(user, x, branching)
         return proven
 
     certify_by_branching = False
@@ -363,9 +367,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
                     status[user] = "timeout"
                     continue
                 if attempt("certify" + ("+branch" if certify_by_branching else ""), user):
-                    verdict = timed(user, lambda: solver.certify(state, user, column, certify_by_branching))
-                    settle(user, column, verdict)
-                    newly += verdict == "unique"
+                    newly += prove(user, column, certify_by_branching)
         say("certificates")
         if newly:
             continue
@@ -386,9 +388,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
             progress.seconds[lost] += (time.perf_counter() - started_restarts) / len(lost)
             for user, x in found.items():
                 state.count("found by search restarts")
-                verdict = timed(user, lambda: solver.certify(state, user, x, False))
-                settle(user, x, verdict)
-                newly += verdict == "unique"
+                newly += prove(user, x, False)
             say("search restarts for users without a column")
             if newly:
                 continue
