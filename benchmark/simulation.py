@@ -15,7 +15,7 @@ from benchmark.models import build_model, get_flat, set_flat
 from benchmark.observation import Observation
 from benchmark.protocol import secure_aggregate
 from benchmark.scenario import Scenario
-from defenses.base import Defense, batched_local_training
+from defenses.base import Defense, batched_local_training, trains_like_undefended
 from defenses.guard import GuardedDefense
 
 
@@ -260,8 +260,6 @@ _shared: "OrderedDict[tuple[Scenario, bool], dict]" = OrderedDict()
 
 def _leaves_training_alone(defense: Defense) -> bool:
     """No training or protocol hook overridden, no forced refresh, no refused step: the undefended federation run."""
-    from benchmark.utility import trains_like_undefended
-
     return trains_like_undefended(defense) and defense.refresh_every == 0 and defense.min_relative_change == 0
 
 

@@ -21,9 +21,8 @@ import numpy as np
 from benchmark.catalog import DATASETS
 from benchmark.errors import BenchmarkError
 from benchmark.protocol import HOOK_STREAMS, secure_aggregate
-from defenses.base import Defense, acting_parts
+from defenses.base import Defense, local_training_part, trains_like_undefended
 
-TRAINING_HOOKS = ("choose_participants", "local_update", "transform_update", "padded_uploads", "transform_aggregate")
 _STREAMS = ("split", "participation", "init", "clients", *HOOK_STREAMS)
 _SALT = 0x5554  # keeps the utility streams apart from the attack scenario's, which share the seed
 
@@ -90,25 +89,9 @@ def resolve(task: UtilityTask) -> UtilityTask:
     return task
 
 
-def _overrides(defense: Defense, hook: str) -> bool:
-    """The hook is not the base class's: overridden in a subclass, or replaced on the instance."""
-    return getattr(getattr(defense, hook), "__func__", None) is not getattr(Defense, hook)
-
-
-def trains_like_undefended(defense: Defense) -> bool:
-    """True when no hook that shapes training is overridden (wrappers and compositions are looked through)."""
-    return not any(_overrides(leaf, hook) for leaf in acting_parts(defense) for hook in TRAINING_HOOKS)
-
-
 def _example_dp(defense: Defense) -> tuple[float, float] | None:
     """(noise_multiplier, clip_norm) of the DP-SGD that provides the defense's local training, if it declares one."""
-    for leaf in acting_parts(defense):
-        found = getattr(leaf, "example_dp", None)
-        if found is not None:
-            return found
-        if _overrides(leaf, "local_update"):
-            return None  # this part's own local training comes first
-    return None
+    return getattr(local_training_part(defense), "example_dp", None)
 
 
 def split(labels: np.ndarray, n_classes: int, task: UtilityTask, rng: np.random.Generator) -> np.ndarray:
@@ -245,7 +228,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     client_gen = torch.Generator().manual_seed(int(rngs["clients"].integers(2**63)))
     noise_gen = torch.Generator().manual_seed(int(rngs["defense_training"].integers(2**63)))
     example_dp = _example_dp(defense)
-    per_client = example_dp is None and any(_overrides(leaf, "local_update") for leaf in acting_parts(defense))
+    per_client = example_dp is None and local_training_part(defense) is not None
     scenario = _scenario(task, seed) if per_client else None
     dim = sum(value.numel() for value in params.values())
     for t in range(task.n_rounds):

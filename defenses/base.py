@@ -82,11 +82,27 @@ def acting_parts(defense: Defense) -> Iterator[Defense]:
         yield defense
 
 
+TRAINING_HOOKS = ("choose_participants", "local_update", "transform_update", "padded_uploads", "transform_aggregate")
+
+
+def overrides(defense: Defense, hook: str) -> bool:
+    """The hook is not the base class's: overridden in a subclass, or replaced on the instance."""
+    return getattr(getattr(defense, hook), "__func__", None) is not getattr(Defense, hook)
+
+
+def trains_like_undefended(defense: Defense) -> bool:
+    """True when no hook that shapes training is overridden (wrappers and compositions are looked through)."""
+    return not any(overrides(part, hook) for part in acting_parts(defense) for hook in TRAINING_HOOKS)
+
+
+def local_training_part(defense: Defense) -> Defense | None:
+    """The part that provides the defense's local training: the first acting part that overrides local_update."""
+    return next((part for part in acting_parts(defense) if overrides(part, "local_update")), None)
+
+
 def batched_local_training(defense: Defense) -> Defense | None:
-    """The part that provides the defense's local training (the first that overrides local_update), if it can also
-    train a round's clients at once: it then defines `local_updates(model, x, y, scenario, rng) -> (k, d)`,
-    x (k, S, ...), y (k, S), drawing from `rng` what k calls of its local_update would."""
-    for part in acting_parts(defense):
-        if type(part).local_update is not Defense.local_update:
-            return part if callable(getattr(part, "local_updates", None)) else None
-    return None
+    """The part that provides the defense's local training, if it can also train a round's clients at once: it then
+    defines `local_updates(model, x, y, scenario, rng) -> (k, d)`, x (k, S, ...), y (k, S), drawing from `rng`
+    what k calls of its local_update would."""
+    part = local_training_part(defense)
+    return part if callable(getattr(part, "local_updates", None)) else None
