@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.geometry import Geometry
-from attacks.inputs import window_lengths
 from attacks.linear_program import UNIQUE_BELOW, Limits, SharedProgram, UserBounds, integral, only_point
 
 # The shared model holds N^T densely ((T - r) x T); beyond this many entries it is not built.
@@ -54,14 +53,6 @@ def initial_state(geometry: Geometry) -> JointState:
     return JointState(lower, upper, np.zeros(n_users, dtype=bool), np.zeros(n_users, dtype=np.int64))
 
 
-def _window_sums(geometry: Geometry, mask: np.ndarray) -> np.ndarray:
-    """(W, m) per-window sums of a (T, m) mask."""
-    n_windows = geometry.counts.shape[1]
-    padded = np.zeros((n_windows * geometry.window, mask.shape[1]), dtype=np.int64)
-    padded[: geometry.n_rounds] = mask
-    return padded.reshape(n_windows, geometry.window, -1).sum(axis=1)
-
-
 def propagate(geometry: Geometry, state: JointState, totals: np.ndarray | None, columns: np.ndarray) -> bool:
     """Fix every round that the counts, the totals and the proven columns force; False on a contradiction."""
     low = geometry.counts.T
@@ -69,8 +60,8 @@ def propagate(geometry: Geometry, state: JointState, totals: np.ndarray | None, 
     index = geometry.window_index
     while True:
         before = int(state.lower.sum()) + int(state.upper.sum())
-        ones = _window_sums(geometry, state.lower)
-        possible = _window_sums(geometry, state.upper)
+        ones = geometry.window_sums(state.lower.astype(np.int64))
+        possible = geometry.window_sums(state.upper.astype(np.int64))
         if np.any(ones > high) or np.any(possible < low):
             return False
         met = (ones >= high)[index]  # the window's count is reached: its other rounds are 0

@@ -76,10 +76,9 @@ def update_ids(recovery: Recovery, n_users: int) -> np.ndarray:
     return ids
 
 
-def recovered_sample(recovery: Recovery, n_users: int, limit: int, seed: int) -> np.ndarray:
-    """Which recovered updates to invert, in order of their ids: every one, or `limit` of them, named ones first
-    (the users inversion_sample draws, in its seeded order), then a seeded sample of the unnamed ones."""
-    ids = update_ids(recovery, n_users)
+def recovered_sample(ids: np.ndarray, n_users: int, limit: int, seed: int) -> np.ndarray:
+    """Which recovered updates (their update_ids) to invert, in order of their ids: every one, or `limit` of them,
+    named ones first (the users inversion_sample draws, in its seeded order), then a seeded sample of the unnamed."""
     if limit <= 0 or len(ids) <= limit:
         chosen = np.arange(len(ids))
     else:
@@ -212,9 +211,9 @@ def infer_from(
         return AttackOutput(recovery, 0, NO_INFERENCE, empty.astype(int), empty, [], NO_GUESS, time.perf_counter() - started)
     group_size = 1 if recovery.groups is None else int(np.bincount(np.unique(recovery.groups, return_inverse=True)[1]).max())
     batch = observation.samples_per_user
-    chosen = recovered_sample(recovery, observation.n_users, sample, seed)
-    vectors = infer_users(observation, recovery.updates, recovery.columns, seed, device, inversion, batch * group_size, chosen,
-                          update_ids(recovery, observation.n_users))
+    ids = update_ids(recovery, observation.n_users)
+    chosen = recovered_sample(ids, observation.n_users, sample, seed)
+    vectors = infer_users(observation, recovery.updates, recovery.columns, seed, device, inversion, batch * group_size, chosen, ids)
     model = build_model(observation.model, observation.image_shape, observation.n_classes, seed).to(device)
     bias = parameter_slices(model)[-1]
     recovered = Inference(vectors.images, vectors.labels, guess(property_scores(recovery.disaggregation.updates[:, bias])),

@@ -17,7 +17,7 @@ from attacks.adaptive import public_groups, recover
 from attacks.anonymous import EXACT_RESIDUAL, binary_vectors, drop_composites, residuals
 from attacks.attribution import assign, independent, log_likelihoods
 from attacks.disaggregation import Disaggregation, least_squares
-from attacks.geometry import left_singular, numerical_rank
+from attacks.geometry import column_space, left_singular, numerical_rank
 from attacks.settings import AttackSettings
 from benchmark.observation import Observation
 
@@ -85,21 +85,21 @@ def anonymous_recovery(
         left, singular = left_singular(aggregates)
     groups = public_groups(observation.defense_parameters, observation.n_users)
     distinct_users = observation.n_users if groups is None else len(np.unique(groups))
-    rank = min(distinct_users, len(singular)) if noise else min(numerical_rank(singular, aggregates.shape), distinct_users)
+    basis = column_space(aggregates, distinct_users, noise, (left, singular))
     if noise:
-        found = binary_vectors(left[:, :rank], settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP).columns
+        found = binary_vectors(basis, settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP).columns
     else:
-        found = binary_vectors(left[:, :rank]).columns
+        found = binary_vectors(basis).columns
     if adaptive is not None:
         found = np.hstack([found, adaptive.participants[:, adaptive.participants.any(axis=0)].astype(np.float64)])
     found = np.unique(found.astype(np.uint8), axis=1).astype(np.float64) if found.shape[1] else found
     found = drop_composites(found)
-    fit = residuals(left[:, :rank], found)
+    fit = residuals(basis, found)
     if not noise:  # exact sums: a column outside col(A) (a wrong named column) is no candidate
         found, fit = found[:, fit <= EXACT_RESIDUAL], fit[fit <= EXACT_RESIDUAL]
     # Smallest support first when exact (a sum of columns comes after its parts), best fit first under noise.
     order = np.lexsort((found.sum(axis=0), fit)) if noise else np.argsort(found.sum(axis=0), kind="stable")
-    kept = found[:, independent(found, order)[:rank]] if found.shape[1] else found
+    kept = found[:, independent(found, order)[: basis.shape[1]]] if found.shape[1] else found
     participants = np.zeros((aggregates.shape[0], observation.n_users), dtype=np.uint8)
     status = ["unattributed"] * observation.n_users
     if observation.counts is not None and kept.shape[1]:

@@ -9,7 +9,7 @@ import pytest
 
 from attacks import memo, pipeline
 from attacks.inversion import InversionSettings
-from attacks.pipeline import infer_from, infer_users, inversion_sample, recovered_sample
+from attacks.pipeline import infer_from, infer_users, inversion_sample, recovered_sample, update_ids
 from attacks.recovery import run_attacks
 from attacks.settings import AttackSettings
 from benchmark.cli import main
@@ -61,10 +61,10 @@ def test_a_sample_inverts_that_many_named_users_and_the_ceiling_inverts_the_same
 
 def test_the_sample_is_seeded_and_a_limit_of_zero_inverts_everything(attacked):
     observation, truth, recovery = attacked
-    first, again = (recovered_sample(recovery, CELL.n_users, 3, seed=5) for _ in range(2))
+    first, again = (recovered_sample(update_ids(recovery, CELL.n_users), CELL.n_users, 3, seed=5) for _ in range(2))
     assert np.array_equal(first, again)
     assert not np.array_equal(inversion_sample(CELL.n_users, 3, 5), inversion_sample(CELL.n_users, 3, 6))
-    every = recovered_sample(recovery, CELL.n_users, 0, seed=5)  # in the order of the users they name
+    every = recovered_sample(update_ids(recovery, CELL.n_users), CELL.n_users, 0, seed=5)  # in the order of the users they name
     assert np.array_equal(np.sort(every), np.arange(len(recovery.updates)))
     assert np.array_equal(inversion_sample(CELL.n_users, 0, 5), np.arange(CELL.n_users))
 
