@@ -12,6 +12,12 @@ from defenses.base import Defense
 HOOK_STREAMS = ("defense_participants", "defense_training", "defense_updates", "defense_uploads", "defense_aggregates")
 
 
+def streams(entropy: int | list[int], names: Iterable[str]) -> dict[str, np.random.Generator]:
+    """One independent random stream per purpose, spawned from `entropy` (a seed, or a seed and a salt)."""
+    names = tuple(names)
+    return {name: np.random.default_rng(child) for name, child in zip(names, np.random.SeedSequence(entropy).spawn(len(names)))}
+
+
 def secure_aggregate(
     defense: Defense, updates: Iterable[np.ndarray], padded: int, dim: int, rngs: dict[str, np.random.Generator]
 ) -> tuple[np.ndarray, int]:

@@ -35,6 +35,13 @@ def plugin_path(name: str) -> Path | None:
     return Path(path_text) if sep and path_text.endswith(".py") else None
 
 
+def portable_name(name: str) -> str:
+    """A defense's name as keys hash it: a plugin by its file's name, not its path, so a task keeps its key
+    when run from another folder."""
+    path = plugin_path(name)
+    return name if path is None else f"{path.name}:{name.rpartition(':')[2]}"
+
+
 @cache
 def _entry_points() -> dict:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}

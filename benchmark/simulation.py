@@ -13,7 +13,7 @@ from benchmark import local_sgd
 from benchmark.local_sgd import LocalTraining, parameters_of
 from benchmark.models import build_model, get_flat, set_flat
 from benchmark.observation import Observation
-from benchmark.protocol import secure_aggregate
+from benchmark.protocol import secure_aggregate, streams
 from benchmark.scenario import Scenario
 from defenses.base import Defense, batched_local_training, trains_like_undefended
 from defenses.guard import GuardedDefense
@@ -39,11 +39,6 @@ STREAMS = (
 )
 CLIENT_CHUNK = 64  # clients trained together in one vmapped computation (bounded memory)
 SMALLEST_RELATIVE_CHANGE = 1e-6  # a "smallest"-step server moves the model at least this much: a new version
-
-
-def _streams(seed: int) -> dict[str, np.random.Generator]:
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: np.random.default_rng(child) for name, child in zip(STREAMS, children)}
 
 
 def server_step(direction: np.ndarray, current: np.ndarray, held: list[np.ndarray], step: float, min_change: float) -> float:
@@ -113,7 +108,7 @@ class _Federation:
 
     def __init__(self, scenario: Scenario, defense: Defense) -> None:
         self.scenario, self.defense = scenario, defense
-        self.rngs = _streams(scenario.seed)
+        self.rngs = streams(scenario.seed, STREAMS)
         self.together = batched_local_training(defense)
         if scenario.update_kind == "synthetic":
             dim = scenario.synthetic_dim or int(np.ceil(1.2 * scenario.n_users))
@@ -308,7 +303,7 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
         observed = _federation_run(scenario, defense)
     # The analytics stream is its own: no hook of the run draws from it, so a fresh one is the run's, untouched.
     analytics = defense.transform_analytics(observed["checked_in"].copy(), scenario.window,
-                                            _streams(scenario.seed)["defense_analytics"])
+                                            streams(scenario.seed, STREAMS)["defense_analytics"])
     if scenario.update_kind == "model":
         images, labels = observed["images"], observed["labels"]
         image_shape, n_classes = tuple(images.shape[2:]), observed["n_classes"]

@@ -62,16 +62,14 @@ class Task:
         their last bits. A plugin is named by its file name, not its path, so a task keeps its key when run
         from another folder.
         """
-        from benchmark.provenance import plugin_digests, plugin_path, source_digest
+        from benchmark.provenance import plugin_digests, portable_name, source_digest
 
         name = self.defense.name
-        path = plugin_path(name)
         payload = {
             "suite": self.suite,
             "suite_version": self.suite_version,
             "scenario": self.scenario.to_dict(),
-            "defense": [name if path is None else f"{path.name}:{name.rpartition(':')[2]}",
-                        [list(p) for p in self.defense.parameters], self.defense.label],
+            "defense": [portable_name(name), [list(p) for p in self.defense.parameters], self.defense.label],
             "plugins": plugin_digests(name, [value for _, value in self.defense.parameters]),
             "attack": asdict(self.attack),
             "package": __version__,

@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmark.catalog import DATASETS
 from benchmark.errors import BenchmarkError
-from benchmark.protocol import HOOK_STREAMS, secure_aggregate
+from benchmark.protocol import HOOK_STREAMS, secure_aggregate, streams
 from defenses.base import Defense, local_training_part, trains_like_undefended
 
 _STREAMS = ("split", "participation", "init", "clients", *HOOK_STREAMS)
@@ -175,11 +175,6 @@ class _Cohort:
         }
 
 
-def _streams(seed: int) -> dict[str, np.random.Generator]:
-    children = np.random.SeedSequence([seed, _SALT]).spawn(len(_STREAMS))
-    return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
-
-
 def _scenario(task: UtilityTask, seed: int):
     """The Scenario a per-client local_update hook is given: the utility task's local training."""
     from benchmark.scenario import Scenario
@@ -218,7 +213,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     import torch
     from torch.func import functional_call
 
-    rngs = _streams(seed)
+    rngs = streams([seed, _SALT], _STREAMS)
     data = _data(task.dataset, task.data_root)
     index = split(data.y_train, data.n_classes, task, rngs["split"])
     images, labels = torch.from_numpy(data.x_train[index]), torch.from_numpy(data.y_train[index])
@@ -305,8 +300,9 @@ def defense_key(name: str, parameters: dict) -> str:
 
 def runs_needed(task: UtilityTask, seed: int, key: str, defense: Defense) -> tuple["UtilityRun", "UtilityRun"]:
     """(undefended, defended) trainings a row needs; the same run twice when the defense leaves training alone."""
-    undefended = UtilityRun(resolve(task), seed, "")
-    return undefended, undefended if trains_like_undefended(defense) else UtilityRun(resolve(task), seed, key)
+    resolved = resolve(task)
+    undefended = UtilityRun(resolved, seed, "")
+    return undefended, undefended if trains_like_undefended(defense) else UtilityRun(resolved, seed, key)
 
 
 @dataclass(frozen=True)
@@ -325,14 +321,12 @@ class UtilityRun:
         from dataclasses import asdict
 
         from benchmark import __version__
-        from benchmark.provenance import plugin_digests, plugin_path, source_digest
+        from benchmark.provenance import plugin_digests, portable_name, source_digest
 
         defense = None
         if self.defense_key:
             name, parameters = json.loads(self.defense_key)
-            path = plugin_path(name)
-            defense = [name if path is None else f"{path.name}:{name.rpartition(':')[2]}", parameters,
-                       plugin_digests(name, list(parameters.values()))]
+            defense = [portable_name(name), parameters, plugin_digests(name, list(parameters.values()))]
         payload = {"utility": asdict(self.task), "seed": self.seed, "defense": defense, "package": __version__,
                    "source": source or source_digest()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]

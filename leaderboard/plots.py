@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmark.errors import BenchmarkError  # noqa: E402
-from leaderboard.summary import ok_results, require_columns, summarize, zeros_baseline  # noqa: E402
+from leaderboard.summary import ok_results, require_columns, summarize  # noqa: E402
 
 RATE_LIMITS = (-0.05, 1.05)
 _STRENGTH = re.compile(r"\([^()]*\)$")
@@ -64,7 +64,7 @@ def plot_success_vs_utility(results: pd.DataFrame, path: str | os.PathLike[str])
     drawn = drawn.assign(family=drawn["defense"].map(family_of))
     families = list(dict.fromkeys(f for f in drawn["family"] if f != "none")) or ["none"]
     none = drawn[drawn["defense"] == "none"]
-    zeros = zeros_baseline(results)
+    zeros = summary.attrs["zeros"]
     columns = min(3, len(families))
     rows = math.ceil(len(families) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), squeeze=False, layout="constrained")
