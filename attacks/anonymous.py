@@ -11,12 +11,17 @@ and restart counts, never by the clock, so the answer is the same on every machi
 
 Measured (n = 20, T = 60, participation 0.3, d = 200, 2 cores): 19-20 of the 20
 true columns in 0.1-0.2 s, with at most two spurious binary vectors, which are
-sums of found columns and are dropped.
+sums of found columns and are dropped. At n = 100, T = 1200, participation 0.3
+(the standard suite's longest horizon; benchmark.synthetic, seed 0) the relaxed step
+(RELAXATION = 0.5) finds 10 of the 100 columns in 1.6 s where plain Douglas-Rachford
+found none; at T = 600 neither finds any: count-free recovery at that scale is open.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from attacks.projection_search import RELAXATION
 
 
 EXACT_RESIDUAL = 1e-6  # relative distance to col(A) below which a binary vector lies in it (exact sums)
@@ -57,7 +62,7 @@ def _sweep(
         on_subspace = basis @ (basis.T @ state)
         rounded = (2.0 * on_subspace - state > 0.5).astype(np.float64)
         rounded[anchors, columns] = 1.0
-        state += rounded - on_subspace
+        state += RELAXATION * (rounded - on_subspace)
         if (iteration + 1) % check_every == 0:
             seen.append((on_subspace > 0.5).astype(np.float64))
     return np.hstack(seen) if seen else np.zeros((n_rounds, 0))

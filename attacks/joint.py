@@ -387,7 +387,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         # 3. then branch and bound (node limit); certificates may now branch too
         for stage, solve, found_by, branching in (
             ("relax", solver.relax, "found by LP", False),
-            ("branch", solver.branch, "found by branch and bound", True),
+            ("branch", solver.branch, "found by branch and bound", False),
         ):
             newly += solve_open(open_users, stage, solve, found_by, branching)
             say("LP relaxations" if stage == "relax" else "branch and bound")

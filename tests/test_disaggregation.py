@@ -208,3 +208,22 @@ def test_counts_that_cannot_produce_the_sums_prove_no_user_unique(small_instance
     result = disaggregate(small_instance.aggregates, np.zeros_like(small_instance.counts), 10)
     assert result.relative_misfit == pytest.approx(1.0)
     assert "unique" not in result.status and result.report()["relative_misfit"] == result.relative_misfit
+
+
+def _exact_columns(found: np.ndarray, truth: np.ndarray) -> int:
+    return int(sum(np.array_equal(found[:, j], truth[:, j]) for j in range(truth.shape[1])))
+
+
+def test_relaxed_search_finds_more_columns_than_plain_douglas_rachford():
+    """Dense participation (0.5) leaves the LP loose, so the search carries the attack; the relaxed step must pay."""
+    from attacks.projection_search import projection_search
+
+    found = {1.0: 0, 0.5: 0}
+    for seed in range(3):
+        instance = make_instance(50, 100, 10, 0.5, seed=seed)
+        geometry = Geometry(column_space(instance.aggregates, 50, False), instance.counts, 10)
+        for relaxation in found:
+            columns, _ = projection_search(geometry, np.arange(50), 1e-6, iterations=3000, patience=10**6,
+                                           relaxation=relaxation)
+            found[relaxation] += _exact_columns(columns, instance.participants)
+    assert found[0.5] > found[1.0] + 5  # measured 31 against 17
