@@ -308,8 +308,11 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         settle(user, column, verdict)
         return verdict == "unique"
 
-    def solve_open(open_users: list[int], stage: str, solve, found_by: str, branching: bool) -> int:
-        """Users still without a candidate, one `solve` each (relaxation or branch and bound); how many got proven."""
+    def solve_open(open_users: list[int], stage: str, solve, found_by: str) -> int:
+        """Users still without a candidate, one `solve` each (relaxation or branch and bound); how many got proven.
+
+        A column found here gets the LP certificates only: the branch-and-bound certificate waits until a whole
+        pass proves nobody new, so it never holds up finding the other users' columns."""
         proven = 0
         for user in open_users:
             if status[user] == "timeout" and attempt(stage, user) and not solver.out_of_time():
@@ -318,7 +321,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
                     status[user] = "infeasible"
                 elif x is not None:
                     state.count(found_by)
-                    proven += prove(user, x, branching)
+                    proven += prove(user, x, False)
         return proven
 
     certify_by_branching = False
@@ -384,12 +387,12 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
             if newly:
                 continue
         # 2b. users without a candidate: the LP relaxation, steered towards the search's guess;
-        # 3. then branch and bound (node limit); certificates may now branch too
-        for stage, solve, found_by, branching in (
-            ("relax", solver.relax, "found by LP", False),
-            ("branch", solver.branch, "found by branch and bound", False),
+        # 3. then branch and bound (node limit); once a whole pass proves nobody new, certificates may branch too
+        for stage, solve, found_by in (
+            ("relax", solver.relax, "found by LP"),
+            ("branch", solver.branch, "found by branch and bound"),
         ):
-            newly += solve_open(open_users, stage, solve, found_by, branching)
+            newly += solve_open(open_users, stage, solve, found_by)
             say("LP relaxations" if stage == "relax" else "branch and bound")
             if newly:
                 break
