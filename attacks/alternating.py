@@ -21,24 +21,29 @@ from attacks.geometry import Geometry
 
 
 def refine(geometry: Geometry, aggregates: np.ndarray, columns: np.ndarray, sweeps: int = 30) -> np.ndarray:
-    """Columns (T x n, in {0, 1}) refined from `columns` against the sums; geometry gives the counts and windows."""
+    """Columns (T x n, in {0, 1}) refined from `columns` against the sums; geometry gives the counts and windows.
+
+    A user's gains need only R g_j, so the sweep keeps S = R G^T (T x n) instead of the residual R (T x d):
+    moving user j's column from p to p' changes S by (p - p') (G G^T)[j], O(T n) a step instead of O(T d).
+    """
     columns = columns.astype(np.float64).copy()
     users = np.arange(columns.shape[1])
     for _ in range(sweeps):
         updates = least_squares(columns, aggregates)
-        residual = aggregates - columns @ updates
+        gram = updates @ updates.T
+        projected = aggregates @ updates.T - columns @ gram  # R G^T
         changed = 0
         for user in users:
-            update = updates[user]
-            energy = float(update @ update)
+            energy = float(gram[user, user])
             if energy == 0:
                 continue
-            residual += np.outer(columns[:, user], update)
-            gains = residual @ update / energy
+            gains = projected[:, user] / energy + columns[:, user]
             column = geometry.round_to_counts(gains[:, None], users[user : user + 1])[:, 0]
-            residual -= np.outer(column, update)
-            changed += int((column != columns[:, user]).sum())
-            columns[:, user] = column
+            moved = columns[:, user] - column
+            if moved.any():
+                projected += np.outer(moved, gram[user])
+                changed += int(np.count_nonzero(moved))
+                columns[:, user] = column
         if changed == 0:
             break
     return columns
