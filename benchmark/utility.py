@@ -126,37 +126,38 @@ def build_cnn(image_shape: tuple[int, int, int], n_classes: int, seed: int):
 
 
 class _Cohort:
-    """Local training of many clients at once: every client its own weights, vmapped."""
+    """Local training of many clients at once, every client its own weights: benchmark.local_sgd's loop, vmapped
+    (DP-SGD's clipped and noised steps batched here)."""
 
     def __init__(self, model, task: UtilityTask) -> None:
         import torch
         from torch.func import functional_call, grad, vmap
 
-        self.task, self.torch = task, torch
+        from benchmark.local_sgd import LocalTraining
 
-        def loss(params, x, y):
-            return torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+        self.model, self.task, self.torch = model, task, torch
+        self.training = LocalTraining("fedavg", task.local_epochs, task.batch_size, task.learning_rate)
 
         def example_loss(params, x, y):
-            return loss(params, x[None], y[None])
+            return torch.nn.functional.cross_entropy(functional_call(model, params, (x[None],)), y[None])
 
-        self.client_grad = vmap(grad(loss))
         self.example_grads = vmap(vmap(grad(example_loss), in_dims=(None, 0, 0)))
 
     def train(self, start: dict, x, y, generator, example_dp: tuple[float, float] | None, noise_generator):
         """(K, d) float64 updates (w_start - w_end) / lr of K clients with data x (K, S, ...), y (K, S)."""
+        from benchmark.local_sgd import local_updates
+
         torch, task = self.torch, self.task
         k, s = y.shape
+        orders = torch.stack([torch.argsort(torch.rand(k, s, generator=generator), dim=1)
+                              for _ in range(task.local_epochs)], dim=1)  # (K, epochs, S): each client's shuffles
+        if example_dp is None:
+            return local_updates(self.model, start, x, y, self.training, orders).double().numpy()
         weights = {name: value.expand(k, *value.shape).clone() for name, value in start.items()}
-        for _ in range(task.local_epochs):
-            order = torch.argsort(torch.rand(k, s, generator=generator), dim=1)
-            for batch in order.split(task.batch_size, dim=1):
+        for epoch in range(task.local_epochs):
+            for batch in orders[:, epoch].split(task.batch_size, dim=1):
                 xb = torch.gather(x, 1, batch.reshape(k, -1, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
-                yb = torch.gather(y, 1, batch)
-                if example_dp is None:
-                    step = self.client_grad(weights, xb, yb)
-                else:
-                    step = self._noisy_gradient(weights, xb, yb, *example_dp, noise_generator)
+                step = self._noisy_gradient(weights, xb, torch.gather(y, 1, batch), *example_dp, noise_generator)
                 weights = {name: weights[name] - task.learning_rate * step[name] for name in weights}
         flat = torch.cat([(start[n] - weights[n]).reshape(k, -1) for n in start], dim=1) / task.learning_rate
         return flat.double().numpy()
