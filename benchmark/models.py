@@ -6,9 +6,8 @@ from torch import nn
 
 def build_model(name: str, image_shape: tuple[int, int, int], n_classes: int, seed: int) -> nn.Module:
     """A freshly initialised model; the same seed gives the same weights."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)
         channels, height, width = image_shape
         if name == "mlp":
             model: nn.Module = nn.Sequential(
@@ -26,8 +25,6 @@ def build_model(name: str, image_shape: tuple[int, int, int], n_classes: int, se
                 nn.Flatten(),
                 nn.Linear(12 * (-(-height // 4)) * (-(-width // 4)), n_classes),
             )
-    finally:
-        torch.random.set_rng_state(generator_state)
     return model.double()
 
 

@@ -113,16 +113,13 @@ def build_cnn(image_shape: tuple[int, int, int], n_classes: int, seed: int):
     from torch import nn
 
     channels, height, width = image_shape
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)
         return nn.Sequential(
             nn.Conv2d(channels, 8, 5, stride=2, padding=2), nn.ReLU(),
             nn.Conv2d(8, 16, 5, stride=2, padding=2), nn.ReLU(),
             nn.Flatten(), nn.Linear(16 * (-(-height // 4)) * (-(-width // 4)), n_classes),
         )
-    finally:
-        torch.random.set_rng_state(generator_state)
 
 
 class _Cohort:
@@ -214,6 +211,8 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     import torch
     from torch.func import functional_call
 
+    from benchmark.local_sgd import flatten, unflatten
+
     rngs = streams([seed, _SALT], _STREAMS)
     data = _data(task.dataset, task.data_root)
     index = split(data.y_train, data.n_classes, task, rngs["split"])
@@ -246,7 +245,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
         aggregate, _ = secure_aggregate(defense, sent, padded, dim, rngs)
         if len(clients):
             step = torch.from_numpy(aggregate * (task.server_learning_rate * task.learning_rate / len(clients))).float()
-            params = _unflatten(params, _flatten(params) - step)
+            params = unflatten(model, flatten(params) - step)
     with torch.no_grad():
         logits = functional_call(model, params, (torch.from_numpy(data.x_test),))
     return float((logits.argmax(dim=1).numpy() == data.y_test).mean())
@@ -262,20 +261,6 @@ def _own_update(defense: Defense, model, params: dict, x, y, scenario, rng: np.r
             parameter.copy_(params[name])
     update = defense.local_update(client, x.double(), y, scenario, rng)
     return None if update is None else np.asarray(update, dtype=np.float64)
-
-
-def _flatten(params: dict):
-    import torch
-
-    return torch.cat([value.reshape(-1) for value in params.values()])
-
-
-def _unflatten(like: dict, flat) -> dict:
-    out, offset = {}, 0
-    for name, value in like.items():
-        out[name] = flat[offset : offset + value.numel()].view_as(value)
-        offset += value.numel()
-    return out
 
 
 @functools.lru_cache(maxsize=64)
