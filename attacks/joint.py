@@ -162,21 +162,20 @@ class JointSolver:
             return "ambiguous"
         return "found"
 
-    def relax(self, state: JointState, user: int, guess: np.ndarray) -> np.ndarray | None:
-        answer = self._shared().relax(self.bounds(state, user), 1.0 - 2.0 * guess)
-        if answer.status == "clock":
-            self.clock_bit = True
-        if answer.status == "infeasible":
-            return "infeasible"
-        return np.round(answer.x) if answer.x is not None and self.valid(state, user, answer.x) else None
+    def relax(self, state: JointState, user: int, guess: np.ndarray) -> np.ndarray | str | None:
+        """The LP relaxation's point (rounded) where it is a valid column; "infeasible" where the bounds admit none."""
+        return self._column(state, user, self._shared().relax(self.bounds(state, user), 1.0 - 2.0 * guess), np.round)
 
     def branch(self, state: JointState, user: int, guess: np.ndarray) -> np.ndarray | str | None:
-        answer = self._shared().binary(self.bounds(state, user), 1.0 - 2.0 * guess)
+        """The integer program's point where it is a valid column; "infeasible" where the bounds admit none."""
+        return self._column(state, user, self._shared().binary(self.bounds(state, user), 1.0 - 2.0 * guess), np.asarray)
+
+    def _column(self, state: JointState, user: int, answer, finish) -> np.ndarray | str | None:
         if answer.status == "clock":
             self.clock_bit = True
         if answer.status == "infeasible":
             return "infeasible"
-        return answer.x if answer.x is not None and self.valid(state, user, answer.x) else None
+        return finish(answer.x) if answer.x is not None and self.valid(state, user, answer.x) else None
 
 
 def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, columns: np.ndarray, users: list[int],

@@ -92,7 +92,8 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         defense = GuardedDefense(make_defense(task.defense.name, dict(task.defense.parameters)))
         observation, truth = simulate(task.scenario, defense)
         attempts = run_attacks(observation, task.attack)
-        success = [score_recovery(recovery, truth)["attack_success"] for recovery in attempts]
+        recovery_scores = [score_recovery(recovery, truth) for recovery in attempts]
+        success = [scores["attack_success"] for scores in recovery_scores]
         strongest = int(np.argmax(success))
         if task.attack.invert:
             output = infer_from(observation, attempts[strongest], seed=seed, device=device, sample=task.attack.inverted_users)
@@ -100,9 +101,9 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
             if not len(users):  # nothing inverted is any user's: the ceiling still inverts the attack's sample
                 users = inversion_sample(task.scenario.n_users, task.attack.inverted_users, seed)
             ceiling = infer_users(observation, truth.updates, truth.participants, seed, device, invert=users)
-            row.update(score(output, truth, ceiling), inversion=_inversion_note(observation, output))
+            row.update(score(output, truth, ceiling, recovery_scores[strongest]), inversion=_inversion_note(observation, output))
         else:
-            row.update(score_recovery(attempts[strongest], truth), **no_inference("no inversion at this horizon"),
+            row.update(recovery_scores[strongest], **no_inference("no inversion at this horizon"),
                        inversion="not run: the suite inverts at each cell's longest horizon only")
         ran = {recovery.attack: value for recovery, value in zip(attempts, success)}
         row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})

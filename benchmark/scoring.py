@@ -244,13 +244,15 @@ def no_inference(reason: str) -> dict[str, float | str]:
             "lpips": f"not computed: {reason}"}
 
 
-def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference) -> dict[str, float | str]:
+def score(output: AttackOutput, truth: GroundTruth, ceiling: Inference,
+          recovery_scores: dict[str, float] | None = None) -> dict[str, float | str]:
     """The score columns of the results table for one attack output on one (defense, scenario, seed).
 
-    `ceiling` is the oracle's inference on the true updates (attacks.pipeline.infer_users on the truth).
+    `ceiling` is the oracle's inference on the true updates (attacks.pipeline.infer_users on the truth);
+    `recovery_scores`: score_recovery of output.recovery where the caller has it (it matches every update).
     """
     scores: dict[str, float | str] = {
-        **score_recovery(output.recovery, truth),
+        **(recovery_scores if recovery_scores is not None else score_recovery(output.recovery, truth)),
         "property_auc_chance": math.nan,
         "property_accuracy_chance": math.nan,
     }
