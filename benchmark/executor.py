@@ -63,10 +63,12 @@ def run_tasks(
     executor: Executor = Executor(),
     progress: str | None = None,
     inline_seconds: float = 0.0,
+    sizes: Sequence[int] | None = None,
 ) -> Iterable[Any]:
     """Yield `fn(item)` for every item, in order, with one BLAS thread per worker process.
 
-    `progress` is the label of a progress bar (none when it is None). With
+    `progress` is the label of a progress bar (none when it is None), which counts `sizes[i]` for item i
+    where an item holds several tasks (default one each). With
     `inline_seconds`, items run in this process for as long as the time they
     have taken, projected over the items left, stays under it: starting worker
     processes costs seconds, more than a batch of small jobs takes.
@@ -75,7 +77,8 @@ def run_tasks(
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items), desc=progress, disable=progress is None, leave=False)
+    sizes = [1] * len(items) if sizes is None else list(sizes)
+    bar = tqdm(total=sum(sizes), desc=progress, disable=progress is None, leave=False)
     try:
         done = 0
         # One BLAS thread here too: the last bits of a score must not depend on where a task ran.
@@ -89,8 +92,8 @@ def run_tasks(
                 if not inline:
                     break
                 yield fn(items[done])
+                bar.update(sizes[done])
                 done += 1
-                bar.update()
                 if done == 1:
                     started = time.perf_counter()
         if done == len(items):
@@ -102,8 +105,8 @@ def run_tasks(
             results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
                 joblib.delayed(fn)(item) for item in items[done:]
             )
-            for result in results:
+            for index, result in enumerate(results, start=done):
                 yield result
-                bar.update()
+                bar.update(sizes[index])
     finally:
         bar.close()

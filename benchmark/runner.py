@@ -5,7 +5,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -61,7 +61,8 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utility: dict | None = None) -> dict:
+def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utility: dict | None = None,
+             simulator: Callable | None = None) -> dict:
     """One result row; any error becomes `status = "failed: ..."` so the suite goes on.
 
     Every attack (attacks.recovery.run_attacks: static, adaptive, anonymous) recovers updates; the row
@@ -71,7 +72,9 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
     `device`, which is part of the task's key (CPU and GPU inversions differ). The oracle ceiling runs the
     attack's own inference on the true updates. With `picture`, a model-based task also draws its
     reconstructions there (PNG). `utility` holds the row's utility columns when they were computed
-    beforehand (run_suite trains each utility run once); without it they are trained here.
+    beforehand (run_suite trains each utility run once); without it they are trained here. `simulator`
+    (scenario, defense) -> (observation, truth) stands in for benchmark.simulation.simulate, which it must
+    equal bit for bit (_run_and_store_horizons cuts several horizons from one run).
     """
     # The simulation and attack stack (torch, highspy) loads here, not at import: a run whose
     # tasks are all stored already never pays for it.
@@ -90,7 +93,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         device = resolve_device(device)
         seed = task.scenario.seed
         defense = GuardedDefense(make_defense(task.defense.name, dict(task.defense.parameters)))
-        observation, truth = simulate(task.scenario, defense)
+        observation, truth = (simulator or simulate)(task.scenario, defense)
         attempts = run_attacks(observation, task.attack)
         recovery_scores = [score_recovery(recovery, truth) for recovery in attempts]
         success = [scores["attack_success"] for scores in recovery_scores]
@@ -175,7 +178,7 @@ class _Job:
     utility_failure: str = ""  # why they could not be: the task fails with it, without running
 
 
-def _run_and_store(job: _Job) -> str:
+def _run_and_store(job: _Job, simulator: Callable | None = None) -> str:
     """Runs in a worker: the result is stored there, atomically, so a crash loses only tasks in flight."""
     from attacks import memo
 
@@ -186,11 +189,39 @@ def _run_and_store(job: _Job) -> str:
     memo.use(store.folder / "memo")  # tasks that invert the same updates share the answer (attacks.memo)
     try:
         with _time_limit(job.timeout):
-            row = run_task(job.task, store.picture(job.key), job.device, job.utility)
+            row = run_task(job.task, store.picture(job.key), job.device, job.utility, simulator)
     except TaskTimeout as error:
         row = {**_row(job.task), "status": f"failed: {error}", "task_seconds": job.timeout}
     store.save(job.key, row)
     return job.key
+
+
+def _run_and_store_horizons(jobs: tuple[_Job, ...]) -> list[str]:
+    """The jobs of one cell, seed and defense at several horizons, longest first, in one worker: one federation
+    run of the longest serves them all (benchmark.simulation.simulate_horizons), each task stored as it ends."""
+    from benchmark.simulation import simulate_horizons
+
+    horizons = tuple(job.task.scenario.n_rounds for job in jobs)
+    runs: dict = {}
+
+    def simulator(scenario, defense):
+        if not runs:
+            runs.update(simulate_horizons(scenario, defense, horizons))
+        return runs.pop(scenario.n_rounds)
+
+    return [_run_and_store(job, simulator) for job in jobs]
+
+
+def _horizon_groups(jobs: list[_Job]) -> list[tuple[_Job, ...]]:
+    """The jobs grouped by cell, seed and defense (horizons apart), longest horizon first in each group; the groups
+    of one cell and seed consecutive, so a worker also reuses the undefended run (benchmark.simulation._shared_run)."""
+    groups: dict = {}
+    for job in jobs:
+        cell = json.dumps({**job.task.scenario.to_dict(), "n_rounds": None}, sort_keys=True, default=str)
+        defense = json.dumps([job.task.defense.name, job.task.defense.parameters, job.task.defense.label], default=str)
+        groups.setdefault(cell, {}).setdefault(defense, []).append(job)
+    return [tuple(sorted(group, key=lambda job: -job.task.scenario.n_rounds))
+            for by_defense in groups.values() for group in by_defense.values()]
 
 
 @dataclass(frozen=True)
@@ -256,15 +287,6 @@ def _utility_columns(jobs: list[_Job], store: ResultStore, executor: Executor, p
             accuracy = {run: float(records[run]["test_accuracy"]) for run in (undefended, defended)}
             out.append(replace(job, utility=scores_of(undefended.task, accuracy[undefended], accuracy[defended])))
     return out
-
-
-def _scenario_major(jobs: list[_Job]) -> list[_Job]:
-    """The jobs with those of one scenario (cell, horizon, seed) consecutive, so a worker reuses its simulation
-    (benchmark.simulation._shared_run); otherwise in the given order."""
-    first: dict = {}
-    for index, job in enumerate(jobs):
-        first.setdefault(job.task.scenario, index)
-    return sorted(jobs, key=lambda job: first[job.task.scenario])
 
 
 def _validate_defenses(specs: list[DefenseSpec]) -> None:
@@ -336,8 +358,8 @@ def run_suite(
     keys = [task.key(device) for task in tasks]
     todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks) if not store.has(key)]
     _validate_defenses([job.task.defense for job in todo])
-    todo = _scenario_major(_utility_columns(todo, store, executor, progress, task_timeout))
-    for _ in run_tasks(_run_and_store, todo, executor, progress="tasks" if progress else None):
+    groups = _horizon_groups(_utility_columns(todo, store, executor, progress, task_timeout))
+    for _ in run_tasks(_run_and_store_horizons, groups, executor, progress="tasks" if progress else None, sizes=[len(g) for g in groups]):
         pass
     lost = {key: {**_row(task), "status": "failed: not run (its worker was lost)"} for key, task in zip(keys, tasks)}
     labels = {task.defense.display for task in tasks}

@@ -1,7 +1,7 @@
 """Federated learning with secure aggregation: what the server observes, and the truth kept aside for scoring."""
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -170,9 +170,13 @@ class _Federation:
             raise BenchmarkError(f"defense {self.defense.name!r}: hook local_updates must return finite ({len(users)}, {self.dim}) updates")
         return out.astype(np.float64)
 
-    def run(self, refresh_every: int, step: str | float = "honest") -> dict:
-        """`step`: "honest" (the learning rate), "smallest" (the least the clients accept) or a number."""
+    def run(self, refresh_every: int, step: str | float = "honest", horizons: tuple[int, ...] = ()) -> dict:
+        """`step`: "honest" (the learning rate), "smallest" (the least the clients accept) or a number.
+
+        At each of `horizons` (< n_rounds) it keeps what a run of that many rounds would end with: each user's
+        summed clean update and the padded coordinates (`at`), so a shorter run is a prefix (_prefix)."""
         s, defense, rngs = self.scenario, self.defense, self.rngs
+        at: dict[int, tuple[np.ndarray, int]] = {}
         n = s.n_users
         contributed = np.zeros((s.n_rounds, n), dtype=bool)
         checked_in = np.zeros((s.n_rounds, n), dtype=bool)
@@ -208,8 +212,11 @@ class _Federation:
                 if (t + 1) % refresh_every == 0 and direction is not None:
                     server.refresh(direction)
                     direction = None
+            if t + 1 in horizons:
+                at[t + 1] = (clean_sum.copy(), padded_coordinates)
         rounds_per_user = np.maximum(contributed.sum(axis=0), 1)[:, None]
         return {
+            "at": at,
             "aggregates": np.stack(aggregates),
             "weights": np.stack(weights) if weights else np.zeros((0, 0)),
             "contributed": contributed,
@@ -258,20 +265,20 @@ def _leaves_training_alone(defense: Defense) -> bool:
     return trains_like_undefended(defense) and defense.refresh_every == 0 and defense.min_relative_change == 0
 
 
-def _federation_run(scenario: Scenario, defense: Defense) -> dict:
+def _federation_run(scenario: Scenario, defense: Defense, horizons: tuple[int, ...] = ()) -> dict:
     """The federation's arrays: the run's output plus the users' data (images, labels, n_classes)."""
     federation = _Federation(scenario, defense)
     if scenario.model_policy == "trained":
         refresh_every, step = 1, "honest"
     else:
         refresh_every, step = defense.refresh_every, scenario.server_step
-    observed = federation.run(refresh_every, step)
+    observed = federation.run(refresh_every, step, horizons)
     if scenario.update_kind == "model":
         observed.update(images=federation.images, labels=federation.labels, n_classes=federation.dataset.n_classes)
     return observed
 
 
-def _shared_run(scenario: Scenario, defense: Defense) -> dict:
+def _shared_run(scenario: Scenario, defense: Defense, horizons: tuple[int, ...] = ()) -> dict:
     """One undefended federation run per scenario, shared by every defense that leaves training alone
     (analytics-only ones): theirs is bit-identical, and only transform_analytics, on its own stream, differs.
 
@@ -279,17 +286,42 @@ def _shared_run(scenario: Scenario, defense: Defense) -> dict:
     shared arrays do not depend on which defense asked first; callers get copies (the kept ones stay clean).
     """
     guarded = isinstance(defense, GuardedDefense)
-    key = (scenario, guarded)
+    key = (scenario, guarded, horizons)
     if key not in _shared:
         plain = Defense()
         if guarded:
             plain = GuardedDefense(plain)
             plain.name = defense.name
-        _shared[key] = _federation_run(scenario, plain)
+        _shared[key] = _federation_run(scenario, plain, horizons)
         while len(_shared) > SHARED_RUNS:
             _shared.popitem(last=False)
     _shared.move_to_end(key)
     return {name: value.copy() if isinstance(value, np.ndarray) else value for name, value in _shared[key].items()}
+
+
+def _prefix(observed: dict, n_rounds: int) -> dict:
+    """What a run of the first `n_rounds` rounds observes, cut (copied) from a longer run that kept that horizon."""
+    if n_rounds == len(observed["aggregates"]):
+        return observed
+    summed, padded = observed["at"][n_rounds]
+    cut = {name: observed[name][:n_rounds].copy() for name in ("aggregates", "contributed", "checked_in", "weights")}
+    return {**observed, **cut, "padded_coordinates": padded,
+            "updates": summed / np.maximum(cut["contributed"].sum(axis=0), 1)[:, None]}
+
+
+def prefix_consistent(defense: Defense) -> bool:
+    """Whether the defense's run over T rounds begins with its run over fewer, so one run serves every horizon.
+
+    True for the built-ins (and compositions of them), whose hooks never read the horizon (tests check every
+    one, bit for bit); a plugin's hooks may read scenario.n_rounds, so its horizons run apart.
+    """
+    from defenses.builtin import BUILTIN_DEFENSES
+    from defenses.composition import Composed
+
+    inner = defense.inner if isinstance(defense, GuardedDefense) else defense
+    if isinstance(inner, Composed):
+        return all(prefix_consistent(part) for part in inner.parts)
+    return type(inner) in BUILTIN_DEFENSES.values()
 
 
 def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundTruth]:
@@ -297,10 +329,33 @@ def simulate(scenario: Scenario, defense: Defense) -> tuple[Observation, GroundT
 
     A defense that leaves training alone reuses this process's undefended run of the scenario (_shared_run).
     """
+    return simulate_horizons(scenario, defense, (scenario.n_rounds,))[scenario.n_rounds]
+
+
+def simulate_horizons(scenario: Scenario, defense: Defense, horizons: tuple[int, ...]) -> dict[int, tuple[Observation, GroundTruth]]:
+    """simulate() of the scenario cut to each of `horizons` rounds (each at most scenario.n_rounds), bit for bit.
+
+    Where the defense is prefix_consistent, one run of the longest horizon serves them all (the shorter ones
+    are its first rounds; analytics are computed afresh on each, as a run of that length computes them).
+    """
+    longest = max(horizons)
+    scenario = replace(scenario, n_rounds=longest)
+    if not prefix_consistent(defense):
+        return {n: _observe(replace(scenario, n_rounds=n), defense, _run(replace(scenario, n_rounds=n), defense, ()))
+                for n in horizons}
+    shorter = tuple(sorted(n for n in set(horizons) if n < longest))
+    observed = _run(scenario, defense, shorter)
+    return {n: _observe(replace(scenario, n_rounds=n), defense, _prefix(observed, n)) for n in horizons}
+
+
+def _run(scenario: Scenario, defense: Defense, horizons: tuple[int, ...]) -> dict:
     if _leaves_training_alone(defense):
-        observed = _shared_run(scenario, defense)
-    else:
-        observed = _federation_run(scenario, defense)
+        return _shared_run(scenario, defense, horizons)
+    return _federation_run(scenario, defense, horizons)
+
+
+def _observe(scenario: Scenario, defense: Defense, observed: dict) -> tuple[Observation, GroundTruth]:
+    """The server's Observation and the GroundTruth kept aside, from a run's arrays."""
     # The analytics stream is its own: no hook of the run draws from it, so a fresh one is the run's, untouched.
     analytics = defense.transform_analytics(observed["checked_in"].copy(), scenario.window,
                                             streams(scenario.seed, STREAMS)["defense_analytics"])

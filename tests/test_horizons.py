@@ -1,0 +1,112 @@
+"""One federation run serves every horizon of a cell: shorter horizons are bit-identical prefixes of the longest."""
+
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+
+from benchmark import simulation
+from benchmark.runner import run_suite
+from benchmark.scenario import Scenario
+from benchmark.simulation import prefix_consistent, simulate, simulate_horizons
+from benchmark.suite import expand, load_suite
+from defenses.base import Defense
+from defenses.guard import GuardedDefense
+from defenses.registry import make_defense
+
+# Every built-in, with parameters that make each hook act (the quick suite's list holds them all, composed too).
+DEFENSES = [(spec.name, dict(spec.parameters)) for spec in load_suite("quick").defenses] + [
+    ("model-refresh", {"every": 1, "min_relative_change": 0.01}),
+    ("structured-participation", {"group_size": 2}),
+]
+CELLS = {
+    "mlp-fedavg": Scenario(name="h", n_users=8, n_rounds=24, participation=0.5, window=4, samples_per_user=4,
+                           local_training="fedavg", local_epochs=2, batch_size=2, learning_rate=0.1, seed=5),
+    "synthetic": Scenario(name="h", n_users=8, n_rounds=24, participation=0.5, window=4, update_kind="synthetic",
+                          synthetic_dim=12, seed=5),
+}
+
+
+def _differences(a, b) -> list[str]:
+    out = []
+    for field in fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        equal = (x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)) if isinstance(x, np.ndarray) else x == y
+        if not equal:
+            out.append(field.name)
+    return out
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("name, parameters", DEFENSES, ids=[f"{name}-{i}" for i, (name, _) in enumerate(DEFENSES)])
+def test_each_horizon_cut_from_the_longest_run_is_its_own_run_bit_for_bit(cell, name, parameters):
+    scenario = CELLS[cell]
+    defense = GuardedDefense(make_defense(name, parameters))
+    assert prefix_consistent(defense)
+    simulation._shared.clear()
+    cut = simulate_horizons(scenario, defense, (8, 24, 16))
+    for horizon in (8, 16, 24):
+        simulation._shared.clear()
+        alone = simulate(replace(scenario, n_rounds=horizon), GuardedDefense(make_defense(name, parameters)))
+        assert _differences(cut[horizon][0], alone[0]) == [] and _differences(cut[horizon][1], alone[1]) == []
+
+
+class ReadsTheHorizon(Defense):
+    """A plugin whose hooks may read scenario.n_rounds: its horizons must run apart."""
+
+    name = "reads-the-horizon"
+
+    def local_update(self, model, x, y, scenario, rng):
+        return None
+
+
+def test_a_plugin_runs_each_horizon_apart_and_gets_its_own_runs():
+    defense = GuardedDefense(ReadsTheHorizon())
+    assert not prefix_consistent(defense)
+    scenario = CELLS["synthetic"]
+    cut = simulate_horizons(scenario, defense, (8, 24))
+    alone = simulate(replace(scenario, n_rounds=8), GuardedDefense(ReadsTheHorizon()))
+    assert _differences(cut[8][0], alone[0]) == []
+
+
+SUITE = """
+name = "horizons"
+version = "1"
+seeds = [0, 1]
+
+[[defenses]]
+name = "none"
+
+[[defenses]]
+name = "ldp-gaussian"
+noise_multiplier = 0.01
+clip_norm = 10.0
+
+[[cells]]
+name = "synthetic"
+n_users = 6
+horizons = [2, 4, 8]
+participation = 0.5
+window = 3
+update_kind = "synthetic"
+synthetic_dim = 10
+"""
+
+
+def test_a_suite_runs_one_federation_per_cell_seed_and_defense_and_scores_as_separate_runs(tmp_path, monkeypatch):
+    path = tmp_path / "horizons.toml"
+    path.write_text(SUITE)
+    tasks = expand(load_suite(str(path)))
+    calls = []
+    real = simulation._federation_run
+    monkeypatch.setattr(simulation, "_federation_run", lambda *args: calls.append(args[0].n_rounds) or real(*args))
+    table = run_suite(tasks, tmp_path / "results", progress=False)
+    assert (table["status"] == "ok").all() and len(table) == 12
+    assert sorted(calls) == [48] * 4  # 2 seeds x 2 defenses, each run once, at the longest horizon (8 x 6 rounds)
+    monkeypatch.setattr(simulation, "_federation_run", real)
+    simulation._shared.clear()
+    from benchmark.runner import run_task
+
+    alone = [run_task(task) for task in tasks]
+    for row, own in zip(table.to_dict("records"), alone):
+        assert row["attack_success"] == own["attack_success"] and row["exact_column_rate"] == own["exact_column_rate"]
