@@ -344,7 +344,8 @@ def run_suite(
     Every defense with a task to run is validated first (defenses.validate); a broken one raises
     BenchmarkError before anything runs, as does a results folder that cannot be written. The utility
     trainings the tasks need run first, each (utility task, defense, seed) once, stored under `utility/`
-    (a failed one fails the tasks that need it); the tasks then run with those of one scenario together. A task
+    (a failed one fails the tasks that need it); the tasks then run grouped by cell, seed and defense (one
+    federation run serves all of a group's horizons), the groups of one cell and seed together. A task
     that runs longer than `task_timeout` seconds is stored as failed and the suite goes on; a task
     whose worker was lost is a failed row with NaN scores. Inversions run on `device` ("cpu" or
     "cuda", resolved by the caller), which is part of every task's key: CPU and GPU scores differ.
