@@ -169,10 +169,11 @@ def run_attack(
     choose=None,
 ) -> AttackOutput:
     """Every attack, then inference on one: `choose` picks it from the list of Recoveries (default: the last that
-    names the most users). Never reads the ground truth."""
+    names the most users, a full-horizon attack before a prefix one). Never reads the ground truth."""
     started = time.perf_counter()
     recoveries = run_attacks(observation, settings)
-    chosen = choose(recoveries) if choose is not None else max(reversed(recoveries), key=lambda r: r.named.sum())
+    chosen = choose(recoveries) if choose is not None else max(
+        reversed(recoveries), key=lambda r: (r.named.sum(), r.attack != "prefix"))
     return infer_from(observation, chosen, seed, device, inversion, started, settings.inverted_users)
 
 

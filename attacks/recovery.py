@@ -5,7 +5,9 @@
 - anonymous: binary vectors of col(A) found without counts (attacks/anonymous.py), plus the
   adaptive attack's columns, attributed to users by likelihood under the published analytics'
   declared mechanism (attacks/attribution.py); every found column's update is recovered,
-  named or not. Without per-user counts nothing is named.
+  named or not. Without per-user counts nothing is named;
+- prefix: a server may ignore rounds, so it also runs the named attack on the first 1/2 and 1/4
+  of the rounds (whole analytics windows): more rounds then never leave it weaker than fewer.
 """
 
 import time
@@ -21,7 +23,8 @@ from attacks.geometry import column_space, left_singular, numerical_rank
 from attacks.settings import AttackSettings
 from benchmark.observation import Observation
 
-ATTACKS = ("static", "adaptive", "anonymous")
+ATTACKS = ("static", "adaptive", "anonymous", "prefix")
+PREFIX_SHARES = (2, 4)  # the prefix attack runs on the first 1/2 and 1/4 of the rounds
 # Under noise, anonymous candidates lie within the accepted residual / NOISE_GAP and within NOISE_GAP times the
 # best candidate's residual (attacks/anonymous.py): true columns stand apart from the other binary vectors.
 NOISE_GAP = 30.0
@@ -132,11 +135,47 @@ def anonymous_recovery(
     return Recovery("anonymous", result, kept.astype(np.uint8), updates, groups)
 
 
-def run_attacks(observation: Observation, settings: AttackSettings) -> list[Recovery]:
-    """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous.
+def extended(result: Disaggregation, aggregates: np.ndarray) -> Disaggregation:
+    """A disaggregation of the first rounds carried to all of `aggregates`' rounds by its updates.
 
-    One singular value decomposition of the aggregates serves them all (at 100 users and 1200 rounds of LeNet
-    updates it is seconds, and there were four)."""
+    Where it names every user, each later round's participants are the least-squares weights of that round's sum
+    on the distinct recovered updates, rounded to {0, 1} (exact for exact sums, as d >> n makes the weights
+    unique); where it does not, the unnamed users' share of the sums is unknown and later rounds stay 0.
+    """
+    first = result.participants
+    later = np.zeros((aggregates.shape[0] - first.shape[0], first.shape[1]), dtype=np.uint8)
+    if first.any(axis=0).all():
+        columns, which = np.unique(first, axis=1, return_inverse=True)
+        sums = np.zeros((columns.shape[1], result.updates.shape[1]))
+        np.add.at(sums, np.ravel(which), result.updates)
+        weights = aggregates[first.shape[0]:] @ np.linalg.pinv(sums)
+        later = np.clip(np.rint(weights), 0, 1).astype(np.uint8)[:, np.ravel(which)]
+    return replace(result, participants=np.vstack([first, later]))
+
+
+def prefix_recoveries(observation: Observation, settings: AttackSettings) -> list[Recovery]:
+    """The named attack (adaptive where the defense publishes parameters) on the first 1/s of the rounds, s in
+    PREFIX_SHARES, cut at whole analytics windows and kept where that leaves more rounds than users; each an
+    attempt named `prefix`, its updates the prefix's and its columns carried to every round (extended)."""
+    window, n_rounds = observation.window, observation.aggregates.shape[0]
+    lengths = sorted({n_rounds // share // window * window for share in PREFIX_SHARES}, reverse=True)
+    groups = public_groups(observation.defense_parameters, observation.n_users)
+    attempts = []
+    for length in (n for n in lengths if observation.n_users < n < n_rounds):
+        first = observation.first_rounds(length)
+        left, singular = left_singular(first.aggregates)
+        noise = settings.noise or needs_noise_mode(first, singular)
+        result = recover(first, replace(settings, noise=noise, adaptive=bool(first.defense_parameters)), (left, singular))
+        attempts.append(named_recovery("prefix", extended(result, observation.aggregates), groups))
+    return attempts
+
+
+def run_attacks(observation: Observation, settings: AttackSettings) -> list[Recovery]:
+    """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous; prefix
+    where counts are published.
+
+    One singular value decomposition of the aggregates serves the first three (at 100 users and 1200 rounds of
+    LeNet updates it is seconds, and there were four)."""
     left, singular = left_singular(observation.aggregates)
     noise = settings.noise or needs_noise_mode(observation, singular)
     settings = replace(settings, noise=noise)
@@ -154,4 +193,6 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)
     seconds = time.perf_counter() - started
     recoveries.append(replace(anonymous, disaggregation=replace(anonymous.disaggregation, wall_seconds=seconds)))
+    if observation.counts is not None:
+        recoveries.extend(prefix_recoveries(observation, settings))
     return recoveries

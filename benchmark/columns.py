@@ -33,6 +33,7 @@ SCORE_COLUMNS = (
     "attack_success_static",  # each attack's own attack_success; NaN where it did not run
     "attack_success_adaptive",
     "attack_success_anonymous",
+    "attack_success_prefix",
     "exact_column_rate",  # linkability: users whose participation column the attack names exactly
     "entry_accuracy",
     "update_cosine",

@@ -4,7 +4,7 @@ Numpy only, so attacks, defenses and tools import it without pulling torch. Ever
 analytics windows in the project goes through `window_sums`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -67,3 +67,15 @@ class Observation:
     local_epochs: int  # fedavg: epochs of local SGD
     batch_size: int  # fedavg: local minibatch size
     defense_parameters: dict = field(default_factory=dict)
+
+    def first_rounds(self, n_rounds: int) -> "Observation":
+        """What the server saw in the first `n_rounds` rounds (whole analytics windows): a server may ignore the rest."""
+        if n_rounds % self.window or not 0 < n_rounds <= len(self.aggregates):
+            raise ValueError(f"first_rounds: {n_rounds} is not a whole number of {self.window}-round windows of the run")
+        return replace(
+            self,
+            aggregates=self.aggregates[:n_rounds],
+            counts=None if self.counts is None else self.counts[:, : n_rounds // self.window],
+            totals=None if self.totals is None else self.totals[:n_rounds],
+            weights=self.weights[:n_rounds] if len(self.weights) else self.weights,
+        )

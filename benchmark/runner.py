@@ -108,7 +108,9 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         else:
             row.update(recovery_scores[strongest], **no_inference("no inversion at this horizon"),
                        inversion="not run: the suite inverts at each cell's longest horizon only")
-        ran = {recovery.attack: value for recovery, value in zip(attempts, success)}
+        ran: dict[str, float] = {}
+        for recovery, value in zip(attempts, success):  # an attack with several attempts (prefix) counts its best
+            ran[recovery.attack] = max(ran.get(recovery.attack, value), value)
         row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})
         row.update(
             attack=attempts[strongest].attack,

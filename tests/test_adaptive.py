@@ -186,7 +186,8 @@ def test_the_adaptive_attacks_never_score_below_the_static_one(name, parameters)
 
 
 def test_every_attack_shares_one_decomposition_of_the_aggregates_with_the_same_answers(monkeypatch):
-    """Under noise the static, adaptive and anonymous attacks (and the adaptive refinement) read one SVD."""
+    """Under noise the static, adaptive and anonymous attacks (and the adaptive refinement) read one SVD of the
+    aggregates; the prefix attack one of its own rounds."""
     from attacks import geometry, recovery
     from benchmark.scenario import Scenario
     from benchmark.simulation import simulate
@@ -204,7 +205,8 @@ def test_every_attack_shares_one_decomposition_of_the_aggregates_with_the_same_a
     monkeypatch.setattr(geometry, "left_singular", counting)
     monkeypatch.setattr(recovery, "left_singular", counting)
     shared = run_attacks(observation, SETTINGS)
-    assert len(calls) == 1 and [r.attack for r in shared] == ["static", "adaptive", "anonymous"]
+    assert calls == [(48, observation.aggregates.shape[1]), (24, observation.aggregates.shape[1])]
+    assert [r.attack for r in shared] == ["static", "adaptive", "anonymous", "prefix"]  # 1/4 of 48 is not over 12 users
     monkeypatch.setattr(recovery, "recover", lambda o, s, subspace=None: recover(o, s))  # each attack its own SVD
     alone = run_attacks(observation, SETTINGS)
     assert len(calls) > 2

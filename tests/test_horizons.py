@@ -110,3 +110,50 @@ def test_a_suite_runs_one_federation_per_cell_seed_and_defense_and_scores_as_sep
     alone = [run_task(task) for task in tasks]
     for row, own in zip(table.to_dict("records"), alone):
         assert row["attack_success"] == own["attack_success"] and row["exact_column_rate"] == own["exact_column_rate"]
+
+
+MONOTONE = """
+name = "monotone"
+version = "1"
+seeds = [0, 1]
+
+[attack]
+time_limit = 0.5
+
+[[defenses]]
+name = "none"
+
+[[defenses]]
+name = "rounded-counts"
+bucket = 2
+
+[[defenses]]
+name = "participation-padding"
+rate = 0.1
+
+[[defenses]]
+name = "coarse-analytics"
+factor = 2
+
+[[cells]]
+name = "digits"
+n_users = 12
+horizons = [4, 8]
+participation = 0.4
+window = 4
+"""
+
+
+def test_more_rounds_never_make_the_attack_weaker(tmp_path):
+    """At 8 rounds per user the prefix attack runs the 4-round task's named attack on the same first rounds: it
+    recovers what that task recovered, so the longer horizon scores at least as high, seed by seed."""
+    path = tmp_path / "monotone.toml"
+    path.write_text(MONOTONE)
+    table = run_suite(expand(load_suite(str(path))), tmp_path / "results", progress=False)
+    assert (table["status"] == "ok").all()
+    for (_, _), pair in table.groupby(["defense", "seed"]):
+        short, long = (pair[pair["n_rounds"] == n].iloc[0] for n in sorted(pair["n_rounds"]))
+        named = short["attack_success_adaptive"] if not np.isnan(short["attack_success_adaptive"]) else short["attack_success_static"]
+        assert long["attack_success_prefix"] == pytest.approx(named)
+        assert long["attack_success"] >= long["attack_success_prefix"]
+        assert long["attack_success"] >= short["attack_success"] or short["attack"] == "anonymous"
