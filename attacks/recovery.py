@@ -178,7 +178,7 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     LeNet updates it is seconds, and there were four)."""
     left, singular = left_singular(observation.aggregates)
     noise = settings.noise or needs_noise_mode(observation, singular)
-    settings = replace(settings, noise=noise)
+    given, settings = settings, replace(settings, noise=noise)
     groups = public_groups(observation.defense_parameters, observation.n_users)
     recoveries = []
     static = None
@@ -194,5 +194,5 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     seconds = time.perf_counter() - started
     recoveries.append(replace(anonymous, disaggregation=replace(anonymous.disaggregation, wall_seconds=seconds)))
     if observation.counts is not None:
-        recoveries.extend(prefix_recoveries(observation, settings))
+        recoveries.extend(prefix_recoveries(observation, given))  # the prefix decides its own noise mode
     return recoveries

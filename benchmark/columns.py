@@ -67,6 +67,7 @@ SCORE_COLUMNS = (
     "overhead_checkins",  # padded check-ins that contribute nothing, per contribution
     "overhead_upload_bytes",  # bytes uploaded per round by devices that contribute nothing
     "attack_seconds",
+    "clock_limited",  # 1 where a clock safety net (time_limit, budget) stopped some attack work: rerun scores may differ
 )
 
 # Text columns: which attack was strongest (static, adaptive or anonymous), LPIPS as a number or "not computed: <reason>",
@@ -77,4 +78,4 @@ TEXT_COLUMNS = ("attack", "lpips", "inversion", "utility_task", *EPSILON_TEXT_CO
 RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + TEXT_COLUMNS + ("status",)
 
 # Columns that measure the machine, not the defense: kept in results, never ranked, hashed or compared.
-WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds")
+WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds", "clock_limited")

@@ -114,6 +114,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})
         row.update(
             attack=attempts[strongest].attack,
+            clock_limited=float(any(recovery.disaggregation.clock_limited for recovery in attempts)),
             overhead_checkins=truth.extra_checkins,
             overhead_upload_bytes=truth.extra_upload_bytes_per_round,
         )

@@ -217,3 +217,39 @@ def test_an_attack_that_did_not_run_scores_nan_not_a_copy(tmp_path, capsys):
     assert math.isnan(row["attack_success_static"]) and math.isnan(row["attack_success_adaptive"])
     assert row["attributed_success"] == 0.0 and row["anonymous_success"] == row["attack_success"]
     capsys.readouterr()
+
+
+CLOCKED = """
+name = "clocked"
+version = "1"
+seeds = [0]
+
+[attack]
+time_limit = {limit}
+budget = {limit}
+
+[[defenses]]
+name = "none"
+
+[[cells]]
+name = "short"
+n_users = 12
+n_rounds = 36
+participation = 0.5
+window = 6
+update_kind = "synthetic"
+"""
+
+
+def test_a_row_says_when_a_clock_safety_net_stopped_attack_work(tmp_path):
+    """Work limits decide answers; where the clock cut work anyway the row says so (its scores may vary by machine)."""
+    from benchmark.runner import run_task
+    from benchmark.suite import expand, load_suite
+
+    rows = {}
+    for limit in (1e-6, 60.0):
+        path = tmp_path / f"clocked-{limit}.toml"
+        path.write_text(CLOCKED.format(limit=limit))
+        rows[limit] = run_task(expand(load_suite(str(path)))[0])
+    assert rows[1e-6]["status"] == rows[60.0]["status"] == "ok"
+    assert rows[1e-6]["clock_limited"] == 1.0 and rows[60.0]["clock_limited"] == 0.0
