@@ -65,10 +65,17 @@ def named_recovery(attack: str, result: Disaggregation, groups: np.ndarray | Non
     if not named.any():
         empty = np.zeros((result.participants.shape[0], 0), dtype=np.uint8)
         return Recovery(attack, result, empty, np.zeros((0, result.updates.shape[1])), groups)
-    columns, which = np.unique(result.participants[:, named], axis=1, return_inverse=True)
-    updates = np.zeros((columns.shape[1], result.updates.shape[1]))
-    np.add.at(updates, np.ravel(which), result.updates[named])
+    columns, _, updates = _distinct(result.participants[:, named], result.updates[named])
     return Recovery(attack, result, columns.astype(np.uint8), updates, groups)
+
+
+def _distinct(participants: np.ndarray, updates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct columns, each user's index among them, each distinct column's summed update)."""
+    columns, which = np.unique(participants, axis=1, return_inverse=True)
+    which = np.ravel(which)
+    sums = np.zeros((columns.shape[1], updates.shape[1]))
+    np.add.at(sums, which, updates)
+    return columns, which, sums
 
 
 def anonymous_recovery(
@@ -145,11 +152,9 @@ def extended(result: Disaggregation, aggregates: np.ndarray) -> Disaggregation:
     first = result.participants
     later = np.zeros((aggregates.shape[0] - first.shape[0], first.shape[1]), dtype=np.uint8)
     if first.any(axis=0).all():
-        columns, which = np.unique(first, axis=1, return_inverse=True)
-        sums = np.zeros((columns.shape[1], result.updates.shape[1]))
-        np.add.at(sums, np.ravel(which), result.updates)
+        _, which, sums = _distinct(first, result.updates)
         weights = aggregates[first.shape[0]:] @ np.linalg.pinv(sums)
-        later = np.clip(np.rint(weights), 0, 1).astype(np.uint8)[:, np.ravel(which)]
+        later = np.clip(np.rint(weights), 0, 1).astype(np.uint8)[:, which]
     return replace(result, participants=np.vstack([first, later]))
 
 
