@@ -37,6 +37,8 @@ class Recovery:
     `disaggregation` names: each user's column and update (a zero column where it names none).
     `columns` and `updates` are every distinct update recovered, named or not: what inversion
     runs on. Under fixed groups (`groups`, each user's group index) they are group sums.
+    `claimed_rounds`: the named columns are claimed for the first this many rounds only (a prefix attempt
+    that could not carry them further); None: for every round.
     """
 
     attack: str  # one of ATTACKS
@@ -44,6 +46,7 @@ class Recovery:
     columns: np.ndarray  # (T, k) uint8
     updates: np.ndarray  # (k, d)
     groups: np.ndarray | None = None
+    claimed_rounds: int | None = None
 
     @property
     def named(self) -> np.ndarray:
@@ -171,7 +174,9 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
         left, singular = left_singular(first.aggregates)
         noise = settings.noise or needs_noise_mode(first, singular)
         result = recover(first, replace(settings, noise=noise, adaptive=bool(first.defense_parameters)), (left, singular))
-        attempts.append(named_recovery("prefix", extended(result, observation.aggregates), groups))
+        attempt = named_recovery("prefix", extended(result, observation.aggregates), groups)
+        claimed = None if result.participants.any(axis=0).all() else length
+        attempts.append(replace(attempt, claimed_rounds=claimed))
     return attempts
 
 

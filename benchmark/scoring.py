@@ -212,15 +212,18 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
 
     `attack_success`: share of users whose own update is among the attack's recovered updates, named
     or not (matched one-to-one by cosine, at least SUCCESS_COSINE): what the users lost.
-    `attributed_success`: the same with the right name (the user's column exact and its named update
-    within SUCCESS_COSINE), always counted as recovered; `anonymous_success`: recovered but not attributed.
+    `attributed_success`: the same with the right name (the user's column exact on every round the attack
+    claims it for, and its named update within SUCCESS_COSINE), always counted as recovered;
+    `anonymous_success`: recovered but not attributed.
     An exact column alone is not enough: under fixed groups, or noise, a user's column can be right
     while only a group sum, or a noisy estimate, comes out.
     """
     named = recovery.disaggregation
     columns_exact = (named.participants == truth.participants).all(axis=0)
+    claimed = slice(recovery.claimed_rounds)  # a prefix attempt names users by their first rounds only
+    claimed_exact = (named.participants[claimed] == truth.participants[claimed]).all(axis=0)
     cosines = _cosines(named.updates, truth.updates)
-    attributed = columns_exact & (cosines >= SUCCESS_COSINE)
+    attributed = claimed_exact & (cosines >= SUCCESS_COSINE)
     _, matched = match_updates(recovery.updates, truth.updates)
     # A user attributed its own update has lost it even when the one-to-one matching gave that vector to
     # another user (members of a fixed group with near-identical updates share one group mean).

@@ -253,3 +253,27 @@ def test_a_row_says_when_a_clock_safety_net_stopped_attack_work(tmp_path):
         rows[limit] = run_task(expand(load_suite(str(path)))[0])
     assert rows[1e-6]["status"] == rows[60.0]["status"] == "ok"
     assert rows[1e-6]["clock_limited"] == 1.0 and rows[60.0]["clock_limited"] == 0.0
+
+
+def test_a_prefix_attempt_names_users_by_the_rounds_it_claims(federation):
+    """A prefix attempt that could not carry its columns to later rounds still names each user it recovered:
+    users with near-identical updates (one recovered vector between them) keep counting as recovered."""
+    from attacks.recovery import Recovery
+    from benchmark.scoring import score_recovery
+
+    _, truth = federation
+    twins = truth.updates.copy()
+    twins[1] = twins[0]
+    truth = replace(truth, updates=twins)
+    claimed = truth.participants.shape[0] // 2
+    named = np.zeros_like(truth.participants)
+    named[:claimed, :2] = truth.participants[:claimed, :2]
+    updates = np.zeros_like(truth.updates)
+    updates[:2] = truth.updates[:2]
+    result = Disaggregation(named, updates, ("found",) * 2 + ("unattributed",) * 8, np.zeros(10), np.zeros(10), 2, 0.0)
+    recovery = Recovery("prefix", result, named[:, :1], truth.updates[:1], None, claimed_rounds=claimed)
+    assert score_recovery(recovery, truth)["attack_success"] == 0.2  # both twins, named on their first rounds
+    assert score_recovery(replace(recovery, claimed_rounds=None), truth)["attack_success"] == 0.1  # all rounds claimed
+    wrong = named.copy()
+    wrong[0, :2] = 1 - wrong[0, :2]  # a wrong round inside the claimed ones: neither twin is named
+    assert score_recovery(replace(recovery, disaggregation=replace(result, participants=wrong)), truth)["attack_success"] == 0.1
