@@ -26,7 +26,6 @@ from attacks.alternating import refine
 from attacks.disaggregation import Disaggregation, disaggregate, least_squares
 from attacks.geometry import Geometry, Subspace, column_space
 from attacks.inputs import totals_agree
-from attacks.projection_search import projection_search
 from attacks.settings import AttackSettings
 from benchmark.observation import Observation, window_lengths
 
@@ -83,19 +82,20 @@ def public_groups(parameters: dict, n_users: int) -> np.ndarray | None:
 
 def keep_best(
     result: Disaggregation, aggregates: np.ndarray, counts: np.ndarray, window: int,
-    counts_high: np.ndarray | None, settings: AttackSettings, subspace: Subspace | None = None,
+    counts_high: np.ndarray | None, subspace: Subspace | None = None,
 ) -> Disaggregation:
-    """Under noise: every user the stages left open gets its best-residual candidate from a search run to its stall,
-    then every column is refined against the sums (alternating columns and updates, counts kept)."""
+    """Under noise: every user the stages left open gets its best-residual candidate from the disaggregation's search
+    (run to its stall, as a search accepting nobody would), then every column is refined against the sums
+    (alternating columns and updates, counts kept)."""
     open_users = np.array([u for u, s in enumerate(result.status) if s not in ("unique", "found")], dtype=np.int64)
     geometry = Geometry(column_space(aggregates, counts.shape[0], True, subspace), counts, int(window), counts_high)
     participants = result.participants.copy()
     status, best = list(result.status), result.residual.copy()
     if len(open_users):
-        columns, residual = projection_search(geometry, open_users, 0.0, iterations=settings.search_iterations)
+        columns = result.candidates[:, open_users].astype(np.float64)
         ok = geometry.nonempty(columns, open_users)
         participants[:, open_users[ok]] = columns[:, ok].astype(np.uint8)
-        for user, found, value in zip(open_users, ok, residual):
+        for user, found, value in zip(open_users, ok, geometry.residual(columns)):
             if found:
                 status[user], best[user] = "found", value
     participants = refine(geometry, aggregates, participants).astype(np.uint8)
@@ -138,14 +138,14 @@ def recover(observation: Observation, settings: AttackSettings, subspace: Subspa
     if groups is None:
         result = disaggregate(aggregates, counts, window, totals, settings, counts_high=counts_high, subspace=subspace)
         if settings.adaptive and settings.noise:
-            result = keep_best(result, aggregates, counts, window, counts_high, settings, subspace)
+            result = keep_best(result, aggregates, counts, window, counts_high, subspace)
         return result
     _, leaders, group = np.unique(groups, return_index=True, return_inverse=True)
     sizes = np.bincount(group)
     high = None if counts_high is None else counts_high[leaders]
     result = disaggregate(aggregates, counts[leaders], window, None, settings, counts_high=high, subspace=subspace)
     if settings.noise:
-        result = keep_best(result, aggregates, counts[leaders], window, high, settings, subspace)
+        result = keep_best(result, aggregates, counts[leaders], window, high, subspace)
     return replace(
         result,
         participants=result.participants[:, group],

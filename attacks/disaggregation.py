@@ -64,6 +64,9 @@ class Disaggregation:
     # the LP polytope tends to be the single binary point, so the LP settles the user); inf when nothing is free
     equalities_per_free_round: np.ndarray | None = None
     relative_misfit: float = float("nan")  # ||A - P U|| / ||A||: how well the whole recovery explains the sums
+    # (T, n) uint8: the search's best rounded column for each user it searched, accepted or not (zeros elsewhere);
+    # under noise the adaptive attack refines these rather than searching again
+    candidates: np.ndarray | None = None
 
     def report(self) -> dict:
         """A JSON-ready summary: totals, timings per step and one entry per user."""
@@ -262,5 +265,6 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
         clock_limited=outcome.clock_limited,
         equalities_per_free_round=_equalities_per_free_round(geometry),
         relative_misfit=misfit,
+        candidates=state.guess.astype(np.uint8),
     )
 
