@@ -119,24 +119,40 @@ def unattributed(n_rounds: int, n_users: int, dimension: int) -> Disaggregation:
     )
 
 
-def recover(observation: Observation, settings: AttackSettings, subspace: Subspace | None = None) -> Disaggregation:
+def _inputs(observation: Observation, settings: AttackSettings) -> tuple:
+    """(counts, counts_high, totals, settings, groups) the disaggregation gets: the raw analytics, or the defense's
+    reading of them when `settings.adaptive`."""
+    counts, counts_high, totals, groups = observation.counts, None, observation.totals, None
+    if settings.adaptive:
+        reading = read_defense(observation.defense_parameters, counts, len(observation.aggregates), observation.window,
+                               totals, settings)
+        counts, counts_high, totals, settings = reading.counts, reading.counts_high, reading.totals, reading.settings
+        groups = reading.groups
+    # A defense can publish totals that contradict the counts (rounded or noised counts): then they are no help.
+    if totals is not None and not totals_agree(totals, counts, observation.window):
+        totals = None
+    return counts, counts_high, totals, settings, groups
+
+
+def recover(observation: Observation, settings: AttackSettings, subspace: Subspace | None = None,
+            plain: Disaggregation | None = None) -> Disaggregation:
     """The disaggregation step on one observation, reading the defense's public parameters when `settings.adaptive`;
-    `subspace`: left_singular of its aggregates, where the caller has it."""
+    `subspace`: left_singular of its aggregates, where the caller has it. `plain`: the static attack's
+    disaggregation of the same observation (these settings, not adaptive), reused where the reading leaves every
+    input as it was (a DP defense's noise, already assumed): the adaptive attack then only refines it."""
     aggregates, window = observation.aggregates, observation.window
     n_rounds, n_users = aggregates.shape[0], observation.n_users
     if observation.counts is None:
         return unattributed(n_rounds, n_users, aggregates.shape[1])
-    counts, counts_high, totals = observation.counts, None, observation.totals
-    groups = None
-    if settings.adaptive:
-        reading = read_defense(observation.defense_parameters, counts, n_rounds, window, totals, settings)
-        counts, counts_high, totals, settings = reading.counts, reading.counts_high, reading.totals, reading.settings
-        groups = reading.groups
-    # A defense can publish totals that contradict the counts (rounded or noised counts): then they are no help.
-    if totals is not None and not totals_agree(totals, counts, window):
-        totals = None
+    inputs = _inputs(observation, settings)
+    static = _inputs(observation, replace(settings, adaptive=False)) if plain is not None else None
+    counts, counts_high, totals, settings, groups = inputs
     if groups is None:
-        result = disaggregate(aggregates, counts, window, totals, settings, counts_high=counts_high, subspace=subspace)
+        if static is not None and all(np.array_equal(a, b) for a, b in zip(inputs[:3], static[:3])) \
+                and replace(settings, adaptive=False) == static[3]:
+            result = plain
+        else:
+            result = disaggregate(aggregates, counts, window, totals, settings, counts_high=counts_high, subspace=subspace)
         if settings.adaptive and settings.noise:
             result = keep_best(result, aggregates, counts, window, counts_high, subspace)
         return result

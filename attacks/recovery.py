@@ -6,7 +6,7 @@
   adaptive attack's columns, attributed to users by likelihood under the published analytics'
   declared mechanism (attacks/attribution.py); every found column's update is recovered,
   named or not. Without per-user counts nothing is named;
-- prefix: a server may ignore rounds, so it also runs the named attack on the first 1/2 and 1/4
+- prefix: a server may ignore rounds, so it also runs the named attacks on the first 1/2 and 1/4
   of the rounds (whole analytics windows): more rounds then never leave it weaker than fewer.
 """
 
@@ -162,9 +162,10 @@ def extended(result: Disaggregation, aggregates: np.ndarray) -> Disaggregation:
 
 
 def prefix_recoveries(observation: Observation, settings: AttackSettings) -> list[Recovery]:
-    """The named attack (adaptive where the defense publishes parameters) on the first 1/s of the rounds, s in
-    PREFIX_SHARES, cut at whole analytics windows and kept where that leaves more rounds than users; each an
-    attempt named `prefix`, its updates the prefix's and its columns carried to every round (extended)."""
+    """The named attacks (static, and adaptive where the defense publishes parameters) on the first 1/s of the
+    rounds, s in PREFIX_SHARES, cut at whole analytics windows and kept where that leaves more rounds than users;
+    each an attempt named `prefix`, its updates the prefix's, its columns carried to every round (extended) where
+    it names every user and claimed for the prefix's rounds only where it does not."""
     window, n_rounds = observation.window, observation.aggregates.shape[0]
     lengths = sorted({n_rounds // share // window * window for share in PREFIX_SHARES}, reverse=True)
     groups = public_groups(observation.defense_parameters, observation.n_users)
@@ -173,10 +174,14 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
         first = observation.first_rounds(length)
         left, singular = left_singular(first.aggregates)
         noise = settings.noise or needs_noise_mode(first, singular)
-        result = recover(first, replace(settings, noise=noise, adaptive=bool(first.defense_parameters)), (left, singular))
-        attempt = named_recovery("prefix", extended(result, observation.aggregates), groups)
-        claimed = None if result.participants.any(axis=0).all() else length
-        attempts.append(replace(attempt, claimed_rounds=claimed))
+        static = recover(first, replace(settings, noise=noise, adaptive=False), (left, singular))
+        results = [(static, None)]
+        if first.defense_parameters:
+            results.append((recover(first, replace(settings, noise=noise, adaptive=True), (left, singular), static), groups))
+        for result, named_groups in results:
+            attempt = named_recovery("prefix", extended(result, observation.aggregates), named_groups)
+            claimed = None if result.participants.any(axis=0).all() else length
+            attempts.append(replace(attempt, claimed_rounds=claimed))
     return attempts
 
 
@@ -197,7 +202,7 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
         recoveries.append(named_recovery("static", static, None))
     adaptive = None
     if observation.defense_parameters and observation.counts is not None:
-        adaptive = recover(observation, replace(settings, adaptive=True), (left, singular))
+        adaptive = recover(observation, replace(settings, adaptive=True), (left, singular), static)
         recoveries.append(named_recovery("adaptive", adaptive, groups))
     started = time.perf_counter()
     anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)

@@ -206,9 +206,36 @@ def test_every_attack_shares_one_decomposition_of_the_aggregates_with_the_same_a
     monkeypatch.setattr(recovery, "left_singular", counting)
     shared = run_attacks(observation, SETTINGS)
     assert calls == [(48, observation.aggregates.shape[1]), (24, observation.aggregates.shape[1])]
-    assert [r.attack for r in shared] == ["static", "adaptive", "anonymous", "prefix"]  # 1/4 of 48 is not over 12 users
-    monkeypatch.setattr(recovery, "recover", lambda o, s, subspace=None: recover(o, s))  # each attack its own SVD
+    # The prefix runs static and adaptive on the first 24 rounds (1/4 of 48 is not over 12 users)
+    assert [r.attack for r in shared] == ["static", "adaptive", "anonymous", "prefix", "prefix"]
+    monkeypatch.setattr(recovery, "recover", lambda o, s, subspace=None, plain=None: recover(o, s))  # each its own SVD
     alone = run_attacks(observation, SETTINGS)
     assert len(calls) > 2
     for one, other in zip(shared, alone):
         assert np.array_equal(one.columns, other.columns) and np.array_equal(one.updates, other.updates)
+
+
+def test_the_adaptive_attack_reuses_the_static_search_where_the_reading_changes_nothing(monkeypatch):
+    """Under DP noise the static attack already assumes noise: the adaptive one refines its search rather than
+    running the same search again, with the same answer as running it again."""
+    from attacks import adaptive
+    from benchmark.scenario import Scenario
+    from benchmark.simulation import simulate
+    from defenses.registry import make_defense
+
+    observation, _ = simulate(Scenario(**SYNTHETIC), make_defense("ldp-gaussian", {"noise_multiplier": 0.01, "clip_norm": 1.0}))
+    settings = replace(SETTINGS, noise=True)
+    static = recover(observation, settings)
+    searches = []
+    original = adaptive.disaggregate
+    monkeypatch.setattr(adaptive, "disaggregate", lambda *a, **k: searches.append(1) or original(*a, **k))
+    reused = recover(observation, replace(settings, adaptive=True), plain=static)
+    assert searches == []
+    again = recover(observation, replace(settings, adaptive=True))
+    assert searches == [1]
+    assert np.array_equal(reused.participants, again.participants) and np.allclose(reused.updates, again.updates)
+    rounded, _ = simulate(Scenario(**SYNTHETIC), make_defense("rounded-counts", {"bucket": 2}))
+    plain = recover(rounded, SETTINGS)
+    searches.clear()
+    recover(rounded, replace(SETTINGS, adaptive=True), plain=plain)  # the reading widens the counts: a search of its own
+    assert searches == [1]

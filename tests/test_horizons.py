@@ -145,7 +145,7 @@ window = 4
 
 
 def test_more_rounds_never_make_the_attack_weaker(tmp_path):
-    """At 8 rounds per user the prefix attack runs the 4-round task's named attack on the same first rounds: it
+    """At 8 rounds per user the prefix attack runs the 4-round task's named attacks on the same first rounds: it
     recovers what that task recovered, so the longer horizon scores at least as high, seed by seed."""
     path = tmp_path / "monotone.toml"
     path.write_text(MONOTONE)
@@ -153,7 +153,7 @@ def test_more_rounds_never_make_the_attack_weaker(tmp_path):
     assert (table["status"] == "ok").all()
     for (_, _), pair in table.groupby(["defense", "seed"]):
         short, long = (pair[pair["n_rounds"] == n].iloc[0] for n in sorted(pair["n_rounds"]))
-        named = short["attack_success_adaptive"] if not np.isnan(short["attack_success_adaptive"]) else short["attack_success_static"]
+        named = np.nanmax([short["attack_success_static"], short["attack_success_adaptive"]])
         assert long["attack_success_prefix"] == pytest.approx(named)
         assert long["attack_success"] >= long["attack_success_prefix"]
         assert long["attack_success"] >= short["attack_success"] or short["attack"] == "anonymous"
