@@ -103,7 +103,7 @@ class Geometry:
 
 
 # Up to this window length, ranking by pairwise comparisons beats a sort along the window axis (a strided axis):
-# 3.8x at 5 rounds, 2.5x at 10, 1.5x at 20, slower at 40 (T = 12000, 1000 columns; benchmarks/search_step.py).
+# 3.9x at 5 rounds, 2.5x at 10, 1.3x at 20, even at 40 (T = 12000, 1000 columns; benchmarks/search_step.py).
 COMPARE_UP_TO = 24
 
 
