@@ -24,7 +24,8 @@ def refine(geometry: Geometry, aggregates: np.ndarray, columns: np.ndarray, swee
     """Columns (T x n, in {0, 1}) refined from `columns` against the sums; geometry gives the counts and windows.
 
     A user's gains need only R g_j, so the sweep keeps S = R G^T (T x n) instead of the residual R (T x d):
-    moving user j's column from p to p' changes S by (p - p') (G G^T)[j], O(T n) a step instead of O(T d).
+    moving user j's column from p to p' changes S by (p - p') (G G^T)[j] in the rounds that moved only: O(m n) a
+    step for m moved rounds, instead of O(T d).
     """
     columns = columns.astype(np.float64).copy()
     users = np.arange(columns.shape[1])
@@ -39,10 +40,10 @@ def refine(geometry: Geometry, aggregates: np.ndarray, columns: np.ndarray, swee
                 continue
             gains = projected[:, user] / energy + columns[:, user]
             column = geometry.round_to_counts(gains[:, None], users[user : user + 1])[:, 0]
-            moved = columns[:, user] - column
-            if moved.any():
-                projected += np.outer(moved, gram[user])
-                changed += int(np.count_nonzero(moved))
+            rounds = np.flatnonzero(columns[:, user] != column)
+            if len(rounds):  # only the rounds that moved change S: O(moved n), not a dense T x n outer product
+                projected[rounds] += (columns[rounds, user] - column[rounds])[:, None] * gram[user][None, :]
+                changed += len(rounds)
                 columns[:, user] = column
         if changed == 0:
             break
