@@ -134,6 +134,12 @@ def _inputs(observation: Observation, settings: AttackSettings) -> tuple:
     return counts, counts_high, totals, settings, groups
 
 
+def _same_inputs(one: tuple, other: tuple) -> bool:
+    """Whether two _inputs give the disaggregation the same counts, bounds, totals and settings (adaptive aside)."""
+    return all(np.array_equal(a, b) for a, b in zip(one[:3], other[:3])) \
+        and replace(one[3], adaptive=False) == replace(other[3], adaptive=False)
+
+
 def recover(observation: Observation, settings: AttackSettings, subspace: Subspace | None = None,
             plain: Disaggregation | None = None) -> Disaggregation:
     """The disaggregation step on one observation, reading the defense's public parameters when `settings.adaptive`;
@@ -144,12 +150,10 @@ def recover(observation: Observation, settings: AttackSettings, subspace: Subspa
     n_rounds, n_users = aggregates.shape[0], observation.n_users
     if observation.counts is None:
         return unattributed(n_rounds, n_users, aggregates.shape[1])
-    inputs = _inputs(observation, settings)
-    static = _inputs(observation, replace(settings, adaptive=False)) if plain is not None else None
-    counts, counts_high, totals, settings, groups = inputs
+    given = settings
+    counts, counts_high, totals, settings, groups = inputs = _inputs(observation, settings)
     if groups is None:
-        if static is not None and all(np.array_equal(a, b) for a, b in zip(inputs[:3], static[:3])) \
-                and replace(settings, adaptive=False) == static[3]:
+        if plain is not None and _same_inputs(inputs, _inputs(observation, replace(given, adaptive=False))):
             result = plain
         else:
             result = disaggregate(aggregates, counts, window, totals, settings, counts_high=counts_high, subspace=subspace)
