@@ -249,8 +249,9 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
     state.charge("updates", np.arange(n_users), started)
     misfit = relative_misfit(aggregates, participants, updates)
     # Every column can pass its own checks while the whole P U misses A (counts that cannot produce the sums):
-    # then nothing is proven unique.
-    status = tuple("found" if s == "unique" and misfit > settings.accepted_residual else s for s in state.status)
+    # then nothing is proven unique. While some user has no column, a misfit says nothing of the others.
+    inconsistent = misfit > settings.accepted_residual and not any(s in ("timeout", "infeasible") for s in state.status)
+    status = tuple("found" if s == "unique" and inconsistent else s for s in state.status)
     return Disaggregation(
         participants=participants,
         updates=updates,

@@ -9,7 +9,10 @@ What users share, and how this stage uses it:
   a Sudoku, and every newly proven column restarts it (peeling);
 - one constraint matrix: each user's LP relaxation differs only in bounds, so
   one HiGHS model is re-solved from the previous basis (attacks/linear_program.py);
-- the search's candidates steer each LP (minimise the distance to them).
+- the search's candidates steer each LP (minimise the distance to them);
+- users still without a column are searched again together, their columns
+  coupled through what the totals leave once every other column is taken off
+  (attacks/projection_search.py), before any per-user program runs.
 A candidate is proven `unique` when the LP point farthest from it lies within L1
 distance 1 (no other binary point fits); when a second binary point is found
 the user is `ambiguous` (the observations do not single out one column). Only
@@ -88,7 +91,7 @@ class JointSolver:
 
     def __init__(
         self, geometry: Geometry, totals: np.ndarray | None, limits: Limits, tolerance: float, deadline: float | None,
-        certifying: bool = True,
+        certifying: bool = True, certificate_nodes: int = 500,
     ) -> None:
         self.geometry = geometry
         self.certifying = certifying
@@ -98,6 +101,7 @@ class JointSolver:
         self.deadline = deadline
         self.program: SharedProgram | None = None
         self.clock_bit = False
+        self.certificate_nodes = certificate_nodes  # left for certificates by branching, all users together
 
     def _shared(self) -> SharedProgram:
         if self.program is None:
@@ -109,9 +113,12 @@ class JointSolver:
         return (g.n_rounds - g.rank) * g.n_rounds <= MAX_MODEL_ENTRIES
 
     def out_of_time(self) -> bool:
+        """Whether the overall budget is spent. One solve stopped by its own clock (time_limit) is reported
+        (clock_bit) but stops only that solve, not the stage."""
         if self.deadline is not None and time.time() >= self.deadline:
             self.clock_bit = True
-        return self.clock_bit
+            return True
+        return False
 
     def bounds(self, state: JointState, user: int) -> UserBounds:
         g = self.geometry
@@ -150,7 +157,11 @@ class JointSolver:
             return "ambiguous"
         if not search_alternative or self.out_of_time():
             return "found"
-        other = self._shared().binary(bounds, np.zeros(len(column)), exclude=(column,))
+        if self.certificate_nodes <= 0:
+            state.count("certificate by branching skipped: node budget spent")
+            return "found"
+        other = self._shared().binary(bounds, np.zeros(len(column)), exclude=(column,), nodes=self.certificate_nodes)
+        self.certificate_nodes -= max(other.nodes, 1)
         if other.status == "clock":
             self.clock_bit = True
         if other.status == "infeasible":
@@ -210,35 +221,63 @@ def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, 
 
 
 def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState, users: list[int],
-                   restarts: int = 30, barren: int = 3, iterations: int = 300) -> dict[int, np.ndarray]:
-    """Batched: restart the projection search from seeded random points inside each user's bounds.
+                   remaining: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """Batched: restart the projection search for users it left without a column; returns the valid columns found.
 
-    The search's answer depends on where it starts; for users it left without a column, restarts over all
-    of them at once cost far less than one integer program each. Restarts go on until `barren` in a row find
-    nobody (or `restarts` in all). Returns the valid columns found.
+    The search's answer depends on where it starts; restarts from seeded random points inside each user's
+    bounds, over all of these users at once, cost far less than one integer program each. With `remaining`
+    (the totals minus every other user's column) the restarts are coupled (attacks/projection_search.py):
+    longer runs that peel each column as it fits. Restarts go on until `barren` in a row find nobody (or
+    `restarts` in all); iterations and restarts, not the clock, bound the work (the budget is checked
+    between restarts).
     """
     from attacks.projection_search import projection_search
 
+    coupled = remaining is not None
+    # Coupled restarts keep finding columns long after uncoupled ones stop (each peeled column helps the rest):
+    # on make_instance(50, 100, 10, 0.5), seeds 0-7, 3000 iterations a restart and 6 barren restarts completed
+    # all eight; 20000 iterations a restart (fewer restarts) five, 3 barren restarts seven.
+    restarts, barren, iterations, patience = (60, 6, 3000, 100) if coupled else (30, 3, 300, 20)
     rng = np.random.default_rng(1)
     users = np.array(users, dtype=np.int64)
     found: dict[int, np.ndarray] = {}
     misses = 0
     for _ in range(restarts):
-        if len(users) == 0 or misses >= barren:  # stop after `barren` restarts in a row found nobody
+        if len(users) == 0 or misses >= barren or solver.out_of_time():  # `barren` restarts in a row found nobody
             break
         share = (geometry.counts[users].T / geometry.window)[geometry.window_index]
         start = np.clip(share + 0.3 * rng.standard_normal(share.shape), 0.0, 1.0) * state.upper[:, users]
         start = np.maximum(start, state.lower[:, users])
-        columns, residual = projection_search(geometry, users, solver.tolerance, iterations=iterations, start=start)
+        columns, residual = projection_search(
+            geometry, users, solver.tolerance, iterations=iterations, patience=patience, start=start,
+            remaining=remaining, allowed=state.upper[:, users] if coupled else None,
+        )
         keep = []
         for k, user in enumerate(users):
             if residual[k] <= solver.tolerance and solver.valid(state, user, columns[:, k]):
                 found[int(user)] = columns[:, k]
+                if coupled:
+                    remaining = remaining - columns[:, k]
             else:
                 keep.append(k)
         misses = misses + 1 if len(keep) == len(users) else 0
         users = users[keep]
     return found
+
+
+def _remaining(totals: np.ndarray | None, columns: np.ndarray, status: list[str], users: list[int]) -> np.ndarray | None:
+    """What `users`' columns must sum to: the totals minus every other user's column, proven or candidate.
+
+    Candidates are not proven, so this only steers the search (every column it returns is checked on its own).
+    None without totals, when some user outside `users` has no column either, or when the other columns
+    already exceed the totals somewhere (some candidate is wrong)."""
+    if totals is None:
+        return None
+    others = np.array([s in ("unique", "found", "ambiguous") for s in status])
+    if np.count_nonzero(~others) != len(users) or others[users].any():
+        return None
+    remaining = totals - columns[:, others].sum(axis=1)
+    return remaining if remaining.min() >= 0 else None
 
 
 def fixed_columns(state: JointState) -> np.ndarray:
@@ -257,7 +296,8 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
 
     deadline = None if settings.budget is None else time.time() + settings.budget
     limits = Limits(settings.simplex_iterations, settings.nodes, settings.time_limit)
-    solver = JointSolver(geometry, totals if geometry.exact else None, limits, settings.accepted_residual, deadline, settings.certify)
+    solver = JointSolver(geometry, totals if geometry.exact else None, limits, settings.accepted_residual, deadline,
+                         settings.certify, settings.certificate_nodes)
     state = initial_state(geometry)
     n_users = geometry.counts.shape[0]
     columns = progress.columns
@@ -351,7 +391,18 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
                             key=lambda u: (int(free_rounds[u]), u))
         if not open_users or solver.out_of_time() or settings.time_limit <= 0:
             break
-        # 1. candidates already in hand: certify them (the LP certificate; a second point makes them ambiguous)
+        # 1. users without a candidate: batched restarts of the search, before any per-user program (they cost
+        # far less, and coupled through the totals they need every other candidate in hand)
+        lost = [u for u in open_users if status[u] == "timeout" and attempt("search", u)]
+        if lost and not solver.out_of_time():
+            started_restarts = time.perf_counter()
+            found = restart_search(geometry, solver, state, lost, _remaining(solver.totals, columns, status, lost))
+            progress.seconds[lost] += (time.perf_counter() - started_restarts) / len(lost)
+            for user, x in found.items():
+                state.count("found by search restarts")
+                settle(user, x, "found")
+            say("search restarts for users without a column")
+        # 2. candidates in hand: certify them (the LP certificate; a second point makes them ambiguous)
         for user in open_users:
             if status[user] in ("found", "ambiguous") and not solver.out_of_time():
                 column = columns[:, user]
@@ -364,7 +415,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         say("certificates")
         if newly:
             continue
-        # 1b. batched restarts of the search: a second binary point makes a candidate ambiguous
+        # 2b. batched restarts of the search: a second binary point makes a candidate ambiguous
         unproven = [u for u in open_users if status[u] == "found" and attempt("restart", u)]
         if unproven and solver.certifying and geometry.exact and not solver.out_of_time():
             started_restarts = time.perf_counter()
@@ -373,20 +424,8 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
                 state.count("second point from search restarts")
             progress.seconds[unproven] += (time.perf_counter() - started_restarts) / len(unproven)
             say("search restarts")
-        # 2a. users without a candidate: batched restarts of the search
-        lost = [u for u in open_users if status[u] == "timeout" and attempt("search", u)]
-        if lost and not solver.out_of_time():
-            started_restarts = time.perf_counter()
-            found = restart_search(geometry, solver, state, lost)
-            progress.seconds[lost] += (time.perf_counter() - started_restarts) / len(lost)
-            for user, x in found.items():
-                state.count("found by search restarts")
-                newly += prove(user, x, False)
-            say("search restarts for users without a column")
-            if newly:
-                continue
-        # 2b. users without a candidate: the LP relaxation, steered towards the search's guess;
-        # 3. then branch and bound (node limit); once a whole pass proves nobody new, certificates may branch too
+        # 3. users without a candidate: the LP relaxation, steered towards the search's guess;
+        # 4. then branch and bound (node limit); once a whole pass proves nobody new, certificates may branch too
         for stage, solve, found_by in (
             ("relax", solver.relax, "found by LP"),
             ("branch", solver.branch, "found by branch and bound"),

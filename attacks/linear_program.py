@@ -63,6 +63,7 @@ class UserBounds:
 class Answer:
     status: str  # "optimal", "infeasible", "limit" (work limit) or "clock" (the safety net bit)
     x: np.ndarray | None
+    nodes: int = 0  # branch-and-bound nodes spent (integer programs)
 
 
 def _highs(limits: Limits) -> highspy.Highs:
@@ -146,14 +147,17 @@ class SharedProgram:
             return answer, np.nan
         return answer, float(np.abs(answer.x - point).sum())
 
-    def binary(self, bounds: UserBounds, cost: np.ndarray, exclude: tuple[np.ndarray, ...] = ()) -> Answer:
+    def binary(self, bounds: UserBounds, cost: np.ndarray, exclude: tuple[np.ndarray, ...] = (), nodes: int | None = None) -> Answer:
         """A binary point by branch and bound, at L1 distance >= 1 from each of `exclude`.
 
         "optimal": a point; "infeasible": none exists (a proof); "limit"/"clock": a limit came first, and a
-        point may still come back (a candidate for the caller to verify, not a proof).
+        point may still come back (a candidate for the caller to verify, not a proof). `nodes`: a tighter
+        node limit than the shared one.
         """
         mip = _highs(self.limits)
         mip.setOptionValue("presolve", "on")  # integer programs gain from it (about 1.5x at n = 50, T = 100)
+        if nodes is not None:
+            mip.setOptionValue("mip_max_nodes", int(min(nodes, self.limits.nodes)))
         mip.passModel(self.model.getLp())
         self._set(mip, bounds, cost)
         mip.changeColsIntegrality(self.n_rounds, self._cols, np.full(self.n_rounds, highspy.HighsVarType.kInteger))
@@ -164,7 +168,7 @@ class SharedProgram:
             mip.run()
         solution = mip.getSolution()
         x = np.round(np.asarray(solution.col_value)) if solution.value_valid else None
-        return Answer(_status(mip, x), x)
+        return Answer(_status(mip, x), x, int(mip.getInfo().mip_node_count))
 
 
 def null_space(matrix: np.ndarray) -> np.ndarray:

@@ -6,6 +6,16 @@ convex relaxation (box [0, 1]); the rest use the non-convex projection onto
 binary vectors with the right window counts (or counts within their bounds,
 when a defense made them inexact). Every candidate is only a
 candidate: the caller accepts it when its residual is small enough.
+
+Coupled (exact counts and per-round totals): the searched users' columns must
+also sum to `remaining` (the totals minus every other user's column). The
+subspace step then projects onto {each column in col(A) with its window sums,
+all columns summing to remaining}, one closed form for the whole matrix, and a
+column that fits is peeled off at once: remaining shrinks, rounds where it
+reaches 0 close for everyone left, and the others go on from where they are.
+Measured on make_instance(50, 100, 10, 0.5), the 47 users the first search
+left: coupled, all 47 in 2.8 s; the same iterations uncoupled, 21
+(benchmarks/disaggregation.py).
 """
 
 import numpy as np
@@ -28,23 +38,35 @@ def projection_search(
     patience: int = 20,
     start: np.ndarray | None = None,
     relaxation: float = RELAXATION,
+    remaining: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best rounded column (T x m) and its residual (m) for each user.
 
     Stops once every user fits within tolerance, or when `patience` checks in a
     row after the convex phase accepted nobody new (the search has stalled).
     `start` (T x m) replaces the uniform starting point (restarts elsewhere find other binary points).
+    `remaining` (T,): couple the users through their sum (exact counts only; see the module docstring);
+    a column is then accepted only where it fits under what remains. `allowed` (T x m bool): rounds each
+    user may take part in (False: known to be 0).
     """
+    if remaining is not None and not geometry.exact:
+        raise ValueError("the coupled search needs exact counts")
     basis = geometry.basis
     sums = geometry.window_basis
     sums_pinv = np.linalg.pinv(sums)
     low = geometry.counts[users].T.astype(np.float64)
     high = geometry.high[users].T.astype(np.float64)
-    upper = (high[geometry.window_index] > 0).astype(np.float64)
+    upper = high[geometry.window_index] > 0
+    if allowed is not None:
+        upper = upper & allowed
     state = (low + high)[geometry.window_index] / (2 * geometry.window) if start is None else start.astype(np.float64)
-    best = geometry.round_to_counts(state, users)
+    coupling = _Coupling(basis, sums, sums_pinv, remaining) if remaining is not None else None
+    masked = allowed is not None or coupling is not None  # else round_to_counts zeroes the closed rounds itself
+    best = geometry.round_to_counts(np.where(upper, state, -np.inf) if masked else state, users)
     best_residual = geometry.residual(best)
-    active = np.flatnonzero(best_residual > tolerance)
+    fits = _accept(best, best_residual, np.arange(len(users)), tolerance, coupling)
+    active = np.flatnonzero(~fits)
     state = state[:, active]
     stalled = 0
     for iteration in range(iterations):
@@ -53,20 +75,66 @@ def projection_search(
         coords = basis.T @ state
         window_sums = sums @ coords
         coords -= sums_pinv @ (window_sums - np.clip(window_sums, low[:, active], high[:, active]))
+        if coupling is not None:
+            coords += coupling.correction(coords)
         on_subspace = basis @ coords
         reflected = 2.0 * on_subspace - state
+        open_rounds = upper[:, active] if coupling is None else upper[:, active] & coupling.open_rounds[:, None]
         if iteration < convex_iterations:
-            other = np.clip(reflected, 0.0, upper[:, active])
+            other = np.clip(reflected, 0.0, open_rounds)
         else:
-            other = geometry.round_to_counts(reflected, users[active])
+            other = geometry.round_to_counts(np.where(open_rounds, reflected, -np.inf) if masked else reflected, users[active])
         state += relaxation * (other - on_subspace)
         if (iteration + 1) % check_every == 0:
-            candidates = geometry.round_to_counts(on_subspace, users[active])
+            candidates = geometry.round_to_counts(np.where(open_rounds, on_subspace, -np.inf) if masked else on_subspace, users[active])
             residual = geometry.residual(candidates)
             better = residual < best_residual[active]
             best[:, active[better]] = candidates[:, better]
             best_residual[active[better]] = residual[better]
-            keep = best_residual[active] > tolerance
-            stalled = stalled + 1 if keep.all() and iteration >= convex_iterations else 0
-            active, state = active[keep], state[:, keep]
+            fits = _accept(best, best_residual, active, tolerance, coupling)
+            stalled = stalled + 1 if not fits.any() and iteration >= convex_iterations else 0
+            active, state = active[~fits], state[:, ~fits]
     return best, best_residual
+
+
+def _accept(best: np.ndarray, residual: np.ndarray, columns: np.ndarray, tolerance: float, coupling) -> np.ndarray:
+    """Which of `columns` are accepted now. Coupled, a fitting column that does not fit under what remains is
+    not accepted, and its residual is forgotten (returned residuals at most tolerance mean accepted)."""
+    fits = residual[columns] <= tolerance
+    if coupling is None or not fits.any():
+        return fits
+    accepted = coupling.peel(best[:, columns], fits)
+    residual[columns[fits & ~accepted]] = np.inf
+    return accepted
+
+
+class _Coupling:
+    """The searched users' columns sum to `remaining`: its projection and the peeling of accepted columns."""
+
+    def __init__(self, basis: np.ndarray, sums: np.ndarray, sums_pinv: np.ndarray, remaining: np.ndarray) -> None:
+        self.basis = basis
+        # directions of col(A)'s coordinates that leave every window sum unchanged
+        self.free = np.eye(basis.shape[1]) - sums_pinv @ sums
+        self.remaining = np.asarray(remaining, dtype=np.float64).copy()
+        self.target = basis.T @ self.remaining
+
+    @property
+    def open_rounds(self) -> np.ndarray:
+        return self.remaining > 0.5
+
+    def correction(self, coords: np.ndarray) -> np.ndarray:
+        """Added to every column's coordinates (r x m, window sums already right): the nearest point whose
+        columns sum to `remaining` without changing any window sum."""
+        return (self.free @ (self.target - coords.sum(axis=1)))[:, None] / coords.shape[1]
+
+    def peel(self, columns: np.ndarray, fits: np.ndarray) -> np.ndarray:
+        """Accept fitting columns in order while they fit under what remains; subtract them; which were accepted."""
+        accepted = np.zeros_like(fits)
+        for k in np.flatnonzero(fits):
+            left = self.remaining - columns[:, k]
+            if left.min() >= 0:
+                self.remaining = left
+                accepted[k] = True
+        if accepted.any():
+            self.target = self.basis.T @ self.remaining
+        return accepted

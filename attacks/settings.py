@@ -15,6 +15,10 @@ class AttackSettings:
     budget: float | None = None  # clock safety net for the joint stage as a whole (seconds); None: no cap
     simplex_iterations: int = 20_000  # work limit per LP solve: with `nodes`, it decides the answers
     nodes: int = 200  # work limit: branch-and-bound nodes per integer program
+    # work limit: branch-and-bound nodes that certificates by branching may spend, all users together (each
+    # still stops at `nodes`); without it a shape whose columns are all found but unprovable spends `nodes`
+    # on every user (about 45 s at n = 50, T = 100, K = 10, q = 0.5 for 4 proofs in 50; 500 nodes cost about 2 s there)
+    certificate_nodes: int = 500
     certify: bool = True
     search_iterations: int = 600
     adaptive: bool = False  # read the defense's public parameters (attacks/adaptive.py)

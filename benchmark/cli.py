@@ -132,11 +132,11 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         raise BenchmarkError("--time-limit must be a non-negative number of seconds")
     if args.budget is not None and not 0 <= args.budget < 1e9:
         raise BenchmarkError("--budget must be a non-negative number of seconds")
-    if args.nodes < 0 or args.simplex_iterations < 1:
-        raise BenchmarkError("--nodes must be non-negative and --simplex-iterations positive")
+    if args.nodes < 0 or args.certificate_nodes < 0 or args.simplex_iterations < 1:
+        raise BenchmarkError("--nodes and --certificate-nodes must be non-negative and --simplex-iterations positive")
     settings = AttackSettings(
         noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify,
-        nodes=args.nodes, simplex_iterations=args.simplex_iterations,
+        nodes=args.nodes, simplex_iterations=args.simplex_iterations, certificate_nodes=args.certificate_nodes,
     )
     result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet)
     report = result.report()
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--out", required=True, help="output folder")
     dis.add_argument("--totals", help="optional integer array of length T, participants per round")
     dis.add_argument("--nodes", type=int, default=200, help="work limit: branch-and-bound nodes per integer program (default 200); with --simplex-iterations it decides the answers, the same on any machine")
+    dis.add_argument("--certificate-nodes", type=int, default=500, help="work limit: branch-and-bound nodes for all certificates by branching together (default 500)")
     dis.add_argument("--simplex-iterations", type=int, default=20_000, help="work limit: simplex iterations per LP (default 20000)")
     dis.add_argument("--time-limit", type=float, default=60.0, help="clock safety net: seconds per LP or integer program (default 60); the report says when it bit")
     dis.add_argument("--budget", type=float, help="clock safety net: seconds for the joint stage as a whole (default: no cap); the report says when it bit")

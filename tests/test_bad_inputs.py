@@ -136,10 +136,14 @@ def _nan_budget(tmp_path, obs):
     return {"--budget": "nan"}, "--budget"
 
 
+def _negative_certificate_nodes(tmp_path, obs):
+    return {"--certificate-nodes": "-5"}, "--certificate-nodes"
+
+
 @pytest.mark.parametrize("case", [
     _npz, _text, _directory, _object_array, _nan_counts, _zero_counts, _string_array, _out_is_file,
     _out_holds_other_files, _out_dir_where_a_file_goes, _out_under_a_file, _out_unwritable, _huge_window,
-    _negative_window, _window_not_dividing, _negative_time_limit, _nan_budget,
+    _negative_window, _window_not_dividing, _negative_time_limit, _nan_budget, _negative_certificate_nodes,
 ], ids=lambda case: case.__name__.strip("_"))
 def test_bad_disaggregate_input(tmp_path, capsys, observation, case):
     changes, names = case(tmp_path, observation)

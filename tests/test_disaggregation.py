@@ -227,3 +227,30 @@ def test_relaxed_search_finds_more_columns_than_plain_douglas_rachford():
                                            relaxation=relaxation)
             found[relaxation] += _exact_columns(columns, instance.participants)
     assert found[0.5] > found[1.0] + 5  # measured 31 against 17
+
+
+def test_coupling_users_through_the_totals_finds_more_columns():
+    """The users the first search leaves, searched together: their columns must sum to the totals minus the rest."""
+    from attacks.projection_search import projection_search
+
+    instance = make_instance(50, 100, 10, 0.5, seed=0)
+    geometry = Geometry(column_space(instance.aggregates, 50, False), instance.counts, 10)
+    first, residual = projection_search(geometry, np.arange(50), 1e-6)
+    left = np.flatnonzero(residual > 1e-6)
+    remaining = instance.totals - first[:, residual <= 1e-6].sum(axis=1)
+    found = {}
+    for coupled in (False, True):
+        columns, fit = projection_search(geometry, left, 1e-6, iterations=20_000, patience=10**6,
+                                         remaining=remaining if coupled else None)
+        assert (columns[:, fit <= 1e-6] == instance.participants[:, left[fit <= 1e-6]]).all()
+        found[coupled] = int((fit <= 1e-6).sum())
+    assert len(left) > 40 and found[True] > found[False] + 5  # measured 36 against 25
+
+
+def test_dense_participation_is_recovered_through_the_totals():
+    instance = make_instance(50, 100, 10, 0.5, seed=0)
+    result = disaggregate(instance.aggregates, instance.counts, 10, instance.totals)
+    assert exact_columns(result, instance).all()
+    assert result.events.get("found by search restarts", 0) > 40
+    without = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(nodes=0, budget=30))
+    assert exact_columns(without, instance).sum() < 40
