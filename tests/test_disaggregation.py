@@ -254,3 +254,16 @@ def test_dense_participation_is_recovered_through_the_totals():
     assert result.events.get("found by search restarts", 0) > 40
     without = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(nodes=0, budget=30))
     assert exact_columns(without, instance).sum() < 40
+
+
+def test_one_user_without_a_column_leaves_the_others_proofs_standing():
+    """A user whose counts no column fits makes A - P U large; that says nothing of the other users' proofs."""
+    instance = make_instance(20, 60, 10, 0.3, seed=1)
+    counts = instance.counts.copy()
+    counts[0, np.flatnonzero(counts[0] > 0)[0]] -= 1  # one participation moved to another window
+    counts[0, np.flatnonzero(counts[0] < 10)[-1]] += 1
+    result = disaggregate(instance.aggregates, counts, 10, settings=AttackSettings(nodes=20))
+    status = np.array(result.status)
+    assert status[0] in ("infeasible", "timeout") and result.relative_misfit > 0.05
+    assert (status[1:] == "unique").sum() >= 15
+    assert exact_columns(result, instance)[status == "unique"].all()
