@@ -91,7 +91,7 @@ class JointSolver:
 
     def __init__(
         self, geometry: Geometry, totals: np.ndarray | None, limits: Limits, tolerance: float, deadline: float | None,
-        certifying: bool = True, certificate_nodes: int = 500,
+        certifying: bool, certificate_nodes: int,
     ) -> None:
         self.geometry = geometry
         self.certifying = certifying

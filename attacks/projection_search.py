@@ -65,7 +65,12 @@ def projection_search(
     state = (low + high)[geometry.window_index] / (2 * geometry.window) if start is None else start.astype(np.float64)
     coupling = _Coupling(basis, sums, sums_pinv, remaining) if remaining is not None else None
     masked = allowed is not None or coupling is not None  # else round_to_counts zeroes the closed rounds itself
-    best = geometry.round_to_counts(np.where(upper, state, -np.inf) if masked else state, users)
+
+    def rounded(values: np.ndarray, open_rounds: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """round_to_counts, taking rounds known to be 0 last."""
+        return geometry.round_to_counts(np.where(open_rounds, values, -np.inf) if masked else values, users[columns])
+
+    best = rounded(state, upper, np.arange(len(users)))
     best_residual = geometry.residual(best)
     fits = _accept(best, best_residual, np.arange(len(users)), tolerance, coupling)
     active = np.flatnonzero(~fits)
@@ -85,10 +90,10 @@ def projection_search(
         if iteration < convex_iterations:
             other = np.clip(reflected, 0.0, open_rounds)
         else:
-            other = geometry.round_to_counts(np.where(open_rounds, reflected, -np.inf) if masked else reflected, users[active])
+            other = rounded(reflected, open_rounds, active)
         state += relaxation * (other - on_subspace)
         if (iteration + 1) % check_every == 0:
-            candidates = geometry.round_to_counts(np.where(open_rounds, on_subspace, -np.inf) if masked else on_subspace, users[active])
+            candidates = rounded(on_subspace, open_rounds, active)
             residual = geometry.residual(candidates)
             better = residual < best_residual[active]
             best[:, active[better]] = candidates[:, better]

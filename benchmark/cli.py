@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from attacks.settings import AttackSettings
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
 
@@ -20,6 +21,8 @@ DEFAULT_RESULTS = "results"
 DEFAULT_ENTRIES = "leaderboard/entries"
 MAX_WORKERS = 1024  # local processes; more only exhausts the machine
 
+
+_ATTACK = AttackSettings()  # the disaggregate command's defaults are the attack's own
 
 def _executor(args: argparse.Namespace) -> Executor:
     if not 1 <= args.workers <= MAX_WORKERS:
@@ -115,7 +118,7 @@ OUTPUTS = ("participants.npy", "updates.npy", "report.json")
 
 
 def cmd_disaggregate(args: argparse.Namespace) -> int:
-    from attacks.disaggregation import AttackSettings, disaggregate
+    from attacks.disaggregation import disaggregate
     from attacks.inputs import check_observation
     from benchmark.store import check_output_folder, write_folder_atomically
 
@@ -319,10 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--window", required=True, type=int, help="rounds per analytics window K")
     dis.add_argument("--out", required=True, help="output folder")
     dis.add_argument("--totals", help="optional integer array of length T, participants per round")
-    dis.add_argument("--nodes", type=int, default=200, help="work limit: branch-and-bound nodes per integer program (default 200); with --simplex-iterations it decides the answers, the same on any machine")
-    dis.add_argument("--certificate-nodes", type=int, default=500, help="work limit: branch-and-bound nodes for all certificates by branching together (default 500)")
-    dis.add_argument("--simplex-iterations", type=int, default=20_000, help="work limit: simplex iterations per LP (default 20000)")
-    dis.add_argument("--time-limit", type=float, default=60.0, help="clock safety net: seconds per LP or integer program (default 60); the report says when it bit")
+    dis.add_argument("--nodes", type=int, default=_ATTACK.nodes, help=f"work limit: branch-and-bound nodes per integer program (default {_ATTACK.nodes}); with --simplex-iterations it decides the answers, the same on any machine")
+    dis.add_argument("--certificate-nodes", type=int, default=_ATTACK.certificate_nodes, help=f"work limit: branch-and-bound nodes for all certificates by branching together (default {_ATTACK.certificate_nodes})")
+    dis.add_argument("--simplex-iterations", type=int, default=_ATTACK.simplex_iterations, help=f"work limit: simplex iterations per LP (default {_ATTACK.simplex_iterations})")
+    dis.add_argument("--time-limit", type=float, default=_ATTACK.time_limit, help=f"clock safety net: seconds per LP or integer program (default {_ATTACK.time_limit:g}); the report says when it bit")
     dis.add_argument("--budget", type=float, help="clock safety net: seconds for the joint stage as a whole (default: no cap); the report says when it bit")
     dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")
     dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates (found columns stay `found`)")
