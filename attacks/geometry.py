@@ -90,7 +90,7 @@ class Geometry:
         With inexact counts, c is the number of scores above 1/2, clipped to the window's bounds.
         """
         n_windows = self.counts.shape[1]
-        padded = np.full((n_windows * self.window, scores.shape[1]), -np.inf)
+        padded = np.full((n_windows * self.window, scores.shape[1]), -np.inf, dtype=scores.dtype)
         padded[: self.n_rounds] = scores
         blocks = padded.reshape(n_windows, self.window, -1)
         ranks = descending_ranks(blocks)
@@ -105,13 +105,17 @@ class Geometry:
 # Up to this window length, ranking by pairwise comparisons beats a sort along the window axis (a strided axis):
 # 3.9x at 5 rounds, 2.5x at 10, 1.3x at 20, even at 40 (T = 12000, 1000 columns; benchmarks/search_step.py).
 COMPARE_UP_TO = 24
+# ... but a few columns are ranked faster by one argsort: each comparison pass costs a few microseconds of call
+# overhead whatever the size (10 windows of 10 rounds: 1 column 84 -> 18 us, 10 columns 104 -> 25 us, 50 columns
+# 115 -> 127 us), and the coupled restarts of the joint stage round a handful of columns thousands of times.
+SORT_UP_TO_ENTRIES = 2_000
 
 
 def descending_ranks(blocks: np.ndarray) -> np.ndarray:
     """(W, w, m) each entry's rank within its window (axis 1), largest first, ties by position: what a stable
     argsort of -blocks gives, computed by w passes of comparisons for short windows."""
     length = blocks.shape[1]
-    if length > COMPARE_UP_TO:
+    if length > COMPARE_UP_TO or blocks.size <= SORT_UP_TO_ENTRIES:
         order = np.argsort(-blocks, axis=1, kind="stable")
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(length)[None, :, None], axis=1)

@@ -42,6 +42,7 @@ def projection_search(
     relaxation: float = RELAXATION,
     remaining: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
+    dtype: type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best rounded column (T x m) and its residual (m) for each user.
 
@@ -50,19 +51,22 @@ def projection_search(
     `start` (T x m) replaces the uniform starting point (restarts elsewhere find other binary points).
     `remaining` (T,): couple the users through their sum (exact counts only; see the module docstring);
     a column is then accepted only where it fits under what remains. `allowed` (T x m bool): rounds each
-    user may take part in (False: known to be 0).
+    user may take part in (False: known to be 0). `dtype`: the iteration's precision. float32 by default: the
+    iterate only steers the search, every candidate is a binary column whose residual is computed in float64, and
+    the products run 1.6-1.7x faster at scale (benchmarks/search_step.py).
     """
     if remaining is not None and not geometry.exact:
         raise ValueError("the coupled search needs exact counts")
-    basis = geometry.basis
+    basis = geometry.basis.astype(dtype, copy=False)
     sums = geometry.window_basis
-    sums_pinv = np.linalg.pinv(sums)
-    low = geometry.counts[users].T.astype(np.float64)
-    high = geometry.high[users].T.astype(np.float64)
+    sums_pinv = np.linalg.pinv(sums).astype(dtype)
+    sums = sums.astype(dtype, copy=False)
+    low = geometry.counts[users].T.astype(dtype)
+    high = geometry.high[users].T.astype(dtype)
     upper = high[geometry.window_index] > 0
     if allowed is not None:
         upper = upper & allowed
-    state = (low + high)[geometry.window_index] / (2 * geometry.window) if start is None else start.astype(np.float64)
+    state = (low + high)[geometry.window_index] / (2 * geometry.window) if start is None else start.astype(dtype)
     coupling = _Coupling(basis, sums, sums_pinv, remaining) if remaining is not None else None
     masked = allowed is not None or coupling is not None  # else round_to_counts zeroes the closed rounds itself
 
@@ -90,7 +94,7 @@ def projection_search(
         if iteration < convex_iterations:
             other = np.clip(reflected, 0.0, open_rounds)
         else:
-            other = rounded(reflected, open_rounds, active)
+            other = rounded(reflected, open_rounds, active).astype(dtype, copy=False)
         state += relaxation * (other - on_subspace)
         if (iteration + 1) % check_every == 0:
             candidates = rounded(on_subspace, open_rounds, active)

@@ -1,13 +1,20 @@
 """Two costs of the search under noise, each beside the baseline it replaced, in one run.
 
     .venv/bin/python benchmarks/search_step.py [--users 1000] [--rounds 12000] [--attack-users 300]
+        [--precision-users 500] [--exact-users 1000]
 
 Prints two Markdown tables on stdout. Note the machine's load (`uptime`) beside any figure.
 
 1. Rounding to window counts (attacks.geometry.descending_ranks), the step every search iteration runs on every
    column: a stable argsort along the window axis (the baseline) against one pass of comparisons per round of the
    window, for windows of 5 to 40 rounds on T x users random scores. Both must give the same ranks.
-2. The adaptive attack under noise (attacks.adaptive.keep_best): it used to search every open user a second time
+   With few columns (the coupled restarts of the joint stage round a handful at a time) one argsort beats the
+   passes' call overhead: a second table times 100 rounds x 1 to 50 columns, and descending_ranks picks by size.
+2. The search's precision (attacks.projection_search, `dtype`): float32 products against float64 on a synthetic
+   instance under noise (users, 12 rounds each per user, 10% a round) and on an exact one at the (c) density
+   (users, 1.5 rounds each per user): seconds, columns accepted, exact, median residual (the acceptance is checked
+   in float64 either way).
+3. The adaptive attack under noise (attacks.adaptive.keep_best): it used to search every open user a second time
    from the same start, which repeats the disaggregation's own search when that accepted nobody; it now refines
    the disaggregation's best candidates. On a synthetic instance (users, 12 rounds each per user, 10% a round,
    Gaussian noise on the sums) the table gives the attack's time and the second search's time, and whether the
@@ -29,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from attacks.adaptive import keep_best  # noqa: E402
 from attacks.disaggregation import disaggregate  # noqa: E402
+from attacks import geometry  # noqa: E402
 from attacks.geometry import Geometry, column_space, descending_ranks  # noqa: E402
 from attacks.projection_search import projection_search  # noqa: E402
 from attacks.settings import AttackSettings  # noqa: E402
@@ -62,6 +70,44 @@ def rounding_table(users: int, rounds: int, seed: int) -> None:
         baseline, base_seconds = timed(lambda: argsort_ranks(blocks))
         ranks, seconds = timed(lambda: descending_ranks(blocks))
         print(f"| {window} | {base_seconds:.3f} | {seconds:.3f} | {base_seconds / seconds:.1f}x | {np.array_equal(baseline, ranks)} |")
+    print("\nFew columns: 100 rounds, windows of 10, per call in microseconds\n")
+    print("| columns | argsort us | comparisons us | descending_ranks us (picks by size) | same ranks |")
+    print("|---|---|---|---|---|")
+    for columns in (1, 10, 50):
+        blocks = scores[:100, :columns].reshape(10, 10, columns)
+        baseline, base_seconds = timed(lambda: argsort_ranks(blocks), repeats=2000)
+        compared, compare_seconds = timed(lambda: comparison_ranks(blocks), repeats=2000)
+        ranks, seconds = timed(lambda: descending_ranks(blocks), repeats=2000)
+        same = np.array_equal(baseline, ranks) and np.array_equal(baseline, compared)
+        print(f"| {columns} | {base_seconds * 1e6:.0f} | {compare_seconds * 1e6:.0f} | {seconds * 1e6:.0f} | {same} |")
+
+
+def comparison_ranks(blocks: np.ndarray) -> np.ndarray:
+    """descending_ranks' passes of comparisons, whatever the size."""
+    saved, geometry.SORT_UP_TO_ENTRIES = geometry.SORT_UP_TO_ENTRIES, 0
+    try:
+        return descending_ranks(blocks)
+    finally:
+        geometry.SORT_UP_TO_ENTRIES = saved
+
+
+def precision_table(noise_users: int, exact_users: int, noise: float, seed: int) -> None:
+    print("\nThe search in float64 against float32\n")
+    print("| instance | dtype | seconds | accepted | exact columns | median residual |")
+    print("|---|---|---|---|---|---|")
+    for users, rounds, participation, sigma in ((noise_users, 12 * noise_users, 0.1, noise), (exact_users, 3 * exact_users // 2, 0.1, 0.0)):
+        instance = make_instance(users, rounds, 10, participation, seed=seed)
+        aggregates = instance.aggregates + sigma * np.random.default_rng([seed, 1]).standard_normal(instance.aggregates.shape)
+        geometry = Geometry(column_space(aggregates, users, sigma > 0), instance.counts, 10)
+        tolerance = AttackSettings(noise=sigma > 0).accepted_residual
+        label = f"n={users}, T={rounds}, " + (f"noise {sigma:g}" if sigma else "exact")
+        for dtype in (np.float64, np.float32):
+            started = time.perf_counter()
+            columns, residual = projection_search(geometry, np.arange(users), tolerance, dtype=dtype)
+            seconds = time.perf_counter() - started
+            exact = int((columns == instance.participants).all(axis=0).sum())
+            print(f"| {label} | {np.dtype(dtype).name} | {seconds:.1f} | {int((residual <= tolerance).sum())} | {exact} | "
+                  f"{np.median(residual):.3f} |")
 
 
 def keep_best_table(users: int, noise: float, seed: int) -> None:
@@ -91,10 +137,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12000)
     parser.add_argument("--attack-users", type=int, default=300, help="users of the adaptive attack's instance")
     parser.add_argument("--noise", type=float, default=3.0, help="std of the noise on each coordinate of the sums")
+    parser.add_argument("--precision-users", type=int, default=500, help="users of the precision table's noisy instance")
+    parser.add_argument("--exact-users", type=int, default=1000, help="users of the precision table's exact instance")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(f"load {os.getloadavg()[0]:.1f}\n")
     rounding_table(args.users, args.rounds, args.seed)
+    precision_table(args.precision_users, args.exact_users, args.noise, args.seed)
     keep_best_table(args.attack_users, args.noise, args.seed)
 
 

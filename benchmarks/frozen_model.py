@@ -1,0 +1,109 @@
+"""Which frozen model should a malicious server pick? How far apart users' updates lie, per choice of weights.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frozen_model.py [--users 100] [--samples 4] [--rounds 1200]
+        [--noise 0.01] [--seed 0]
+
+The standard suite's LeNet cells freeze the model at PyTorch's initialisation, and every DP setting scores 0
+there. A server chooses the weights it freezes, so a 0 is only as strong as that choice. For each choice below
+this computes the users' fedsgd updates on Fashion-MNIST (the suite's label-skewed split, `samples` images
+each), clipped to norm 1 as the LDP defenses clip them, and prints:
+- singular values 1, 10, 50 and n of the n x d matrix of normalised updates (how many directions tell users
+  apart; the attack needs n of them);
+- under `ldp-gaussian(z=noise)` (each client adds N(0, noise^2) per coordinate to its clipped update), with a
+  random participation matrix P (rounds x n, 30% a round), the median relative distance of the true columns of P
+  to the top-n left singular subspace of A = P G + noise: the subspace the attack searches. 0 = every column
+  lies in it; about 0.84 = only the all-ones direction (a column's mean part) is captured.
+Choices: PyTorch's initialisation (the suite's); every convolution rescaled so that its pre-activations have
+standard deviation `tau` on 500 test images (LSUV-style, the server's public data), the last layer zeroed; and
+the same with the last convolution's bias shifted so that only a share of its sigmoid units are active (sparse
+features). Prints one Markdown table on stdout.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmark.datasets import load_dataset  # noqa: E402
+from benchmark.models import build_model, flat_gradient  # noqa: E402
+from benchmark.simulation import partition  # noqa: E402
+
+# (label, tau, share of active units in the last convolution; None: PyTorch's initialisation)
+CHOICES = [("PyTorch initialisation (the suite's)", None, 1.0), ("LSUV tau=4", 4.0, 1.0), ("LSUV tau=32", 32.0, 1.0),
+           ("LSUV tau=32, 10% units active", 32.0, 0.1), ("LSUV tau=32, 3% units active", 32.0, 0.03)]
+
+
+def designed(model: torch.nn.Module, public: torch.Tensor, tau: float, active: float) -> torch.nn.Module:
+    layers = list(model)
+    convolutions = [i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for i in convolutions:
+            pre = torch.nn.Sequential(*layers[: i + 1])(public)
+            scale = tau / pre.std().item()
+            layers[i].weight.mul_(scale)
+            layers[i].bias.mul_(scale)
+            if i == convolutions[-1] and active < 1:
+                pre = torch.nn.Sequential(*layers[: i + 1])(public)
+                layers[i].bias.sub_(torch.quantile(pre.flatten()[:200_000], 1 - active))
+        layers[-1].weight.zero_()
+        layers[-1].bias.zero_()
+    return model
+
+
+def normalised_updates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    rows = []
+    for x, y in zip(images, labels):
+        rows.append(flat_gradient(model, torch.nn.functional.cross_entropy(model(x), y)).numpy())
+    updates = np.array(rows)
+    return updates / np.maximum(np.linalg.norm(updates, axis=1), 1.0)[:, None]
+
+
+def subspace_distance(updates: np.ndarray, rounds: int, noise: float, rng: np.random.Generator) -> float:
+    n, d = updates.shape
+    participants = (rng.random((rounds, n)) < 0.3).astype(np.float64)
+    aggregates = participants @ updates + noise * np.sqrt(participants.sum(axis=1))[:, None] * rng.standard_normal((rounds, d))
+    basis = np.linalg.svd(aggregates, full_matrices=False)[0][:, :n]
+    outside = participants - basis @ (basis.T @ participants)
+    return float(np.median(np.linalg.norm(outside, axis=0) / np.linalg.norm(participants, axis=0)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1200)
+    parser.add_argument("--noise", type=float, default=0.01, help="z x clip norm of ldp-gaussian (clip norm 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dataset = load_dataset("fashion-mnist")
+    index = partition(dataset, args.users, args.samples, np.random.default_rng(args.seed))
+    images = torch.tensor(dataset.x_train[index], dtype=torch.float64)
+    labels = torch.tensor(dataset.y_train[index])
+    public = torch.tensor(dataset.x_test[:500], dtype=torch.float64)
+    print(f"Fashion-MNIST LeNet fedsgd, {args.users} users of {args.samples} images, updates clipped to norm 1; "
+          f"ldp noise {args.noise} per coordinate, {args.rounds} rounds, 30% a round\n")
+    print("| frozen model | sv 1 | sv 10 | sv 50 | sv n | median distance of true columns to the searched subspace | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for label, tau, active in CHOICES:
+        started = time.perf_counter()
+        model = build_model("cnn", tuple(images.shape[2:]), dataset.n_classes, args.seed)
+        if tau is not None:
+            model = designed(model, public, tau, active)
+        updates = normalised_updates(model, images, labels)
+        singular = np.linalg.svd(updates, compute_uv=False)
+        distance = subspace_distance(updates, args.rounds, args.noise, np.random.default_rng([args.seed, 1]))
+        picks = [singular[min(k, len(singular)) - 1] for k in (1, 10, 50, args.users)]
+        print(f"| {label} | " + " | ".join(f"{value:.3g}" for value in picks)
+              + f" | {distance:.3f} | {time.perf_counter() - started:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
