@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from benchmark.local_sgd import LocalTraining, Parameters, flatten, local_update, unflatten
 from benchmark.models import parameter_slices
 
-__all__ = ["InversionSettings", "LocalTraining", "infer_labels", "analytic_inversion", "invert", "invert_many"]
+__all__ = ["InversionSettings", "LocalTraining", "infer_labels", "fit_labels", "analytic_inversion", "invert", "invert_many"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,49 @@ def infer_labels(model: nn.Module, update: np.ndarray, n_samples: int) -> np.nda
     while counts.sum() > n_samples:
         counts[np.argmin(np.where(counts > 1, ideal - counts, np.inf))] -= 1
     return np.repeat(negative, counts)
+
+
+def fit_labels(
+    model: nn.Module, weights: np.ndarray, update: np.ndarray, labels: np.ndarray, image_shape: tuple[int, ...],
+    training: LocalTraining,
+) -> np.ndarray:
+    """infer_labels's answer for a fedavg update of several full-batch local steps, refined by replaying them.
+
+    The bias update of E steps is a sum of E (softmax - one-hot) terms, read by infer_labels as if it were one:
+    after the first step the softmax has moved toward the held classes, and a held class can even come out
+    positive. The server replays the steps on a blank input with the label histogram as soft targets (at a
+    frozen sigmoid LeNet's weights the outputs barely depend on the input: the true histogram reproduces the
+    observed bias update to about 1e-3) and moves one sample's label at a time, all moves replayed together,
+    while the replayed bias update comes closer to the observed one. Measured on 8 users' true Fashion-MNIST
+    LeNet updates (2 epochs of one batch): label accuracy 0.73 -> 0.84 at 8 samples, step 0.1, and ceiling PSNR
+    3.8 -> 13.6 dB (23.9 with the true labels); 0.69 -> 0.81 and 5.3 -> 11.3 dB at 4 samples, step 0.5
+    (benchmarks/inversion.py). Where a step sees only part of the samples (the shuffle decides which), a soft
+    histogram is not what the client trained on: those keep infer_labels's labels, as do single-step updates.
+    """
+    n_samples = len(labels)
+    if training.kind != "fedavg" or training.batch_size < n_samples or training.epochs < 2:
+        return labels
+    bias = parameter_slices(model)[-1]
+    n_classes = bias.stop - bias.start
+    observed = torch.as_tensor(update[bias])
+    parameters = unflatten(model, torch.as_tensor(weights))
+    blank = torch.full((n_samples, *image_shape), 0.5, dtype=observed.dtype)
+
+    def replayed(shares: torch.Tensor) -> torch.Tensor:
+        return flatten(local_update(model, parameters, blank, shares.expand(n_samples, -1), training))[bias]
+
+    replay = vmap(replayed)
+    counts = np.bincount(labels, minlength=n_classes)
+    best = float((replayed(torch.as_tensor(counts / n_samples, dtype=observed.dtype)) - observed).norm())
+    for _ in range(2 * n_samples):
+        moves = [counts + np.eye(n_classes, dtype=np.int64)[b] - np.eye(n_classes, dtype=np.int64)[a]
+                 for a in np.flatnonzero(counts) for b in range(n_classes) if b != a]
+        misfit = (replay(torch.as_tensor(np.array(moves) / n_samples, dtype=observed.dtype)) - observed).norm(dim=1)
+        k = int(torch.argmin(misfit))
+        if float(misfit[k]) >= best:
+            break
+        best, counts = float(misfit[k]), moves[k]
+    return np.repeat(np.arange(n_classes), counts)
 
 
 def analytic_inversion(model: nn.Module, update: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -192,7 +235,8 @@ def invert_many(
         raise ValueError(f"invert_many: {len(weights)} weight rows, {len(updates)} updates and {len(seeds)} seeds differ")
     if len(updates) == 0:
         return np.zeros((0, n_samples, *image_shape)), np.zeros((0, n_samples), dtype=np.int64)
-    labels = np.stack([infer_labels(model, update, n_samples) for update in updates]).reshape(len(updates), n_samples)
+    labels = np.stack([fit_labels(model, w, update, infer_labels(model, update, n_samples), image_shape, training)
+                       for w, update in zip(weights, updates)]).reshape(len(updates), n_samples)
     if n_samples == 1:
         exact = [analytic_inversion(model, update, image_shape) for update in updates]
         if all(image is not None for image in exact):
