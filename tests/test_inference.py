@@ -134,8 +134,8 @@ def test_replaying_full_batch_fedavg_steps_corrects_the_labels_the_bias_signs_gi
         fitted = fit_labels(model, weights, update, signs, (1, 28, 28), training)
         signs_right += label_accuracy(signs, y) / 8
         fitted_right += label_accuracy(fitted, y) / 8
-    assert fitted_right >= signs_right + 0.08  # measured 0.73 -> 0.84
-    assert fitted_right >= 0.8
+    assert fitted_right >= signs_right + 0.12  # measured 0.73 -> 0.91 (0.84 with single moves only)
+    assert fitted_right >= 0.88
     # where the replay with a histogram is not what the client ran (a step saw part of the batch), nothing moves
     shuffled = LocalTraining("fedavg", epochs=2, batch_size=4, learning_rate=0.1)
     assert np.array_equal(fit_labels(model, weights, update, signs, (1, 28, 28), shuffled), signs)
