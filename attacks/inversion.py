@@ -80,7 +80,9 @@ def fit_labels(
     0.73 -> 0.91 at 8 samples, step 0.1, and ceiling PSNR 3.8 -> 19.2 dB (23.9 with the true labels; single
     moves alone reached 0.84 and 13.6 dB); 0.69 -> 0.81 and 5.3 -> 11.3 dB at 4 samples, step 0.5
     (benchmarks/inversion.py). Where a step sees only part of the samples (the shuffle decides which), a soft
-    histogram is not what the client trained on: those keep infer_labels's labels, as do single-step updates.
+    histogram is not what the client trained on: those keep infer_labels's labels, as do single-step updates and
+    updates whose best histogram still misses by more than SETTLED_MISFIT (the blank input does not stand in for
+    the client's inputs there: a model whose outputs depend on them).
     """
     n_samples = len(labels)
     if training.kind != "fedavg" or training.batch_size < n_samples or training.epochs < 2:
@@ -112,6 +114,8 @@ def fit_labels(
             depth = 2  # stuck above what the true histogram leaves: try every pair of moves
         else:
             break
+    if best > SETTLED_MISFIT * float(observed.norm()):
+        return labels  # the blank replay does not explain this update (outputs that depend on the input): keep the signs'
     return np.repeat(np.arange(n_classes), counts)
 
 
