@@ -13,7 +13,8 @@ Prints two Markdown tables on stdout. Note the machine's load (`uptime`) beside 
 2. The search's precision (attacks.projection_search, `dtype`): float32 products against float64 on a synthetic
    instance under noise (users, 12 rounds each per user, 10% a round) and on an exact one at the (c) density
    (users, 1.5 rounds each per user): seconds, columns accepted, exact, median residual (the acceptance is checked
-   in float64 either way).
+   in float64 either way), and whether the search gives the same columns with one BLAS thread as with the
+   machine's (run it on a machine with several cores).
 3. The adaptive attack under noise (attacks.adaptive.keep_best): it used to search every open user a second time
    from the same start, which repeats the disaggregation's own search when that accepted nobody; it now refines
    the disaggregation's best candidates. On a synthetic instance (users, 12 rounds each per user, 10% a round,
@@ -33,6 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from attacks.adaptive import keep_best  # noqa: E402
 from attacks.disaggregation import disaggregate  # noqa: E402
@@ -93,8 +95,8 @@ def comparison_ranks(blocks: np.ndarray) -> np.ndarray:
 
 def precision_table(noise_users: int, exact_users: int, noise: float, seed: int) -> None:
     print("\nThe search in float64 against float32\n")
-    print("| instance | dtype | seconds | accepted | exact columns | median residual |")
-    print("|---|---|---|---|---|---|")
+    print("| instance | dtype | seconds | accepted | exact columns | median residual | same columns with 1 BLAS thread |")
+    print("|---|---|---|---|---|---|---|")
     for users, rounds, participation, sigma in ((noise_users, 12 * noise_users, 0.1, noise), (exact_users, 3 * exact_users // 2, 0.1, 0.0)):
         instance = make_instance(users, rounds, 10, participation, seed=seed)
         aggregates = instance.aggregates + sigma * np.random.default_rng([seed, 1]).standard_normal(instance.aggregates.shape)
@@ -106,8 +108,10 @@ def precision_table(noise_users: int, exact_users: int, noise: float, seed: int)
             columns, residual = projection_search(geometry, np.arange(users), tolerance, dtype=dtype)
             seconds = time.perf_counter() - started
             exact = int((columns == instance.participants).all(axis=0).sum())
+            with threadpool_limits(limits=1):  # what a suite worker runs: do the answers depend on the thread count?
+                one_thread, _ = projection_search(geometry, np.arange(users), tolerance, dtype=dtype)
             print(f"| {label} | {np.dtype(dtype).name} | {seconds:.1f} | {int((residual <= tolerance).sum())} | {exact} | "
-                  f"{np.median(residual):.3f} |")
+                  f"{np.median(residual):.3f} | {np.array_equal(columns, one_thread)} |")
 
 
 def keep_best_table(users: int, noise: float, seed: int) -> None:
