@@ -74,7 +74,7 @@ def fit_labels(
     after the first step the softmax has moved toward the held classes, and a held class can even come out
     positive. The server replays the steps on a blank input with the label histogram as soft targets (at a
     frozen sigmoid LeNet's weights the outputs barely depend on the input: the true histogram reproduces the
-    observed bias update to about 1e-3) and moves one sample's label at a time, all moves replayed together,
+    observed bias update to about 1e-4 of its norm) and moves one sample's label at a time, all moves replayed together,
     while the replayed bias update comes closer to the observed one; stuck above SETTLED_MISFIT, it tries every
     pair of moves. Measured on 8 users' true Fashion-MNIST LeNet updates (2 epochs of one batch): label accuracy
     0.73 -> 0.91 at 8 samples, step 0.1, and ceiling PSNR 3.8 -> 19.2 dB (23.9 with the true labels; single
