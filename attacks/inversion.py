@@ -102,6 +102,7 @@ def fit_labels(
         shares = torch.as_tensor(histograms / n_samples, dtype=observed.dtype)
         return torch.cat([(replay(chunk) - observed).norm(dim=1) for chunk in shares.split(256)]).numpy()
 
+    settled = SETTLED_MISFIT * float(observed.norm())
     counts = np.bincount(labels, minlength=n_classes)
     best, depth = float(misfits(counts[None])[0]), 1
     for _ in range(4 * n_samples):
@@ -110,11 +111,11 @@ def fit_labels(
         k = int(np.argmin(misfit))
         if misfit[k] < best:
             best, counts, depth = float(misfit[k]), candidates[k], 1
-        elif depth == 1 and best > SETTLED_MISFIT * float(observed.norm()):
+        elif depth == 1 and best > settled:
             depth = 2  # stuck above what the true histogram leaves: try every pair of moves
         else:
             break
-    if best > SETTLED_MISFIT * float(observed.norm()):
+    if best > settled:
         return labels  # the blank replay does not explain this update (outputs that depend on the input): keep the signs'
     return np.repeat(np.arange(n_classes), counts)
 
@@ -126,10 +127,10 @@ SETTLED_MISFIT = 1e-2
 
 def _moved(counts: np.ndarray, depth: int) -> np.ndarray:
     """Every distinct histogram `depth` moves of one sample's label away from `counts`."""
+    unit = np.eye(len(counts), dtype=np.int64)
     layer = {tuple(counts)}
     for _ in range(depth):
-        layer = {tuple(np.add(c, np.eye(len(c), dtype=np.int64)[b] - np.eye(len(c), dtype=np.int64)[a]))
-                 for c in layer for a in np.flatnonzero(c) for b in range(len(c)) if b != a}
+        layer = {tuple(np.add(c, unit[b] - unit[a])) for c in layer for a in np.flatnonzero(c) for b in range(len(c)) if b != a}
     layer.discard(tuple(counts))
     return np.array(sorted(layer), dtype=np.int64)
 
