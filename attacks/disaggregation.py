@@ -7,7 +7,9 @@ col(A)); only what is left goes on to the next, dearer method:
 1. linear: when the window sums pin every column down (rank(B U) = rank(A)),
    P = U (B U)^+ C^T, one factorization for all users, and each column is
    proven unique by the linear algebra alone;
-2. projection search: batched Douglas-Rachford over all users at once;
+2. projection search: batched Douglas-Rachford over all users at once, each
+   candidate then moved by in-window exchanges while they bring it nearer col(A)
+   (attacks/polish.py);
 3. the joint stage (attacks/joint.py, exact mode): all users share one LP model,
    the per-round totals and every column already proven. Propagation (counts,
    totals minus proven columns) fixes rounds; warm-started LPs steered by the
@@ -31,6 +33,7 @@ from attacks.fit import relative_misfit
 from attacks.geometry import Geometry, Subspace, column_space
 from attacks.inputs import check_counts, check_observation
 from attacks.settings import AttackSettings
+from attacks.polish import swap_descent
 from attacks.projection_search import projection_search
 from benchmark.errors import BenchmarkError
 
@@ -127,7 +130,7 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     sums = geometry.window_basis
     if geometry.exact and np.linalg.matrix_rank(sums) == geometry.rank:
         coords = np.linalg.lstsq(sums, geometry.counts.T.astype(np.float64), rcond=None)[0]
-        columns = geometry.round_to_counts(geometry.basis @ coords, users)
+        columns = swap_descent(geometry, geometry.round_to_counts(geometry.basis @ coords, users))
         residual = geometry.residual(columns)
         ok = residual <= settings.accepted_residual
         state.accept(users, columns, residual, "found" if settings.noise else "unique", ok)
@@ -139,9 +142,9 @@ def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     if len(users) == 0:
         return
     started = time.perf_counter()
-    columns, residual = projection_search(
-        geometry, users, settings.accepted_residual, iterations=settings.search_iterations
-    )
+    columns, _ = projection_search(geometry, users, settings.accepted_residual, iterations=settings.search_iterations)
+    columns = swap_descent(geometry, columns)
+    residual = geometry.residual(columns)
     ok = (residual <= settings.accepted_residual) & geometry.nonempty(columns, users)
     state.guess[:, users] = columns
     state.accept(users, columns, residual, "found", ok)

@@ -147,10 +147,38 @@ def numerical_rank(singular: np.ndarray, shape: tuple[int, int]) -> int:
 Subspace = tuple[np.ndarray, np.ndarray]  # left_singular(A): computed once per observation, shared by every attack
 
 
+# Under noise, a coordinate of the sums counts as carrying signal when its variance over rounds exceeds the median
+# coordinate's by this many standard errors of a variance estimate (sqrt(2 / (T - 1)) relative, Gaussian rounds).
+SIGNAL_STANDARD_ERRORS = 3.0
+
+
+def signal_coordinates(aggregates: np.ndarray, n_users: int) -> np.ndarray:
+    """Coordinates whose variance over rounds stands out from the median coordinate's (all, if fewer than 2n do:
+    the top n directions of a few more than n coordinates take in their noise whole).
+
+    Under noise added per coordinate (DP on updates or sums), every coordinate's variance over rounds is the noise's
+    plus the users' signal there, and where updates concentrate on few coordinates (a frozen model with sparse
+    features), the median coordinate carries noise alone. The rest add noise to the top-n subspace and no signal:
+    a frozen LeNet the server designed (benchmarks/frozen_model.py), 100 users, 1200 rounds, ldp-gaussian(z=0.01):
+    the true columns' median distance to the subspace 0.289 with all 13426 coordinates, 0.201 with the 1170 kept.
+    """
+    rounds = aggregates.shape[0]
+    variance = aggregates.var(axis=0)
+    threshold = np.median(variance) * (1.0 + SIGNAL_STANDARD_ERRORS * np.sqrt(2.0 / max(rounds - 1, 1)))
+    kept = np.flatnonzero(variance > threshold)
+    return kept if len(kept) >= 2 * n_users else np.arange(aggregates.shape[1])
+
+
+def searched_subspace(aggregates: np.ndarray, n_users: int, noise: bool) -> Subspace:
+    """left_singular of the sums, restricted under noise to the coordinates that carry signal."""
+    return left_singular(aggregates[:, signal_coordinates(aggregates, n_users)] if noise else aggregates)
+
+
 def column_space(aggregates: np.ndarray, n_users: int, noise: bool, subspace: Subspace | None = None) -> np.ndarray:
     """Orthonormal basis of col(A): its numerical rank when exact, the top n directions under noise.
 
-    `subspace`: left_singular(aggregates), where the caller has it already (it is the costliest step at scale)."""
-    left, singular = left_singular(aggregates) if subspace is None else subspace
+    `subspace`: searched_subspace(aggregates, n_users, noise), where the caller has it already (it is the costliest step at
+    scale)."""
+    left, singular = searched_subspace(aggregates, n_users, noise) if subspace is None else subspace
     rank = min(n_users, len(singular)) if noise else min(numerical_rank(singular, aggregates.shape), n_users)
     return left[:, :rank]

@@ -19,7 +19,7 @@ from attacks.adaptive import public_groups, recover
 from attacks.anonymous import EXACT_RESIDUAL, binary_vectors, drop_composites, residuals
 from attacks.attribution import assign, independent, log_likelihoods
 from attacks.disaggregation import Disaggregation, least_squares
-from attacks.geometry import column_space, left_singular, numerical_rank
+from attacks.geometry import column_space, left_singular, numerical_rank, searched_subspace
 from attacks.settings import AttackSettings
 from benchmark.observation import Observation
 
@@ -94,10 +94,10 @@ def anonymous_recovery(
     `left`, `singular`: A's left singular vectors and values, when the caller has them already.
     """
     aggregates = observation.aggregates
-    if left is None or singular is None:
-        left, singular = left_singular(aggregates)
     groups = public_groups(observation.defense_parameters, observation.n_users)
     distinct_users = observation.n_users if groups is None else len(np.unique(groups))
+    if left is None or singular is None:
+        left, singular = searched_subspace(aggregates, distinct_users, noise)
     basis = column_space(aggregates, distinct_users, noise, (left, singular))
     if noise:
         found = binary_vectors(basis, settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP).columns
@@ -174,6 +174,8 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
         first = observation.first_rounds(length)
         left, singular = left_singular(first.aggregates)
         noise = settings.noise or needs_noise_mode(first, singular)
+        if noise:
+            left, singular = searched_subspace(first.aggregates, observation.n_users, True)
         static = recover(first, replace(settings, noise=noise, adaptive=False), (left, singular))
         results = [(static, None)]
         if first.defense_parameters:
@@ -190,9 +192,11 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     where counts are published.
 
     One singular value decomposition of the aggregates serves the first three (at 100 users and 1200 rounds of
-    LeNet updates it is seconds, and there were four)."""
+    LeNet updates it is seconds, and there were four); under noise, one more of the coordinates that carry signal."""
     left, singular = left_singular(observation.aggregates)
     noise = settings.noise or needs_noise_mode(observation, singular)
+    if noise:  # under noise the attacks search the subspace of the coordinates that carry signal
+        left, singular = searched_subspace(observation.aggregates, observation.n_users, True)
     given, settings = settings, replace(settings, noise=noise)
     groups = public_groups(observation.defense_parameters, observation.n_users)
     recoveries = []

@@ -10,9 +10,13 @@ each), clipped to norm 1 as the LDP defenses clip them, and prints:
 - singular values 1, 10, 50 and n of the n x d matrix of normalised updates (how many directions tell users
   apart; the attack needs n of them);
 - under `ldp-gaussian(z=noise)` (each client adds N(0, noise^2) per coordinate to its clipped update), with a
-  random participation matrix P (rounds x n, 30% a round), the median relative distance of the true columns of P
-  to the top-n left singular subspace of A = P G + noise: the subspace the attack searches. 0 = every column
-  lies in it; about 0.84 = only the all-ones direction (a column's mean part) is captured.
+  random participation matrix P (rounds x n, 30% a round, analytics windows of 10 rounds), the median relative
+  distance of the true columns of P to the top-n left singular subspace of A = P G + noise, from all
+  coordinates and from those the attack keeps (attacks.geometry.signal_coordinates): 0 = every column lies in
+  it; about 0.84 = only the all-ones direction (a column's mean part) is captured;
+- how many columns the attack (attacks.disaggregation.disaggregate under noise: search, exchanges) recovers
+  exactly, and the median cosine between the true updates and least-squares updates from the *true* P: the
+  best any disaggregation could do, since `attack_success` asks for 0.95.
 Choices: PyTorch's initialisation (the suite's); every convolution rescaled so that its pre-activations have
 standard deviation `tau` on 500 test images (LSUV-style, the server's public data), the last layer zeroed; and
 the same with the last convolution's bias shifted so that only a share of its sigmoid units are active (sparse
@@ -31,9 +35,15 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+WINDOW = 10  # analytics window of the suite's cells
+
 from benchmark.datasets import load_dataset  # noqa: E402
 from benchmark.models import build_model, flat_gradient  # noqa: E402
+from benchmark.observation import window_sums  # noqa: E402
 from benchmark.simulation import partition  # noqa: E402
+from attacks.disaggregation import disaggregate, least_squares  # noqa: E402
+from attacks.geometry import column_space, left_singular, signal_coordinates  # noqa: E402
+from attacks.settings import AttackSettings  # noqa: E402
 
 # (label, tau, share of active units in the last convolution; None: PyTorch's initialisation)
 CHOICES = [("PyTorch initialisation (the suite's)", None, 1.0), ("LSUV tau=4", 4.0, 1.0), ("LSUV tau=32", 32.0, 1.0),
@@ -65,13 +75,29 @@ def normalised_updates(model: torch.nn.Module, images: torch.Tensor, labels: tor
     return updates / np.maximum(np.linalg.norm(updates, axis=1), 1.0)[:, None]
 
 
-def subspace_distance(updates: np.ndarray, rounds: int, noise: float, rng: np.random.Generator) -> float:
+def noisy_outcome(updates: np.ndarray, rounds: int, noise: float, rng: np.random.Generator) -> dict:
+    """Under ldp noise on a random participation: how near the searched subspace the true columns lie (all coordinates,
+    and those the attack keeps), how many columns the attack recovers exactly, and the median cosine of least-squares
+    updates from the true participants (what attack_success could reach at best: it needs 0.95)."""
     n, d = updates.shape
     participants = (rng.random((rounds, n)) < 0.3).astype(np.float64)
     aggregates = participants @ updates + noise * np.sqrt(participants.sum(axis=1))[:, None] * rng.standard_normal((rounds, d))
-    basis = np.linalg.svd(aggregates, full_matrices=False)[0][:, :n]
-    outside = participants - basis @ (basis.T @ participants)
-    return float(np.median(np.linalg.norm(outside, axis=0) / np.linalg.norm(participants, axis=0)))
+    counts = window_sums(participants, WINDOW).T.astype(np.int64)
+
+    def distance(basis: np.ndarray) -> float:
+        outside = participants - basis @ (basis.T @ participants)
+        return float(np.median(np.linalg.norm(outside, axis=0) / np.linalg.norm(participants, axis=0)))
+
+    result = disaggregate(aggregates, counts, WINDOW, settings=AttackSettings(noise=True))
+    oracle = least_squares(participants, aggregates)
+    cosine = np.sum(oracle * updates, axis=1) / np.linalg.norm(oracle, axis=1) / np.linalg.norm(updates, axis=1)
+    return {
+        "all": distance(left_singular(aggregates)[0][:, :n]),
+        "kept": distance(column_space(aggregates, n, True)),
+        "coordinates": len(signal_coordinates(aggregates, n)),
+        "exact": int((result.participants == participants).all(axis=0).sum()),
+        "oracle": float(np.median(cosine)),
+    }
 
 
 def main() -> None:
@@ -90,8 +116,10 @@ def main() -> None:
     public = torch.tensor(dataset.x_test[:500], dtype=torch.float64)
     print(f"Fashion-MNIST LeNet fedsgd, {args.users} users of {args.samples} images, updates clipped to norm 1; "
           f"ldp noise {args.noise} per coordinate, {args.rounds} rounds, 30% a round\n")
-    print("| frozen model | sv 1 | sv 10 | sv 50 | sv n | median distance of true columns to the searched subspace | seconds |")
-    print("|---|---|---|---|---|---|---|")
+    print("| frozen model | sv 1 | sv 10 | sv 50 | sv n | median distance of true columns to top-n subspace, all coordinates"
+          " | the same, coordinates the attack keeps (how many) | columns the attack recovers exactly"
+          " | median cosine of updates from the true columns | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, tau, active in CHOICES:
         started = time.perf_counter()
         model = build_model("cnn", tuple(images.shape[2:]), dataset.n_classes, args.seed)
@@ -99,10 +127,11 @@ def main() -> None:
             model = designed(model, public, tau, active)
         updates = normalised_updates(model, images, labels)
         singular = np.linalg.svd(updates, compute_uv=False)
-        distance = subspace_distance(updates, args.rounds, args.noise, np.random.default_rng([args.seed, 1]))
+        outcome = noisy_outcome(updates, args.rounds, args.noise, np.random.default_rng([args.seed, 1]))
         picks = [singular[min(k, len(singular)) - 1] for k in (1, 10, 50, args.users)]
         print(f"| {label} | " + " | ".join(f"{value:.3g}" for value in picks)
-              + f" | {distance:.3f} | {time.perf_counter() - started:.1f} |")
+              + f" | {outcome['all']:.3f} | {outcome['kept']:.3f} ({outcome['coordinates']}) | {outcome['exact']}/{args.users}"
+              f" | {outcome['oracle']:.3f} | {time.perf_counter() - started:.1f} |")
 
 
 if __name__ == "__main__":

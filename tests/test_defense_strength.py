@@ -88,8 +88,8 @@ budget = 4.0
 
 [[defenses]]
 name = "dp-aggregate"
-label = "dp-aggregate:0.03"
-noise_multiplier = 0.03
+label = "dp-aggregate:0.2"
+noise_multiplier = 0.2
 clip_norm = 1.0
 
 [[defenses]]
@@ -108,7 +108,8 @@ update_kind = "synthetic"
 """
 
 
-@pytest.mark.parametrize("defense", ["dp-aggregate:0.03", "dp-aggregate:0.1"])
+# z = 0.03 no longer tells horizons apart: every one recovers every column since the exchanges (attacks/polish.py).
+@pytest.mark.parametrize("defense", ["dp-aggregate:0.1", "dp-aggregate:0.2"])
 def test_recovery_under_aggregate_noise_never_falls_with_the_horizon(tmp_path, defense):
     """The server's longer horizon averages DP noise away: exact columns never fall as rounds per user grow."""
     (tmp_path / "horizons.toml").write_text(HORIZON_SUITE)
