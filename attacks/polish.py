@@ -51,9 +51,9 @@ def swap_descent(geometry: Geometry, columns: np.ndarray, allowed: np.ndarray | 
             break
         moves = [_best_exchanges(columns, outside, may_take, pair_cost, real, window, part)
                  for part in np.array_split(active, -(-len(active) // chunk))]
-        leave = np.concatenate([m[0] for m in moves])
-        take = np.concatenate([m[1] for m in moves])
-        gain = np.concatenate([m[2] for m in moves])  # (W, m) the best exchange's change per window (inf: none)
+        leave = np.concatenate([m[0] for m in moves], axis=1)
+        take = np.concatenate([m[1] for m in moves], axis=1)
+        gain = np.concatenate([m[2] for m in moves], axis=1)  # (W, m) the best exchange's change per window (inf: none)
         improving = gain < -IMPROVEMENT
         moving = improving.any(axis=0)
         active, leave, take, gain, improving = (active[moving], leave[:, moving], take[:, moving], gain[:, moving],

@@ -72,3 +72,12 @@ def test_coordinates_are_all_kept_when_few_stand_out():
     aggregates = rng.standard_normal((200, 300))
     aggregates[:, :5] *= 10  # 5 coordinates stand out, fewer than 2n for n = 20: the top 20 directions need more
     assert len(signal_coordinates(aggregates, 20)) == 300
+
+
+def test_columns_polished_in_parts_equal_columns_polished_together(monkeypatch):
+    participants, aggregates, counts = noisy_instance(0.02, 2000)
+    geometry = Geometry(column_space(aggregates, 50, True), counts, WINDOW)
+    start = geometry.round_to_counts(np.random.default_rng(1).random(participants.shape), np.arange(50))
+    together = swap_descent(geometry, start)
+    monkeypatch.setattr("attacks.polish.TABLE_ENTRIES", 60 * WINDOW * WINDOW * 7)  # parts of 7 columns
+    assert np.array_equal(swap_descent(geometry, start), together)
