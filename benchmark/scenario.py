@@ -42,6 +42,7 @@ class Scenario:
     clients accept, at least a relative model change of simulation.SMALLEST_RELATIVE_CHANGE),
     "honest" (the learning rate), or a positive number; a step below what the clients accept is
     raised to it. Under "trained" the server applies every round's aggregate with the learning rate.
+    The weights it starts from are its choice too: `initial_model = "designed"` (benchmark.models.design_weights).
     """
 
     name: str = "default"
@@ -58,6 +59,7 @@ class Scenario:
     batch_size: int = 8
     learning_rate: float = 0.1
     model_policy: str = "frozen"  # "frozen": the model moves only when the defense forces it; "trained": honest training
+    initial_model: str = "default"  # "default": PyTorch's initialisation; "designed": weights the server designs (cnn)
     server_step: str | float = "smallest"  # how a frozen-policy server applies forced refreshes (class docstring)
     update_kind: str = "model"  # "model": real model updates; "synthetic": Gaussian vectors
     synthetic_dim: int = 0  # dimension of synthetic updates; 0 means ceil(1.2 n)
@@ -84,6 +86,9 @@ class Scenario:
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.model_policy in ("frozen", "trained"), "model_policy must be 'frozen' or 'trained'"),
+            (self.initial_model in ("default", "designed"), "initial_model must be 'default' or 'designed'"),
+            (self.initial_model == "default" or (self.model == "cnn" and self.update_kind == "model"),
+             "initial_model 'designed' needs model = 'cnn' and update_kind = 'model'"),
             (self.update_kind in ("model", "synthetic"), "update_kind must be 'model' or 'synthetic'"),
             (self.server_step in ("smallest", "honest") or _positive_number(self.server_step),
              "server_step must be 'smallest', 'honest' or a positive number"),

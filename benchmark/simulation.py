@@ -11,7 +11,7 @@ from benchmark.datasets import Dataset, load_dataset
 from benchmark.errors import BenchmarkError
 from benchmark import local_sgd
 from benchmark.local_sgd import LocalTraining, parameters_of
-from benchmark.models import build_model, get_flat, set_flat
+from benchmark.models import DESIGN_PUBLIC_IMAGES, build_model, design_weights, get_flat, set_flat
 from benchmark.observation import Observation
 from benchmark.protocol import secure_aggregate, streams
 from benchmark.scenario import Scenario
@@ -120,6 +120,9 @@ class _Federation:
         self.images = np.ascontiguousarray(self.dataset.x_train[index], dtype=np.float64)
         self.labels = self.dataset.y_train[index]
         self.model = build_model(scenario.model, self.images.shape[2:], self.dataset.n_classes, scenario.seed)
+        if scenario.initial_model == "designed":
+            public = torch.tensor(self.dataset.x_test[:DESIGN_PUBLIC_IMAGES], dtype=torch.float64)
+            design_weights(self.model, public)
         self.cache: dict[int, np.ndarray] = {}
         self.dim = int(get_flat(self.model).numel())
         self.deterministic = scenario.local_training == "fedsgd" or scenario.batch_size >= scenario.samples_per_user

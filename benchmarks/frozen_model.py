@@ -17,10 +17,11 @@ each), clipped to norm 1 as the LDP defenses clip them, and prints:
 - how many columns the attack (attacks.disaggregation.disaggregate under noise: search, exchanges) recovers
   exactly, and the median cosine between the true updates and least-squares updates from the *true* P: the
   best any disaggregation could do, since `attack_success` asks for 0.95.
-Choices: PyTorch's initialisation (the suite's); every convolution rescaled so that its pre-activations have
-standard deviation `tau` on 500 test images (LSUV-style, the server's public data), the last layer zeroed; and
-the same with the last convolution's bias shifted so that only a share of its sigmoid units are active (sparse
-features). Prints one Markdown table on stdout.
+Choices (benchmark.models.design_weights): PyTorch's initialisation; every convolution rescaled so that its
+pre-activations have standard deviation `tau` on 500 test images (LSUV-style, the server's public data), the last
+layer zeroed; the same with the last convolution's bias shifted so that only a share of its sigmoid units are
+active (sparse features); and that last design with the last layer kept, which cells select with
+`initial_model = "designed"`. Prints one Markdown table on stdout.
 """
 
 import argparse
@@ -38,33 +39,19 @@ import torch  # noqa: E402
 WINDOW = 10  # analytics window of the suite's cells
 
 from benchmark.datasets import load_dataset  # noqa: E402
-from benchmark.models import build_model, flat_gradient  # noqa: E402
+from benchmark.models import DESIGN_ACTIVE, DESIGN_PUBLIC_IMAGES, DESIGN_SCALE, build_model, design_weights, flat_gradient  # noqa: E402
 from benchmark.observation import window_sums  # noqa: E402
 from benchmark.simulation import partition  # noqa: E402
 from attacks.disaggregation import disaggregate, least_squares  # noqa: E402
 from attacks.geometry import column_space, left_singular, signal_coordinates  # noqa: E402
 from attacks.settings import AttackSettings  # noqa: E402
 
-# (label, tau, share of active units in the last convolution; None: PyTorch's initialisation)
-CHOICES = [("PyTorch initialisation (the suite's)", None, 1.0), ("LSUV tau=4", 4.0, 1.0), ("LSUV tau=32", 32.0, 1.0),
-           ("LSUV tau=32, 10% units active", 32.0, 0.1), ("LSUV tau=32, 3% units active", 32.0, 0.03)]
-
-
-def designed(model: torch.nn.Module, public: torch.Tensor, tau: float, active: float) -> torch.nn.Module:
-    layers = list(model)
-    convolutions = [i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.Conv2d)]
-    with torch.no_grad():
-        for i in convolutions:
-            pre = torch.nn.Sequential(*layers[: i + 1])(public)
-            scale = tau / pre.std().item()
-            layers[i].weight.mul_(scale)
-            layers[i].bias.mul_(scale)
-            if i == convolutions[-1] and active < 1:
-                pre = torch.nn.Sequential(*layers[: i + 1])(public)
-                layers[i].bias.sub_(torch.quantile(pre.flatten()[:200_000], 1 - active))
-        layers[-1].weight.zero_()
-        layers[-1].bias.zero_()
-    return model
+# (label, tau, share of active units in the last convolution, zero the last layer; tau None: PyTorch's initialisation)
+CHOICES = [("PyTorch initialisation (`initial_model = \"default\"`)", None, 1.0, False),
+           ("LSUV tau=4, last layer zeroed", 4.0, 1.0, True), ("LSUV tau=32, last layer zeroed", 32.0, 1.0, True),
+           ("LSUV tau=32, 10% units active, last layer zeroed", 32.0, 0.1, True),
+           ("LSUV tau=32, 3% units active, last layer zeroed", 32.0, 0.03, True),
+           ("LSUV tau=32, 3% units active (`initial_model = \"designed\"`)", DESIGN_SCALE, DESIGN_ACTIVE, False)]
 
 
 def normalised_updates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -113,18 +100,18 @@ def main() -> None:
     index = partition(dataset, args.users, args.samples, np.random.default_rng(args.seed))
     images = torch.tensor(dataset.x_train[index], dtype=torch.float64)
     labels = torch.tensor(dataset.y_train[index])
-    public = torch.tensor(dataset.x_test[:500], dtype=torch.float64)
+    public = torch.tensor(dataset.x_test[:DESIGN_PUBLIC_IMAGES], dtype=torch.float64)
     print(f"Fashion-MNIST LeNet fedsgd, {args.users} users of {args.samples} images, updates clipped to norm 1; "
           f"ldp noise {args.noise} per coordinate, {args.rounds} rounds, 30% a round\n")
     print("| frozen model | sv 1 | sv 10 | sv 50 | sv n | median distance of true columns to top-n subspace, all coordinates"
           " | the same, coordinates the attack keeps (how many) | columns the attack recovers exactly"
           " | median cosine of updates from the true columns | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, tau, active in CHOICES:
+    for label, tau, active, zero_last in CHOICES:
         started = time.perf_counter()
         model = build_model("cnn", tuple(images.shape[2:]), dataset.n_classes, args.seed)
         if tau is not None:
-            model = designed(model, public, tau, active)
+            model = design_weights(model, public, tau, active, zero_last)
         updates = normalised_updates(model, images, labels)
         singular = np.linalg.svd(updates, compute_uv=False)
         outcome = noisy_outcome(updates, args.rounds, args.noise, np.random.default_rng([args.seed, 1]))

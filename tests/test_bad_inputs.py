@@ -196,6 +196,8 @@ SUITE_CASES = {
     "data-root-missing": (_replace("window = 3", 'window = 3\ndataset = "mnist"\ndata_root = "/no/such/folder"'), "data_root /no/such/folder is not a folder"),
     "data-root-not-string": (_replace("window = 3", "window = 3\ndata_root = 3"), "data_root must be a string"),
     "unknown-dataset": (_replace("window = 3", 'window = 3\ndataset = "imagenet"'), "dataset must be one of"),
+    "unknown-initial-model": (_replace("window = 3", 'window = 3\ninitial_model = "random"'), "initial_model must be 'default' or 'designed'"),
+    "designed-mlp": (_replace("window = 3", 'window = 3\ninitial_model = "designed"'), "initial_model 'designed' needs model = 'cnn'"),
     "grid-axis-empty": (lambda t: t.split("[[cells]]")[0] + '[[grids]]\nname = "g"\nn_users = []\nn_rounds = 24\nwindow = 3\n', "an axis has no values"),
     "nan-participation": (_replace("participation = 0.4", "participation = nan"), "participation must be finite"),
     "unknown-cell-key": (_replace("window = 3", "window = 3\nwindw = 3"), "unknown scenario field(s): windw"),

@@ -120,3 +120,53 @@ def test_recovery_under_aggregate_noise_never_falls_with_the_horizon(tmp_path, d
     assert list(rate.index) == [3, 6, 12]
     assert all(later >= earlier for earlier, later in zip(rate, rate.iloc[1:])), rate.tolist()
     assert rate[12] > rate[3], rate.tolist()
+
+
+DESIGNED_SUITE = """name = "designed"
+version = "1"
+seeds = [0]
+
+[attack]
+time_limit = 1.0
+budget = 4.0
+inverted_users = 1
+
+[[defenses]]
+name = "dp-aggregate"
+noise_multiplier = 0.01
+clip_norm = 1.0
+
+[[cells]]
+name = "lenet-default"
+n_users = 30
+n_rounds = 180
+participation = 0.3
+window = 10
+dataset = "fashion-mnist"
+model = "cnn"
+samples_per_user = 4
+learning_rate = 1.0
+
+[[cells]]
+name = "lenet-designed"
+n_users = 30
+n_rounds = 180
+participation = 0.3
+window = 10
+dataset = "fashion-mnist"
+model = "cnn"
+samples_per_user = 4
+learning_rate = 1.0
+initial_model = "designed"
+"""
+
+
+def test_a_server_that_designs_its_frozen_model_recovers_what_pytorchs_initialisation_hides(tmp_path):
+    """The server picks the weights it freezes: at PyTorch's initialisation LeNet updates differ in about nine
+    directions and dp-aggregate(z=0.01) hides every user; on the designed weights every update is recovered."""
+    (tmp_path / "designed.toml").write_text(DESIGNED_SUITE)
+    table = run_suite(expand(load_suite(str(tmp_path / "designed.toml"))), tmp_path, progress=False)
+    assert (table["status"] == "ok").all()
+    success = table.set_index("scenario")["attack_success"]
+    assert success["lenet-default"] <= 0.1  # measured 0.0
+    assert success["lenet-designed"] >= 0.9  # measured 1.0
