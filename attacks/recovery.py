@@ -175,7 +175,7 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
         left, singular = left_singular(first.aggregates)
         noise = settings.noise or needs_noise_mode(first, singular)
         if noise:
-            left, singular = searched_subspace(first.aggregates, observation.n_users, True)
+            left, singular = searched_subspace(first.aggregates, observation.n_users, True, (left, singular))
         static = recover(first, replace(settings, noise=noise, adaptive=False), (left, singular))
         results = [(static, None)]
         if first.defense_parameters:
@@ -196,7 +196,7 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     left, singular = left_singular(observation.aggregates)
     noise = settings.noise or needs_noise_mode(observation, singular)
     if noise:  # under noise the attacks search the subspace of the coordinates that carry signal
-        left, singular = searched_subspace(observation.aggregates, observation.n_users, True)
+        left, singular = searched_subspace(observation.aggregates, observation.n_users, True, (left, singular))
     given, settings = settings, replace(settings, noise=noise)
     groups = public_groups(observation.defense_parameters, observation.n_users)
     recoveries = []

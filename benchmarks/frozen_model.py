@@ -75,13 +75,14 @@ def noisy_outcome(updates: np.ndarray, rounds: int, noise: float, rng: np.random
         outside = participants - basis @ (basis.T @ participants)
         return float(np.median(np.linalg.norm(outside, axis=0) / np.linalg.norm(participants, axis=0)))
 
+    full = left_singular(aggregates)
     result = disaggregate(aggregates, counts, WINDOW, settings=AttackSettings(noise=True))
     oracle = least_squares(participants, aggregates)
     cosine = np.sum(oracle * updates, axis=1) / np.linalg.norm(oracle, axis=1) / np.linalg.norm(updates, axis=1)
     return {
-        "all": distance(left_singular(aggregates)[0][:, :n]),
+        "all": distance(full[0][:, :n]),
         "kept": distance(column_space(aggregates, n, True)),
-        "coordinates": len(signal_coordinates(aggregates, n)),
+        "coordinates": len(signal_coordinates(aggregates, n, full[1])),
         "exact": int((result.participants == participants).all(axis=0).sum()),
         "oracle": float(np.median(cosine)),
     }

@@ -56,7 +56,7 @@ def test_exchanges_turn_the_searchs_near_misses_into_the_true_columns_under_nois
 
 def test_the_coordinates_that_carry_signal_give_a_subspace_nearer_the_true_columns():
     participants, aggregates, counts = noisy_instance(0.04, 4000)
-    kept = signal_coordinates(aggregates, 50)
+    kept = signal_coordinates(aggregates, 50, left_singular(aggregates)[1])
     assert 100 <= len(kept) <= 150 and set(range(100)) <= set(kept)  # the signal's 100 and a few noise coordinates
     everything = Geometry(column_space(aggregates, 50, True, left_singular(aggregates)), counts, WINDOW)
     selected = Geometry(column_space(aggregates, 50, True), counts, WINDOW)
@@ -67,11 +67,16 @@ def test_the_coordinates_that_carry_signal_give_a_subspace_nearer_the_true_colum
     assert exact(result.participants, participants) >= 15  # measured 20
 
 
-def test_coordinates_are_all_kept_when_few_stand_out():
+def test_coordinates_are_all_kept_where_every_one_carries_signal_or_few_stand_out():
     rng = np.random.default_rng(0)
+    participants = (rng.random((600, 50)) < 0.3).astype(np.float64)
+    updates = rng.standard_normal((50, 2000))  # signal on every coordinate, its variance varying between them
+    updates /= np.linalg.norm(updates, axis=1, keepdims=True)
+    aggregates = participants @ updates + 0.01 * rng.standard_normal((600, 2000))
+    assert len(signal_coordinates(aggregates, 50, left_singular(aggregates)[1])) == 2000
     aggregates = rng.standard_normal((200, 300))
     aggregates[:, :5] *= 10  # 5 coordinates stand out, fewer than 2n for n = 20: the top 20 directions need more
-    assert len(signal_coordinates(aggregates, 20)) == 300
+    assert len(signal_coordinates(aggregates, 20, left_singular(aggregates)[1])) == 300
 
 
 def test_columns_polished_in_parts_equal_columns_polished_together(monkeypatch):
