@@ -122,6 +122,19 @@ def test_recovery_under_aggregate_noise_never_falls_with_the_horizon(tmp_path, d
     assert rate[12] > rate[3], rate.tolist()
 
 
+LENET_CELL = """
+[[cells]]
+name = "{name}"
+n_users = 30
+n_rounds = 180
+participation = 0.3
+window = 10
+dataset = "fashion-mnist"
+model = "cnn"
+samples_per_user = 4
+learning_rate = 1.0
+initial_model = "{initial}"
+"""
 DESIGNED_SUITE = """name = "designed"
 version = "1"
 seeds = [0]
@@ -135,30 +148,7 @@ inverted_users = 1
 name = "dp-aggregate"
 noise_multiplier = 0.01
 clip_norm = 1.0
-
-[[cells]]
-name = "lenet-default"
-n_users = 30
-n_rounds = 180
-participation = 0.3
-window = 10
-dataset = "fashion-mnist"
-model = "cnn"
-samples_per_user = 4
-learning_rate = 1.0
-
-[[cells]]
-name = "lenet-designed"
-n_users = 30
-n_rounds = 180
-participation = 0.3
-window = 10
-dataset = "fashion-mnist"
-model = "cnn"
-samples_per_user = 4
-learning_rate = 1.0
-initial_model = "designed"
-"""
+""" + LENET_CELL.format(name="lenet-default", initial="default") + LENET_CELL.format(name="lenet-designed", initial="designed")
 
 
 def test_a_server_that_designs_its_frozen_model_recovers_what_pytorchs_initialisation_hides(tmp_path):
