@@ -34,6 +34,7 @@ SCORE_COLUMNS = (
     "attack_success_adaptive",
     "attack_success_anonymous",
     "attack_success_prefix",
+    "attack_success_ceiling",  # the same for least-squares updates from the true participants: what any attack could reach
     "exact_column_rate",  # linkability: users whose participation column the attack names exactly
     "entry_accuracy",
     "update_cosine",

@@ -80,7 +80,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
     # tasks are all stored already never pays for it.
     from attacks.pipeline import infer_from, infer_users, inversion_sample
     from attacks.recovery import ATTACKS, run_attacks
-    from benchmark.scoring import DELTA, first_reconstructions, no_inference, score, score_recovery, scored_users
+    from benchmark.scoring import DELTA, first_reconstructions, no_inference, score, score_recovery, scored_users, success_ceiling
     from benchmark.simulation import simulate
     from benchmark.utility import defense_key, utility_scores
     from defenses.guard import GuardedDefense
@@ -112,6 +112,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         for recovery, value in zip(attempts, success):  # an attack with several attempts (prefix) counts its best
             ran[recovery.attack] = max(ran.get(recovery.attack, value), value)
         row.update({f"attack_success_{name}": ran.get(name, float("nan")) for name in ATTACKS})
+        row["attack_success_ceiling"] = success_ceiling(observation.aggregates, truth)
         row.update(
             attack=attempts[strongest].attack,
             clock_limited=float(any(recovery.disaggregation.clock_limited for recovery in attempts)),

@@ -17,8 +17,8 @@ from benchmark.cli import main
 from benchmark.columns import SCORE_COLUMNS
 from benchmark.metrics import PSNR_CAP, lpips_unavailable, majority_share, property_auc
 from benchmark.scenario import Scenario
-from benchmark.scoring import SHARE_COLUMNS, score, share
-from benchmark.simulation import simulate
+from benchmark.scoring import SHARE_COLUMNS, score, share, success_ceiling
+from benchmark.simulation import GroundTruth, simulate
 from defenses.base import Defense
 from defenses.registry import make_defense
 from leaderboard.render import DEFAULT_COLUMNS
@@ -277,3 +277,20 @@ def test_a_prefix_attempt_names_users_by_the_rounds_it_claims(federation):
     wrong = named.copy()
     wrong[0, :2] = 1 - wrong[0, :2]  # a wrong round inside the claimed ones: neither twin is named
     assert score_recovery(replace(recovery, disaggregation=replace(result, participants=wrong)), truth)["attack_success"] == 0.1
+
+
+def test_the_success_ceiling_is_what_the_true_participants_give():
+    """Least squares from the true columns: every update without noise, none under noise far above the updates,
+    and never two users who always took part together (only their sum is in the sums)."""
+    rng = np.random.default_rng(0)
+    participants = (rng.random((200, 20)) < 0.3).astype(np.uint8)
+    updates = rng.standard_normal((20, 50))
+    updates /= np.linalg.norm(updates, axis=1, keepdims=True)
+    truth = GroundTruth(participants, updates, np.zeros((0,)), np.zeros((0,)), 1, 0.0, 0.0)
+    aggregates = participants @ updates
+    assert success_ceiling(aggregates, truth) == 1.0
+    assert success_ceiling(aggregates + 3.0 * rng.standard_normal(aggregates.shape), truth) == 0.0
+    together = participants.copy()
+    together[:, 1] = together[:, 0]
+    paired = replace(truth, participants=together)
+    assert success_ceiling(together @ updates, paired) == pytest.approx(18 / 20)
