@@ -324,6 +324,7 @@ BOARD_LEGEND = (
     "  3 or 5 accuracy points in every cell (>5 otherwise, ? unknown); ranked by attack success within a tier.",
     "success: share of users whose update the strongest attack recovered, in the defense's worst cell, at the",
     "  horizon hzn (rounds per user the model stayed frozen) where it recovers most; named/anon: of those, named or not.",
+    "  *: the true participant columns would recover more somewhere (attack_success_ceiling): that zero is the attack's.",
     "drop pts: undefended minus defended test accuracy (same seed), accuracy points, cell with the largest upper bound.",
     "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: user-level, mean over cells.",
     "overhead: padded check-ins per contribution. tasks: ok / all. Full table: --format csv, json, latex, html.",
@@ -357,6 +358,20 @@ def _compact(value: object) -> str:
     return _format_number(number, _decimals(number))
 
 
+# The board marks a success this far below what the true participants would give somewhere (attack_success_ceiling).
+SHORTFALL = 0.05
+
+
+def _success(row: pd.Series) -> str:
+    """attack_success_worst with its interval; '*' after the value where the true participants would give more."""
+    text = _interval(row, "attack_success_worst", 2)
+    ceiling, success = row.get("attack_success_ceiling_worst"), row.get("attack_success_worst")
+    if not (_is_missing(ceiling) or _is_missing(success)) and float(ceiling) > float(success) + SHORTFALL:
+        value, _, rest = text.partition(" ")
+        text = f"{value}*" + (f" {rest}" if rest else "")
+    return text
+
+
 def _board_row(row: pd.Series) -> list[str]:
     complete = bool(row.get("complete", row.get("failed", 0) == 0))
     named = "/".join(_fixed(row.get(f"{c}_worst"), 2) for c in ("attributed_success", "anonymous_success"))
@@ -365,7 +380,7 @@ def _board_row(row: pd.Series) -> list[str]:
         f"{row['rank']}{'' if complete else '!'}",
         str(row.get("tier", UNKNOWN_TIER)),
         " ".join(str(row["defense"]).split()),
-        _interval(row, "attack_success_worst", 2),
+        _success(row),
         MISSING if named == f"{MISSING}/{MISSING}" else named,
         MISSING if _is_missing(horizon) else str(int(horizon)),
         _interval(row, "utility_drop_worst", 1, scale=100, sign=True),

@@ -247,13 +247,23 @@ def _worst(cells: pd.DataFrame, score: str, key: pd.Series) -> dict:
             f"{score}_worst_high": row[f"{score}_high"], f"{score}_worst_cell": row["cell"]}
 
 
+def _ceiling_worst(ok: pd.DataFrame, defense: str) -> float:
+    """The highest attack_success_ceiling over the defense's cells and horizons (mean over seeds): where the true
+    participants would give most. Above attack_success_worst, some zero is the attack's, not the defense's."""
+    mine = ok[ok["defense"] == defense]
+    keys = ["scenario"] + ([HORIZON] if HORIZON in mine and mine[HORIZON].notna().any() else [])
+    means = mine.groupby(keys, dropna=False)["attack_success_ceiling"].mean() if len(mine) else pd.Series(dtype=float)
+    return float(means.max()) if means.notna().any() else math.nan
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One ranked row per defense.
 
     Columns: `rank`, `tier`, `defense`, `tasks` (ok), `failed`, `complete` (no failed task), `cells`; per score
     the mean of its per-cell means with `<score>_low`/`<score>_high` (bootstrap over seeds, each cell resampled on
     its own); `attack_success_worst` (+ `_low`, `_high`, `_cell`) and `horizon`: the cell where the attack
-    succeeds most; `utility_drop_worst` (+ `_low`, `_high`, `_cell`): the cell with the largest upper bound on the
+    succeeds most; `attack_success_ceiling_worst`: the highest attack_success_ceiling over cells and horizons;
+    `utility_drop_worst` (+ `_low`, `_high`, `_cell`): the cell with the largest upper bound on the
     drop, which sets the tier (the point estimate where a cell has one seed; unknown if any cell lacks a drop).
     Defenses whose every task failed keep a row with NaN scores, ranked last.
     """
@@ -261,6 +271,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     scores = list(SUMMARY_SCORES)
     cells, replicates = _cell_estimates(results)
     counts = _count_tasks(results, ["defense"])
+    ok = ok_results(results)
     rows = []
     for defense in pd.unique(results["defense"]):
         mine = cells[cells["defense"] == defense].reset_index(drop=True)
@@ -281,6 +292,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         worst = success.idxmax() if success.notna().any() else None
         for column in (HORIZON, "attributed_success", "anonymous_success"):
             row[column if column == HORIZON else f"{column}_worst"] = math.nan if worst is None else mine.loc[worst, column]
+        row["attack_success_ceiling_worst"] = _ceiling_worst(ok, defense)
         bound = mine["utility_drop_high"].fillna(mine["utility_drop"]) if len(mine) else pd.Series(dtype=float)
         row |= _worst(mine, "utility_drop", bound)
         row["utility_drop_bound"] = bound.max() if len(bound) and bound.notna().all() else math.nan  # every cell

@@ -468,3 +468,18 @@ def test_per_cell_table_through_the_cli(tmp_path: Path, capsys) -> None:
     assert table[["utility_drop", "utility_drop_low", "utility_drop_high"]].values.tolist()[1] == pytest.approx([0.05, 0.0, 0.1])
     assert main([*args, "--format", "board"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_board_marks_a_zero_the_true_participants_would_beat() -> None:
+    """A success below what least squares from the true columns gives in some cell or horizon is the attack's
+    shortfall, not the defense's strength: the board says so with '*', and only there."""
+    rows = []
+    for seed in (0, 1):
+        rows += [task("shortfall", seed, cell="a", horizon=3, attack_success=0.0, attack_success_ceiling=0.0),
+                 task("shortfall", seed, cell="a", horizon=12, attack_success=0.0, attack_success_ceiling=1.0),
+                 task("noise", seed, cell="a", horizon=12, attack_success=0.0, attack_success_ceiling=0.0),
+                 task("broken", seed, cell="a", horizon=12, attack_success=1.0, attack_success_ceiling=1.0)]
+    summary = summarize(pd.DataFrame(rows))
+    assert row_of(summary, "shortfall")["attack_success_ceiling_worst"] == 1.0  # its best horizon, not the strongest
+    lines = {line.split()[2]: line.split()[3] for line in render(summary, "board").splitlines()[1:4]}
+    assert lines == {"shortfall": "0.00*", "noise": "0.00", "broken": "1.00"}
