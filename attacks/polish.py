@@ -25,12 +25,8 @@ IMPROVEMENT = 1e-9
 TABLE_ENTRIES = 12_000_000
 
 
-def swap_descent(geometry: Geometry, columns: np.ndarray, allowed: np.ndarray | None = None,
-                 max_passes: int = 1000) -> np.ndarray:
-    """Columns (T x m, binary, window counts kept) whose residual to col(A) no single in-window exchange lowers.
-
-    `allowed` (T x m bool): rounds a column may newly take (False: known to be 0); a round already on may be left.
-    """
+def swap_descent(geometry: Geometry, columns: np.ndarray, max_passes: int = 1000) -> np.ndarray:
+    """Columns (T x m, binary, window counts kept) whose residual to col(A) no single in-window exchange lowers."""
     basis, window = geometry.basis, geometry.window
     n_rounds = basis.shape[0]
     n_windows = -(-n_rounds // window)
@@ -42,14 +38,13 @@ def swap_descent(geometry: Geometry, columns: np.ndarray, allowed: np.ndarray | 
     pair_cost = np.einsum("wii->wi", block_q)[:, :, None] + np.einsum("wii->wi", block_q)[:, None, :] - 2 * block_q
     real = np.arange(padded) < n_rounds
     columns = np.asarray(columns, dtype=np.float64).copy()
-    may_take = np.ones(columns.shape, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     outside = columns - basis @ (basis.T @ columns)
     active = np.arange(columns.shape[1])
     chunk = max(1, TABLE_ENTRIES // (n_windows * window * window))
     for _ in range(max_passes):
         if len(active) == 0:
             break
-        moves = [_best_exchanges(columns, outside, may_take, pair_cost, real, window, part)
+        moves = [_best_exchanges(columns, outside, pair_cost, real, window, part)
                  for part in np.array_split(active, -(-len(active) // chunk))]
         leave = np.concatenate([m[0] for m in moves], axis=1)
         take = np.concatenate([m[1] for m in moves], axis=1)
@@ -72,7 +67,7 @@ def swap_descent(geometry: Geometry, columns: np.ndarray, allowed: np.ndarray | 
     return columns
 
 
-def _best_exchanges(columns, outside, may_take, pair_cost, real, window, part):
+def _best_exchanges(columns, outside, pair_cost, real, window, part):
     """For the columns `part`: per window, the rounds to leave and take (indices in the window) and the change."""
     n_windows = pair_cost.shape[0]
     padded = n_windows * window
@@ -83,7 +78,7 @@ def _best_exchanges(columns, outside, may_take, pair_cost, real, window, part):
         return full.reshape(n_windows, window, len(part))
 
     on = blocks(columns, 0.0) > 0.5
-    open_ = blocks(may_take, False) & real.reshape(n_windows, window)[:, :, None]
+    open_ = np.broadcast_to(real.reshape(n_windows, window)[:, :, None], on.shape)
     linear = 2 * blocks(outside, 0.0)
     change = pair_cost[:, :, :, None] - linear[:, :, None, :] + linear[:, None, :, :]  # (W, leave a, take b, m)
     change[~(on[:, :, None, :] & ~on[:, None, :, :] & open_[:, None, :, :])] = np.inf
