@@ -130,11 +130,22 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     sums = geometry.window_basis
     if geometry.exact and np.linalg.matrix_rank(sums) == geometry.rank:
         coords = np.linalg.lstsq(sums, geometry.counts.T.astype(np.float64), rcond=None)[0]
-        columns = swap_descent(geometry, geometry.round_to_counts(geometry.basis @ coords, users))
-        residual = geometry.residual(columns)
+        columns, residual = _polished(geometry, geometry.round_to_counts(geometry.basis @ coords, users), settings)
         ok = residual <= settings.accepted_residual
         state.accept(users, columns, residual, "found" if settings.noise else "unique", ok)
     state.charge("linear", users, started)
+
+
+def _polished(geometry: Geometry, columns: np.ndarray, settings: AttackSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate columns after in-window exchanges (attacks/polish.py), and their residuals. With exact sums a column
+    that already fits is left alone (no exchange can improve it); under noise every one is polished."""
+    residual = geometry.residual(columns)
+    loose = np.ones(len(residual), dtype=bool) if settings.noise else residual > settings.accepted_residual
+    if loose.any():
+        columns = columns.copy()
+        columns[:, loose] = swap_descent(geometry, columns[:, loose])
+        residual[loose] = geometry.residual(columns[:, loose])
+    return columns, residual
 
 
 def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> None:
@@ -143,8 +154,7 @@ def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
         return
     started = time.perf_counter()
     columns, _ = projection_search(geometry, users, settings.accepted_residual, iterations=settings.search_iterations)
-    columns = swap_descent(geometry, columns)
-    residual = geometry.residual(columns)
+    columns, residual = _polished(geometry, columns, settings)
     ok = (residual <= settings.accepted_residual) & geometry.nonempty(columns, users)
     state.guess[:, users] = columns
     state.accept(users, columns, residual, "found", ok)
