@@ -139,8 +139,11 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
 def _polished(geometry: Geometry, columns: np.ndarray, settings: AttackSettings) -> tuple[np.ndarray, np.ndarray]:
     """Candidate columns after in-window exchanges (attacks/polish.py), and their residuals. With exact sums a column
     that already fits is left alone (no exchange can improve it); under noise every one is polished."""
+    if settings.noise:
+        columns = swap_descent(geometry, columns)
+        return columns, geometry.residual(columns)
     residual = geometry.residual(columns)
-    loose = np.ones(len(residual), dtype=bool) if settings.noise else residual > settings.accepted_residual
+    loose = residual > settings.accepted_residual
     if loose.any():
         columns = columns.copy()
         columns[:, loose] = swap_descent(geometry, columns[:, loose])

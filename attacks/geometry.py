@@ -89,17 +89,21 @@ class Geometry:
 
         With inexact counts, c is the number of scores above 1/2, clipped to the window's bounds.
         """
-        n_windows = self.counts.shape[1]
-        padded = np.full((n_windows * self.window, scores.shape[1]), -np.inf, dtype=scores.dtype)
-        padded[: self.n_rounds] = scores
-        blocks = padded.reshape(n_windows, self.window, -1)
+        blocks = self.window_blocks(scores, -np.inf)
         ranks = descending_ranks(blocks)
         wanted = self.counts[users].T
         if not self.exact:
             above = (blocks > 0.5).sum(axis=1)
             wanted = np.clip(above, wanted, self.high[users].T)
         binary = ranks < wanted[:, None, :]
-        return binary.reshape(n_windows * self.window, -1)[: self.n_rounds].astype(np.float64)
+        return binary.reshape(-1, binary.shape[2])[: self.n_rounds].astype(np.float64)
+
+    def window_blocks(self, values: np.ndarray, fill: float) -> np.ndarray:
+        """(W, window, ...) `values` (T, ...) cut into windows, the last one padded with `fill`."""
+        n_windows = -(-self.n_rounds // self.window)
+        padded = np.full((n_windows * self.window, *values.shape[1:]), fill, dtype=values.dtype)
+        padded[: self.n_rounds] = values
+        return padded.reshape(n_windows, self.window, *values.shape[1:])
 
 
 # Up to this window length, ranking by pairwise comparisons beats a sort along the window axis (a strided axis):

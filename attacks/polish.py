@@ -28,23 +28,18 @@ TABLE_ENTRIES = 12_000_000
 def swap_descent(geometry: Geometry, columns: np.ndarray, max_passes: int = 1000) -> np.ndarray:
     """Columns (T x m, binary, window counts kept) whose residual to col(A) no single in-window exchange lowers."""
     basis, window = geometry.basis, geometry.window
-    n_rounds = basis.shape[0]
-    n_windows = -(-n_rounds // window)
-    padded = n_windows * window
-    blocks_basis = np.zeros((padded, basis.shape[1]))
-    blocks_basis[:n_rounds] = basis
-    blocks_basis = blocks_basis.reshape(n_windows, window, -1)
+    blocks_basis = geometry.window_blocks(basis, 0.0)
     block_q = np.eye(window)[None] - blocks_basis @ blocks_basis.transpose(0, 2, 1)  # (W, K, K) diagonal blocks of Q
     pair_cost = np.einsum("wii->wi", block_q)[:, :, None] + np.einsum("wii->wi", block_q)[:, None, :] - 2 * block_q
-    real = np.arange(padded) < n_rounds
+    real = geometry.window_blocks(np.ones(basis.shape[0], dtype=bool), False)  # (W, K): False for the padding
     columns = np.asarray(columns, dtype=np.float64).copy()
     outside = columns - basis @ (basis.T @ columns)
     active = np.arange(columns.shape[1])
-    chunk = max(1, TABLE_ENTRIES // (n_windows * window * window))
+    chunk = max(1, TABLE_ENTRIES // block_q.size)
     for _ in range(max_passes):
         if len(active) == 0:
             break
-        moves = [_best_exchanges(columns, outside, pair_cost, real, window, part)
+        moves = [_best_exchanges(geometry, columns[:, part], outside[:, part], pair_cost, real)
                  for part in np.array_split(active, -(-len(active) // chunk))]
         leave = np.concatenate([m[0] for m in moves], axis=1)
         take = np.concatenate([m[1] for m in moves], axis=1)
@@ -67,22 +62,14 @@ def swap_descent(geometry: Geometry, columns: np.ndarray, max_passes: int = 1000
     return columns
 
 
-def _best_exchanges(columns, outside, pair_cost, real, window, part):
-    """For the columns `part`: per window, the rounds to leave and take (indices in the window) and the change."""
-    n_windows = pair_cost.shape[0]
-    padded = n_windows * window
-
-    def blocks(values, fill):
-        full = np.full((padded, len(part)), fill, dtype=values.dtype)
-        full[: values.shape[0]] = values[:, part]
-        return full.reshape(n_windows, window, len(part))
-
-    on = blocks(columns, 0.0) > 0.5
-    open_ = np.broadcast_to(real.reshape(n_windows, window)[:, :, None], on.shape)
-    linear = 2 * blocks(outside, 0.0)
+def _best_exchanges(geometry: Geometry, columns, outside, pair_cost, real):
+    """For these columns: per window, the rounds to leave and take (indices in the window) and the change."""
+    window = geometry.window
+    on = geometry.window_blocks(columns, 0.0) > 0.5
+    linear = 2 * geometry.window_blocks(outside, 0.0)
     change = pair_cost[:, :, :, None] - linear[:, :, None, :] + linear[:, None, :, :]  # (W, leave a, take b, m)
-    change[~(on[:, :, None, :] & ~on[:, None, :, :] & open_[:, None, :, :])] = np.inf
-    flat = change.reshape(n_windows, window * window, len(part))
+    change[~(on[:, :, None, :] & ~on[:, None, :, :] & real[:, None, :, None])] = np.inf
+    flat = change.reshape(change.shape[0], window * window, -1)
     best = flat.argmin(axis=1)
     gain = np.take_along_axis(flat, best[:, None, :], axis=1)[:, 0, :]
     return best // window, best % window, gain
