@@ -50,13 +50,16 @@ def design_weights(model: nn.Module, public: torch.Tensor, scale: float = DESIGN
     if not convolutions:
         raise ValueError("design_weights needs a model with convolutions")
     with torch.no_grad():
-        for i in convolutions:
-            factor = scale / nn.Sequential(*layers[: i + 1])(public).std().item()
-            layers[i].weight.mul_(factor)
-            layers[i].bias.mul_(factor)
+        activations = public
+        for i, layer in enumerate(layers[: convolutions[-1] + 1]):  # one pass, each layer designed as it is reached
+            activations = layer(activations)
+            if i in convolutions:
+                factor = scale / activations.std().item()
+                layer.weight.mul_(factor)
+                layer.bias.mul_(factor)
+                activations = activations * factor
             if i == convolutions[-1] and active < 1:
-                values = nn.Sequential(*layers[: i + 1])(public).flatten()[:200_000]
-                layers[i].bias.sub_(torch.quantile(values, 1 - active))
+                layer.bias.sub_(torch.quantile(activations.flatten()[:200_000], 1 - active))
         if zero_last:
             layers[-1].weight.zero_()
             layers[-1].bias.zero_()
