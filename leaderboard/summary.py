@@ -247,13 +247,11 @@ def _worst(cells: pd.DataFrame, score: str, key: pd.Series) -> dict:
             f"{score}_worst_high": row[f"{score}_high"], f"{score}_worst_cell": row["cell"]}
 
 
-def _ceiling_worst(ok: pd.DataFrame, defense: str) -> float:
-    """The highest attack_success_ceiling over the defense's cells and horizons (mean over seeds): where the true
+def _ceilings_worst(ok: pd.DataFrame) -> pd.Series:
+    """Per defense, the highest attack_success_ceiling over its cells and horizons (mean over seeds): where the true
     participants would give most. Above attack_success_worst, some zero is the attack's, not the defense's."""
-    mine = ok[ok["defense"] == defense]
-    keys = ["scenario"] + ([HORIZON] if HORIZON in mine and mine[HORIZON].notna().any() else [])
-    means = mine.groupby(keys, dropna=False)["attack_success_ceiling"].mean() if len(mine) else pd.Series(dtype=float)
-    return float(means.max()) if means.notna().any() else math.nan
+    keys = ["defense", "scenario"] + ([HORIZON] if HORIZON in ok and ok[HORIZON].notna().any() else [])
+    return ok.groupby(keys, dropna=False)["attack_success_ceiling"].mean().groupby(level="defense").max()
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -271,7 +269,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     scores = list(SUMMARY_SCORES)
     cells, replicates = _cell_estimates(results)
     counts = _count_tasks(results, ["defense"])
-    ok = ok_results(results)
+    ceilings = _ceilings_worst(ok_results(results))
     rows = []
     for defense in pd.unique(results["defense"]):
         mine = cells[cells["defense"] == defense].reset_index(drop=True)
@@ -292,7 +290,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         worst = success.idxmax() if success.notna().any() else None
         for column in (HORIZON, "attributed_success", "anonymous_success"):
             row[column if column == HORIZON else f"{column}_worst"] = math.nan if worst is None else mine.loc[worst, column]
-        row["attack_success_ceiling_worst"] = _ceiling_worst(ok, defense)
+        row["attack_success_ceiling_worst"] = float(ceilings.get(defense, math.nan))
         bound = mine["utility_drop_high"].fillna(mine["utility_drop"]) if len(mine) else pd.Series(dtype=float)
         row |= _worst(mine, "utility_drop", bound)
         row["utility_drop_bound"] = bound.max() if len(bound) and bound.notna().all() else math.nan  # every cell
