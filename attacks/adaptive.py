@@ -7,7 +7,8 @@ non-adaptive attack takes the analytics at face value; the adaptive one knows
 - padded check-ins (`padding_rate` r): the true count lies in [c - q, c], q a high
   binomial quantile of the padded check-ins, and the per-round totals are inflated;
 - noise on updates or sums (`update_noise_std`, `aggregate_noise_std`,
-  `example_noise_multiplier`) and a refreshed model (`model_refresh`): no column
+  `example_noise_multiplier`) and a refreshed model (`model_refresh`, unless the server, who moved it, knows
+  that no update changed: Observation.updates_drift): no column
   fits exactly, so it truncates to rank n, searches every user's column (the
   projection search runs to its stall, never skipped), keeps each user's
   best-residual candidate, then refines all columns against the sums themselves
@@ -45,7 +46,8 @@ class Reading:
 
 
 def read_defense(
-    parameters: dict, counts: np.ndarray, n_rounds: int, window: int, totals: np.ndarray | None, settings: AttackSettings
+    parameters: dict, counts: np.ndarray, n_rounds: int, window: int, totals: np.ndarray | None, settings: AttackSettings,
+    updates_drift: bool = True,
 ) -> Reading:
     """Count bounds, totals and settings that are valid under the defense the parameters describe."""
     lengths = window_lengths(n_rounds, window)[None, :]
@@ -58,7 +60,7 @@ def read_defense(
     if parameters.get("padding_rate", 0) > 0:
         low = low - binom.ppf(COUNT_CONFIDENCE, lengths, parameters["padding_rate"]).astype(np.int64)
         totals = None
-    if any(parameters.get(key) for key in NOISE_KEYS):
+    if any(parameters.get(key) for key in NOISE_KEYS if key != "model_refresh" or updates_drift):
         settings = replace(settings, noise=True)
     low, high = np.clip(low, 0, lengths), np.clip(high, 0, lengths)
     exact = np.array_equal(low, high) and np.array_equal(low, counts)
@@ -125,7 +127,7 @@ def _inputs(observation: Observation, settings: AttackSettings) -> tuple:
     counts, counts_high, totals, groups = observation.counts, None, observation.totals, None
     if settings.adaptive:
         reading = read_defense(observation.defense_parameters, counts, len(observation.aggregates), observation.window,
-                               totals, settings)
+                               totals, settings, observation.updates_drift)
         counts, counts_high, totals, settings = reading.counts, reading.counts_high, reading.totals, reading.settings
         groups = reading.groups
     # A defense can publish totals that contradict the counts (rounded or noised counts): then they are no help.

@@ -84,6 +84,18 @@ def flat_gradient(model: nn.Module, loss: torch.Tensor, create_graph: bool = Fal
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+def logit_shift(model: nn.Module) -> torch.Tensor | None:
+    """The unit flat direction that adds one constant to every logit (the final linear layer's bias); None where the
+    model does not end in a biased linear layer. Softmax ignores that constant, so along it no prediction, no
+    cross-entropy loss and no gradient changes: a server can move the model there without changing any update."""
+    last = list(model.modules())[-1]
+    if not isinstance(last, nn.Linear) or last.bias is None:
+        return None
+    parts = [torch.full_like(p, 1.0 if p is last.bias else 0.0).reshape(-1) for p in model.parameters()]
+    direction = torch.cat(parts)
+    return direction / direction.norm()
+
+
 def parameter_slices(model: nn.Module) -> list[slice]:
     """Where each parameter tensor sits in the flat vector, in order."""
     slices, offset = [], 0

@@ -67,6 +67,9 @@ class Observation:
     local_epochs: int  # fedavg: epochs of local SGD
     batch_size: int  # fedavg: local minibatch size
     defense_parameters: dict = field(default_factory=dict)
+    # The server's own knowledge of how it moved the model: False when the model never moved, or moved only where
+    # no client's update changes (a forced refresh along the logits' common shift, Scenario.server_step).
+    updates_drift: bool = True
 
     def first_rounds(self, n_rounds: int) -> "Observation":
         """What the server saw in the first `n_rounds` rounds (whole analytics windows): a server may ignore the rest."""

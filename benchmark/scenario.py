@@ -37,11 +37,14 @@ class Scenario:
 
     The server is the attacker. Under model_policy = "frozen" it keeps the model fixed for all
     n_rounds (the horizon, n_rounds / n_users rounds per user, is its choice too: suites declare the
-    horizons a cell offers), unless the defense demands a refreshed model; it then applies the
-    rounds' mean aggregates with step `server_step`: "smallest" (the smallest step the defense's
-    clients accept, at least a relative model change of simulation.SMALLEST_RELATIVE_CHANGE),
-    "honest" (the learning rate), or a positive number; a step below what the clients accept is
-    raised to it. Under "trained" the server applies every round's aggregate with the learning rate.
+    horizons a cell offers), unless the defense demands a refreshed model; it then moves the
+    model as `server_step` says: "invariant" (the default: it moves the model only along the
+    logits' common shift, which changes no prediction and no update, by the least the clients accept),
+    "smallest" (along the rounds' mean aggregates, the smallest step the defense's clients accept),
+    "honest" (along them by the learning rate), or a positive number (along them by that step). The
+    first two change it by at least simulation.SMALLEST_RELATIVE_CHANGE, so each refresh is a new model;
+    a step below what the clients accept is raised to it. Under "trained" the server applies every
+    round's aggregate with the learning rate.
     The weights it starts from are its choice too: `initial_model = "designed"` (benchmark.models.design_weights).
     """
 
@@ -60,7 +63,7 @@ class Scenario:
     learning_rate: float = 0.1
     model_policy: str = "frozen"  # "frozen": the model moves only when the defense forces it; "trained": honest training
     initial_model: str = "default"  # "default": PyTorch's initialisation; "designed": weights the server designs (cnn)
-    server_step: str | float = "smallest"  # how a frozen-policy server applies forced refreshes (class docstring)
+    server_step: str | float = "invariant"  # how a frozen-policy server applies forced refreshes (class docstring)
     update_kind: str = "model"  # "model": real model updates; "synthetic": Gaussian vectors
     synthetic_dim: int = 0  # dimension of synthetic updates; 0 means ceil(1.2 n)
     seed: int = 0
@@ -90,8 +93,8 @@ class Scenario:
             (self.initial_model == "default" or (self.model == "cnn" and self.update_kind == "model"),
              "initial_model 'designed' needs model = 'cnn' and update_kind = 'model'"),
             (self.update_kind in ("model", "synthetic"), "update_kind must be 'model' or 'synthetic'"),
-            (self.server_step in ("smallest", "honest") or _positive_number(self.server_step),
-             "server_step must be 'smallest', 'honest' or a positive number"),
+            (self.server_step in ("invariant", "smallest", "honest") or _positive_number(self.server_step),
+             "server_step must be 'invariant', 'smallest', 'honest' or a positive number"),
             (0 <= self.synthetic_dim <= 10_000_000, "synthetic_dim must be between 0 and 10000000"),
             (self.seed >= 0, "seed must be non-negative"),
         ]

@@ -11,7 +11,7 @@ from benchmark.datasets import Dataset, load_dataset
 from benchmark.errors import BenchmarkError
 from benchmark import local_sgd
 from benchmark.local_sgd import LocalTraining, parameters_of
-from benchmark.models import DESIGN_PUBLIC_IMAGES, build_model, design_weights, get_flat, set_flat
+from benchmark.models import DESIGN_PUBLIC_IMAGES, build_model, design_weights, get_flat, logit_shift, set_flat
 from benchmark.observation import Observation
 from benchmark.protocol import secure_aggregate, streams
 from benchmark.scenario import Scenario
@@ -226,23 +226,32 @@ class _Federation:
             "checked_in": checked_in,
             "updates": clean_sum / rounds_per_user,
             "padded_coordinates": padded_coordinates,
+            # whether the model's moves changed the clients' updates (the server knows how it moved it)
+            "updates_drift": server is not None and server.shift is None,
         }
 
 
 class _Server:
-    """Moves the global model by `step` along the clients' mean aggregates, never by less than the clients accept.
+    """Moves the global model when the defense forces a refresh, never by less than the clients accept.
 
-    It knows which model each client last accepted (it sent it), so every new model keeps
-    the defense's `min_relative_change` from all of them: no client ever refuses one.
+    It knows which model each client last accepted (it sent it), so every new model keeps the defense's
+    `min_relative_change` from all of them: no client ever refuses one. "invariant": only along the logits'
+    common shift (models.logit_shift), which changes no update, to the point of that line nearest the initial
+    model that the clients accept (along the aggregates where the model has no such direction); otherwise along
+    the clients' mean aggregates by `step`.
     """
 
     def __init__(self, federation: "_Federation", step: str | float) -> None:
         self.federation = federation
-        smallest = step == "smallest"
+        smallest = step in ("smallest", "invariant")
         self.step = 0.0 if smallest else federation.scenario.learning_rate if step == "honest" else float(step)
         floor = SMALLEST_RELATIVE_CHANGE if smallest else 0.0
         self.min_change = max(float(federation.defense.min_relative_change), floor)
         self.models = {0: get_flat(federation.model).numpy().copy()}  # version -> weights, kept while a client holds it
+        shift = logit_shift(federation.model) if step == "invariant" else None
+        self.shift = None if shift is None else shift.numpy()
+        self.base = self.models[0]
+        self.positions = {0: 0.0}  # version -> position along `shift` (invariant server)
         self.version = 0
         self.held = np.full(federation.scenario.n_users, -1)  # each client's last accepted version; -1: none yet
 
@@ -251,12 +260,30 @@ class _Server:
 
     def refresh(self, direction: np.ndarray) -> None:
         current = self.models[self.version]
-        in_use = [self.models[v] for v in np.unique(self.held[self.held >= 0])]
-        new = current - server_step(direction, current, in_use, self.step, self.min_change) * direction
-        set_flat(self.federation.model, torch.from_numpy(new))
+        held = [int(v) for v in np.unique(self.held[self.held >= 0])]
+        if self.shift is None:
+            new = current - server_step(direction, current, [self.models[v] for v in held], self.step, self.min_change) * direction
+            position = 0.0
+        else:
+            radii = [self.min_change * float(np.linalg.norm(self.models[v])) for v in held]
+            position = nearest_accepted([self.positions[v] for v in held], radii)
+            new = self.base + position * self.shift
         self.version += 1
+        set_flat(self.federation.model, torch.from_numpy(new))
         self.models = {v: w for v, w in self.models.items() if v in self.held}
         self.models[self.version] = new
+        self.positions = {v: p for v, p in self.positions.items() if v in self.models}
+        self.positions[self.version] = position
+
+
+def nearest_accepted(positions: list[float], radii: list[float]) -> float:
+    """The point of a line nearest 0 that lies at least radii[i] from every positions[i] (the clients' refusal
+    balls, open, on the line of invariant models)."""
+    candidates = [0.0] + [p + sign * r * (1 + 1e-9) for p, r in zip(positions, radii) for sign in (1.0, -1.0)]
+    for candidate in sorted(candidates, key=lambda c: (abs(c), -c)):
+        if all(abs(candidate - p) >= r for p, r in zip(positions, radii)):
+            return float(candidate)
+    raise AssertionError("unreachable: the farthest candidate lies outside every ball")
 
 
 SHARED_RUNS = 2  # federation runs kept per process for defenses that leave training untouched (see _shared_run)
@@ -385,6 +412,7 @@ def _observe(scenario: Scenario, defense: Defense, observed: dict) -> tuple[Obse
         local_epochs=scenario.local_epochs,
         batch_size=scenario.batch_size,
         defense_parameters=defense.public_parameters(),
+        updates_drift=bool(observed["updates_drift"]),
     )
     truth = GroundTruth(
         participants=observed["contributed"].astype(np.uint8),

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from attacks.adaptive import read_defense
+from attacks.settings import AttackSettings
 from benchmark.errors import BenchmarkError
 from benchmark.runner import _row
 from benchmark.scenario import Scenario
-from benchmark.simulation import SMALLEST_RELATIVE_CHANGE, simulate
+from benchmark.simulation import SMALLEST_RELATIVE_CHANGE, nearest_accepted, simulate
 from benchmark.suite import expand, load_suite
 from defenses.base import Defense
 from defenses.guard import GuardedDefense
@@ -24,15 +26,16 @@ def _relative_changes(weights: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.diff(weights, axis=0), axis=1) / np.linalg.norm(weights[:-1], axis=1)
 
 
-def test_the_smallest_step_leaves_a_refreshed_model_all_but_frozen():
-    observation, _ = simulate(BUSY, GuardedDefense(ModelRefresh(every=1)))
+@pytest.mark.parametrize("step", ["invariant", "smallest"])
+def test_the_smallest_step_leaves_a_refreshed_model_all_but_frozen(step):
+    observation, _ = simulate(_scenario(server_step=step), GuardedDefense(ModelRefresh(every=1)))
     changes = _relative_changes(observation.weights)
     assert np.all(changes > 0) and changes.max() < 10 * SMALLEST_RELATIVE_CHANGE  # a new model every round, barely moved
     honest, _ = simulate(_scenario(server_step="honest"), GuardedDefense(ModelRefresh(every=1)))
     assert _relative_changes(honest.weights).min() > 1e3 * changes.max()
 
 
-@pytest.mark.parametrize("step", ["smallest", "honest", 1e-4])
+@pytest.mark.parametrize("step", ["invariant", "smallest", "honest", 1e-4])
 def test_min_relative_change_forces_the_server_to_move_the_model(step):
     observation, truth = simulate(_scenario(server_step=step), GuardedDefense(ModelRefresh(every=1, min_relative_change=0.01)))
     weights = observation.weights
@@ -47,11 +50,12 @@ def test_min_relative_change_forces_the_server_to_move_the_model(step):
     assert observation.defense_parameters == {"model_refresh": 1, "min_relative_change": 0.01}
 
 
-@pytest.mark.parametrize("step, min_change, broken", [("smallest", 0.0, True), ("honest", 0.0, False), ("smallest", 0.1, False)])
-def test_a_refreshed_model_protects_only_when_the_server_must_really_move_it(step, min_change, broken):
-    """Never trust a 0: model-refresh every round scores 0 against the honest step, and the smallest step breaks it."""
+@pytest.mark.parametrize("step, min_change, broken", [
+    ("smallest", 0.0, True), ("honest", 0.0, False), ("smallest", 0.1, False), ("invariant", 0.1, True)])
+def test_a_refreshed_model_protects_only_until_the_server_moves_it_where_no_update_changes(step, min_change, broken):
+    """Never trust a 0: model-refresh every round scores 0 against the honest step, and the smallest step breaks it;
+    a 10% change along the aggregates protects, and the same 10% along the logits' common shift does not."""
     from attacks.recovery import run_attacks
-    from attacks.settings import AttackSettings
     from benchmark.scoring import score_recovery
 
     scenario = Scenario(n_users=20, n_rounds=60, participation=0.3, window=5, learning_rate=1.0, server_step=step)
@@ -61,6 +65,34 @@ def test_a_refreshed_model_protects_only_when_the_server_must_really_move_it(ste
         for recovery in run_attacks(observation, AttackSettings(time_limit=1.0, budget=4.0))
     )
     assert success >= 0.9 if broken else success <= 0.1
+
+
+def test_the_invariant_server_changes_no_update_and_stays_near_its_first_model():
+    scenario = _scenario(n_rounds=200)
+    observation, truth = simulate(scenario, GuardedDefense(ModelRefresh(every=1, min_relative_change=0.1)))
+    frozen, frozen_truth = simulate(scenario, GuardedDefense(Defense()))
+    assert np.array_equal(truth.participants, frozen_truth.participants)
+    assert np.allclose(observation.aggregates, frozen.aggregates, rtol=0, atol=1e-12)  # the same updates, 200 new models
+    assert not observation.updates_drift  # the server knows it: the adaptive attack reads no noise into the refreshes
+    assert read_defense(observation.defense_parameters, observation.counts, 200, scenario.window, observation.totals,
+                        AttackSettings(), observation.updates_drift).settings.noise is False
+    drifting, _ = simulate(_scenario(n_rounds=200, server_step="smallest"), GuardedDefense(ModelRefresh(every=1, min_relative_change=0.1)))
+    assert drifting.updates_drift and read_defense(drifting.defense_parameters, drifting.counts, 200, scenario.window,
+                                                   drifting.totals, AttackSettings(), drifting.updates_drift).settings.noise
+    moved = observation.weights - observation.weights[0]
+    classes = 10
+    assert np.all(moved[:, :-classes] == 0)  # only the last layer's bias moves, every logit by the same amount
+    assert np.allclose(moved[:, -classes:], moved[:, -classes:][:, :1], rtol=0, atol=1e-12)
+    # the clients' refusal balls are reused as clients move on: bounded, not a drift that grows every round
+    assert np.abs(moved).max() < 3 * np.linalg.norm(observation.weights[0])
+
+
+def test_nearest_accepted_takes_the_point_nearest_zero_outside_every_ball():
+    assert nearest_accepted([], []) == 0.0
+    assert nearest_accepted([0.0], [1.0]) == pytest.approx(1.0)
+    assert nearest_accepted([0.0, 1.0], [1.0, 1.0]) == pytest.approx(-1.0)
+    assert nearest_accepted([0.0, 1.0, -1.0], [1.0, 1.0, 1.0]) == pytest.approx(2.0)
+    assert nearest_accepted([5.0], [1.0]) == 0.0
 
 
 def test_a_chosen_step_is_used_as_given_when_the_clients_accept_it():
