@@ -156,7 +156,8 @@ def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     if len(users) == 0:
         return
     started = time.perf_counter()
-    columns, _ = projection_search(geometry, users, settings.accepted_residual, iterations=settings.search_iterations)
+    columns, _ = projection_search(geometry, users, settings.accepted_residual, iterations=settings.search_iterations,
+                                   device=settings.device)
     columns, residual = _polished(geometry, columns, settings)
     ok = (residual <= settings.accepted_residual) & geometry.nonempty(columns, users)
     state.guess[:, users] = columns

@@ -91,7 +91,7 @@ class JointSolver:
 
     def __init__(
         self, geometry: Geometry, totals: np.ndarray | None, limits: Limits, tolerance: float, deadline: float | None,
-        certifying: bool, certificate_nodes: int,
+        certifying: bool, certificate_nodes: int, device: str = "cpu",
     ) -> None:
         self.geometry = geometry
         self.certifying = certifying
@@ -102,6 +102,7 @@ class JointSolver:
         self.program: SharedProgram | None = None
         self.clock_bit = False
         self.certificate_nodes = certificate_nodes  # left for certificates by branching, all users together
+        self.device = device  # where the batched search restarts iterate
 
     def _shared(self) -> SharedProgram:
         if self.program is None:
@@ -207,7 +208,8 @@ def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, 
         known = columns[:, users]
         start = np.clip(1.0 - known + 0.3 * rng.standard_normal(known.shape), 0.0, 1.0) * state.upper[:, users]
         start = np.maximum(start, state.lower[:, users])
-        found, residual = projection_search(geometry, users, solver.tolerance, iterations=iterations, start=start)
+        found, residual = projection_search(geometry, users, solver.tolerance, iterations=iterations, start=start,
+                                            device=solver.device)
         keep = []
         for k, user in enumerate(users):
             other = found[:, k]
@@ -250,7 +252,7 @@ def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState,
         start = np.maximum(start, state.lower[:, users])
         columns, residual = projection_search(
             geometry, users, solver.tolerance, iterations=iterations, patience=patience, start=start,
-            remaining=remaining, allowed=state.upper[:, users] if coupled else None,
+            remaining=remaining, allowed=state.upper[:, users] if coupled else None, device=solver.device,
         )
         keep = []
         for k, user in enumerate(users):
@@ -297,7 +299,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
     deadline = None if settings.budget is None else time.time() + settings.budget
     limits = Limits(settings.simplex_iterations, settings.nodes, settings.time_limit)
     solver = JointSolver(geometry, totals if geometry.exact else None, limits, settings.accepted_residual, deadline,
-                         settings.certify, settings.certificate_nodes)
+                         settings.certify, settings.certificate_nodes, settings.device)
     state = initial_state(geometry)
     n_users = geometry.counts.shape[0]
     columns = progress.columns

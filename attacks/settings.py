@@ -25,6 +25,9 @@ class AttackSettings:
     inverted_users: int = 0  # invert a seeded sample of this many recovered updates (0: every one)
     invert_at: str = "every-horizon"  # or "longest-horizon": a cell's shorter horizons run no inversion
     invert: bool = True  # set per task from invert_at by the suite's expansion; False: inference columns NaN
+    # where the batched searches iterate (attacks/search_device.py): "cpu" (numpy, the reference: the same answer
+    # on every machine) or a torch device such as "cuda"; set by the run's --device, not by suites
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.invert_at not in INVERT_AT:

@@ -58,7 +58,8 @@ def _load_array(path: str, what: str) -> np.ndarray:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import check_device, plugin_labels, resolve_device, run_suite
+    from benchmark.devices import check_device, resolve_device
+    from benchmark.runner import plugin_labels, run_suite
     from benchmark.suite import DefenseSpec, expand, load_suite
     from leaderboard.render import render
     from leaderboard.summary import summarize
@@ -120,6 +121,7 @@ OUTPUTS = ("participants.npy", "updates.npy", "report.json")
 def cmd_disaggregate(args: argparse.Namespace) -> int:
     from attacks.disaggregation import disaggregate
     from attacks.inputs import check_observation
+    from benchmark.devices import resolve_device
     from benchmark.store import check_output_folder, write_folder_atomically
 
     out = Path(args.out)
@@ -140,6 +142,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     settings = AttackSettings(
         noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify,
         nodes=args.nodes, simplex_iterations=args.simplex_iterations, certificate_nodes=args.certificate_nodes,
+        device=resolve_device(args.device),
     )
     result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet)
     report = result.report()
@@ -311,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     run.add_argument("--scheduler", help="address of a Dask scheduler to run the tasks on")
     run.add_argument("--task-timeout", type=float, help="seconds after which a task is recorded as failed (local workers only)")
-    run.add_argument("--device", default="cpu", help="where inversions run: cpu, cuda, or auto (cuda when torch sees one); part of every task's key, as CPU and GPU scores differ (default cpu, whose scores match on every machine)")
+    run.add_argument("--device", default="cpu", help="where inversions and the batched disaggregation searches run: cpu, cuda, or auto (cuda when torch sees one); part of every task's key, as CPU and GPU scores differ (default cpu, whose scores match on every machine)")
     run.add_argument("--format", default="board", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns (default); the others: the full table")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)
@@ -326,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--certificate-nodes", type=int, default=_ATTACK.certificate_nodes, help=f"work limit: branch-and-bound nodes for all certificates by branching together (default {_ATTACK.certificate_nodes})")
     dis.add_argument("--simplex-iterations", type=int, default=_ATTACK.simplex_iterations, help=f"work limit: simplex iterations per LP (default {_ATTACK.simplex_iterations})")
     dis.add_argument("--time-limit", type=float, default=_ATTACK.time_limit, help=f"clock safety net: seconds per LP or integer program (default {_ATTACK.time_limit:g}); the report says when it bit")
+    dis.add_argument("--device", default="cpu", help="where the batched searches iterate: cpu (numpy, the reference: the same answer on every machine), cuda, or auto (cuda when torch sees one)")
     dis.add_argument("--budget", type=float, help="clock safety net: seconds for the joint stage as a whole (default: no cap); the report says when it bit")
     dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")
     dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates (found columns stay `found`)")

@@ -15,6 +15,7 @@ import pandas as pd
 from pathlib import Path
 
 from benchmark import __version__
+from benchmark.devices import resolve_device
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
@@ -37,28 +38,6 @@ def _row(task: Task) -> dict:
         "suite_version": task.suite_version,
         "package_version": __version__,
     }
-
-
-DEVICES = ("cpu", "cuda", "auto")
-
-
-def check_device(device: str) -> str:
-    if device not in DEVICES:
-        raise BenchmarkError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
-    return device
-
-
-def resolve_device(device: str) -> str:
-    """"auto" is cuda where torch sees a GPU, else cpu; asking for cuda without one is an error."""
-    if check_device(device) == "cpu":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if device == "cuda":
-        raise BenchmarkError("--device cuda: torch sees no CUDA device here")
-    return "cpu"
 
 
 def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utility: dict | None = None,
@@ -94,7 +73,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         seed = task.scenario.seed
         defense = GuardedDefense(make_defense(task.defense.name, dict(task.defense.parameters)))
         observation, truth = (simulator or simulate)(task.scenario, defense)
-        attempts = run_attacks(observation, task.attack)
+        attempts = run_attacks(observation, replace(task.attack, device=device))
         recovery_scores = [score_recovery(recovery, truth) for recovery in attempts]
         success = [scores["attack_success"] for scores in recovery_scores]
         strongest = int(np.argmax(success))

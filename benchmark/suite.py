@@ -136,8 +136,8 @@ def _attack(origin: str, values: object) -> AttackSettings:
     if not isinstance(values, dict):
         raise BenchmarkError(f"suite {origin}: [attack] must be a table")
     kinds = {f.name: f.type for f in fields(AttackSettings)}
-    # adaptive: the runner runs both; invert: set per task from invert_at
-    unknown = sorted(set(values) - set(kinds) | {"adaptive", "invert"} & set(values))
+    # adaptive: the runner runs both; invert: set per task from invert_at; device: the run's --device
+    unknown = sorted(set(values) - set(kinds) | {"adaptive", "invert", "device"} & set(values))
     if unknown:
         raise BenchmarkError(f"suite {origin}: unknown attack setting(s) {unknown}")
     for key, value in values.items():

@@ -1,7 +1,7 @@
 """Our disaggregation attack against the paper's per-user integer program, side by side, on fixed synthetic instances.
 
     .venv/bin/python benchmarks/disaggregation.py [--instances a,b,f] [--methods attack,uncoupled,baseline] [--baseline-time-limit 60]
-        [--baseline-users 10] [--workers 2]
+        [--baseline-users 10] [--workers 2] [--device cpu|cuda]
 
 Methods: `attack` (attacks.disaggregation.disaggregate), `uncoupled` (the same with the joint stage's
 search restarts not coupled through the totals: the gain of that coupling, side by side) and `baseline`.
@@ -127,7 +127,7 @@ def _run_attack(key: str, args: argparse.Namespace, method: str) -> dict:
         instance.counts,
         instance.window,
         totals=instance.totals,
-        settings=AttackSettings(time_limit=args.attack_time_limit, budget=attack_budget(key)),
+        settings=AttackSettings(time_limit=args.attack_time_limit, budget=attack_budget(key), device=args.device),
         progress=args.attack_progress,
     )
     wall = time.perf_counter() - started
@@ -292,6 +292,7 @@ def _spawn(key: str, method: str, args: argparse.Namespace) -> dict:
     ]
     if args.attack_progress:
         command.append("--attack-progress")
+    command += ["--device", args.device]
     _log(f"[{key} {method}] start (fresh subprocess)")
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -379,7 +380,7 @@ def _table(results: dict, keys: list[str], methods: list[str], args: argparse.Na
         "(G ~ N(0,1), d = 1.2 n, Bernoulli participation); the attack also gets the per-round totals. "
         f"{args.workers} worker process(es), {os.cpu_count()} CPU cores; load average when the table was printed "
         f"{os.getloadavg()[0]:.1f} (1 min) / {os.getloadavg()[2]:.1f} (15 min): other processes on the machine skew timings.",
-        f"Attack: attacks.disaggregation.disaggregate with AttackSettings(time_limit={args.attack_time_limit:g}, "
+        f"Attack: attacks.disaggregation.disaggregate with AttackSettings(time_limit={args.attack_time_limit:g}, device={args.device!r}, "
         f"budget=max({BUDGET_SHARE:g} x the target wall time, 60 s) where there is a target, else none) "
         "(work limits at their defaults: they decide the answers; time_limit and budget are clock safety nets, "
         "and a row says CLOCK SAFETY NET BIT when one stopped work); wall = time of the call; step columns = its "
@@ -410,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attack-time-limit", type=float, default=60.0, help="AttackSettings.time_limit (default 60)")
     parser.add_argument("--attack-progress", action="store_true", help="the attack's progress bars on stderr")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the baseline's per-user programs (default 2); the attack runs in one process")
+    parser.add_argument("--device", default="cpu", help="where the attack's batched searches iterate: cpu (numpy, the reference) or a torch device such as cuda (AttackSettings.device); run once with each for the side-by-side figure")
     parser.add_argument("--seed", type=int, default=INSTANCE_SEED, help="instance seed (default 0; others are held out)")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

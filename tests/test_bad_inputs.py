@@ -140,10 +140,23 @@ def _negative_certificate_nodes(tmp_path, obs):
     return {"--certificate-nodes": "-5"}, "--certificate-nodes"
 
 
+def _unknown_device(tmp_path, obs):
+    return {"--device": "tpu"}, "--device"
+
+
+def _cuda_without_a_gpu(tmp_path, obs):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    return {"--device": "cuda"}, "--device cuda"
+
+
 @pytest.mark.parametrize("case", [
     _npz, _text, _directory, _object_array, _nan_counts, _zero_counts, _string_array, _out_is_file,
     _out_holds_other_files, _out_dir_where_a_file_goes, _out_under_a_file, _out_unwritable, _huge_window,
     _negative_window, _window_not_dividing, _negative_time_limit, _nan_budget, _negative_certificate_nodes,
+    _unknown_device, _cuda_without_a_gpu,
 ], ids=lambda case: case.__name__.strip("_"))
 def test_bad_disaggregate_input(tmp_path, capsys, observation, case):
     changes, names = case(tmp_path, observation)
@@ -209,6 +222,7 @@ SUITE_CASES = {
     "search-iterations-zero": (_replace("time_limit = 0.2", "search_iterations = 0"), "[attack] search_iterations must be at least 1"),
     "attack-adaptive": (_replace("time_limit = 0.2", "adaptive = true"), "unknown attack setting(s) ['adaptive']"),
     "unknown-attack-key": (_replace("time_limit = 0.2", "time_limt = 0.2"), "unknown attack setting(s) ['time_limt']"),
+    "attack-device": (_replace("time_limit = 0.2", 'device = "cuda"'), "unknown attack setting(s) ['device']"),
     "seeds-bool": (_replace("seeds = [0]", "seeds = [true]"), "seeds must be a non-empty list"),
     "seeds-float": (_replace("seeds = [0]", "seeds = [0.5]"), "seeds must be a non-empty list"),
     "seeds-negative": (_replace("seeds = [0]", "seeds = [-1]"), "seeds must be a non-empty list"),

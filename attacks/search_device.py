@@ -1,0 +1,124 @@
+"""The projection search's array steps, on numpy (the reference) or on a torch device (a GPU).
+
+attacks/projection_search.py runs one loop over either backend: the subspace step (two products per
+iteration, all users at once), the box or the rounding to window counts, and the residual checks. The numpy
+backend is the default and gives the same answer on every machine; the torch one runs the same arithmetic
+where the products are cheap (`AttackSettings.device`), and hands back numpy arrays at each check, where the
+bookkeeping (best candidates, peeling) stays on the CPU. torch is imported only when a device is asked for.
+"""
+
+import numpy as np
+
+from attacks.geometry import Geometry
+
+
+class NumpyArrays:
+    """The reference backend: numpy arrays, the geometry's own rounding and residual."""
+
+    def __init__(self, geometry: Geometry, step) -> None:
+        self.geometry, self.step = geometry, step
+
+    def asarray(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def numpy(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def box(self, values: np.ndarray, open_rounds: np.ndarray) -> np.ndarray:
+        return np.clip(values, 0.0, open_rounds)
+
+    def round(self, values: np.ndarray, open_rounds: np.ndarray | None, users: np.ndarray, dtype: type) -> np.ndarray:
+        """round_to_counts, taking rounds known to be 0 (not `open_rounds`) last."""
+        masked = values if open_rounds is None else np.where(open_rounds, values, -np.inf)
+        return self.geometry.round_to_counts(masked, users).astype(dtype, copy=False)
+
+    def residual(self, columns: np.ndarray) -> np.ndarray:
+        return self.geometry.residual(columns)
+
+
+class TorchArrays:
+    """The same steps on a torch device, float64 like the reference (the answers may still differ in the last
+    bits, and a non-convex search can then end elsewhere: the CPU path stays the reference)."""
+
+    def __init__(self, geometry: Geometry, step, device: str) -> None:
+        import torch
+
+        self.torch, self.device, self.geometry = torch, torch.device(device), geometry
+        self.basis = self.asarray(geometry.basis)
+        self.counts, self.high = self.asarray(geometry.counts), self.asarray(geometry.high)
+        self.step = _TorchStep(self, step)
+
+    def asarray(self, values: np.ndarray):
+        return self.torch.as_tensor(np.ascontiguousarray(values), device=self.device)
+
+    def numpy(self, values) -> np.ndarray:
+        return values.detach().cpu().numpy()
+
+    def box(self, values, open_rounds):
+        return self.torch.minimum(values.clamp(min=0.0), open_rounds.to(values.dtype))
+
+    def window_sums(self, values):
+        """(W, m) the window sums of (T, m) values, the last window possibly shorter."""
+        return self.blocks(values, 0.0).sum(dim=1)
+
+    def blocks(self, values, fill: float):
+        window, rounds = self.geometry.window, values.shape[0]
+        n_windows = -(-rounds // window)
+        padded = values.new_full((n_windows * window, values.shape[1]), fill)
+        padded[:rounds] = values
+        return padded.reshape(n_windows, window, values.shape[1])
+
+    def round(self, values, open_rounds, users: np.ndarray, dtype: type):
+        """Geometry.round_to_counts on the device: in each window the top-c rounds get 1 (ties to the earlier round)."""
+        torch = self.torch
+        scores = values if open_rounds is None else torch.where(open_rounds, values, torch.full_like(values, -np.inf))
+        blocks = self.blocks(scores, -np.inf)
+        order = torch.argsort(-blocks, dim=1, stable=True)
+        ranks = torch.empty_like(order)
+        positions = torch.arange(blocks.shape[1], device=self.device)[None, :, None].expand_as(order)
+        ranks.scatter_(1, order, positions)
+        index = torch.as_tensor(users, device=self.device)
+        wanted = self.counts[index].T
+        if not self.geometry.exact:
+            wanted = torch.clamp((blocks > 0.5).sum(dim=1), min=wanted, max=self.high[index].T)
+        binary = ranks < wanted[:, None, :]
+        return binary.reshape(-1, binary.shape[2])[: values.shape[0]].to(values.dtype)
+
+    def residual(self, columns) -> np.ndarray:
+        outside = columns - self.basis @ (self.basis.T @ columns)
+        norms = self.torch.linalg.vector_norm(outside, dim=0)
+        return self.numpy(norms / self.torch.clamp(self.torch.linalg.vector_norm(columns, dim=0), min=1.0))
+
+
+class _TorchStep:
+    """projection_search._SubspaceStep on the device (same branches, same products)."""
+
+    def __init__(self, arrays: TorchArrays, step) -> None:
+        self.arrays, self.thin = arrays, step.thin
+        self.free = arrays.asarray(step.free)
+        if step.thin:
+            self.complement, self.lift = arrays.asarray(step.complement), arrays.asarray(step.lift)
+        else:
+            self.sums, self.pinv = arrays.asarray(step.sums), arrays.asarray(step.pinv)
+
+    def __call__(self, state, low, high, coupling):
+        basis = self.arrays.basis
+        if self.thin:
+            inside = state - self.complement @ (self.complement.T @ state)
+            window_sums = self.arrays.window_sums(inside)
+            inside -= self.lift @ (window_sums - self.arrays.torch.clamp(window_sums, min=low, max=high))
+            if coupling is not None:
+                total = basis.T @ inside.sum(dim=1)
+                inside += (basis @ (self.free @ (self.arrays.asarray(coupling.target) - total)))[:, None] / inside.shape[1]
+            return inside
+        coords = basis.T @ state
+        window_sums = self.sums @ coords
+        coords -= self.pinv @ (window_sums - self.arrays.torch.clamp(window_sums, min=low, max=high))
+        if coupling is not None:
+            coords += (self.free @ (self.arrays.asarray(coupling.target) - coords.sum(dim=1)))[:, None] / coords.shape[1]
+        return basis @ coords
+
+
+def arrays_for(geometry: Geometry, step, device: str):
+    """The backend for `device`: numpy for "cpu" (the reference), torch otherwise."""
+    return NumpyArrays(geometry, step) if device == "cpu" else TorchArrays(geometry, step, device)
