@@ -12,11 +12,12 @@
 
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from attacks.adaptive import public_groups, recover
-from attacks.anonymous import EXACT_RESIDUAL, binary_vectors, drop_composites, residuals
+from attacks.anonymous import ALONE_ITERATIONS, ALONE_WORK_LIMIT, EXACT_RESIDUAL, binary_vectors, drop_composites, residuals
 from attacks.attribution import assign, independent, log_likelihoods
 from attacks.disaggregation import Disaggregation, least_squares
 from attacks.geometry import column_space, left_singular, numerical_rank, searched_subspace
@@ -99,10 +100,11 @@ def anonymous_recovery(
     if left is None or singular is None:
         left, singular = searched_subspace(aggregates, distinct_users, noise)
     basis = column_space(aggregates, distinct_users, noise, (left, singular))
-    if noise:
-        found = binary_vectors(basis, settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP).columns
-    else:
-        found = binary_vectors(basis).columns
+    search = partial(binary_vectors, basis, settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP) if noise else \
+        partial(binary_vectors, basis)
+    found = search().columns
+    if observation.counts is None and found.shape[1] < basis.shape[1]:  # the only attack, short of a full basis
+        found = np.hstack([found, search(iterations=ALONE_ITERATIONS, work_limit=ALONE_WORK_LIMIT).columns])
     if adaptive is not None:
         found = np.hstack([found, adaptive.participants[:, adaptive.participants.any(axis=0)].astype(np.float64)])
     found = np.unique(found.astype(np.uint8), axis=1).astype(np.float64) if found.shape[1] else found

@@ -111,3 +111,13 @@ def test_count_free_search_finds_columns_at_the_standard_suites_longest_horizon(
     true_columns = sum(any(np.array_equal(found[:, k], truth[:, j]) for k in range(found.shape[1])) for j in range(100))
     assert true_columns >= 5  # measured 10
     assert true_columns == found.shape[1]  # nothing spurious
+
+
+def test_without_counts_the_only_attack_searches_long_enough_to_recover_most_users():
+    """no-analytics at the standard suite's longest horizon (100 users, 12 rounds each, 30% a round): the short sweeps
+    above find about 10 columns, and stopped there this defense scored 0 on every 100-user cell (a false zero)."""
+    scenario = Scenario(n_users=100, n_rounds=1200, window=10, participation=0.3, update_kind="synthetic")
+    observation, truth = simulate(scenario, NoAnalytics())
+    recoveries = run_attacks(observation, AttackSettings(time_limit=1.0))
+    assert [r.attack for r in recoveries] == ["anonymous"]
+    assert score_recovery(recoveries[0], truth)["anonymous_success"] >= 0.8
