@@ -17,7 +17,9 @@ from functools import partial
 import numpy as np
 
 from attacks.adaptive import public_groups, recover
-from attacks.anonymous import ALONE_ITERATIONS, ALONE_WORK_LIMIT, EXACT_RESIDUAL, binary_vectors, drop_composites, residuals
+from attacks.anonymous import (
+    ALONE_ITERATIONS, ALONE_WORK_LIMIT, EXACT_RESIDUAL, binary_vectors, drop_composites, long_sweeps_reach, residuals,
+)
 from attacks.attribution import assign, independent, log_likelihoods
 from attacks.disaggregation import Disaggregation, least_squares
 from attacks.geometry import column_space, left_singular, numerical_rank, searched_subspace
@@ -103,7 +105,7 @@ def anonymous_recovery(
     search = partial(binary_vectors, basis, settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP) if noise else \
         partial(binary_vectors, basis)
     found = search().columns
-    if observation.counts is None and found.shape[1] < basis.shape[1]:  # the only attack, short of a full basis
+    if observation.counts is None and found.shape[1] < basis.shape[1] and long_sweeps_reach(basis):  # the only attack
         found = np.hstack([found, search(iterations=ALONE_ITERATIONS, work_limit=ALONE_WORK_LIMIT).columns])
     if adaptive is not None:
         found = np.hstack([found, adaptive.participants[:, adaptive.participants.any(axis=0)].astype(np.float64)])
