@@ -39,7 +39,9 @@ class Scenario:
     n_rounds (the horizon, n_rounds / n_users rounds per user, is its choice too: suites declare the
     horizons a cell offers), unless the defense demands a refreshed model; it then moves the
     model as `server_step` says: "invariant" (the default: it moves the model only along the
-    logits' common shift, which changes no prediction and no update, by the least the clients accept),
+    logits' common shift, which changes no prediction and no update, to the point of that line
+    nearest the initial model that the clients accept; where that point runs away, m near 1, it
+    falls back to "smallest": simulation._Server),
     "smallest" (along the rounds' mean aggregates, the smallest step the defense's clients accept),
     "honest" (along them by the learning rate), or a positive number (along them by that step). The
     first two change it by at least simulation.SMALLEST_RELATIVE_CHANGE, so each refresh is a new model;

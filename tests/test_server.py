@@ -8,7 +8,7 @@ from attacks.settings import AttackSettings
 from benchmark.errors import BenchmarkError
 from benchmark.runner import _row
 from benchmark.scenario import Scenario
-from benchmark.simulation import SMALLEST_RELATIVE_CHANGE, nearest_accepted, simulate
+from benchmark.simulation import INVARIANT_REACH, SMALLEST_RELATIVE_CHANGE, nearest_accepted, simulate
 from benchmark.suite import expand, load_suite
 from defenses.base import Defense
 from defenses.guard import GuardedDefense
@@ -85,6 +85,22 @@ def test_the_invariant_server_changes_no_update_and_stays_near_its_first_model()
     assert np.allclose(moved[:, -classes:], moved[:, -classes:][:, :1], rtol=0, atol=1e-12)
     # the clients' refusal balls are reused as clients move on: bounded, not a drift that grows every round
     assert np.abs(moved).max() < 3 * np.linalg.norm(observation.weights[0])
+
+
+def test_where_the_line_runs_out_the_invariant_server_leaves_it_and_says_the_updates_drift():
+    """m = 1: each refusal interval holds the line's point nearest the first model, so the points would run away
+    (a bias of 2.8e11 after 120 rounds); past INVARIANT_REACH norms the server steps along the aggregates."""
+    observation, truth = simulate(_scenario(n_rounds=120), GuardedDefense(ModelRefresh(every=1, min_relative_change=1.0)))
+    weights = observation.weights
+    assert observation.updates_drift
+    for user in range(BUSY.n_users):  # the clients' rule still holds
+        rounds = np.flatnonzero(truth.participants[:, user])
+        for before, after in zip(rounds, rounds[1:]):
+            change = np.linalg.norm(weights[after] - weights[before]) / np.linalg.norm(weights[before])
+            assert change == 0 or change >= 1.0 - 1e-9
+    moved = np.linalg.norm(weights - weights[0], axis=1) / np.linalg.norm(weights[0])
+    first_off = int(np.argmax(moved > INVARIANT_REACH + 1))
+    assert 0 < first_off and np.all(moved[:first_off] <= INVARIANT_REACH + 1)
 
 
 def test_nearest_accepted_takes_the_point_nearest_zero_outside_every_ball():
