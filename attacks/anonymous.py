@@ -52,10 +52,12 @@ def residuals(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
 
 
 def _sweep(
-    basis: np.ndarray, rng: np.random.Generator, iterations: int, jitter: float, check_every: int, max_anchors: int
+    basis: np.ndarray, rng: np.random.Generator, iterations: int, jitter: float, check_every: int, max_anchors: int,
+    tolerance: float,
 ) -> np.ndarray:
-    """One Douglas-Rachford sweep from (at most `max_anchors`, a seeded sample of) the rounds' starts; returns every
-    rounded iterate checked (T x m)."""
+    """One Douglas-Rachford sweep from (at most `max_anchors`, a seeded sample of) the rounds' starts; returns the
+    distinct rounded iterates checked that lie within `tolerance` of span(basis) (T x m): keeping every iterate
+    instead held T x anchors x iterations / check_every values (3.7 GB at 4 users, 600 rounds, long sweeps)."""
     n_rounds = basis.shape[0]
     scale = np.einsum("ij,ij->i", basis, basis)
     anchors = np.flatnonzero(scale > 1e-9)  # a round outside every user's column (empty sum) anchors nothing
@@ -64,15 +66,18 @@ def _sweep(
     state = basis @ basis[anchors].T / scale[anchors][None, :]
     state = state + jitter * rng.standard_normal(state.shape)
     columns = np.arange(len(anchors))
-    seen = []
+    seen = np.zeros((n_rounds, 0))
     for iteration in range(iterations):
         on_subspace = basis @ (basis.T @ state)
         rounded = (2.0 * on_subspace - state > 0.5).astype(np.float64)
         rounded[anchors, columns] = 1.0
         state += RELAXATION * (rounded - on_subspace)
         if (iteration + 1) % check_every == 0:
-            seen.append((on_subspace > 0.5).astype(np.float64))
-    return np.hstack(seen) if seen else np.zeros((n_rounds, 0))
+            checked = (on_subspace > 0.5).astype(np.float64)
+            fitting = checked[:, residuals(basis, checked) <= tolerance]
+            if fitting.shape[1]:
+                seen = _distinct(np.hstack([seen, fitting]))
+    return seen
 
 
 def _distinct(columns: np.ndarray) -> np.ndarray:
@@ -94,12 +99,22 @@ def drop_composites(columns: np.ndarray) -> np.ndarray:
     return columns[:, keep]
 
 
+# An iteration costs its two products, 4 r operations per entry of the T x anchors state, plus elementwise passes
+# over the state, which dominate where col(A) has few dimensions: counted as this many operations per entry at least
+# (at 4 users and 600 rounds, counting the products alone, the long sweeps took 66 s).
+ELEMENTWISE_FLOOR = 64
+
+
+def anchor_work(basis: np.ndarray, iterations: int) -> float:
+    """Operations of one anchored start over a sweep of `iterations`."""
+    return float(iterations) * basis.shape[0] * max(4 * basis.shape[1], ELEMENTWISE_FLOOR)
+
+
 def long_sweeps_reach(basis: np.ndarray) -> bool:
     """Whether the long sweeps' work affords at least one anchored start per dimension of col(A): at n = 100,
     T = 1200 it affords 208 (and found 91 columns); at n = 1000, T = 12000 two, which could find two columns
     in a minute, so they are not run there."""
-    per_anchor = 4.0 * ALONE_ITERATIONS * basis.shape[0] * max(basis.shape[1], 1)
-    return ALONE_WORK_LIMIT / per_anchor >= basis.shape[1]
+    return ALONE_WORK_LIMIT / anchor_work(basis, ALONE_ITERATIONS) >= basis.shape[1]
 
 
 def binary_vectors(
@@ -123,15 +138,14 @@ def binary_vectors(
     which bounds how many rounds anchor a start.
     """
     rng = np.random.default_rng(seed)
-    per_anchor = 4.0 * iterations * basis.shape[0] * max(basis.shape[1], 1)  # two products per iteration
-    max_anchors = max(1, int(work_limit / max_restarts / per_anchor))
+    max_anchors = max(1, int(work_limit / max_restarts / anchor_work(basis, iterations)))
     found, fit = np.zeros((basis.shape[0], 0)), np.zeros(0)
     limit = 2 * basis.shape[1]
     quiet = 0
     for _ in range(max_restarts):
         if quiet >= patience or basis.shape[1] == 0:
             break
-        tried = _distinct(_sweep(basis, rng, iterations, jitter, check_every, max_anchors))
+        tried = _sweep(basis, rng, iterations, jitter, check_every, max_anchors, tolerance)
         before = {column.tobytes() for column in found.astype(np.uint8).T}
         merged = _distinct(np.hstack([found, tried]))
         residual = residuals(basis, merged)
