@@ -63,7 +63,7 @@ def projection_search(
     if remaining is not None and not geometry.exact:
         raise ValueError("the coupled search needs exact counts")
     step = _SubspaceStep(geometry, dtype)
-    ops = arrays_for(geometry, step, device)
+    ops = arrays_for(geometry, step, device, dtype)
     low = geometry.counts[users].T.astype(dtype)
     high = geometry.high[users].T.astype(dtype)
     upper = high[geometry.window_index] > 0

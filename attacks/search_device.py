@@ -40,16 +40,19 @@ class TorchArrays:
     """The same steps on a torch device, float64 like the reference (the answers may still differ in the last
     bits, and a non-convex search can then end elsewhere: the CPU path stays the reference)."""
 
-    def __init__(self, geometry: Geometry, step, device: str) -> None:
+    def __init__(self, geometry: Geometry, step, device: str, dtype: type) -> None:
         import torch
 
         self.torch, self.device, self.geometry = torch, torch.device(device), geometry
+        self.dtype = getattr(torch, np.dtype(dtype).name)  # the iteration's precision, as numpy's path
         self.basis = self.asarray(geometry.basis)
         self.counts, self.high = self.asarray(geometry.counts), self.asarray(geometry.high)
         self.step = _TorchStep(self, step)
 
     def asarray(self, values: np.ndarray):
-        return self.torch.as_tensor(np.ascontiguousarray(values), device=self.device)
+        """On the device; floating arrays in the iteration's precision."""
+        tensor = self.torch.as_tensor(np.ascontiguousarray(values), device=self.device)
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
 
     def numpy(self, values) -> np.ndarray:
         return values.detach().cpu().numpy()
@@ -82,10 +85,12 @@ class TorchArrays:
         if not self.geometry.exact:
             wanted = torch.clamp((blocks > 0.5).sum(dim=1), min=wanted, max=self.high[index].T)
         binary = ranks < wanted[:, None, :]
-        return binary.reshape(-1, binary.shape[2])[: values.shape[0]].to(values.dtype)
+        return binary.reshape(-1, binary.shape[2])[: values.shape[0]].to(getattr(torch, np.dtype(dtype).name))
 
     def residual(self, columns) -> np.ndarray:
-        outside = columns - self.basis @ (self.basis.T @ columns)
+        """Geometry.residual, in float64 as the numpy path checks every candidate."""
+        basis, columns = self.basis.to(self.torch.float64), columns.to(self.torch.float64)
+        outside = columns - basis @ (basis.T @ columns)
         norms = self.torch.linalg.vector_norm(outside, dim=0)
         return self.numpy(norms / self.torch.clamp(self.torch.linalg.vector_norm(columns, dim=0), min=1.0))
 
@@ -119,6 +124,6 @@ class _TorchStep:
         return basis @ coords
 
 
-def arrays_for(geometry: Geometry, step, device: str):
+def arrays_for(geometry: Geometry, step, device: str, dtype: type):
     """The backend for `device`: numpy for "cpu" (the reference), torch otherwise."""
-    return NumpyArrays(geometry, step) if device == "cpu" else TorchArrays(geometry, step, device)
+    return NumpyArrays(geometry, step) if device == "cpu" else TorchArrays(geometry, step, device, dtype)

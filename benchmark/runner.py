@@ -47,8 +47,8 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
     Every attack (attacks.recovery.run_attacks: static, adaptive, anonymous) recovers updates; the row
     reports the strongest (the defense's worst case, by `attack_success`; ties go to the first), every
     inference column from that one, which alone runs the costlier inference. An attack that did not
-    run scores NaN in its `attack_success_<name>` column. Inversion runs on
-    `device`, which is part of the task's key (CPU and GPU inversions differ). The oracle ceiling runs the
+    run scores NaN in its `attack_success_<name>` column. Inversion and the attacks' batched searches run
+    on `device`, which is part of the task's key (CPU and GPU results differ). The oracle ceiling runs the
     attack's own inference on the true updates. With `picture`, a model-based task also draws its
     reconstructions there (PNG). `utility` holds the row's utility columns when they were computed
     beforehand (run_suite trains each utility run once); without it they are trained here. `simulator`
