@@ -62,15 +62,15 @@ def projection_search(
     """
     if remaining is not None and not geometry.exact:
         raise ValueError("the coupled search needs exact counts")
-    step = _SubspaceStep(geometry, dtype)
-    ops = arrays_for(geometry, step, device, dtype)
+    ops = arrays_for(geometry, device, dtype)
+    step = _SubspaceStep(geometry, ops)
     low = geometry.counts[users].T.astype(dtype)
     high = geometry.high[users].T.astype(dtype)
     upper = high[geometry.window_index] > 0
     if allowed is not None:
         upper = upper & allowed
     state = (low + high)[geometry.window_index] / (2 * geometry.window) if start is None else start.astype(dtype)
-    coupling = _Coupling(geometry.basis, step.free, remaining) if remaining is not None else None
+    coupling = _Coupling(geometry.basis, remaining) if remaining is not None else None
     masked = allowed is not None or coupling is not None  # else round_to_counts zeroes the closed rounds itself
 
     best = ops.numpy(ops.round(ops.asarray(state), ops.asarray(upper) if masked else None, users, np.float64))
@@ -83,7 +83,8 @@ def projection_search(
         if len(active) == 0 or stalled >= patience:
             break
         columns = ops.asarray(active)
-        on_subspace = ops.step(state, low[:, columns], high[:, columns], coupling)
+        target = None if coupling is None else ops.asarray(coupling.target)
+        on_subspace = step(state, low[:, columns], high[:, columns], target)
         reflected = 2.0 * on_subspace - state
         open_rounds = upper[:, columns]
         if coupling is not None:
@@ -118,64 +119,56 @@ def _accept(best: np.ndarray, residual: np.ndarray, columns: np.ndarray, toleran
 
 class _SubspaceStep:
     """Projects iterates (T x m) onto {x in col(A) : window sums within [low, high]}, each column's nearest such
-    point where the bounds are met (the minimum-norm change of its window sums inside col(A) otherwise).
+    point where the bounds are met (the minimum-norm change of its window sums inside col(A) otherwise); with a
+    coupling target (U^T remaining), also onto columns that sum to `remaining`, without changing any window sum.
 
     Through col(A)'s basis (r coordinates per column) or, where its orthogonal complement is thinner (T - r < r),
     in round space through the complement: two products with T x (T - r) instead of T x r. 500 columns, n = 1000,
     10% a round: 25.7 -> 17.1 ms a step at T = 1500, 18.9 -> 5.3 ms at T = 1100, outputs equal to 6e-15
-    (benchmarks/search_step.py --only-subspace)."""
+    (benchmarks/search_step.py --only-subspace). Its matrices live on the backend `ops` (attacks/search_device.py).
+    """
 
-    def __init__(self, geometry: Geometry, dtype: type) -> None:
+    def __init__(self, geometry: Geometry, ops) -> None:
         sums = geometry.window_basis  # B U (W x r)
         pinv = np.linalg.pinv(sums)
-        self.free = np.eye(geometry.rank) - pinv @ sums  # coordinates that leave every window sum unchanged
-        self.thin = geometry.n_rounds - geometry.rank < geometry.rank
-        self.geometry = geometry
+        self.ops, self.thin = ops, geometry.n_rounds - geometry.rank < geometry.rank
+        self.basis = ops.asarray(geometry.basis)
+        self.free = ops.asarray(np.eye(geometry.rank) - pinv @ sums)  # coordinates that keep every window sum
         if self.thin:
-            self.complement = geometry.complement.astype(dtype)
-            self.lift = (geometry.basis @ pinv).astype(dtype)  # U (BU)^+ (T x W): window-sum changes inside col(A)
+            self.complement = ops.asarray(geometry.complement)
+            self.lift = ops.asarray(geometry.basis @ pinv)  # U (BU)^+ (T x W): window-sum changes inside col(A)
         else:
-            self.basis = geometry.basis.astype(dtype, copy=False)
-            self.sums, self.pinv = sums.astype(dtype), pinv.astype(dtype)
+            self.sums, self.pinv = ops.asarray(sums), ops.asarray(pinv)
 
-    def __call__(self, state: np.ndarray, low: np.ndarray, high: np.ndarray, coupling: "_Coupling | None") -> np.ndarray:
+    def __call__(self, state, low, high, target=None):
+        ops = self.ops
         if self.thin:
             inside = state - self.complement @ (self.complement.T @ state)
-            window_sums = self.geometry.window_sums(inside)
-            inside -= self.lift @ (window_sums - np.clip(window_sums, low, high))
-            if coupling is not None:
-                inside += coupling.rounds_correction(inside)
+            window_sums = ops.window_sums(inside)
+            inside -= self.lift @ (window_sums - ops.clip(window_sums, low, high))
+            if target is not None:
+                total = self.basis.T @ inside.sum(axis=1)
+                inside += (self.basis @ (self.free @ (target - total)))[:, None] / inside.shape[1]
             return inside
         coords = self.basis.T @ state
         window_sums = self.sums @ coords
-        coords -= self.pinv @ (window_sums - np.clip(window_sums, low, high))
-        if coupling is not None:
-            coords += coupling.correction(coords)
+        coords -= self.pinv @ (window_sums - ops.clip(window_sums, low, high))
+        if target is not None:
+            coords += (self.free @ (target - coords.sum(axis=1)))[:, None] / coords.shape[1]
         return self.basis @ coords
 
 
 class _Coupling:
-    """The searched users' columns sum to `remaining`: its projection and the peeling of accepted columns."""
+    """The searched users' columns sum to `remaining`: its target coordinates and the peeling of accepted columns."""
 
-    def __init__(self, basis: np.ndarray, free: np.ndarray, remaining: np.ndarray) -> None:
+    def __init__(self, basis: np.ndarray, remaining: np.ndarray) -> None:
         self.basis = basis
-        self.free = free  # directions of col(A)'s coordinates that leave every window sum unchanged
         self.remaining = np.asarray(remaining, dtype=np.float64).copy()
         self.target = basis.T @ self.remaining
 
     @property
     def open_rounds(self) -> np.ndarray:
         return self.remaining > 0.5
-
-    def correction(self, coords: np.ndarray) -> np.ndarray:
-        """Added to every column's coordinates (r x m, window sums already right): the nearest point whose
-        columns sum to `remaining` without changing any window sum."""
-        return (self.free @ (self.target - coords.sum(axis=1)))[:, None] / coords.shape[1]
-
-    def rounds_correction(self, columns: np.ndarray) -> np.ndarray:
-        """The same correction for columns given in rounds (T x m, inside col(A)), in rounds."""
-        total = self.basis.T @ columns.sum(axis=1)
-        return (self.basis @ (self.free @ (self.target - total)))[:, None] / columns.shape[1]
 
     def peel(self, columns: np.ndarray, fits: np.ndarray) -> np.ndarray:
         """Accept fitting columns in order while they fit under what remains; subtract them; which were accepted."""

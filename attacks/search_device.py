@@ -1,7 +1,8 @@
 """The projection search's array steps, on numpy (the reference) or on a torch device (a GPU).
 
-attacks/projection_search.py runs one loop over either backend: the subspace step (two products per
-iteration, all users at once), the box or the rounding to window counts, and the residual checks. The numpy
+attacks/projection_search.py runs one loop and one subspace step (two products per iteration, all users at
+once) over either backend, which supplies the arrays, the clipping and window sums, the box or the rounding to
+window counts, and the residual checks. The numpy
 backend is the default and gives the same answer on every machine; the torch one runs the same arithmetic
 where the products are cheap (`AttackSettings.device`), and hands back numpy arrays at each check, where the
 bookkeeping (best candidates, peeling) stays on the CPU. torch is imported only when a device is asked for.
@@ -13,16 +14,23 @@ from attacks.geometry import Geometry
 
 
 class NumpyArrays:
-    """The reference backend: numpy arrays, the geometry's own rounding and residual."""
+    """The reference backend: numpy arrays, the geometry's own window sums, rounding and residual."""
 
-    def __init__(self, geometry: Geometry, step) -> None:
-        self.geometry, self.step = geometry, step
+    def __init__(self, geometry: Geometry, dtype: type) -> None:
+        self.geometry, self.dtype = geometry, dtype
 
     def asarray(self, values: np.ndarray) -> np.ndarray:
-        return values
+        """Floating arrays in the iteration's precision (no copy when they have it)."""
+        return values.astype(self.dtype, copy=False) if np.issubdtype(values.dtype, np.floating) else values
 
     def numpy(self, values: np.ndarray) -> np.ndarray:
         return values
+
+    def clip(self, values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        return np.clip(values, low, high)
+
+    def window_sums(self, values: np.ndarray) -> np.ndarray:
+        return self.geometry.window_sums(values)
 
     def box(self, values: np.ndarray, open_rounds: np.ndarray) -> np.ndarray:
         return np.clip(values, 0.0, open_rounds)
@@ -40,14 +48,13 @@ class TorchArrays:
     """The same steps on a torch device, float64 like the reference (the answers may still differ in the last
     bits, and a non-convex search can then end elsewhere: the CPU path stays the reference)."""
 
-    def __init__(self, geometry: Geometry, step, device: str, dtype: type) -> None:
+    def __init__(self, geometry: Geometry, device: str, dtype: type) -> None:
         import torch
 
         self.torch, self.device, self.geometry = torch, torch.device(device), geometry
         self.dtype = getattr(torch, np.dtype(dtype).name)  # the iteration's precision, as numpy's path
         self.basis = self.asarray(geometry.basis)
         self.counts, self.high = self.asarray(geometry.counts), self.asarray(geometry.high)
-        self.step = _TorchStep(self, step)
 
     def asarray(self, values: np.ndarray):
         """On the device; floating arrays in the iteration's precision."""
@@ -59,6 +66,9 @@ class TorchArrays:
 
     def box(self, values, open_rounds):
         return self.torch.minimum(values.clamp(min=0.0), open_rounds.to(values.dtype))
+
+    def clip(self, values, low, high):
+        return self.torch.clamp(values, min=low, max=high)
 
     def window_sums(self, values):
         """(W, m) the window sums of (T, m) values, the last window possibly shorter."""
@@ -95,35 +105,6 @@ class TorchArrays:
         return self.numpy(norms / self.torch.clamp(self.torch.linalg.vector_norm(columns, dim=0), min=1.0))
 
 
-class _TorchStep:
-    """projection_search._SubspaceStep on the device (same branches, same products)."""
-
-    def __init__(self, arrays: TorchArrays, step) -> None:
-        self.arrays, self.thin = arrays, step.thin
-        self.free = arrays.asarray(step.free)
-        if step.thin:
-            self.complement, self.lift = arrays.asarray(step.complement), arrays.asarray(step.lift)
-        else:
-            self.sums, self.pinv = arrays.asarray(step.sums), arrays.asarray(step.pinv)
-
-    def __call__(self, state, low, high, coupling):
-        basis = self.arrays.basis
-        if self.thin:
-            inside = state - self.complement @ (self.complement.T @ state)
-            window_sums = self.arrays.window_sums(inside)
-            inside -= self.lift @ (window_sums - self.arrays.torch.clamp(window_sums, min=low, max=high))
-            if coupling is not None:
-                total = basis.T @ inside.sum(dim=1)
-                inside += (basis @ (self.free @ (self.arrays.asarray(coupling.target) - total)))[:, None] / inside.shape[1]
-            return inside
-        coords = basis.T @ state
-        window_sums = self.sums @ coords
-        coords -= self.pinv @ (window_sums - self.arrays.torch.clamp(window_sums, min=low, max=high))
-        if coupling is not None:
-            coords += (self.free @ (self.arrays.asarray(coupling.target) - coords.sum(dim=1)))[:, None] / coords.shape[1]
-        return basis @ coords
-
-
-def arrays_for(geometry: Geometry, step, device: str, dtype: type):
+def arrays_for(geometry: Geometry, device: str, dtype: type):
     """The backend for `device`: numpy for "cpu" (the reference), torch otherwise."""
-    return NumpyArrays(geometry, step) if device == "cpu" else TorchArrays(geometry, step, device, dtype)
+    return NumpyArrays(geometry, dtype) if device == "cpu" else TorchArrays(geometry, device, dtype)

@@ -45,6 +45,7 @@ from attacks.disaggregation import disaggregate  # noqa: E402
 from attacks import geometry  # noqa: E402
 from attacks.geometry import Geometry, column_space, descending_ranks  # noqa: E402
 from attacks.projection_search import _Coupling, _SubspaceStep, projection_search  # noqa: E402
+from attacks.search_device import arrays_for  # noqa: E402
 from attacks.settings import AttackSettings  # noqa: E402
 from benchmark.synthetic import make_instance  # noqa: E402
 
@@ -146,13 +147,14 @@ def subspace_table(users: int, columns: int, seed: int) -> None:
     for rounds in (3 * users // 2, 11 * users // 10):
         instance = make_instance(users, rounds, 10, 0.1, seed=seed)
         geometry = Geometry(column_space(instance.aggregates, users, False), instance.counts, 10)
-        thin = _SubspaceStep(geometry, np.float64)
-        wide = _SubspaceStep(geometry, np.float64)
-        wide.thin, wide.basis, wide.sums, wide.pinv = False, geometry.basis, geometry.window_basis, np.linalg.pinv(geometry.window_basis)
+        ops = arrays_for(geometry, "cpu", np.float64)
+        thin = _SubspaceStep(geometry, ops)
+        wide = _SubspaceStep(geometry, ops)  # the basis branch, forced
+        wide.thin, wide.sums, wide.pinv = False, geometry.window_basis, np.linalg.pinv(geometry.window_basis)
         state = np.random.default_rng(seed).random((rounds, columns))
         low = geometry.counts[:columns].T.astype(np.float64)
-        coupling = _Coupling(geometry.basis, thin.free, instance.participants[:, :columns].sum(axis=1).astype(np.float64))
-        differences = [np.abs(thin(state, low, low, c) - wide(state, low, low, c)).max() for c in (None, coupling)]
+        target = _Coupling(geometry.basis, instance.participants[:, :columns].sum(axis=1).astype(np.float64)).target
+        differences = [np.abs(thin(state, low, low, t) - wide(state, low, low, t)).max() for t in (None, target)]
         _, base_seconds = timed(lambda: wide(state, low, low, None), repeats=10)
         _, seconds = timed(lambda: thin(state, low, low, None), repeats=10)
         print(f"| n={users}, T={rounds} | {rounds - geometry.rank} | {base_seconds * 1e3:.1f} | {seconds * 1e3:.1f} | "
