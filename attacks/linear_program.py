@@ -134,6 +134,9 @@ class SharedProgram:
     def relax(self, bounds: UserBounds, cost: np.ndarray) -> Answer:
         """Minimise cost.x over the LP relaxation (warm-started from the last solve)."""
         self._set(self.model, bounds, cost)
+        # HiGHS measures time_limit against the model's run time summed over every solve: without this, once the
+        # solves together passed it, every later solve returned at once with the clock status
+        self.model.setOptionValue("time_limit", self.model.getRunTime() + float(max(self.limits.seconds, 0.0)))
         with quiet_stdout():
             self.model.run()
         x = np.asarray(self.model.getSolution().col_value)

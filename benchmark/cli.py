@@ -390,6 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; finished tasks are kept and a new run resumes from them", file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        if not _out_of_gpu_memory(error):
+            raise
+        print(f"error: the GPU ran out of memory ({str(error).splitlines()[0]}); run with --device cpu", file=sys.stderr)
+        return 2
+
+
+def _out_of_gpu_memory(error: BaseException) -> bool:
+    """torch's out-of-memory error; torch is only looked up where something already imported it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,33 @@ def test_the_command_imports_neither_torch_nor_cvxpy_nor_pandas(tmp_path, small_
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert "HEAVY [] 0" in done.stdout
+
+
+def test_a_gpu_out_of_memory_is_one_line_and_writes_nothing(tmp_path, small_instance, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import attacks.disaggregation
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore detail")
+
+    monkeypatch.setattr(attacks.disaggregation, "disaggregate", out_of_memory)
+    paths = write_observation(tmp_path, small_instance)
+    code = run_cli(["--aggregates", str(paths["aggregates"]), "--counts", str(paths["counts"]), "--window", "10",
+                    "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "GPU ran out of memory" in err and "--device cpu" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, small_instance, monkeypatch):
+    import attacks.disaggregation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(attacks.disaggregation, "disaggregate", broken)
+    paths = write_observation(tmp_path, small_instance)
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_cli(["--aggregates", str(paths["aggregates"]), "--counts", str(paths["counts"]), "--window", "10",
+                 "--out", str(tmp_path / "out")])
