@@ -426,12 +426,15 @@ def _markdown_cell(text: str) -> str:
     return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|")
 
 
+def _current_version(suite_name: str) -> str | None:
+    """The built-in suite's version now; None for a suite that is not built in."""
+    return load_suite(suite_name).version if suite_name in builtin_suites() else None
+
+
 def _stale_warning(suite_name: str, version: str) -> list[str]:
     """A paragraph when a built-in suite has moved on since these entries were made: their verdicts are not current."""
-    if suite_name not in builtin_suites():
-        return []
-    current = load_suite(suite_name).version
-    if current == version:
+    current = _current_version(suite_name)
+    if current is None or current == version:
         return []
     return ["", f"**Stale:** the built-in `{suite_name}` suite is now version {current}; these entries were made with "
                 f"version {version} and the attacks and utility measure of that time, so their verdicts are not current. "
@@ -441,8 +444,9 @@ def _stale_warning(suite_name: str, version: str) -> list[str]:
 def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
     """leaderboard/README.md: one ranked table per suite version, the entries' details, and missing built-ins."""
     entries = load_entries(folder)
+    # standard first, and within a suite its current version first: stale tables follow the current one
     suites = sorted({(e["suite"]["name"], e["suite"]["version"]) for e in entries},
-                    key=lambda s: (s[0] != STANDARD_SUITE, s[0], s[1]))
+                    key=lambda s: (s[0] != STANDARD_SUITE, s[0], s[1] != _current_version(s[0]), s[1]))
     lines = [
         "# DisaggBench leaderboard",
         "",

@@ -340,3 +340,19 @@ def test_readme_warns_when_a_builtin_suite_moved_past_its_entries(entries: Path,
     code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
     assert code == 0, err
     assert f"**Stale:** the built-in `standard` suite is now version {load_suite('standard').version}; these entries were made with version 7" in out.read_text()
+
+
+def test_readme_shows_the_current_suite_version_before_stale_ones(entries: Path, tmp_path: Path, capsys) -> None:
+    current = load_suite("standard").version
+    for name, version in (("old", "2"), ("older", "10"), ("fresh", current)):
+        entry = read(entries / "none.json")
+        entry["name"], entry["suite"]["version"] = name, version
+        write(entries / f"{name}.json", entry)
+    out = tmp_path / "README.md"
+    code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
+    assert code == 0, err
+    headers = [line for line in out.read_text().splitlines() if line.startswith("## Suite `standard`")]
+    assert headers[0] == f"## Suite `standard` (version {current})"
+    assert len(headers) == 4 and all("Stale" not in h for h in headers)
+    text = out.read_text()
+    assert text.index(f"(version {current})") < text.index("**Stale:**")
