@@ -287,7 +287,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(line)
     checked = f"{result.checked} of {result.total} tasks of {args.entry} (--seed {result.seed})"
     if result.differences:
-        for note in result.package_notes:
+        for note in [*result.package_notes, *result.clock_notes]:
             print(f"note: {note}", file=sys.stderr)
         print(f"error: {len(result.differences)} score(s) differ in {checked}", file=sys.stderr)
         return 1

@@ -354,6 +354,18 @@ class Verification:
     total: int
     differences: list[str]
     package_notes: list[str]
+    clock_notes: list[str] = ()  # re-run tasks whose attack a clock safety net stopped: their scores may be the machine's
+
+
+def _clock_note(task: dict, store: ResultStore, key: str) -> str | None:
+    """A note when the re-run's attack was stopped by a clock safety net (clock_limited): work limits did not decide
+    all of its scores, so a difference there can come from the machine's speed or load rather than the code."""
+    row = json.loads((store.tasks / f"{key}.json").read_text())
+    if not row.get("clock_limited"):
+        return None
+    return (f"task {task['key']} ({task['scenario']}, seed {task['seed']}): its re-run was clock-limited (the joint "
+            "stage's budget or a solve's time_limit stopped attack work), so its unique_rate and other attack scores "
+            "may differ with the machine's speed or load")
 
 
 def _differences(task: dict, rerun: dict) -> list[str]:
@@ -390,10 +402,11 @@ def verify(
         differences = summary_differences + [
             line for task in chosen for line in _differences(task, _stored_result(store, tasks[task["key"]].key()))
         ]
+        clock_notes = [note for task in chosen if (note := _clock_note(task, store, tasks[task["key"]].key()))]
     here = package_versions()
     notes = [f"{package} {version} in the entry, {here.get(package, 'not installed')} here"
              for package, version in sorted(entry["packages"].items()) if here.get(package) != version]
-    return Verification(seed, len(chosen), len(entry["tasks"]), differences, notes)
+    return Verification(seed, len(chosen), len(entry["tasks"]), differences, notes, clock_notes)
 
 
 def load_entries(folder: str | Path) -> list[dict]:

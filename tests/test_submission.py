@@ -356,3 +356,37 @@ def test_readme_shows_the_current_suite_version_before_stale_ones(entries: Path,
     assert len(headers) == 4 and all("Stale" not in h for h in headers)
     text = out.read_text()
     assert text.index(f"(version {current})") < text.index("**Stale:**")
+
+
+def test_verify_says_when_a_re_run_was_stopped_by_a_clock(entries: Path, capsys, monkeypatch) -> None:
+    """A score a clock safety net decided can differ with the machine's load: verify names such tasks."""
+    from dataclasses import replace
+
+    import attacks.recovery
+
+    real = attacks.recovery.run_attacks
+
+    def clock_limited(observation, settings):
+        return [replace(r, disaggregation=replace(r.disaggregation, clock_limited=True)) for r in real(observation, settings)]
+
+    monkeypatch.setattr(attacks.recovery, "run_attacks", clock_limited)
+    path = entries / "none.json"
+    entry = read(path)
+    task = entry["tasks"][0]
+    task["result"]["unique_rate"] = 0.123
+    task["sha256"] = result_hash(task["result"])
+    write(path, entry)
+    code, out, err = cli(["verify", path, "--sample", "2", "--seed", "0", "--quiet"], capsys)
+    assert code == 1 and f"task {task['key']} (tiny-fedsgd, seed 0): unique_rate: entry 0.123" in out
+    notes = [line for line in err.splitlines() if "clock-limited" in line]
+    assert len(notes) == 2 and notes[0].startswith(f"note: task {entry['tasks'][0]['key']}")
+
+
+def test_verify_adds_no_clock_note_where_no_clock_stopped_work(entries: Path, capsys) -> None:
+    path = entries / "none.json"
+    entry = read(path)
+    entry["tasks"][0]["result"]["unique_rate"] = 0.123
+    entry["tasks"][0]["sha256"] = result_hash(entry["tasks"][0]["result"])
+    write(path, entry)
+    code, out, err = cli(["verify", path, "--sample", "2", "--seed", "0", "--quiet"], capsys)
+    assert code == 1 and "unique_rate" in out and "clock-limited" not in err
