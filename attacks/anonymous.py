@@ -15,10 +15,10 @@ sums of found columns and are dropped. At n = 100, T = 1200, participation 0.3
 (the standard suite's longest horizon; benchmark.synthetic, seed 0) the relaxed step
 (RELAXATION = 0.5) finds 10 of the 100 columns in 1.6 s where plain Douglas-Rachford
 found none. Those searches were too short, not hopeless: the same instance gives 42, 64, 87 and 91 columns
-with sweeps of 3000 (work 1e11), 1000 (1e11), 3000 (3e11) and 5000 iterations (5e11; 30 s on 2 cores). Where no
-counts are published this search is the only attack, so where the short sweeps leave col(A) without a full set
-of columns it runs the long ones too (ALONE; attacks/recovery.py); at T = 600 they find 13 of 100, at T = 300
-none.
+with sweeps of 3000 (work 1e11), 1000 (1e11), 3000 (3e11) and 5000 iterations (5e11; 30 s on 2 cores). Where the
+short sweeps and the named attack leave col(A) without a full set of columns (always, where no counts are
+published: this search is then the only attack) the long ones run too (ALONE; attacks/recovery.py); at T = 600
+they find 13 of 100, at T = 300 none.
 """
 
 from dataclasses import dataclass
