@@ -170,10 +170,18 @@ def load_entry(path: str | Path) -> dict:
     return entry
 
 
-def _stored_result(store: ResultStore, key: str) -> dict:
-    """The task's stored row as written (NaN as null, infinities as "inf"), without wall-clock columns."""
-    row = json.loads((store.tasks / f"{key}.json").read_text())
+def _stored_row(store: ResultStore, key: str) -> dict:
+    """The task's stored row as written (NaN as null, infinities as "inf")."""
+    return json.loads((store.tasks / f"{key}.json").read_text())
+
+
+def _without_wall_clock(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS}
+
+
+def _stored_result(store: ResultStore, key: str) -> dict:
+    """The task's stored row without wall-clock columns: what an entry keeps."""
+    return _without_wall_clock(_stored_row(store, key))
 
 
 def _json_number(value: float) -> float | str | None:
@@ -354,15 +362,12 @@ class Verification:
     total: int
     differences: list[str]
     package_notes: list[str]
-    clock_notes: list[str] = ()  # re-run tasks whose attack a clock safety net stopped: their scores may be the machine's
+    clock_notes: list[str]  # re-run tasks whose attack a clock safety net stopped: their scores may be the machine's
 
 
-def _clock_note(task: dict, store: ResultStore, key: str) -> str | None:
-    """A note when the re-run's attack was stopped by a clock safety net (clock_limited): work limits did not decide
-    all of its scores, so a difference there can come from the machine's speed or load rather than the code."""
-    row = json.loads((store.tasks / f"{key}.json").read_text())
-    if not row.get("clock_limited"):
-        return None
+def _clock_note(task: dict) -> str:
+    """For a re-run stopped by a clock safety net (clock_limited): work limits did not decide all of its scores, so
+    a difference there can come from the machine's speed or load rather than the code."""
     return (f"task {task['key']} ({task['scenario']}, seed {task['seed']}): its re-run was clock-limited (the joint "
             "stage's budget or a solve's time_limit stopped attack work), so its unique_rate and other attack scores "
             "may differ with the machine's speed or load")
@@ -399,10 +404,11 @@ def verify(
     with tempfile.TemporaryDirectory(prefix="disaggbench-verify-") as scratch:
         _run([tasks[task["key"]] for task in chosen], scratch, executor, progress)
         store = ResultStore(scratch, entry["suite"]["name"])
-        differences = summary_differences + [
-            line for task in chosen for line in _differences(task, _stored_result(store, tasks[task["key"]].key()))
-        ]
-        clock_notes = [note for task in chosen if (note := _clock_note(task, store, tasks[task["key"]].key()))]
+        reruns = [_stored_row(store, tasks[task["key"]].key()) for task in chosen]
+    differences = summary_differences + [
+        line for task, rerun in zip(chosen, reruns) for line in _differences(task, _without_wall_clock(rerun))
+    ]
+    clock_notes = [_clock_note(task) for task, rerun in zip(chosen, reruns) if rerun.get("clock_limited")]
     here = package_versions()
     notes = [f"{package} {version} in the entry, {here.get(package, 'not installed')} here"
              for package, version in sorted(entry["packages"].items()) if here.get(package) != version]
