@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.geometry import Geometry
-from attacks.linear_program import UNIQUE_BELOW, Limits, SharedProgram, UserBounds, integral, only_point
+from attacks.linear_program import UNIQUE_BELOW, Answer, Limits, SharedProgram, UserBounds, integral, only_point
 
 # The shared model holds N^T densely ((T - r) x T); beyond this many entries it is not built.
 MAX_MODEL_ENTRIES = 40_000_000
@@ -91,7 +91,7 @@ class JointSolver:
 
     def __init__(
         self, geometry: Geometry, totals: np.ndarray | None, limits: Limits, tolerance: float, deadline: float | None,
-        certifying: bool, certificate_nodes: int, device: str = "cpu",
+        certifying: bool, certificate_nodes: int, device: str = "cpu", work: int | None = None,
     ) -> None:
         self.geometry = geometry
         self.certifying = certifying
@@ -101,6 +101,8 @@ class JointSolver:
         self.deadline = deadline
         self.program: SharedProgram | None = None
         self.clock_bit = False
+        self.work_left = work  # simplex iterations the stage may still spend (None: no cap)
+        self.work_bit = False
         self.certificate_nodes = certificate_nodes  # left for certificates by branching, all users together
         self.device = device  # where the batched search restarts iterate
 
@@ -114,12 +116,24 @@ class JointSolver:
         return (g.n_rounds - g.rank) * g.n_rounds <= MAX_MODEL_ENTRIES
 
     def out_of_time(self) -> bool:
-        """Whether the overall budget is spent. One solve stopped by its own clock (time_limit) is reported
-        (clock_bit) but stops only that solve, not the stage."""
+        """Whether the stage must stop: its work (simplex iterations) is spent, the same on every machine, or
+        the clock safety net (budget) bit, which is reported. One solve stopped by its own clock (time_limit)
+        is reported (clock_bit) but stops only that solve, not the stage."""
+        if self.work_left is not None and self.work_left <= 0:
+            self.work_bit = True
+            return True
         if self.deadline is not None and time.time() >= self.deadline:
             self.clock_bit = True
             return True
         return False
+
+    def spent(self, answer: Answer) -> Answer:
+        """Charge a solve's simplex iterations to the stage's work limit and note a clock stop."""
+        if self.work_left is not None:
+            self.work_left -= answer.iterations
+        if answer.status == "clock":
+            self.clock_bit = True
+        return answer
 
     def bounds(self, state: JointState, user: int) -> UserBounds:
         g = self.geometry
@@ -142,13 +156,16 @@ class JointSolver:
         if not self.geometry.exact or not self.certifying:  # count bounds: the certificate's polytope is no proof
             return "found"
         free = state.lower[:, user] != state.upper[:, user]
-        if only_point(self.geometry.basis, self.geometry.window_basis, free, column, self.limits) == "unique":
+        verdict, iterations = only_point(self.geometry.basis, self.geometry.window_basis, free, column, self.limits)
+        self.spent(Answer("optimal", None, iterations=iterations))
+        if verdict == "unique":
             state.count("certified by LP (only point)")
             return "unique"
+        if self.out_of_time():
+            return "found"
         bounds = self.bounds(state, user)
         answer, distance = self._shared().farthest(bounds, column)
-        if answer.status == "clock":
-            self.clock_bit = True
+        self.spent(answer)
         if answer.status == "optimal" and distance < UNIQUE_BELOW:
             state.count("certified by LP")
             return "unique"
@@ -161,10 +178,9 @@ class JointSolver:
         if self.certificate_nodes <= 0:
             state.count("certificate by branching skipped: node budget spent")
             return "found"
-        other = self._shared().binary(bounds, np.zeros(len(column)), exclude=(column,), nodes=self.certificate_nodes)
+        other = self.spent(
+            self._shared().binary(bounds, np.zeros(len(column)), exclude=(column,), nodes=self.certificate_nodes))
         self.certificate_nodes -= max(other.nodes, 1)
-        if other.status == "clock":
-            self.clock_bit = True
         if other.status == "infeasible":
             state.count("certified by branch and bound")
             return "unique"
@@ -182,9 +198,8 @@ class JointSolver:
         """The integer program's point where it is a valid column; "infeasible" where the bounds admit none."""
         return self._column(state, user, self._shared().binary(self.bounds(state, user), 1.0 - 2.0 * guess), np.asarray)
 
-    def _column(self, state: JointState, user: int, answer, finish) -> np.ndarray | str | None:
-        if answer.status == "clock":
-            self.clock_bit = True
+    def _column(self, state: JointState, user: int, answer: Answer, finish) -> np.ndarray | str | None:
+        self.spent(answer)
         if answer.status == "infeasible":
             return "infeasible"
         return finish(answer.x) if answer.x is not None and self.valid(state, user, answer.x) else None
@@ -299,7 +314,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
     deadline = None if settings.budget is None else time.time() + settings.budget
     limits = Limits(settings.simplex_iterations, settings.nodes, settings.time_limit)
     solver = JointSolver(geometry, totals if geometry.exact else None, limits, settings.accepted_residual, deadline,
-                         settings.certify, settings.certificate_nodes, settings.device)
+                         settings.certify, settings.certificate_nodes, settings.device, settings.work)
     state = initial_state(geometry)
     n_users = geometry.counts.shape[0]
     columns = progress.columns
@@ -442,6 +457,8 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
             certify_by_branching = True
             continue
         break
+    if solver.work_bit:
+        state.count("work limit spent: the stage stopped")
     if solver.clock_bit:
         state.count("clock safety net stopped work")
     return JointOutcome(state.alternatives, state.events, solver.clock_bit)

@@ -64,6 +64,7 @@ class Answer:
     status: str  # "optimal", "infeasible", "limit" (work limit) or "clock" (the safety net bit)
     x: np.ndarray | None
     nodes: int = 0  # branch-and-bound nodes spent (integer programs)
+    iterations: int = 0  # simplex iterations spent (an integer program's: all its nodes, cuts and heuristics)
 
 
 def _highs(limits: Limits) -> highspy.Highs:
@@ -91,6 +92,10 @@ def _status(model: highspy.Highs, x: np.ndarray | None) -> str:
     if status == highspy.HighsModelStatus.kOptimal and x is not None:
         return "optimal"
     return "limit"
+
+
+def _iterations(model: highspy.Highs) -> int:
+    return max(int(model.getInfo().simplex_iteration_count), 0)
 
 
 def integral(x: np.ndarray) -> bool:
@@ -141,7 +146,7 @@ class SharedProgram:
             self.model.run()
         x = np.asarray(self.model.getSolution().col_value)
         status = _status(self.model, x)
-        return Answer(status, x if status == "optimal" else None)
+        return Answer(status, x if status == "optimal" else None, iterations=_iterations(self.model))
 
     def farthest(self, bounds: UserBounds, point: np.ndarray) -> tuple[Answer, float]:
         """The LP point farthest (in L1) from binary `point`, and that distance: below 1 proves `point` the only binary one."""
@@ -171,7 +176,7 @@ class SharedProgram:
             mip.run()
         solution = mip.getSolution()
         x = np.round(np.asarray(solution.col_value)) if solution.value_valid else None
-        return Answer(_status(mip, x), x, int(mip.getInfo().mip_node_count))
+        return Answer(_status(mip, x), x, int(mip.getInfo().mip_node_count), _iterations(mip))
 
 
 def null_space(matrix: np.ndarray) -> np.ndarray:
@@ -190,7 +195,8 @@ def null_space(matrix: np.ndarray) -> np.ndarray:
     return q[:, rank:]
 
 
-def only_point(basis: np.ndarray, window_basis: np.ndarray, free: np.ndarray, column: np.ndarray, limits: Limits) -> str:
+def only_point(basis: np.ndarray, window_basis: np.ndarray, free: np.ndarray, column: np.ndarray,
+               limits: Limits) -> tuple[str, int]:
     """Whether binary `column` is the only point of its user's LP polytope (Stiemke's alternative).
 
     Moves that keep the window sums and stay in col(A) and on the fixed rounds are
@@ -199,22 +205,23 @@ def only_point(basis: np.ndarray, window_basis: np.ndarray, free: np.ndarray, co
     (S = diag(1 - 2 column): up from 0, down from 1); by Stiemke's theorem iff some
     lambda > 0 has (S U_free Q)^T lambda = 0. That is a small LP (dim Q rows,
     free-round columns) instead of one over all T rounds. Returns "unique" (proof),
-    "not" (some move exists: maybe another binary point) or "limit".
+    "not" (some move exists: maybe another binary point) or "limit", and the simplex
+    iterations spent.
     """
     pinned = np.vstack([basis[~free], window_basis])  # window_basis = B U
     null = null_space(pinned)
     if null.shape[1] == 0:
-        return "unique"
+        return "unique", 0
     moves = (1.0 - 2.0 * column[free])[:, None] * (basis[free] @ null)  # (f, k)
     scale = np.abs(moves).max()
     if scale == 0:
-        return "unique"
+        return "unique", 0
     # Cheap first: project the all-ones vector onto null(moves^T); strictly positive means lambda is found.
     q, _ = np.linalg.qr(moves)
     ones = np.ones(moves.shape[0])
     projected = ones - q @ (q.T @ ones)
     if projected.min() > 1e-6 and np.abs(moves.T @ projected).max() <= 1e-9 * scale * moves.shape[0]:
-        return "unique"
+        return "unique", 0
     model = _highs(limits)
     lp = highspy.HighsLp()
     f, k = moves.shape
@@ -234,8 +241,9 @@ def only_point(basis: np.ndarray, window_basis: np.ndarray, free: np.ndarray, co
     with quiet_stdout():
         model.run()
     status = model.getModelStatus()
+    spent = _iterations(model)
     if status == highspy.HighsModelStatus.kOptimal:
-        return "unique"
+        return "unique", spent
     if status == highspy.HighsModelStatus.kInfeasible:
-        return "not"
-    return "limit"
+        return "not", spent
+    return "limit", spent

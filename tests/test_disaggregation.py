@@ -141,6 +141,38 @@ def test_same_inputs_give_same_statuses_whatever_the_clock():
     assert exact_columns(runs[0], instance)[np.array(runs[0].status) == "unique"].all()
 
 
+def _work_limited(work, monkeypatch=None, delay=0.0):
+    import time
+
+    import attacks.joint
+
+    if delay:
+        original = attacks.joint.only_point
+
+        def slower(*args, **kwargs):  # a slower machine: every certificate takes longer, the work is the same
+            time.sleep(delay)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(attacks.joint, "only_point", slower)
+    instance = make_instance(40, 120, 10, 0.3, seed=0)
+    return disaggregate(instance.aggregates, instance.counts, 10, instance.totals, AttackSettings(work=work))
+
+
+def test_the_work_limit_stops_the_joint_stage_at_the_same_point_on_a_slower_machine(monkeypatch):
+    fast = _work_limited(1000)
+    slow = _work_limited(1000, monkeypatch, delay=0.02)
+    assert fast.status == slow.status and np.array_equal(fast.participants, slow.participants)
+    assert 0 < fast.status.count("unique") < len(fast.status)  # the limit stopped the certificates part-way
+    assert fast.events.get("work limit spent: the stage stopped") == 1
+    assert not fast.clock_limited and not slow.clock_limited  # a work limit is no clock: nothing may vary
+
+
+def test_more_work_never_proves_fewer_users():
+    proven = [set(np.flatnonzero(np.array(_work_limited(work).status) == "unique")) for work in (0, 300, 1000, None)]
+    assert all(before <= after for before, after in zip(proven, proven[1:]))
+    assert len(proven[0]) < len(proven[-1]) == 40
+
+
 def test_zero_time_limit_leaves_hard_users_as_timeout():
     instance = make_instance(50, 100, 10, 0.5, seed=0)
     result = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(search_iterations=0, time_limit=0))
