@@ -27,10 +27,6 @@ import numpy as np
 from attacks.geometry import Geometry
 from attacks.linear_program import UNIQUE_BELOW, Answer, Limits, SharedProgram, UserBounds, integral, only_point
 
-# The shared model holds N^T densely ((T - r) x T); beyond this many entries it is not built.
-MAX_MODEL_ENTRIES = 40_000_000
-
-
 @dataclass
 class JointState:
     """Per-user knowledge, (T, n) masks: rounds proven 1 (lower) and rounds not proven 0 (upper)."""
@@ -89,22 +85,21 @@ def propagate(geometry: Geometry, state: JointState, totals: np.ndarray | None, 
 class JointSolver:
     """Runs the joint stage on the users the earlier stages left unproven."""
 
-    def __init__(
-        self, geometry: Geometry, totals: np.ndarray | None, limits: Limits, tolerance: float, deadline: float | None,
-        certifying: bool, certificate_nodes: int, device: str = "cpu", work: int | None = None,
-    ) -> None:
+    def __init__(self, geometry: Geometry, totals: np.ndarray | None, settings) -> None:
         self.geometry = geometry
-        self.certifying = certifying
+        self.certifying = settings.certify
         self.totals = totals
-        self.limits = limits
-        self.tolerance = tolerance
-        self.deadline = deadline
+        self.limits = Limits(settings.simplex_iterations, settings.nodes, settings.time_limit)
+        self.tolerance = settings.accepted_residual
+        self.deadline = None if settings.budget is None else time.time() + settings.budget
+        self.max_model_entries = settings.max_model_entries
         self.program: SharedProgram | None = None
         self.clock_bit = False
-        self.work_left = work  # simplex iterations the stage may still spend (None: no cap)
+        self.lp_work_left = settings.lp_work  # simplex iterations the stage may still spend (None: no cap)
+        self.search_work_left = settings.search_work  # column-iterations its search restarts may still spend
         self.work_bit = False
-        self.certificate_nodes = certificate_nodes  # left for certificates by branching, all users together
-        self.device = device  # where the batched search restarts iterate
+        self.certificate_nodes = settings.certificate_nodes  # left for certificates by branching, all users together
+        self.device = settings.device  # where the batched search restarts iterate
 
     def _shared(self) -> SharedProgram:
         if self.program is None:
@@ -113,13 +108,13 @@ class JointSolver:
 
     def fits(self) -> bool:
         g = self.geometry
-        return (g.n_rounds - g.rank) * g.n_rounds <= MAX_MODEL_ENTRIES
+        return (g.n_rounds - g.rank) * g.n_rounds <= self.max_model_entries
 
     def out_of_time(self) -> bool:
-        """Whether the stage must stop: its work (simplex iterations) is spent, the same on every machine, or
+        """Whether the stage must stop: its simplex iterations (lp_work) are spent, the same on every machine, or
         the clock safety net (budget) bit, which is reported. One solve stopped by its own clock (time_limit)
         is reported (clock_bit) but stops only that solve, not the stage."""
-        if self.work_left is not None and self.work_left <= 0:
+        if self.lp_work_left is not None and self.lp_work_left <= 0:
             self.work_bit = True
             return True
         if self.deadline is not None and time.time() >= self.deadline:
@@ -127,10 +122,22 @@ class JointSolver:
             return True
         return False
 
+    def afford_search(self, columns: int, iterations: int) -> bool:
+        """Whether a batched search of `columns` columns for up to `iterations` iterations fits the search work
+        left; if so it is charged in full (patience may stop it sooner), so the same shapes stop at the same
+        restart on every machine."""
+        cost = columns * iterations
+        if self.search_work_left is not None:
+            if cost > self.search_work_left:
+                self.work_bit = True
+                return False
+            self.search_work_left -= cost
+        return True
+
     def spent(self, answer: Answer) -> Answer:
         """Charge a solve's simplex iterations to the stage's work limit and note a clock stop."""
-        if self.work_left is not None:
-            self.work_left -= answer.iterations
+        if self.lp_work_left is not None:
+            self.lp_work_left -= answer.iterations
         if answer.status == "clock":
             self.clock_bit = True
         return answer
@@ -218,7 +225,7 @@ def second_points(geometry: Geometry, solver: "JointSolver", state: JointState, 
     users = np.array(users, dtype=np.int64)
     ambiguous: list[int] = []
     for _ in range(restarts):
-        if len(users) == 0:
+        if len(users) == 0 or not solver.afford_search(len(users), iterations):
             break
         known = columns[:, users]
         start = np.clip(1.0 - known + 0.3 * rng.standard_normal(known.shape), 0.0, 1.0) * state.upper[:, users]
@@ -245,8 +252,8 @@ def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState,
     bounds, over all of these users at once, cost far less than one integer program each. With `remaining`
     (the totals minus every other user's column) the restarts are coupled (attacks/projection_search.py):
     longer runs that peel each column as it fits. Restarts go on until `barren` in a row find nobody (or
-    `restarts` in all); iterations and restarts, not the clock, bound the work (the budget is checked
-    between restarts).
+    `restarts` in all); iterations, restarts and the stage's `search_work`, not the clock, bound the work (the
+    clock budget is checked between restarts).
     """
     from attacks.projection_search import projection_search
 
@@ -261,6 +268,8 @@ def restart_search(geometry: Geometry, solver: "JointSolver", state: JointState,
     misses = 0
     for _ in range(restarts):
         if len(users) == 0 or misses >= barren or solver.out_of_time():  # `barren` restarts in a row found nobody
+            break
+        if not solver.afford_search(len(users), iterations):
             break
         share = (geometry.counts[users].T / geometry.window)[geometry.window_index]
         start = np.clip(share + 0.3 * rng.standard_normal(share.shape), 0.0, 1.0) * state.upper[:, users]
@@ -311,10 +320,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
     """Peel, relax, branch and certify until nothing changes; updates `progress` (the caller's per-user state)."""
     from attacks.disaggregation import JointOutcome
 
-    deadline = None if settings.budget is None else time.time() + settings.budget
-    limits = Limits(settings.simplex_iterations, settings.nodes, settings.time_limit)
-    solver = JointSolver(geometry, totals if geometry.exact else None, limits, settings.accepted_residual, deadline,
-                         settings.certify, settings.certificate_nodes, settings.device, settings.work)
+    solver = JointSolver(geometry, totals if geometry.exact else None, settings)
     state = initial_state(geometry)
     n_users = geometry.counts.shape[0]
     columns = progress.columns

@@ -13,10 +13,14 @@ class AttackSettings:
     tolerance: float | None = None  # accepted relative residual; default 1e-6 exact, 0.35 under noise
     time_limit: float = 60.0  # clock safety net per LP or integer program (seconds); answers come from the work limits
     budget: float | None = None  # clock safety net for the joint stage as a whole (seconds); None: no cap
-    # work limit for the joint stage as a whole: simplex iterations of all its LPs and integer programs together
-    # (an integer program's count includes its cuts and heuristics); checked between solves, so the stage stops
-    # at the same point on every machine. None: no cap
-    work: int | None = None
+    # work limits for the joint stage as a whole, so that it stops at the same point on every machine (None: no
+    # cap): lp_work, simplex iterations of all its LPs and integer programs together (an integer program's count
+    # includes its cuts and heuristics), checked between solves; search_work, column-iterations (columns x
+    # iterations) of its batched search restarts, checked before each restart; max_model_entries, the largest
+    # shared LP model ((T - rank) x T dense entries) the stage builds: beyond it the stage is skipped
+    lp_work: int | None = None
+    search_work: int | None = None
+    max_model_entries: int = 40_000_000
     simplex_iterations: int = 20_000  # work limit per LP solve: with `nodes`, it decides the answers
     nodes: int = 200  # work limit: branch-and-bound nodes per integer program
     # work limit: branch-and-bound nodes that certificates by branching may spend, all users together (each

@@ -17,6 +17,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -445,8 +446,9 @@ def _markdown_cell(text: str) -> str:
     return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|")
 
 
+@cache
 def _current_version(suite_name: str) -> str | None:
-    """The built-in suite's version now; None for a suite that is not built in."""
+    """The built-in suite's version now (read once a process); None for a suite that is not built in."""
     return load_suite(suite_name).version if suite_name in builtin_suites() else None
 
 

@@ -141,7 +141,7 @@ def test_same_inputs_give_same_statuses_whatever_the_clock():
     assert exact_columns(runs[0], instance)[np.array(runs[0].status) == "unique"].all()
 
 
-def _work_limited(work, monkeypatch=None, delay=0.0):
+def _work_limited(work, monkeypatch=None, delay=0.0, **limits):
     import time
 
     import attacks.joint
@@ -155,7 +155,7 @@ def _work_limited(work, monkeypatch=None, delay=0.0):
 
         monkeypatch.setattr(attacks.joint, "only_point", slower)
     instance = make_instance(40, 120, 10, 0.3, seed=0)
-    return disaggregate(instance.aggregates, instance.counts, 10, instance.totals, AttackSettings(work=work))
+    return disaggregate(instance.aggregates, instance.counts, 10, instance.totals, AttackSettings(lp_work=work, **limits))
 
 
 def test_the_work_limit_stops_the_joint_stage_at_the_same_point_on_a_slower_machine(monkeypatch):
@@ -171,6 +171,17 @@ def test_more_work_never_proves_fewer_users():
     proven = [set(np.flatnonzero(np.array(_work_limited(work).status) == "unique")) for work in (0, 300, 1000, None)]
     assert all(before <= after for before, after in zip(proven, proven[1:]))
     assert len(proven[0]) < len(proven[-1]) == 40
+
+
+def test_search_work_and_model_size_limit_the_joint_stage():
+    unlimited = _work_limited(None)
+    assert unlimited.events.get("found by search restarts", 0) > 0
+    no_restarts = _work_limited(None, search_work=100)  # less than one restart of these users
+    assert "found by search restarts" not in no_restarts.events
+    assert no_restarts.events.get("work limit spent: the stage stopped") == 1
+    skipped = _work_limited(None, max_model_entries=10)
+    assert skipped.events == {"joint stage skipped: model too large": 1}
+    assert skipped.status.count("unique") < unlimited.status.count("unique")
 
 
 def test_zero_time_limit_leaves_hard_users_as_timeout():
