@@ -25,13 +25,13 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from attacks.recovery import run_attacks  # noqa: E402
-from attacks.settings import AttackSettings  # noqa: E402
 from benchmark.scenario import Scenario  # noqa: E402
 from benchmark.scoring import score_recovery  # noqa: E402
 from benchmark.simulation import simulate  # noqa: E402
+from benchmark.suite import load_suite  # noqa: E402
 from defenses.registry import make_defense  # noqa: E402
 
-SETTINGS = AttackSettings(time_limit=2.0, budget=10.0)  # the quick suite's
+SETTINGS = load_suite("quick").attack  # the quick suite's work limits and clock safety nets
 # (label, defense, parameters, rounds, target from issue 10[, the server's step: Scenario.server_step])
 CASES = [
     ("none", "none", {}, 60, 1.0),
