@@ -462,12 +462,20 @@ def _stale_warning(suite_name: str, version: str) -> list[str]:
                 "Re-run them with `disaggbench submit ... --overwrite` before comparing."]
 
 
+def _newest_first(version: str) -> tuple:
+    """Sort key: numeric versions from the highest down, then any others by name."""
+    try:
+        return (0, -float(version), "")
+    except ValueError:
+        return (1, 0.0, version)
+
+
 def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
     """leaderboard/README.md: one ranked table per suite version, the entries' details, and missing built-ins."""
     entries = load_entries(folder)
-    # standard first, and within a suite its current version first: stale tables follow the current one
+    # standard first, and within a suite its current version first: stale tables follow, the newest first
     suites = sorted({(e["suite"]["name"], e["suite"]["version"]) for e in entries},
-                    key=lambda s: (s[0] != STANDARD_SUITE, s[0], s[1] != _current_version(s[0]), s[1]))
+                    key=lambda s: (s[0] != STANDARD_SUITE, s[0], s[1] != _current_version(s[0]), _newest_first(s[1])))
     lines = [
         "# DisaggBench leaderboard",
         "",
