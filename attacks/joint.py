@@ -26,6 +26,8 @@ import numpy as np
 
 from attacks.geometry import Geometry
 from attacks.linear_program import UNIQUE_BELOW, Answer, Limits, SharedProgram, UserBounds, integral, only_point
+from attacks.settings import AttackSettings
+
 
 @dataclass
 class JointState:
@@ -85,7 +87,7 @@ def propagate(geometry: Geometry, state: JointState, totals: np.ndarray | None, 
 class JointSolver:
     """Runs the joint stage on the users the earlier stages left unproven."""
 
-    def __init__(self, geometry: Geometry, totals: np.ndarray | None, settings) -> None:
+    def __init__(self, geometry: Geometry, totals: np.ndarray | None, settings: AttackSettings) -> None:
         self.geometry = geometry
         self.certifying = settings.certify
         self.totals = totals
