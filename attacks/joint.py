@@ -136,10 +136,14 @@ class JointSolver:
             self.search_work_left -= cost
         return True
 
+    def charge(self, iterations: int) -> None:
+        """Charge simplex iterations to the stage's work limit (lp_work)."""
+        if self.lp_work_left is not None:
+            self.lp_work_left -= iterations
+
     def spent(self, answer: Answer) -> Answer:
         """Charge a solve's simplex iterations to the stage's work limit and note a clock stop."""
-        if self.lp_work_left is not None:
-            self.lp_work_left -= answer.iterations
+        self.charge(answer.iterations)
         if answer.status == "clock":
             self.clock_bit = True
         return answer
@@ -166,7 +170,7 @@ class JointSolver:
             return "found"
         free = state.lower[:, user] != state.upper[:, user]
         verdict, iterations = only_point(self.geometry.basis, self.geometry.window_basis, free, column, self.limits)
-        self.spent(Answer("optimal", None, iterations=iterations))
+        self.charge(iterations)
         if verdict == "unique":
             state.count("certified by LP (only point)")
             return "unique"
