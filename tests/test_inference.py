@@ -209,8 +209,11 @@ def test_lenet_inversion_of_a_fedsgd_batch_beats_its_start_and_a_fixed_bar():
     assert after > 15.0 and after > before + 5.0
 
 
-def test_the_shared_local_training_is_the_simulated_clients_bit_for_bit():
-    """benchmark.local_sgd with the client's shuffles gives simulation.local_update's update exactly (one loop, two users)."""
+def test_the_shared_local_training_is_the_simulated_clients_to_rounding():
+    """benchmark.local_sgd with the client's shuffles gives simulation.local_update's update (one loop, two users).
+
+    To rounding, not bit for bit: the simulation trains clients together (vmapped), the replay one alone, and on
+    some CPUs (an AMD EPYC with AVX-512: 4e-16 apart) the batched and the single kernels round differently."""
     rng = np.random.default_rng(1)
     x, y = torch.from_numpy(rng.random((5, 1, 8, 8))), torch.from_numpy(rng.integers(0, 10, 5))
     for name in ("mlp", "cnn"):
@@ -221,7 +224,8 @@ def test_the_shared_local_training_is_the_simulated_clients_bit_for_bit():
             shuffle = np.random.default_rng(7)
             orders = [torch.from_numpy(shuffle.permutation(5)) for _ in range(epochs)] if kind == "fedavg" else None
             training = LocalTraining(kind, epochs, batch_size, 0.3)
-            assert np.array_equal(flatten(replay(model, parameters_of(model), x, y, training, orders)).numpy(), simulated)
+            replayed = flatten(replay(model, parameters_of(model), x, y, training, orders)).numpy()
+            assert np.abs(replayed - simulated).max() <= 1e-12 * np.abs(simulated).max()
 
 
 def test_no_users_invert_to_empty_arrays():
