@@ -91,7 +91,7 @@ class JointSolver:
         self.geometry = geometry
         self.certifying = settings.certify
         self.totals = totals
-        self.limits = Limits(settings.simplex_iterations, settings.nodes, settings.time_limit)
+        self.limits = Limits(settings.simplex_iterations, settings.nodes, settings.mip_checks, settings.time_limit)
         self.tolerance = settings.accepted_residual
         self.deadline = None if settings.budget is None else time.time() + settings.budget
         self.max_model_entries = settings.max_model_entries

@@ -23,6 +23,9 @@ class AttackSettings:
     max_model_entries: int = 40_000_000
     simplex_iterations: int = 20_000  # work limit per LP solve: with `nodes`, it decides the answers
     nodes: int = 200  # work limit: branch-and-bound nodes per integer program
+    # work limit: HiGHS's limit checks per integer program (attacks/linear_program.py), which bound its root's
+    # cuts and heuristics; without it a root under rounded counts ran 35000 simplex iterations into the clock
+    mip_checks: int = 200
     # work limit: branch-and-bound nodes that certificates by branching may spend, all users together (each
     # still stops at `nodes`); without it a shape whose columns are all found but unprovable spends `nodes`
     # on every user (about 45 s at n = 50, T = 100, K = 10, q = 0.5 for 4 proofs in 50; 500 nodes cost about 2 s there)

@@ -137,15 +137,15 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         raise BenchmarkError("--time-limit must be a non-negative number of seconds")
     if args.budget is not None and not 0 <= args.budget < 1e9:
         raise BenchmarkError("--budget must be a non-negative number of seconds")
-    if args.nodes < 0 or args.certificate_nodes < 0 or args.simplex_iterations < 1:
-        raise BenchmarkError("--nodes and --certificate-nodes must be non-negative and --simplex-iterations positive")
+    if args.nodes < 0 or args.certificate_nodes < 0 or args.simplex_iterations < 1 or args.mip_checks < 1:
+        raise BenchmarkError("--nodes and --certificate-nodes must be non-negative, --simplex-iterations and --mip-checks positive")
     for flag, value in (("--lp-work", args.lp_work), ("--search-work", args.search_work)):
         if value is not None and not 0 <= value < 2**62:
             raise BenchmarkError(f"{flag} must be a non-negative number of iterations")
     settings = AttackSettings(
         noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify,
         nodes=args.nodes, simplex_iterations=args.simplex_iterations, certificate_nodes=args.certificate_nodes,
-        lp_work=args.lp_work, search_work=args.search_work, device=resolve_device(args.device),
+        mip_checks=args.mip_checks, lp_work=args.lp_work, search_work=args.search_work, device=resolve_device(args.device),
     )
     result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet)
     report = result.report()
@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--totals", help="optional integer array of length T, participants per round")
     dis.add_argument("--nodes", type=int, default=_ATTACK.nodes, help=f"work limit: branch-and-bound nodes per integer program (default {_ATTACK.nodes}); with --simplex-iterations it decides the answers, the same on any machine")
     dis.add_argument("--certificate-nodes", type=int, default=_ATTACK.certificate_nodes, help=f"work limit: branch-and-bound nodes for all certificates by branching together (default {_ATTACK.certificate_nodes})")
+    dis.add_argument("--mip-checks", type=int, default=_ATTACK.mip_checks, help=f"work limit: HiGHS's limit checks per integer program, which bound its root's cuts and heuristics (default {_ATTACK.mip_checks})")
     dis.add_argument("--simplex-iterations", type=int, default=_ATTACK.simplex_iterations, help=f"work limit: simplex iterations per LP (default {_ATTACK.simplex_iterations})")
     dis.add_argument("--lp-work", type=int, help="work limit: simplex iterations for the joint stage as a whole, its LPs and integer programs together (default: no cap); it stops the stage at the same point on any machine")
     dis.add_argument("--search-work", type=int, help="work limit: column-iterations (columns x iterations) for the joint stage's batched search restarts together (default: no cap)")

@@ -29,7 +29,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "leaderboard" / "entry.schema.jso
 # limit is generous: one cut off by the clock would make scores depend on machine load.
 SUITE = """
 name = "standard"
-version = "7"
+version = "3"
 description = "one small cell, two seeds"
 seeds = [0, 1]
 
@@ -96,7 +96,7 @@ def test_submit_writes_a_schema_valid_entry_with_a_hash_of_every_stored_task(sub
     assert entry["name"] == "dp"
     assert entry["defense"] == {"name": "dp-gaussian", "parameters": {"noise_multiplier": 2, "clip_norm": 1.0}, "label": "dp(z=2)"}
     # Paths are stored relative to the entry's folder, so an entries folder can move and still be verified.
-    assert entry["suite"] == {"name": "standard", "version": "7", "source": "../standard.toml"}
+    assert entry["suite"] == {"name": "standard", "version": "3", "source": "../standard.toml"}
     assert entry["packages"]["disaggbench"] == "0.2.0" and "numpy" in entry["packages"]
     assert [(t["scenario"], t["seed"]) for t in entry["tasks"]] == [("tiny-fedsgd", 0), ("tiny-fedsgd", 1)]
     # The suite lists this defense with these parameters: the entry's tasks are the suite's own.
@@ -283,7 +283,7 @@ def test_readme_ranks_the_entries_and_names_missing_builtins(entries: Path, tmp_
     assert code == 0, err
     assert printed == f"wrote {out}\n"
     text = out.read_text()
-    assert "## Suite `standard` (version 7)" in text
+    assert "## Suite `standard` (version 3)" in text
     table = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     # dp: lower attack success, but its accuracy cost puts it in a lower utility tier than none.
     assert table[0].startswith("| 1 | <=1 | none | 1.00 ")
@@ -335,11 +335,11 @@ def test_a_defense_whose_tasks_fail_gets_an_entry_that_counts_them_and_exit_1(su
 
 
 def test_readme_warns_when_a_builtin_suite_moved_past_its_entries(entries: Path, tmp_path: Path, capsys) -> None:
-    """The fixture entries say `standard` version 7; the built-in standard is another version: their verdicts are stale."""
+    """The fixture entries say `standard` version 3; the built-in standard is another version: their verdicts are stale."""
     out = tmp_path / "README.md"
     code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
     assert code == 0, err
-    assert f"**Stale:** the built-in `standard` suite is now version {load_suite('standard').version}; these entries were made with version 7" in out.read_text()
+    assert f"**Stale:** the built-in `standard` suite is now version {load_suite('standard').version}; these entries were made with version 3" in out.read_text()
 
 
 def test_readme_shows_the_current_suite_version_before_stale_ones(entries: Path, tmp_path: Path, capsys) -> None:
@@ -353,7 +353,7 @@ def test_readme_shows_the_current_suite_version_before_stale_ones(entries: Path,
     assert code == 0, err
     headers = [line for line in out.read_text().splitlines() if line.startswith("## Suite `standard`")]
     versions = [h.split("(version ")[1].rstrip(")") for h in headers]
-    assert versions == [current, "10", "7", "2"]  # the current one, then stale ones from the newest (numerically)
+    assert versions == [current, "10", "3", "2"]  # the current one, then stale ones from the newest (numerically)
     text = out.read_text()
     assert text.index(f"(version {current})") < text.index("**Stale:**")
 
