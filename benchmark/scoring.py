@@ -13,9 +13,9 @@ import pandas as pd
 
 from scipy.optimize import linear_sum_assignment
 
-from attacks.disaggregation import least_squares
+from attacks.disaggregation import Disaggregation, least_squares
 from attacks.pipeline import AttackOutput, Inference
-from attacks.recovery import Recovery
+from attacks.recovery import Recovery, named_recovery
 from attacks.properties import PropertyGuess, holds_property
 from benchmark.metrics import (
     AUC_CHANCE,
@@ -242,12 +242,15 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
 
 
 def success_ceiling(aggregates: np.ndarray, truth: GroundTruth) -> float:
-    """`attack_success_ceiling`: share of users whose update least squares from the *true* participant matrix
-    recovers within SUCCESS_COSINE: what any disaggregation could reach. A defense whose noise keeps even this at 0
+    """`attack_success_ceiling`: attack_success of least squares from the *true* participant matrix, scored as an
+    attack is (one update per distinct column, matched one-to-one). A defense whose noise keeps even this at 0
     protects updates whatever the attack (ldp-gaussian(z=0.01) on a designed LeNet: 0.923 median cosine, 0); an
-    attack_success below it is the attack's shortfall."""
-    return float((_cosines(least_squares(truth.participants.astype(np.float64), aggregates), truth.updates)
-                  >= SUCCESS_COSINE).mean())
+    attack_success below it is the attack's shortfall. It is not a bound where users are not identifiable: under
+    fixed groups another participant matrix fits the sums as well, and its updates can match more users by chance."""
+    n_users = truth.participants.shape[1]
+    oracle = Disaggregation(truth.participants, least_squares(truth.participants.astype(np.float64), aggregates),
+                            ("unique",) * n_users, np.zeros(n_users), np.zeros(n_users), rank=0, wall_seconds=0.0)
+    return score_recovery(named_recovery("static", oracle, None), truth)["attack_success"]
 
 
 def no_inference(reason: str) -> dict[str, float | str]:

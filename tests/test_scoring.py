@@ -294,3 +294,22 @@ def test_the_success_ceiling_is_what_the_true_participants_give():
     together[:, 1] = together[:, 0]
     paired = replace(truth, participants=together)
     assert success_ceiling(together @ updates, paired) == pytest.approx(18 / 20)
+
+
+def test_an_attack_that_recovers_the_true_matrix_scores_its_ceiling_under_fixed_groups():
+    """The ceiling is scored as attacks are (one update per distinct column, matched one-to-one): it once counted
+    only each user's own least-squares update, and an attack on fixed groups scored above it (0.23 against 0.20
+    on a standard cell) by matching a group's sum to a user its own update missed."""
+    from attacks.disaggregation import least_squares
+    from attacks.recovery import named_recovery
+    from benchmark.scoring import score_recovery
+
+    scenario = Scenario(name="groups", n_users=40, n_rounds=240, participation=0.3, window=10, dataset="digits",
+                        model="mlp", samples_per_user=4, local_training="fedsgd", seed=3)
+    observation, truth = simulate(scenario, make_defense("structured-participation", {"group_size": 2}))
+    n_users = truth.participants.shape[1]
+    exact = Disaggregation(truth.participants, least_squares(truth.participants.astype(np.float64), observation.aggregates),
+                           ("unique",) * n_users, np.zeros(n_users), np.zeros(n_users), rank=0, wall_seconds=0.0)
+    scores = score_recovery(named_recovery("static", exact, None), truth)
+    assert scores["anonymous_success"] > 0  # a group sum matched to a user its own update missed
+    assert success_ceiling(observation.aggregates, truth) == scores["attack_success"] == 0.125
