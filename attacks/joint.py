@@ -97,15 +97,18 @@ class JointSolver:
         self.max_model_entries = settings.max_model_entries
         self.program: SharedProgram | None = None
         self.clock_bit = False
-        self.lp_work_left = settings.lp_work  # simplex iterations the stage may still spend (None: no cap)
-        self.search_work_left = settings.search_work  # column-iterations its search restarts may still spend
+        self.lp_work_left = settings.lp_work  # entry-iterations the stage's LPs may still spend (None: no cap)
+        self.search_work_left = settings.search_work  # basis-entry column-iterations its restarts may still spend
         self.work_bit = False
         self.certificate_nodes = settings.certificate_nodes  # left for certificates by branching, all users together
         self.device = settings.device  # where the batched search restarts iterate
 
     def _shared(self) -> SharedProgram:
+        """The shared LP model; its next solve may spend no more than the stage's LP work left."""
         if self.program is None:
             self.program = SharedProgram(self.geometry.complement, self.geometry.window_matrix, self.limits)
+        if self.lp_work_left is not None:
+            self.program.cap_iterations(self.lp_work_left // self.program.entries)
         return self.program
 
     def fits(self) -> bool:
@@ -113,7 +116,7 @@ class JointSolver:
         return (g.n_rounds - g.rank) * g.n_rounds <= self.max_model_entries
 
     def out_of_time(self) -> bool:
-        """Whether the stage must stop: its simplex iterations (lp_work) are spent, the same on every machine, or
+        """Whether the stage must stop: its LP work (lp_work) is spent, the same on every machine, or
         the clock safety net (budget) bit, which is reported. One solve stopped by its own clock (time_limit)
         is reported (clock_bit) but stops only that solve, not the stage."""
         if self.lp_work_left is not None and self.lp_work_left <= 0:
@@ -127,8 +130,9 @@ class JointSolver:
     def afford_search(self, columns: int, iterations: int) -> bool:
         """Whether a batched search of `columns` columns for up to `iterations` iterations fits the search work
         left; if so it is charged in full (patience may stop it sooner), so the same shapes stop at the same
-        restart on every machine."""
-        cost = columns * iterations
+        restart on every machine. An iteration of one column projects it onto col(A): its cost is the (T x rank)
+        basis's entries."""
+        cost = columns * iterations * self.geometry.basis.size
         if self.search_work_left is not None:
             if cost > self.search_work_left:
                 self.work_bit = True
@@ -136,14 +140,14 @@ class JointSolver:
             self.search_work_left -= cost
         return True
 
-    def charge(self, iterations: int) -> None:
-        """Charge simplex iterations to the stage's work limit (lp_work)."""
+    def charge(self, work: int) -> None:
+        """Charge LP work (simplex iterations x model entries) to the stage's work limit (lp_work)."""
         if self.lp_work_left is not None:
-            self.lp_work_left -= iterations
+            self.lp_work_left -= work
 
     def spent(self, answer: Answer) -> Answer:
-        """Charge a solve's simplex iterations to the stage's work limit and note a clock stop."""
-        self.charge(answer.iterations)
+        """Charge a solve's work to the stage's work limit and note a clock stop."""
+        self.charge(answer.work)
         if answer.status == "clock":
             self.clock_bit = True
         return answer
@@ -169,8 +173,8 @@ class JointSolver:
         if not self.geometry.exact or not self.certifying:  # count bounds: the certificate's polytope is no proof
             return "found"
         free = state.lower[:, user] != state.upper[:, user]
-        verdict, iterations = only_point(self.geometry.basis, self.geometry.window_basis, free, column, self.limits)
-        self.charge(iterations)
+        verdict, work = only_point(self.geometry.basis, self.geometry.window_basis, free, column, self.limits)
+        self.charge(work)
         if verdict == "unique":
             state.count("certified by LP (only point)")
             return "unique"

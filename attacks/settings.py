@@ -14,10 +14,12 @@ class AttackSettings:
     time_limit: float = 60.0  # clock safety net per LP or integer program (seconds); answers come from the work limits
     budget: float | None = None  # clock safety net for the joint stage as a whole (seconds); None: no cap
     # work limits for the joint stage as a whole, so that it stops at the same point on every machine (None: no
-    # cap): lp_work, simplex iterations of all its LPs and integer programs together (an integer program's count
-    # includes its cuts and heuristics), checked between solves; search_work, column-iterations (columns x
-    # iterations) of its batched search restarts, checked before each restart; max_model_entries, the largest
-    # shared LP model ((T - rank) x T dense entries) the stage builds: beyond it the stage is skipped
+    # cap): lp_work, entry-iterations (simplex iterations x the nonzero entries of the model they ran on, since an
+    # iteration's cost grows with the model) of all its LPs and integer programs together (an integer program's
+    # count includes its cuts and heuristics), checked between solves; search_work, basis-entry
+    # column-iterations (columns x iterations x the entries of the T x rank basis each iteration projects onto)
+    # of its batched search restarts, checked before each restart; max_model_entries, the largest shared LP
+    # model ((T - rank) x T dense entries) the stage builds: beyond it the stage is skipped
     lp_work: int | None = None
     search_work: int | None = None
     max_model_entries: int = 40_000_000

@@ -141,7 +141,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         raise BenchmarkError("--nodes and --certificate-nodes must be non-negative, --simplex-iterations and --mip-checks positive")
     for flag, value in (("--lp-work", args.lp_work), ("--search-work", args.search_work)):
         if value is not None and not 0 <= value < 2**62:
-            raise BenchmarkError(f"{flag} must be a non-negative number of iterations")
+            raise BenchmarkError(f"{flag} must be a non-negative amount of work")
     settings = AttackSettings(
         noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify,
         nodes=args.nodes, simplex_iterations=args.simplex_iterations, certificate_nodes=args.certificate_nodes,
@@ -332,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--certificate-nodes", type=int, default=_ATTACK.certificate_nodes, help=f"work limit: branch-and-bound nodes for all certificates by branching together (default {_ATTACK.certificate_nodes})")
     dis.add_argument("--mip-checks", type=int, default=_ATTACK.mip_checks, help=f"work limit: HiGHS's limit checks per integer program, which bound its root's cuts and heuristics (default {_ATTACK.mip_checks})")
     dis.add_argument("--simplex-iterations", type=int, default=_ATTACK.simplex_iterations, help=f"work limit: simplex iterations per LP (default {_ATTACK.simplex_iterations})")
-    dis.add_argument("--lp-work", type=int, help="work limit: simplex iterations for the joint stage as a whole, its LPs and integer programs together (default: no cap); it stops the stage at the same point on any machine")
-    dis.add_argument("--search-work", type=int, help="work limit: column-iterations (columns x iterations) for the joint stage's batched search restarts together (default: no cap)")
+    dis.add_argument("--lp-work", type=int, help="work limit: entry-iterations (simplex iterations x the nonzero entries of the model they ran on) for the joint stage as a whole, its LPs and integer programs together (default: no cap); it stops the stage at the same point on any machine")
+    dis.add_argument("--search-work", type=int, help="work limit: basis-entry column-iterations (columns x iterations x the entries of the T x rank basis) for the joint stage's batched search restarts together (default: no cap)")
     dis.add_argument("--time-limit", type=float, default=_ATTACK.time_limit, help=f"clock safety net: seconds per LP or integer program (default {_ATTACK.time_limit:g}); the report says when it bit")
     dis.add_argument("--device", default="cpu", help="where the batched searches iterate: cpu (numpy, the reference: the same answer on every machine), cuda, or auto (cuda when torch sees one)")
     dis.add_argument("--budget", type=float, help="clock safety net: seconds for the joint stage as a whole (default: no cap); the report says when it bit")

@@ -159,8 +159,8 @@ def _work_limited(work, monkeypatch=None, delay=0.0, **limits):
 
 
 def test_the_work_limit_stops_the_joint_stage_at_the_same_point_on_a_slower_machine(monkeypatch):
-    fast = _work_limited(1000)
-    slow = _work_limited(1000, monkeypatch, delay=0.02)
+    fast = _work_limited(10_000_000)  # entry-iterations: about 1000 simplex iterations of this 10000-entry model
+    slow = _work_limited(10_000_000, monkeypatch, delay=0.02)
     assert fast.status == slow.status and np.array_equal(fast.participants, slow.participants)
     assert 0 < fast.status.count("unique") < len(fast.status)  # the limit stopped the certificates part-way
     assert fast.events.get("work limit spent: the stage stopped") == 1
@@ -168,7 +168,7 @@ def test_the_work_limit_stops_the_joint_stage_at_the_same_point_on_a_slower_mach
 
 
 def test_more_work_never_proves_fewer_users():
-    proven = [set(np.flatnonzero(np.array(_work_limited(work).status) == "unique")) for work in (0, 300, 1000, None)]
+    proven = [set(np.flatnonzero(np.array(_work_limited(work).status) == "unique")) for work in (0, 3_000_000, 10_000_000, None)]
     assert all(before <= after for before, after in zip(proven, proven[1:]))
     assert len(proven[0]) < len(proven[-1]) == 40
 

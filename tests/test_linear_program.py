@@ -56,3 +56,20 @@ def test_an_integer_program_stops_at_its_check_cap_at_the_same_point_on_a_slower
     monkeypatch.setattr(highspy.Highs, "setCallback", slowly)
     assert _certificate(60) == capped
     assert _certificate(200)[1:] > capped[1:]  # more checks, more work
+
+
+def test_an_lp_solve_is_charged_by_its_model_size_and_capped_by_the_work_left():
+    """An iteration's cost grows with the model (8.6 ms on standard's 1100 x 1200 rows at horizon 12, about
+    0.2 ms at horizon 3): work is iterations x entries, and a solve may not spend more than the stage has left."""
+    instance = make_instance(50, 200, 10, 0.5, seed=0)
+    geometry = Geometry(column_space(instance.aggregates, 50, False), instance.counts, 10)
+    program = SharedProgram(geometry.complement, geometry.window_matrix)
+    zero, one = geometry.fixed_rounds(0)
+    bounds = UserBounds(geometry.counts[0], geometry.high[0], one.astype(float), (~zero).astype(float))
+    cost = np.random.default_rng(0).standard_normal(geometry.n_rounds)
+    free = program.relax(bounds, cost)
+    assert free.status == "optimal" and free.iterations > 5
+    assert free.work == free.iterations * program.entries > 0
+    program.cap_iterations(5)
+    capped = program.relax(bounds, -cost)
+    assert capped.status == "limit" and capped.iterations <= 5 and capped.work <= 5 * program.entries
