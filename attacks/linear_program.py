@@ -167,7 +167,8 @@ class SharedProgram:
 
     def cap_iterations(self, iterations: int) -> None:
         """The next LP solves stop after this many simplex iterations (at most the shared per-solve limit)."""
-        self.model.setOptionValue("simplex_iteration_limit", int(max(1, min(iterations, self.limits.simplex_iterations))))
+        cap = max(1, min(iterations, self.limits.simplex_iterations))
+        self.model.setOptionValue("simplex_iteration_limit", int(cap))
 
     def _set(self, model: highspy.Highs, bounds: UserBounds, cost: np.ndarray) -> None:
         model.changeColsBounds(self.n_rounds, self._cols, bounds.lower.astype(np.float64), bounds.upper.astype(np.float64))
@@ -200,8 +201,8 @@ class SharedProgram:
     def binary(self, bounds: UserBounds, cost: np.ndarray, exclude: tuple[np.ndarray, ...] = (), nodes: int | None = None) -> Answer:
         """A binary point by branch and bound, at L1 distance >= 1 from each of `exclude`.
 
-        "optimal": a point; "infeasible": none exists (a proof); "limit" (nodes or checks)/"clock": a limit came first, and a
-        point may still come back (a candidate for the caller to verify, not a proof). `nodes`: a tighter
+        "optimal": a point; "infeasible": none exists (a proof); "limit" (nodes or checks)/"clock": a limit came
+        first, and a point may still come back (a candidate for the caller to verify, not a proof). `nodes`: a tighter
         node limit than the shared one.
         """
         mip = _highs(self.limits)

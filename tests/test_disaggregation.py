@@ -168,7 +168,8 @@ def test_the_work_limit_stops_the_joint_stage_at_the_same_point_on_a_slower_mach
 
 
 def test_more_work_never_proves_fewer_users():
-    proven = [set(np.flatnonzero(np.array(_work_limited(work).status) == "unique")) for work in (0, 3_000_000, 10_000_000, None)]
+    works = (0, 3_000_000, 10_000_000, None)
+    proven = [set(np.flatnonzero(np.array(_work_limited(work).status) == "unique")) for work in works]
     assert all(before <= after for before, after in zip(proven, proven[1:]))
     assert len(proven[0]) < len(proven[-1]) == 40
 

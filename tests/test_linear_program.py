@@ -32,7 +32,8 @@ def _certificate(checks: int) -> tuple[str, int, int]:
     """Branch and bound for a second binary point of a user who has none (an infeasibility proof)."""
     instance = make_instance(50, 100, 10, 0.5, seed=0)
     geometry = Geometry(column_space(instance.aggregates, 50, False), instance.counts, 10)
-    program = SharedProgram(geometry.complement, geometry.window_matrix, Limits(checks=checks, nodes=10**6, seconds=100))
+    limits = Limits(checks=checks, nodes=10**6, seconds=100)
+    program = SharedProgram(geometry.complement, geometry.window_matrix, limits)
     zero, one = geometry.fixed_rounds(3)
     bounds = UserBounds(geometry.counts[3], geometry.high[3], one.astype(float), (~zero).astype(float))
     answer = program.binary(bounds, np.zeros(100), exclude=(instance.participants[:, 3].astype(float),))
