@@ -6,7 +6,9 @@ col(A)); only what is left goes on to the next, dearer method:
 
 1. linear: when the window sums pin every column down (rank(B U) = rank(A)),
    P = U (B U)^+ C^T, one factorization for all users, and each column is
-   proven unique by the linear algebra alone;
+   proven unique by the linear algebra alone; with exact counts, a user whose
+   counts lie outside col(B U) is proven `infeasible` (no column in col(A) has
+   them: rounded or noised counts taken at face value) and searched no further;
 2. projection search: batched Douglas-Rachford over all users at once, each
    candidate then moved by in-window exchanges while they bring it nearer col(A)
    (attacks/polish.py);
@@ -108,7 +110,7 @@ class _Progress:
         self.guess = np.zeros((n_rounds, n_users))  # the search's best rounded column, right or not
 
     def open_users(self) -> np.ndarray:
-        return np.array([u for u, s in enumerate(self.status) if s in ("timeout", "infeasible")], dtype=np.int64)
+        return np.array([u for u, s in enumerate(self.status) if s == "timeout"], dtype=np.int64)
 
     def accept(self, users: np.ndarray, columns: np.ndarray, residual: np.ndarray, status: str, ok: np.ndarray) -> None:
         self.columns[:, users[ok]] = columns[:, ok]
@@ -129,10 +131,19 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     users = np.arange(geometry.counts.shape[0])
     sums = geometry.window_basis
     if geometry.exact and np.linalg.matrix_rank(sums) == geometry.rank:
-        coords = np.linalg.lstsq(sums, geometry.counts.T.astype(np.float64), rcond=None)[0]
-        columns, residual = _polished(geometry, geometry.round_to_counts(geometry.basis @ coords, users), settings)
-        ok = residual <= settings.accepted_residual
-        state.accept(users, columns, residual, "found" if settings.noise else "unique", ok)
+        counts = geometry.counts.T.astype(np.float64)
+        coords = np.linalg.lstsq(sums, counts, rcond=None)[0]
+        solvable = users
+        if not settings.noise:  # with more windows than rank, counts outside col(B U) prove that no column fits
+            misfit = np.linalg.norm(sums @ coords - counts, axis=0) / np.maximum(np.linalg.norm(counts, axis=0), 1.0)
+            for user in users[misfit > settings.accepted_residual]:
+                state.status[user] = "infeasible"
+            solvable = users[misfit <= settings.accepted_residual]
+        if len(solvable):
+            scores = geometry.basis @ coords[:, solvable]
+            columns, residual = _polished(geometry, geometry.round_to_counts(scores, solvable), settings)
+            ok = residual <= settings.accepted_residual
+            state.accept(solvable, columns, residual, "found" if settings.noise else "unique", ok)
     state.charge("linear", users, started)
 
 

@@ -203,6 +203,21 @@ def test_counts_that_no_binary_vector_meets_are_infeasible():
     assert result.status[0] == "infeasible"
 
 
+def test_counts_outside_the_span_of_the_window_sums_are_proven_infeasible_without_a_search():
+    """More windows than rank: counts taken at face value (rounded here) that no column in col(A) has are
+    infeasible from the closed form alone; the others are still recovered and proven."""
+    instance = make_instance(60, 700, 10, 0.2, seed=1)
+    counts = instance.counts.copy()
+    counts[:10] -= counts[:10] % 2
+    changed = (counts != instance.counts).any(axis=1)
+    assert changed.sum() == 10
+    result = disaggregate(instance.aggregates, counts, 10)
+    assert all((status == "infeasible") == bad for status, bad in zip(result.status, changed))
+    assert exact_columns(result, instance)[~changed].all()
+    assert {result.status[u] for u in np.flatnonzero(~changed)} == {"unique"}
+    assert "projection_search" not in result.steps
+
+
 def test_noise_mode_tolerates_small_noise():
     instance = make_instance(30, 200, 10, 0.3, seed=4)
     noisy = instance.aggregates + np.random.default_rng(0).normal(0, 0.05, instance.aggregates.shape)
