@@ -136,9 +136,10 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
         solvable = users
         if not settings.noise:  # with more windows than rank, counts outside col(B U) prove that no column fits
             misfit = np.linalg.norm(sums @ coords - counts, axis=0) / np.maximum(np.linalg.norm(counts, axis=0), 1.0)
-            for user in users[misfit > settings.accepted_residual]:
+            consistent = misfit <= settings.accepted_residual
+            for user in users[~consistent]:
                 state.status[user] = "infeasible"
-            solvable = users[misfit <= settings.accepted_residual]
+            solvable = users[consistent]
         if len(solvable):
             scores = geometry.basis @ coords[:, solvable]
             columns, residual = _polished(geometry, geometry.round_to_counts(scores, solvable), settings)

@@ -309,7 +309,8 @@ def test_an_attack_that_recovers_the_true_matrix_scores_its_ceiling_under_fixed_
     observation, truth = simulate(scenario, make_defense("structured-participation", {"group_size": 2}))
     n_users = truth.participants.shape[1]
     updates = least_squares(truth.participants.astype(np.float64), observation.aggregates)
-    exact = Disaggregation(truth.participants, updates, ("unique",) * n_users, np.zeros(n_users), np.zeros(n_users), rank=0, wall_seconds=0.0)
+    exact = Disaggregation(truth.participants, updates, ("unique",) * n_users, np.zeros(n_users), np.zeros(n_users),
+                           rank=0, wall_seconds=0.0)
     scores = score_recovery(named_recovery("static", exact, None), truth)
     assert scores["anonymous_success"] > 0  # a group sum matched to a user its own update missed
     assert success_ceiling(observation.aggregates, truth) == scores["attack_success"] == 0.125

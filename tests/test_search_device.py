@@ -50,7 +50,8 @@ def test_the_coupled_restarts_and_the_whole_attack_agree_on_the_torch_path():
     # no clock budget: work limits decide both answers, and a clock that bites on a busy machine would not
     settings = AttackSettings()
     reference = disaggregate(instance.aggregates, instance.counts, 10, instance.totals, settings)
-    on_device = disaggregate(instance.aggregates, instance.counts, 10, instance.totals, AttackSettings(device=TORCH_CPU))
+    on_device = disaggregate(instance.aggregates, instance.counts, 10, instance.totals,
+                             AttackSettings(device=TORCH_CPU))
     assert reference.events.get("found by search restarts", 0) > 0
     assert not reference.clock_limited and not on_device.clock_limited
     assert np.array_equal(on_device.participants, reference.participants) and on_device.status == reference.status
