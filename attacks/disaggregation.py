@@ -36,7 +36,7 @@ from attacks.geometry import Geometry, Subspace, column_space
 from attacks.inputs import check_counts, check_observation
 from attacks.settings import AttackSettings
 from attacks.polish import swap_descent
-from attacks.projection_search import projection_search
+from attacks.projection_search import NOISE_PROGRESS_CHECKS, projection_search
 from benchmark.errors import BenchmarkError
 
 # Aggregates with at most this many entries are attacked with one BLAS thread (measured: the quickstart shape
@@ -148,11 +148,20 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     state.charge("linear", users, started)
 
 
+# Work of swap descent under noise (attacks/polish.py: columns x T x rank per pass): the polish of a 100-user cell
+# at 1200 rounds ends by itself long before (at most 61 passes in standard's noise-mode tasks, 7e8; its cap of 1000
+# passes is 1.2e10), while on the synthetic-1000 cell (1.2e10 a pass, 2.4 s on one core) under ldp-gaussian(z=1)
+# it was still lowering residuals by 0.001 a pass after 60 passes (0.80 -> 0.76 against the tolerance 0.35, no
+# round nearer the true columns) and would have run on towards its 1000: this caps it at about 20 passes there.
+NOISE_POLISH_WORK = 2.4e11
+
+
 def _polished(geometry: Geometry, columns: np.ndarray, settings: AttackSettings) -> tuple[np.ndarray, np.ndarray]:
     """Candidate columns after in-window exchanges (attacks/polish.py), and their residuals. With exact sums a column
-    that already fits is left alone (no exchange can improve it); under noise every one is polished."""
+    that already fits is left alone (no exchange can improve it); under noise every one is polished, within
+    NOISE_POLISH_WORK."""
     if settings.noise:
-        columns = swap_descent(geometry, columns)
+        columns = swap_descent(geometry, columns, work_limit=NOISE_POLISH_WORK)
         return columns, geometry.residual(columns)
     residual = geometry.residual(columns)
     loose = residual > settings.accepted_residual
@@ -169,7 +178,8 @@ def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
         return
     started = time.perf_counter()
     columns, _ = projection_search(geometry, users, settings.accepted_residual, iterations=settings.search_iterations,
-                                   device=settings.device)
+                                   device=settings.device,
+                                   progress_patience=NOISE_PROGRESS_CHECKS if settings.noise else None)
     columns, residual = _polished(geometry, columns, settings)
     ok = (residual <= settings.accepted_residual) & geometry.nonempty(columns, users)
     state.guess[:, users] = columns

@@ -25,8 +25,14 @@ IMPROVEMENT = 1e-9
 TABLE_ENTRIES = 12_000_000
 
 
-def swap_descent(geometry: Geometry, columns: np.ndarray, max_passes: int = 1000) -> np.ndarray:
-    """Columns (T x m, binary, window counts kept) whose residual to col(A) no single in-window exchange lowers."""
+def swap_descent(
+    geometry: Geometry, columns: np.ndarray, max_passes: int = 1000, work_limit: float | None = None
+) -> np.ndarray:
+    """Columns (T x m, binary, window counts kept) whose residual to col(A) no single in-window exchange lowers.
+
+    `work_limit`: stop once the passes have cost this many basis-entry column-passes (the columns still moving
+    x T x rank, summed over passes; each pass multiplies their steps by the T x rank basis twice), so that the
+    same limit leaves a 100-user cell its 1000 passes and caps a 1000-user, 12000-round one at a few."""
     basis, window = geometry.basis, geometry.window
     blocks_basis = geometry.window_blocks(basis, 0.0)
     block_q = np.eye(window)[None] - blocks_basis @ blocks_basis.transpose(0, 2, 1)  # (W, K, K) diagonal blocks of Q
@@ -36,9 +42,11 @@ def swap_descent(geometry: Geometry, columns: np.ndarray, max_passes: int = 1000
     outside = columns - basis @ (basis.T @ columns)
     active = np.arange(columns.shape[1])
     chunk = max(1, TABLE_ENTRIES // block_q.size)
+    work = 0.0
     for _ in range(max_passes):
-        if len(active) == 0:
+        if len(active) == 0 or (work_limit is not None and work >= work_limit):
             break
+        work += float(len(active)) * basis.size
         moves = [_best_exchanges(geometry, columns[:, part], outside[:, part], pair_cost, real)
                  for part in np.array_split(active, -(-len(active) // chunk))]
         leave = np.concatenate([m[0] for m in moves], axis=1)

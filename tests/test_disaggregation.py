@@ -326,3 +326,24 @@ def test_one_user_without_a_column_leaves_the_others_proofs_standing():
     assert status[0] in ("infeasible", "timeout") and result.relative_misfit > 0.05
     assert (status[1:] == "unique").sum() >= 15
     assert exact_columns(result, instance)[status == "unique"].all()
+
+
+def test_a_noise_mode_search_stops_once_its_candidates_stop_improving_and_returns_what_the_full_search_does(monkeypatch):
+    """Under heavy noise on the sums no candidate improves after the convex phase: stopping on progress must save
+    the iterations and change nothing it returns."""
+    import attacks.projection_search as search
+
+    instance = make_instance(60, 600, 10, 0.1, seed=0)
+    noisy = instance.aggregates + 2.0 * np.random.default_rng(1).standard_normal(instance.aggregates.shape)
+    geometry = Geometry(column_space(noisy, 60, True), instance.counts, 10)
+    steps = []
+    step = search._SubspaceStep.__call__
+    monkeypatch.setattr(search._SubspaceStep, "__call__", lambda self, *a: steps.append(1) or step(self, *a))
+    answers = {}
+    for patience in (None, search.NOISE_PROGRESS_CHECKS):
+        steps.clear()
+        answers[patience] = search.projection_search(geometry, np.arange(60), 0.35, progress_patience=patience)
+        answers[patience] += (len(steps),)
+    (full, full_fit, full_steps), (early, early_fit, early_steps) = answers.values()
+    assert np.array_equal(full, early) and np.array_equal(full_fit, early_fit)
+    assert full_steps == 600 and early_steps <= 100 + 25 * (search.NOISE_PROGRESS_CHECKS + 2)

@@ -83,3 +83,16 @@ def test_columns_polished_in_parts_equal_columns_polished_together(monkeypatch):
     together = swap_descent(geometry, start)
     monkeypatch.setattr("attacks.polish.TABLE_ENTRIES", 60 * WINDOW * WINDOW * 7)  # parts of 7 columns
     assert np.array_equal(swap_descent(geometry, start), together)
+
+
+def test_a_work_limit_stops_the_exchanges_where_that_many_passes_over_the_moving_columns_would():
+    """The limit counts columns x T x rank per pass: on a random start every column moves in the first passes, so a
+    limit of k passes' work polishes exactly as k passes do, and short of the uncapped descent."""
+    participants, aggregates, counts = noisy_instance(0.02, 2000)
+    geometry = Geometry(column_space(aggregates, 50, True), counts, WINDOW)
+    start = geometry.round_to_counts(np.random.default_rng(1).random(participants.shape), np.arange(50))
+    one_pass = 50 * geometry.basis.size
+    capped = swap_descent(geometry, start, work_limit=2 * one_pass)
+    assert np.array_equal(capped, swap_descent(geometry, start, max_passes=2))
+    assert np.all(geometry.residual(capped) > geometry.residual(swap_descent(geometry, start)) - 1e-12)
+    assert not np.array_equal(capped, swap_descent(geometry, start))
