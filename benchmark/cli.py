@@ -289,12 +289,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for line in result.differences:
         print(line)
     checked = f"{result.checked} of {result.total} tasks of {args.entry} (--seed {result.seed})"
+    for note in result.kernel_notes:
+        print(f"note: {note}", file=sys.stderr)
     if result.differences:
         for note in [*result.package_notes, *result.clock_notes]:
             print(f"note: {note}", file=sys.stderr)
         print(f"error: {len(result.differences)} score(s) differ in {checked}", file=sys.stderr)
         return 1
-    print(f"verified {checked}: every score matches")
+    within = f" ({len(result.kernel_notes)} utility value(s) within their kernel tolerance)" if result.kernel_notes else ""
+    print(f"verified {checked}: every score matches{within}")
     return 0
 
 

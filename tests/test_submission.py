@@ -17,6 +17,7 @@ from leaderboard.submission import (
     AGGREGATED_SCORES,
     WALL_CLOCK_COLUMNS,
     canonical_json,
+    entry_summary,
     full_parameters,
     parse_parameters,
     result_hash,
@@ -158,6 +159,26 @@ def test_verify_names_each_score_that_differs(entries: Path, capsys) -> None:
     # The summary, left as it was, no longer follows from the edited tasks: each figure is named.
     assert "summary: tasks: entry 2, its tasks give 1" in lines and "summary: failed: entry 0, its tasks give 1" in lines
     assert f"error: {len(lines)} score(s) differ in 2 of 2 tasks" in err
+
+
+@pytest.mark.parametrize("shift, matches", [(0.001, True), (0.02, False)])
+def test_verify_notes_utility_values_within_the_kernel_tolerance_and_fails_beyond_it(entries: Path, capsys, shift, matches) -> None:
+    """Torch's CPU kernels round differently across processors: a utility value a little off is a note, not a failure."""
+    path = entries / "none.json"
+    entry = read(path)
+    task = entry["tasks"][1]
+    stored = task["result"]["test_accuracy"]
+    task["result"]["test_accuracy"] = stored + shift
+    task["sha256"] = result_hash(task["result"])
+    entry["summary"] = entry_summary(entry)
+    write(path, entry)
+    code, out, err = cli(["verify", path, "--sample", "2", "--seed", "0", "--quiet"], capsys)
+    line = f"task {task['key']} (tiny-fedsgd, seed 1): test_accuracy: entry {stored + shift!r}, re-run {stored!r}"
+    if matches:
+        assert code == 0 and "every score matches (1 utility value(s) within their kernel tolerance)" in out
+        assert f"note: {line} (within 0.005" in err
+    else:
+        assert code == 1 and out.splitlines() == [line]
 
 
 def test_verify_checks_the_summary_against_the_tasks(entries: Path, capsys) -> None:
