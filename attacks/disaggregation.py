@@ -149,10 +149,11 @@ def _linear(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
 
 
 # Work of swap descent under noise (attacks/polish.py: columns x T x rank per pass): the polish of a 100-user cell
-# at 1200 rounds ends by itself long before (at most 61 passes in standard's noise-mode tasks, 7e8; its cap of 1000
-# passes is 1.2e10), while on the synthetic-1000 cell (1.2e10 a pass, 2.4 s on one core) under ldp-gaussian(z=1)
-# it was still lowering residuals by 0.001 a pass after 60 passes (0.80 -> 0.76 against the tolerance 0.35, no
-# round nearer the true columns) and would have run on towards its 1000: this caps it at about 20 passes there.
+# at 1200 rounds ends by itself long before (at most 70 passes, 8.4e8, in 12 noise-mode tasks of standard's
+# 100-user cells; 1000 passes there are 1.2e10), while on the synthetic-1000 cell (1.2e10 a pass, 2.4 s on one
+# core) under ldp-gaussian(z=1) it was still lowering residuals by 0.001 a pass after 60 passes (0.80 -> 0.76
+# against the tolerance 0.35, no round nearer the true columns) and would have run on towards its 1000: this caps
+# it at about 20 passes there.
 NOISE_POLISH_WORK = 2.4e11
 
 

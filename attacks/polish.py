@@ -32,7 +32,7 @@ def swap_descent(
 
     `work_limit`: stop once the passes have cost this many basis-entry column-passes (the columns still moving
     x T x rank, summed over passes; each pass multiplies their steps by the T x rank basis twice), so that the
-    same limit leaves a 100-user cell its 1000 passes and caps a 1000-user, 12000-round one at a few."""
+    same limit leaves a 100-user cell its 1000 passes and caps a 1000-user, 12000-round one at tens."""
     basis, window = geometry.basis, geometry.window
     blocks_basis = geometry.window_blocks(basis, 0.0)
     block_q = np.eye(window)[None] - blocks_basis @ blocks_basis.transpose(0, 2, 1)  # (W, K, K) diagonal blocks of Q
