@@ -38,12 +38,13 @@ LEADERBOARD_SCORES = (
     "test_accuracy_undefended",
     "utility_drop",
     "epsilon",
+    "epsilon_level",
     "epsilon_amplified",
     "overhead_checkins",
     "overhead_upload_bytes",
 )
 DEFAULT_COLUMNS = ("rank", "tier", "defense", *LEADERBOARD_SCORES, "tasks", "failed")
-OPTIONAL_COLUMNS = (*OPTIONAL_SCORES, *(f"{c}_worst" for c in OPTIONAL_SCORES), HORIZON)
+OPTIONAL_COLUMNS = (*OPTIONAL_SCORES, *(f"{c}_worst" for c in OPTIONAL_SCORES), HORIZON, "epsilon_level")
 # One line per column of the short tables (README, board), for their legends.
 COLUMN_NOTES = {
     "rank": "order by the ranking rule (caption); complete defenses first",
@@ -58,7 +59,10 @@ COLUMN_NOTES = {
                           "upper bound",
     "test_accuracy": "test accuracy of the defended model, mean over cells",
     "test_accuracy_undefended": "test accuracy without the defense, same seeds and cells",
-    "epsilon": "user-level epsilon (RDP accountant, no amplification), mean over cells; \u2014 = no DP guarantee",
+    "epsilon": "headline epsilon (dp-accounting's PLD, replace-one adjacency, no amplification: this adversary sees "
+               "who took part), mean over cells; \u2014 = no DP guarantee",
+    "epsilon_level": "what one epsilon protects: a user's data (user), one example (example) or one participation "
+                     "(event); parts joined by / for a composition",
     "overhead_checkins": "padded check-ins that contribute nothing, per contribution",
     "tasks": "tasks that ran (ok)",
     "failed": "tasks that failed (counted, never dropped)",
@@ -326,7 +330,8 @@ BOARD_LEGEND = (
     "  horizon hzn (rounds per user the model stayed frozen) where it recovers most; named/anon: of those, named or not.",
     "  *: the true participant columns would recover more somewhere (attack_success_ceiling): that zero is the attack's.",
     "drop pts: undefended minus defended test accuracy (same seed), accuracy points, cell with the largest upper bound.",
-    "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: user-level, mean over cells.",
+    "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: PLD, replace-one, no amplification (the",
+    "  adversary sees who took part), mean over cells, with what it protects: a user, an example or an event.",
     "overhead: padded check-ins per contribution. tasks: ok / all. Full table: --format csv, json, latex, html.",
 )
 
@@ -372,6 +377,12 @@ def _success(row: pd.Series) -> str:
     return text
 
 
+def _epsilon(row: pd.Series) -> str:
+    """The headline epsilon and its unit: 36.7 of one example and 36.7 of one user are different guarantees."""
+    text, level = _compact(row.get("epsilon")), row.get("epsilon_level")
+    return text if text == MISSING or _is_missing(level) else f"{text} {level}"
+
+
 def _board_row(row: pd.Series) -> list[str]:
     complete = bool(row.get("complete", row.get("failed", 0) == 0))
     named = "/".join(_fixed(row.get(f"{c}_worst"), 2) for c in ("attributed_success", "anonymous_success"))
@@ -384,7 +395,7 @@ def _board_row(row: pd.Series) -> list[str]:
         MISSING if named == f"{MISSING}/{MISSING}" else named,
         MISSING if _is_missing(horizon) else str(int(horizon)),
         _interval(row, "utility_drop_worst", 1, scale=100, sign=True),
-        _compact(row.get("epsilon")),
+        _epsilon(row),
         _fixed(row.get("overhead_checkins"), 2),
         f"{int(row['tasks'])}/{int(row['tasks']) + int(row['failed'])}",
     ]

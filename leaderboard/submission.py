@@ -48,7 +48,7 @@ RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "highspy", "opacu
                      "scikit-learn", "scikit-image", "torchmetrics", "dp-accounting")
 README_COLUMNS = ("rank", "tier", "defense", "attack_success_worst", "attributed_success_worst",
                   "anonymous_success_worst", "horizon", "utility_drop_worst", "test_accuracy",
-                  "test_accuracy_undefended", "epsilon", "overhead_checkins", "tasks", "failed")
+                  "test_accuracy_undefended", "epsilon", "epsilon_level", "overhead_checkins", "tasks", "failed")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -254,6 +254,18 @@ def _ceilings_worst(ok: pd.DataFrame) -> pd.Series:
     return ok.groupby(keys, dropna=False)["attack_success_ceiling"].mean().groupby(level="defense").max()
 
 
+def epsilon_levels(ok: pd.DataFrame) -> pd.Series:
+    """Per defense, what its headline epsilons protect (user, example or event; "/"-joined where its rows differ,
+    as for a composition), read from its rows with an epsilon; defenses without one are absent.
+
+    An epsilon means nothing without its unit: dp-sgd's is one example's, dp-fedavg's one user's."""
+    if "epsilon_level" not in ok.columns:
+        return pd.Series(dtype=object)
+    rated = ok.loc[ok["epsilon"].notna() & ok["epsilon_level"].notna()]
+    return rated.groupby("defense")["epsilon_level"].agg(
+        lambda levels: "/".join(sorted({part for level in levels for part in str(level).split("/")})))
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One ranked row per defense.
 
@@ -262,14 +274,15 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     its own); `attack_success_worst` (+ `_low`, `_high`, `_cell`) and `horizon`: the cell where the attack
     succeeds most; `attack_success_ceiling_worst`: the highest attack_success_ceiling over cells and horizons;
     `utility_drop_worst` (+ `_low`, `_high`, `_cell`): the cell with the largest upper bound on the
-    drop, which sets the tier (the point estimate where a cell has one seed; unknown if any cell lacks a drop).
-    Defenses whose every task failed keep a row with NaN scores, ranked last.
+    drop, which sets the tier (the point estimate where a cell has one seed; unknown if any cell lacks a drop);
+    `epsilon_level`: what its epsilon protects (epsilon_levels). Defenses whose every task failed keep a row with NaN scores, ranked last.
     """
     _check(results)
     scores = list(SUMMARY_SCORES)
     cells, replicates = _cell_estimates(results)
     counts = _count_tasks(results, ["defense"])
-    ceilings = _ceilings_worst(ok_results(results))
+    ok = ok_results(results)
+    ceilings, levels = _ceilings_worst(ok), epsilon_levels(ok)
     rows = []
     for defense in pd.unique(results["defense"]):
         mine = cells[cells["defense"] == defense].reset_index(drop=True)
@@ -291,6 +304,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         for column in (HORIZON, "attributed_success", "anonymous_success"):
             row[column if column == HORIZON else f"{column}_worst"] = math.nan if worst is None else mine.loc[worst, column]
         row["attack_success_ceiling_worst"] = float(ceilings.get(defense, math.nan))
+        row["epsilon_level"] = levels.get(defense, math.nan)
         bound = mine["utility_drop_high"].fillna(mine["utility_drop"]) if len(mine) else pd.Series(dtype=float)
         row |= _worst(mine, "utility_drop", bound)
         row["utility_drop_bound"] = bound.max() if len(bound) and bound.notna().all() else math.nan  # every cell

@@ -286,6 +286,24 @@ def markdown_row(lines: list[str], columns: list[str], defense: str) -> dict[str
     line = next(line for line in lines if f"| {defense} |" in line)
     return dict(zip(columns, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
 
+def test_every_epsilon_shown_names_what_it_protects() -> None:
+    rows = [task("dp-sgd(z=1)", s, attack_success=0.1, epsilon=40.0, epsilon_level="example") for s in (0, 1)]
+    rows += [task("dp-fedavg(z=1)", s, attack_success=0.2, epsilon=40.0, epsilon_level="user") for s in (0, 1)]
+    rows += [task("composed", s, cell=c, attack_success=0.3, epsilon=9.0, epsilon_level=level)
+             for s in (0, 1) for c, level in (("a", "user"), ("b", "event/user"))]
+    rows += [task("noisy-counts", s, attack_success=0.4, epsilon_analytics=26.0, epsilon_level="user") for s in (0, 1)]
+    summary = summarize(pd.DataFrame(rows))
+    levels = summary.set_index("defense")["epsilon_level"]
+    assert levels[["dp-sgd(z=1)", "dp-fedavg(z=1)", "composed"]].tolist() == ["example", "user", "event/user"]
+    assert pd.isna(levels["noisy-counts"])  # no headline epsilon: its counts' epsilon does not cover the sums
+    board = {line.split()[2]: line for line in render(summary, "board").splitlines()[1:5]}
+    assert "40.0 example" in board["dp-sgd(z=1)"] and "40.0 user" in board["dp-fedavg(z=1)"]
+    assert "9.00 event/user" in board["composed"] and " user " not in board["noisy-counts"]
+    columns = default_columns(summary)
+    assert columns[columns.index("epsilon") + 1] == "epsilon_level"
+    assert markdown_row(render(summary, "markdown").splitlines(), columns, "dp-sgd(z=1)")["epsilon_level"] == "example"
+
+
 
 def test_markdown_cells(summary: pd.DataFrame) -> None:
     lines = render(summary, "markdown").splitlines()
