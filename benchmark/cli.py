@@ -291,6 +291,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     checked = f"{result.checked} of {result.total} tasks of {args.entry} (--seed {result.seed})"
     for note in result.kernel_notes:
         print(f"note: {note}", file=sys.stderr)
+    if result.new_columns:
+        print(f"note: {', '.join(result.new_columns)}: written by newer scoring code, in no task of the entry: not "
+              "compared", file=sys.stderr)
     if result.differences:
         for note in [*result.package_notes, *result.clock_notes]:
             print(f"note: {note}", file=sys.stderr)

@@ -65,6 +65,7 @@ SCORE_COLUMNS = (
     "test_accuracy_undefended",  # the same task and seed, no defense
     "utility_drop",  # test_accuracy_undefended - test_accuracy, paired by seed
     *EPSILON_COLUMNS,
+    "epsilon_utility",  # `epsilon` of the utility task's training run (the run behind test_accuracy), same level
     "overhead_checkins",  # padded check-ins that contribute nothing, per contribution
     "overhead_upload_bytes",  # bytes uploaded per round by devices that contribute nothing
     "attack_seconds",

@@ -61,7 +61,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
     from attacks.recovery import ATTACKS, run_attacks
     from benchmark.scoring import DELTA, first_reconstructions, no_inference, score, score_recovery, scored_users, success_ceiling
     from benchmark.simulation import simulate
-    from benchmark.utility import defense_key, utility_scores
+    from benchmark.utility import defense_key, utility_epsilon, utility_scores
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
     from leaderboard.plots import plot_reconstructions
@@ -99,7 +99,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
             overhead_upload_bytes=truth.extra_upload_bytes_per_round,
         )
         guarantee = defense.privacy(task.scenario.n_rounds, task.scenario.participation, truth.max_participations, DELTA)
-        row.update(guarantee.columns())
+        row.update(guarantee.columns(), epsilon_utility=utility_epsilon(task.utility, seed, defense, DELTA))
         if utility is None:
             utility = utility_scores(task.utility, seed, defense_key(task.defense.name, task.defense.parameters), defense)
         row.update(utility)

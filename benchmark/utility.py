@@ -226,9 +226,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     per_client = example_dp is None and local_training_part(defense) is not None
     scenario = _scenario(task, seed) if per_client else None
     dim = sum(value.numel() for value in params.values())
-    for t in range(task.n_rounds):
-        selected = rngs["participation"].random(task.n_clients) < task.sample_rate
-        contributing, checked_in = defense.choose_participants(selected, t, rngs["defense_participants"])
+    for t, contributing, checked_in in _rounds(task, defense, rngs):
         clients = np.flatnonzero(contributing)
         sent = []
         if len(clients):
@@ -249,6 +247,36 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     with torch.no_grad():
         logits = functional_call(model, params, (torch.from_numpy(data.x_test),))
     return float((logits.argmax(dim=1).numpy() == data.y_test).mean())
+
+
+def _rounds(task: UtilityTask, defense: Defense, rngs: dict):
+    """Each round's (index, contributing, checked_in): Poisson sampling, then the defense's choose_participants."""
+    for t in range(task.n_rounds):
+        selected = rngs["participation"].random(task.n_clients) < task.sample_rate
+        contributing, checked_in = defense.choose_participants(selected, t, rngs["defense_participants"])
+        yield t, np.asarray(contributing, dtype=bool), checked_in
+
+
+def utility_epsilon(task: UtilityTask | None, seed: int, defense: Defense, delta: float) -> float:
+    """The headline epsilon (the defense's privacy hook, at its level) of the utility run behind test_accuracy: its
+    rounds, its sampling rate and the client who contributed most, replayed from the run's own participation streams
+    (no training). NaN without a task or a DP guarantee.
+
+    A row's `epsilon` is that of the attack scenario, where the server keeps one model for hundreds of rounds; this
+    is the guarantee of the training whose accuracy the row reports. A DP-SGD part counts local_epochs steps a round
+    there (each example sits in one batch per epoch), as when it trains the utility task's clients itself.
+    """
+    if task is None:
+        return math.nan
+    task = resolve(task)
+    replay = copy.deepcopy(defense)
+    part = local_training_part(replay)
+    if part is not None and hasattr(part, "steps_per_round"):
+        part.steps_per_round = task.local_epochs
+    contributions = np.zeros(task.n_clients, dtype=np.int64)
+    for _, contributing, _ in _rounds(task, replay, streams([seed, _SALT], _STREAMS)):
+        contributions += contributing
+    return replay.privacy(task.n_rounds, task.sample_rate, int(contributions.max()), delta).epsilon
 
 
 def _own_update(defense: Defense, model, params: dict, x, y, scenario, rng: np.random.Generator) -> np.ndarray | None:

@@ -39,6 +39,7 @@ LEADERBOARD_SCORES = (
     "utility_drop",
     "epsilon",
     "epsilon_level",
+    "epsilon_utility",
     "epsilon_amplified",
     "overhead_checkins",
     "overhead_upload_bytes",
@@ -63,6 +64,8 @@ COLUMN_NOTES = {
                "who took part), mean over cells; \u2014 = no DP guarantee",
     "epsilon_level": "what one epsilon protects: a user's data (user), one example (example) or one participation "
                      "(event); parts joined by / for a composition",
+    "epsilon_utility": "the same epsilon for the utility task's training run, whose accuracy gives utility_drop "
+                       "(its rounds, sampling and busiest client), mean over cells",
     "overhead_checkins": "padded check-ins that contribute nothing, per contribution",
     "tasks": "tasks that ran (ok)",
     "failed": "tasks that failed (counted, never dropped)",

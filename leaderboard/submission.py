@@ -35,7 +35,7 @@ from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, lo
 from defenses.builtin import BUILTIN_DEFENSES
 from defenses.registry import defense_class, make_defense
 from leaderboard.render import COLUMN_NOTES, default_columns, render
-from leaderboard.summary import SUMMARY_SCORES, summarize
+from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, summarize
 
 ENTRY_FORMAT = 1
 SOURCE_KEY = "disaggbench-source"  # in `packages`: the digest of the source its task keys hash
@@ -48,7 +48,8 @@ RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "highspy", "opacu
                      "scikit-learn", "scikit-image", "torchmetrics", "dp-accounting")
 README_COLUMNS = ("rank", "tier", "defense", "attack_success_worst", "attributed_success_worst",
                   "anonymous_success_worst", "horizon", "utility_drop_worst", "test_accuracy",
-                  "test_accuracy_undefended", "epsilon", "epsilon_level", "overhead_checkins", "tasks", "failed")
+                  "test_accuracy_undefended", "epsilon", "epsilon_level", "epsilon_utility", "overhead_checkins", "tasks",
+                  "failed")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -370,6 +371,7 @@ class Verification:
     package_notes: list[str]
     clock_notes: list[str]  # re-run tasks whose attack a clock safety net stopped: their scores may be the machine's
     kernel_notes: list[str]  # utility values that differ within KERNEL_TOLERANCE (not counted as differences)
+    new_columns: tuple[str, ...] = ()  # optional scores newer code writes that no task of the entry holds: not compared
 
 
 # Utility columns come from torch training, whose CPU kernels round differently on different processors: the same
@@ -387,12 +389,13 @@ def _clock_note(task: dict) -> str:
             "may differ with the machine's speed or load")
 
 
-def _differences(task: dict, rerun: dict) -> tuple[list[str], list[str]]:
-    """(scores that differ, utility values that differ within KERNEL_TOLERANCE) between an entry's task and its re-run."""
+def _differences(task: dict, rerun: dict, new_columns: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(scores that differ, utility values that differ within KERNEL_TOLERANCE) between an entry's task and its re-run;
+    `new_columns` are left out."""
     where = f"task {task['key']} ({task['scenario']}, seed {task['seed']})"
     stored = task["result"]
     lines, notes = [], []
-    for column in sorted(set(stored) | set(rerun)):
+    for column in sorted((set(stored) | set(rerun)) - set(new_columns)):
         old, new = stored.get(column, "<missing>"), rerun.get(column, "<missing>")
         if old == new:
             continue
@@ -426,14 +429,16 @@ def verify(
         _run([tasks[task["key"]] for task in chosen], scratch, executor, progress)
         store = ResultStore(scratch, entry["suite"]["name"])
         reruns = [_stored_row(store, tasks[task["key"]].key()) for task in chosen]
-    compared = [_differences(task, _without_wall_clock(rerun)) for task, rerun in zip(chosen, reruns)]
+    held = set().union(*(task["result"] for task in entry["tasks"]))
+    new_columns = tuple(sorted((set().union(*reruns) - held) & set(OPTIONAL_SCORES)))
+    compared = [_differences(task, _without_wall_clock(rerun), new_columns) for task, rerun in zip(chosen, reruns)]
     differences = summary_differences + [line for lines, _ in compared for line in lines]
     kernel_notes = [note for _, notes in compared for note in notes]
     clock_notes = [_clock_note(task) for task, rerun in zip(chosen, reruns) if rerun.get("clock_limited")]
     here = package_versions()
     notes = [f"{package} {version} in the entry, {here.get(package, 'not installed')} here"
              for package, version in sorted(entry["packages"].items()) if here.get(package) != version]
-    return Verification(seed, len(chosen), len(entry["tasks"]), differences, notes, clock_notes, kernel_notes)
+    return Verification(seed, len(chosen), len(entry["tasks"]), differences, notes, clock_notes, kernel_notes, new_columns)
 
 
 def load_entries(folder: str | Path) -> list[dict]:

@@ -31,6 +31,7 @@ OPTIONAL_SCORES = (
     "attributed_success",  # users whose update was recovered and named
     "anonymous_success",  # users whose update was recovered but not named
     "epsilon_rdp",
+    "epsilon_utility",
 )
 HORIZON = "horizon"  # rounds per user the server kept the model frozen; several rows per task, one per horizon
 

@@ -181,6 +181,26 @@ def test_verify_notes_utility_values_within_the_kernel_tolerance_and_fails_beyon
         assert code == 1 and out.splitlines() == [line]
 
 
+@pytest.mark.parametrize("dropped_from", ["every task", "one task"])
+def test_verify_leaves_out_only_a_newer_column_no_task_of_the_entry_holds(entries: Path, capsys, dropped_from) -> None:
+    """An entry made before a scoring column existed still verifies; a column one of its tasks lost is a difference."""
+    path = entries / "dp.json"
+    entry = read(path)
+    true_value = entry["tasks"][0]["result"]["epsilon_utility"]
+    for task in entry["tasks"] if dropped_from == "every task" else entry["tasks"][:1]:
+        del task["result"]["epsilon_utility"]
+        task["sha256"] = result_hash(task["result"])
+    entry["summary"] = entry_summary(entry)
+    write(path, entry)
+    code, out, err = cli(["verify", path, "--sample", "2", "--seed", "0", "--quiet"], capsys)
+    if dropped_from == "every task":
+        assert code == 0 and "every score matches" in out
+        assert "note: epsilon_utility: written by newer scoring code, in no task of the entry: not compared" in err
+    else:
+        assert code == 1 and [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("task ")] == [
+            f"epsilon_utility: entry '<missing>', re-run {true_value!r}"]
+
+
 def test_verify_checks_the_summary_against_the_tasks(entries: Path, capsys) -> None:
     path = entries / "dp.json"
     entry = read(path)

@@ -10,8 +10,8 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.scoring import DELTA
-from benchmark.utility import UtilityTask, split, train, trains_like_undefended, utility_scores
-from defenses.accounting import gaussian_privacy
+from benchmark.utility import UtilityTask, split, train, trains_like_undefended, utility_epsilon, utility_scores
+from defenses.accounting import Privacy, gaussian_privacy
 from defenses.base import Defense
 from defenses.guard import GuardedDefense
 from defenses.registry import make_defense
@@ -174,6 +174,49 @@ def test_run_rows_carry_paired_utility_and_epsilon_notes(tmp_path, capsys) -> No
     assert table.loc["dp-fedavg", "utility_drop"] > 0
     assert table.loc["dp-fedavg", "epsilon_level"] == "user" and math.isfinite(table.loc["dp-fedavg", "epsilon"])
     assert table.loc["none", "epsilon_level"] == "—" and table["utility_task"].str.startswith("tiny:").all()
+    # the utility run's own guarantee (12 rounds of ~10 of 60 clients), not the attack scenario's
+    fedavg = GuardedDefense(make_defense("dp-fedavg", {"noise_multiplier": 2.0, "noise_cohort": 50}))
+    assert table.loc["dp-fedavg", "epsilon_utility"] == utility_epsilon(TINY, 0, fedavg, DELTA)
+    assert table.loc["dp-fedavg", "epsilon_utility"] != table.loc["dp-fedavg", "epsilon"]
+    assert table[["epsilon_utility"]].drop(index="dp-fedavg").isna().all().all()
+
+
+class _Busiest(Defense):
+    """Keeps every other selected client (by id parity on odd rounds) and reports, as its 'epsilon', the most
+    contributions any client made: what utility_epsilon must hand the privacy hook."""
+
+    name = "busiest"
+
+    def __init__(self) -> None:
+        self.contributions: np.ndarray | None = None
+
+    def choose_participants(self, selected, round_index, rng):
+        kept = selected & ((np.arange(len(selected)) % 2 == 0) | (round_index % 2 == 0))
+        self.contributions = (0 if self.contributions is None else self.contributions) + kept
+        return kept, kept
+
+    def privacy(self, n_rounds, participation, max_participations, delta):
+        return Privacy(epsilon=float(max_participations), level="user", accounting="the busiest client's count")
+
+
+def test_the_utility_epsilon_counts_the_training_runs_own_contributions() -> None:
+    trained = _Busiest()
+    train(TINY, trained, seed=3)  # the run whose accuracy a row reports; the hook saw every round's selection
+    assert utility_epsilon(TINY, 3, _Busiest(), DELTA) == trained.contributions.max() > 0
+    assert math.isnan(utility_epsilon(None, 3, _Busiest(), DELTA))  # no utility task
+
+
+def test_the_utility_epsilon_grows_with_the_runs_length_and_dp_sgd_counts_its_epochs() -> None:
+    fedavg = make_defense("dp-fedavg", {"noise_multiplier": 8.0, "noise_cohort": 1000})
+    from benchmark.suite import load_suite
+
+    standard = load_suite("standard").utility
+    assert utility_epsilon(standard, 0, fedavg, DELTA) <= 8  # a user-level epsilon <= 8 on standard's utility task
+    assert utility_epsilon(replace(TINY, n_rounds=48), 0, fedavg, DELTA) > utility_epsilon(TINY, 0, fedavg, DELTA)
+    dp_sgd = make_defense("dp-sgd", {"noise_multiplier": 1.0})
+    one, four = (utility_epsilon(replace(TINY, local_epochs=k), 0, dp_sgd, DELTA) for k in (1, 4))
+    assert four > one  # four Gaussian steps an example a round
+    assert utility_epsilon(replace(TINY, local_epochs=4), 0, fedavg, DELTA) == utility_epsilon(TINY, 0, fedavg, DELTA)
 
 
 def test_a_bad_utility_table_fails_in_one_line(tmp_path, capsys) -> None:
