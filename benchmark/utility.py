@@ -263,16 +263,16 @@ def utility_epsilon(task: UtilityTask | None, seed: int, defense: Defense, delta
     (no training). NaN without a task or a DP guarantee.
 
     A row's `epsilon` is that of the attack scenario, where the server keeps one model for hundreds of rounds; this
-    is the guarantee of the training whose accuracy the row reports. A DP-SGD part counts local_epochs steps a round
-    there (each example sits in one batch per epoch), as when it trains the utility task's clients itself.
+    is the guarantee of the training whose accuracy the row reports. A DP-SGD part counts its steps a round for the
+    utility task's local training, as when it trains the utility task's clients itself.
     """
     if task is None:
         return math.nan
     task = resolve(task)
     replay = copy.deepcopy(defense)
-    part = local_training_part(replay)
-    if part is not None and hasattr(part, "steps_per_round"):
-        part.steps_per_round = task.local_epochs
+    counts_steps = getattr(local_training_part(replay), "count_steps", None)
+    if callable(counts_steps):  # DP-SGD: its steps a round under the utility task's local training
+        counts_steps(_scenario(task, seed))
     contributions = np.zeros(task.n_clients, dtype=np.int64)
     for _, contributing, _ in _rounds(task, replay, streams([seed, _SALT], _STREAMS)):
         contributions += contributing

@@ -138,17 +138,21 @@ class DPSGD(GaussianDefense):
     def public_parameters(self) -> dict:
         return {"example_noise_multiplier": self.noise_multiplier, "example_clip_norm": self.clip_norm}
 
+    def count_steps(self, scenario) -> None:
+        """Learn how many Gaussian steps an example takes a round under `scenario`'s local training."""
+        self.steps_per_round = 1 if scenario.local_training == "fedsgd" else scenario.local_epochs
+
     def local_update(self, model, x, y, scenario, rng: np.random.Generator) -> np.ndarray:
         from defenses.private_training import dp_sgd_update  # torch and opacus load only when a client trains
 
-        self.steps_per_round = 1 if scenario.local_training == "fedsgd" else scenario.local_epochs
+        self.count_steps(scenario)
         return dp_sgd_update(model, x, y, scenario, self.noise_multiplier, self.clip_norm, rng)
 
     def local_updates(self, model, x, y, scenario, rng: np.random.Generator) -> np.ndarray:
         """local_update of a round's k clients at once, x (k, S, ...), y (k, S): the same draws, batched."""
         from defenses.private_training import dp_sgd_updates
 
-        self.steps_per_round = 1 if scenario.local_training == "fedsgd" else scenario.local_epochs
+        self.count_steps(scenario)
         return dp_sgd_updates(model, x, y, scenario, self.noise_multiplier, self.clip_norm, rng, self._first_steps)
 
     def round_noise_multiplier(self) -> float:
