@@ -101,6 +101,8 @@ class Geometry:
     def window_blocks(self, values: np.ndarray, fill: float) -> np.ndarray:
         """(W, window, ...) `values` (T, ...) cut into windows, the last one padded with `fill`."""
         n_windows = -(-self.n_rounds // self.window)
+        if n_windows * self.window == self.n_rounds:  # whole windows: a view, nothing to pad
+            return values.reshape(n_windows, self.window, *values.shape[1:])
         padded = np.full((n_windows * self.window, *values.shape[1:]), fill, dtype=values.dtype)
         padded[: self.n_rounds] = values
         return padded.reshape(n_windows, self.window, *values.shape[1:])
@@ -109,17 +111,19 @@ class Geometry:
 # Up to this window length, ranking by pairwise comparisons beats a sort along the window axis (a strided axis):
 # 3.9x at 5 rounds, 2.5x at 10, 1.3x at 20, even at 40 (T = 12000, 1000 columns; benchmarks/search_step.py).
 COMPARE_UP_TO = 24
-# ... but a few columns are ranked faster by one argsort: each comparison pass costs a few microseconds of call
-# overhead whatever the size (10 windows of 10 rounds: 1 column 84 -> 18 us, 10 columns 104 -> 25 us, 50 columns
-# 115 -> 127 us), and the coupled restarts of the joint stage round a handful of columns thousands of times.
-SORT_UP_TO_ENTRIES = 2_000
+# ... but few columns are ranked faster by one argsort over contiguous rows and a flat scatter of the ranks: each
+# comparison pass costs a few microseconds of call overhead whatever the size, and the coupled restarts of the
+# joint stage round a handful to a few dozen columns thousands of times (benchmarks/search_step.py, second table).
+SORT_UP_TO_ENTRIES = 8_000
 
 
 def descending_ranks(blocks: np.ndarray) -> np.ndarray:
     """(W, w, m) each entry's rank within its window (axis 1), largest first, ties by position: what a stable
     argsort of -blocks gives, computed by w passes of comparisons for short windows."""
     length = blocks.shape[1]
-    if length > COMPARE_UP_TO or blocks.size <= SORT_UP_TO_ENTRIES:
+    if blocks.size <= SORT_UP_TO_ENTRIES:
+        return _sorted_ranks(blocks)
+    if length > COMPARE_UP_TO:
         order = np.argsort(-blocks, axis=1, kind="stable")
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(length)[None, :, None], axis=1)
@@ -130,6 +134,17 @@ def descending_ranks(blocks: np.ndarray) -> np.ndarray:
         ranks += other > blocks
         ranks[:, j + 1 :, :] += other == blocks[:, j + 1 :, :]
     return ranks
+
+
+def _sorted_ranks(blocks: np.ndarray) -> np.ndarray:
+    """descending_ranks by one stable argsort of each (window, column) as a contiguous row of -blocks."""
+    n_windows, length, columns = blocks.shape
+    rows = np.negative(blocks.transpose(0, 2, 1)).reshape(-1, length)  # a contiguous copy, one row per window-column
+    order = rows.argsort(axis=1, kind="stable")
+    order += np.arange(0, rows.size, length)[:, None]  # flat positions
+    ranks = np.empty(rows.size, dtype=np.intp)
+    ranks[order.ravel()] = np.arange(rows.size) % length
+    return ranks.reshape(n_windows, columns, length).transpose(0, 2, 1)
 
 
 def left_singular(aggregates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -93,23 +93,21 @@ def projection_search(
     active = np.flatnonzero(~fits)
     state, low, high, upper = (ops.asarray(a) for a in (state[:, active], low, high, upper))
     stalled = still = 0
+    bounds = None  # the active users' bounds, rebuilt only when a check changes who is active or what remains
     for iteration in range(iterations):
         if len(active) == 0 or stalled >= patience or (progress_patience is not None and still >= progress_patience):
             break
-        columns = ops.asarray(active)
-        target = None if coupling is None else ops.asarray(coupling.target)
-        on_subspace = step(state, low[:, columns], high[:, columns], target)
+        if bounds is None:
+            bounds = _ActiveBounds(ops, active, users, low, high, upper, coupling)
+        on_subspace = step(state, bounds.low, bounds.high, bounds.target)
         reflected = 2.0 * on_subspace - state
-        open_rounds = upper[:, columns]
-        if coupling is not None:
-            open_rounds = open_rounds & ops.asarray(coupling.open_rounds)[:, None]
         if iteration < convex_iterations:
-            other = ops.box(reflected, open_rounds)
+            other = ops.box(reflected, bounds.open_rounds)
         else:
-            other = ops.round(reflected, open_rounds if masked else None, users[active], dtype)
+            other = ops.round(reflected, bounds.open_rounds if masked else None, bounds.users, dtype)
         state += relaxation * (other - on_subspace)
         if (iteration + 1) % check_every == 0:
-            candidates = ops.round(on_subspace, open_rounds if masked else None, users[active], dtype)
+            candidates = ops.round(on_subspace, bounds.open_rounds if masked else None, bounds.users, dtype)
             residual = ops.residual(candidates)
             better = residual < best_residual[active]
             best[:, active[better]] = ops.numpy(candidates[:, ops.asarray(np.flatnonzero(better))])
@@ -117,8 +115,24 @@ def projection_search(
             fits = _accept(best, best_residual, active, tolerance, coupling)
             stalled = stalled + 1 if not fits.any() and iteration >= convex_iterations else 0
             still = still + 1 if not better.any() and iteration >= convex_iterations else 0
-            active, state = active[~fits], state[:, ops.asarray(np.flatnonzero(~fits))]
+            if fits.any():
+                active, state, bounds = active[~fits], state[:, ops.asarray(np.flatnonzero(~fits))], None
     return best, best_residual
+
+
+class _ActiveBounds:
+    """What the iterations of the users still searched share until the next accepted column: their window-count
+    bounds, the rounds open to them (their own, and where the coupling leaves anything) and the coupling target."""
+
+    def __init__(self, ops, active: np.ndarray, users: np.ndarray, low, high, upper, coupling) -> None:
+        columns = ops.asarray(active)
+        self.users = users[active]
+        self.low, self.high = low[:, columns], high[:, columns]
+        self.open_rounds = upper[:, columns]
+        self.target = None
+        if coupling is not None:
+            self.open_rounds = self.open_rounds & ops.asarray(coupling.open_rounds)[:, None]
+            self.target = ops.asarray(coupling.target)
 
 
 def _accept(best: np.ndarray, residual: np.ndarray, columns: np.ndarray, tolerance: float, coupling) -> np.ndarray:

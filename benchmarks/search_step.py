@@ -1,15 +1,17 @@
 """Two costs of the search under noise, each beside the baseline it replaced, in one run.
 
     .venv/bin/python benchmarks/search_step.py [--users 1000] [--rounds 12000] [--attack-users 300]
-        [--precision-users 500] [--exact-users 1000]
+        [--precision-users 500] [--exact-users 1000] [--only-rounding | --only-subspace]
 
 Prints two Markdown tables on stdout. Note the machine's load (`uptime`) beside any figure.
 
 1. Rounding to window counts (attacks.geometry.descending_ranks), the step every search iteration runs on every
    column: a stable argsort along the window axis (the baseline) against one pass of comparisons per round of the
    window, for windows of 5 to 40 rounds on T x users random scores. Both must give the same ranks.
-   With few columns (the coupled restarts of the joint stage round a handful at a time) one argsort beats the
-   passes' call overhead: a second table times 100 rounds x 1 to 50 columns, and descending_ranks picks by size.
+   With few columns (the coupled restarts of the joint stage round a handful to a few dozen at a time) the
+   passes' call overhead dominates: a second table times 100 rounds x 1 to 80 columns, ranked by the strided
+   argsort, by the passes and by one argsort of contiguous rows with a flat scatter of the ranks
+   (descending_ranks' path up to SORT_UP_TO_ENTRIES entries), and descending_ranks picks by size.
 2. The search's precision (attacks.projection_search, `dtype`): float32 products against float64 on a synthetic
    instance under noise (users, 12 rounds each per user, 10% a round) and on an exact one at the (c) density
    (users, 1.5 rounds each per user): seconds, columns accepted, exact, median residual (the acceptance is checked
@@ -78,15 +80,17 @@ def rounding_table(users: int, rounds: int, seed: int) -> None:
         ranks, seconds = timed(lambda: descending_ranks(blocks))
         print(f"| {window} | {base_seconds:.3f} | {seconds:.3f} | {base_seconds / seconds:.1f}x | {np.array_equal(baseline, ranks)} |")
     print("\nFew columns: 100 rounds, windows of 10, per call in microseconds\n")
-    print("| columns | argsort us | comparisons us | descending_ranks us (picks by size) | same ranks |")
-    print("|---|---|---|---|---|")
-    for columns in (1, 10, 50):
+    print("| columns | strided argsort us | comparisons us | contiguous rows us | descending_ranks us (picks by size) | same ranks |")
+    print("|---|---|---|---|---|---|")
+    for columns in (1, 10, 20, 50, 80):
         blocks = scores[:100, :columns].reshape(10, 10, columns)
         baseline, base_seconds = timed(lambda: argsort_ranks(blocks), repeats=2000)
         compared, compare_seconds = timed(lambda: comparison_ranks(blocks), repeats=2000)
+        rows, rows_seconds = timed(lambda: geometry._sorted_ranks(blocks), repeats=2000)
         ranks, seconds = timed(lambda: descending_ranks(blocks), repeats=2000)
-        same = np.array_equal(baseline, ranks) and np.array_equal(baseline, compared)
-        print(f"| {columns} | {base_seconds * 1e6:.0f} | {compare_seconds * 1e6:.0f} | {seconds * 1e6:.0f} | {same} |")
+        same = all(np.array_equal(baseline, other) for other in (ranks, compared, rows))
+        print(f"| {columns} | {base_seconds * 1e6:.0f} | {compare_seconds * 1e6:.0f} | {rows_seconds * 1e6:.0f} | "
+              f"{seconds * 1e6:.0f} | {same} |")
 
 
 def comparison_ranks(blocks: np.ndarray) -> np.ndarray:
@@ -171,8 +175,12 @@ def main() -> None:
     parser.add_argument("--exact-users", type=int, default=1000, help="users of the precision table's exact instance")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only-subspace", action="store_true", help="print the subspace step's table alone")
+    parser.add_argument("--only-rounding", action="store_true", help="print the rounding tables alone")
     args = parser.parse_args()
     print(f"load {os.getloadavg()[0]:.1f}\n")
+    if args.only_rounding:
+        rounding_table(args.users, args.rounds, args.seed)
+        return
     if args.only_subspace:
         subspace_table(args.exact_users, 500, args.seed)
         return

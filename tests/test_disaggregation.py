@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from attacks.disaggregation import AttackSettings, disaggregate
-from attacks.geometry import Geometry, column_space
+from attacks.geometry import Geometry, column_space, descending_ranks
 from benchmark.errors import BenchmarkError
 from benchmark.synthetic import make_instance
 
@@ -347,3 +347,17 @@ def test_a_noise_mode_search_stops_once_its_candidates_stop_improving_and_return
     (full, full_fit, full_steps), (early, early_fit, early_steps) = answers.values()
     assert np.array_equal(full, early) and np.array_equal(full_fit, early_fit)
     assert full_steps == 600 and early_steps <= 100 + 25 * (search.NOISE_PROGRESS_CHECKS + 2)
+
+
+@pytest.mark.parametrize("window", [5, 10, 30])
+@pytest.mark.parametrize("columns", [1, 7, 80, 400])
+def test_rounding_ranks_like_a_stable_sort_on_every_path(window, columns):
+    """descending_ranks picks a path by size (one sort of contiguous rows, comparisons, a strided sort); every
+    path must rank as a stable argsort of -scores does, ties (clipped scores, closed rounds at -inf) by position."""
+    rng = np.random.default_rng(window * 1000 + columns)
+    blocks = np.round(rng.standard_normal((12, window, columns)), 1)
+    blocks[rng.random(blocks.shape) < 0.2] = -np.inf
+    order = np.argsort(-blocks, axis=1, kind="stable")
+    expected = np.empty_like(order)
+    np.put_along_axis(expected, order, np.arange(window)[None, :, None], axis=1)
+    assert np.array_equal(descending_ranks(blocks), expected)
