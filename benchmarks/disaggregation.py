@@ -1,7 +1,7 @@
 """Our disaggregation attack against the paper's per-user integer program, side by side, on fixed synthetic instances.
 
     .venv/bin/python benchmarks/disaggregation.py [--instances a,b,f] [--methods attack,uncoupled,baseline] [--baseline-time-limit 60]
-        [--baseline-users 10] [--workers 2] [--device cpu|cuda]
+        [--baseline-users 10] [--workers 2] [--device cpu|cuda] [--seed 0] [--users N]
 
 Methods: `attack` (attacks.disaggregation.disaggregate), `uncoupled` (the same with the joint stage's
 search restarts not coupled through the totals: the gain of that coupling, side by side) and `baseline`.
@@ -79,14 +79,22 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def shape(key: str) -> tuple[int, int, int, float]:
+    """The instance's (n, T, K, participation); with --users, n users and T scaled with them (held-out sizes)."""
+    n_users, n_rounds, window, participation = INSTANCES[key]
+    if _USERS[0] is None:
+        return n_users, n_rounds, window, participation
+    return _USERS[0], round(n_rounds * _USERS[0] / n_users), window, participation
+
+
 def _instance(key: str):
     from benchmark.synthetic import make_instance
 
-    n_users, n_rounds, window, participation = INSTANCES[key]
-    return make_instance(n_users, n_rounds, window, participation, seed=_SEED[0])
+    return make_instance(*shape(key), seed=_SEED[0])
 
 
 _SEED = [INSTANCE_SEED]  # --seed: held-out instances of the same shapes
+_USERS: list[int | None] = [None]  # --users: the same shapes at another number of users
 
 
 def _reap_workers() -> None:
@@ -290,6 +298,8 @@ def _spawn(key: str, method: str, args: argparse.Namespace) -> dict:
         "--seed",
         str(args.seed),
     ]
+    if args.users is not None:
+        command += ["--users", str(args.users)]
     if args.attack_progress:
         command.append("--attack-progress")
     command += ["--device", args.device]
@@ -325,7 +335,7 @@ def _table(results: dict, keys: list[str], methods: list[str], args: argparse.Na
     ] + [f"{STEP_LABELS[s]} (s)" for s in steps] + ["target", "notes"]
     rows = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for key in keys:
-        n_users, n_rounds, window, participation = INSTANCES[key]
+        n_users, n_rounds, window, participation = shape(key)
         attack = results.get((key, "attack"))
         for method in methods:
             result = results[(key, method)]
@@ -413,9 +423,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the baseline's per-user programs (default 2); the attack runs in one process")
     parser.add_argument("--device", default="cpu", help="where the attack's batched searches iterate: cpu (numpy, the reference) or a torch device such as cuda (AttackSettings.device); run once with each for the side-by-side figure")
     parser.add_argument("--seed", type=int, default=INSTANCE_SEED, help="instance seed (default 0; others are held out)")
+    parser.add_argument("--users", type=int, help="run the chosen shapes at this many users, T scaled with n, each under "
+                        "its own clock (held-out sizes; a target then reads as the shape's)")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    _SEED[0] = args.seed
+    if args.users is not None and args.users < 2:
+        parser.error("--users needs at least 2 users")
+    _SEED[0], _USERS[0] = args.seed, args.users
     if args._child:
         _child(args._child, args)
         return
