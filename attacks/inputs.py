@@ -5,6 +5,10 @@ import numpy as np
 from benchmark.errors import BenchmarkError
 from benchmark.observation import window_lengths, window_sums
 
+# Largest aggregate magnitude accepted: the attack multiplies and squares sums of them (norms, T x d products), which
+# stay finite in float64 up to about 1e150; a gradient sum is nowhere near either.
+MAX_MAGNITUDE = 1e100
+
 
 def totals_agree(totals: np.ndarray, counts: np.ndarray, window: int) -> bool:
     """Whether per-round totals, summed over each window, equal the users' summed counts there."""
@@ -49,6 +53,11 @@ def check_observation(
         raise BenchmarkError(f"aggregates must be numeric, got dtype {aggregates.dtype}")
     if not np.all(np.isfinite(aggregates)):
         raise BenchmarkError("aggregates contain NaN or infinite values")
+    largest = float(np.abs(aggregates).max())
+    if largest > MAX_MAGNITUDE:
+        raise BenchmarkError(
+            f"aggregates reach {largest:.3g} in magnitude, beyond {MAX_MAGNITUDE:.0e}: products of them would overflow; rescale them"
+        )
     n_rounds = aggregates.shape[0]
     counts = check_counts(counts, n_rounds, window)
     if totals is not None:

@@ -27,7 +27,24 @@ _ATTACK = AttackSettings()  # the disaggregate command's defaults are the attack
 def _executor(args: argparse.Namespace) -> Executor:
     if not 1 <= args.workers <= MAX_WORKERS:
         raise BenchmarkError(f"--workers must be between 1 and {MAX_WORKERS}")
-    return Executor(workers=args.workers, scheduler=getattr(args, "scheduler", None))
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None:
+        _check_scheduler(scheduler)
+    return Executor(workers=args.workers, scheduler=scheduler)
+
+
+def _check_scheduler(address: str) -> None:
+    """BenchmarkError, before any work, for an address Dask cannot parse (one it can parse may still not answer)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as error:
+        raise BenchmarkError(f"--scheduler {address!r} is not a Dask scheduler address: {error}") from None
 
 
 def _load_array(path: str, what: str) -> np.ndarray:
@@ -118,6 +135,21 @@ def _report_failures(table: "pd.DataFrame") -> int:
 OUTPUTS = ("participants.npy", "updates.npy", "report.json")
 
 
+def _check_memory(n_rounds: int, n_users: int, counts_file: str) -> None:
+    """BenchmarkError, before any work, when the attack's arrays cannot fit this machine's memory: the users' n x n
+    Gram matrix and a few T x n float64 matrices (columns, candidates, the search's iterates)."""
+    needed = 8 * (n_users * n_users + 6 * n_rounds * n_users)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every system reports it
+        return
+    if needed > memory:
+        raise BenchmarkError(
+            f"counts file {counts_file}: {n_users} users over {n_rounds} rounds need about {needed / 2**30:.1f} GiB, "
+            f"more than this machine's {memory / 2**30:.1f} GiB"
+        )
+
+
 def cmd_disaggregate(args: argparse.Namespace) -> int:
     from attacks.disaggregation import disaggregate
     from attacks.inputs import check_observation
@@ -128,11 +160,15 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     check_output_folder(out, OUTPUTS, "--out")
     aggregates = _load_array(args.aggregates, "aggregates")
     counts = _load_array(args.counts, "counts")
-    totals = _load_array(args.totals, "totals") if args.totals else None
+    totals = _load_array(args.totals, "totals") if args.totals is not None else None
+    for flag, given in (("--aggregates", args.aggregates), ("--counts", args.counts), ("--totals", args.totals)):
+        if given and Path(given).resolve().parent == out.resolve():
+            raise BenchmarkError(f"--out {out} holds the {flag} file {given}, which writing the outputs would replace; give another folder")
     if aggregates.ndim == 2 and not 1 <= args.window <= aggregates.shape[0]:
         raise BenchmarkError(f"--window must be between 1 and the {aggregates.shape[0]} rounds of the aggregates, got {args.window}")
     aggregates, counts, totals = check_observation(aggregates, counts, args.window, totals)
     _check_explained(aggregates, counts, args.window)
+    _check_memory(aggregates.shape[0], counts.shape[0], args.counts)
     if not 0 <= args.time_limit < 1e9:
         raise BenchmarkError("--time-limit must be a non-negative number of seconds")
     if args.budget is not None and not 0 <= args.budget < 1e9:

@@ -63,8 +63,15 @@ def _check_parent(path: Path, what: str) -> None:
 def check_output_folder(out: Path, names: tuple[str, ...], what: str) -> None:
     """BenchmarkError, before any work, when `out` cannot take `names`: a file there, a folder not writable,
     or something in it that is not one of `names` as a plain file (never deleted by a rewrite)."""
+    if str(out) == "" or out.name in ("", ".", ".."):
+        raise BenchmarkError(f"{what} {str(out)!r} does not name a folder of its own; give a new or empty folder")
+    if out.is_symlink():
+        raise BenchmarkError(f"{what} {out} is a symbolic link; give a real folder")
     if out.exists() and not out.is_dir():
         raise BenchmarkError(f"{what} {out} is a file, not a folder")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise BenchmarkError(f"{what} {out} holds the current folder; give a new or empty folder")
     _check_parent(out, what)
     if out.is_dir():
         for entry in out.iterdir():

@@ -23,7 +23,7 @@ def _from_file(spec: str) -> type:
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as error:  # a user's file: any failure becomes one line
+    except (Exception, SystemExit) as error:  # a user's file: any failure, an exit too, becomes one line
         raise BenchmarkError(f"defense file {path} failed to load: {type(error).__name__}: {error}") from None
     if not hasattr(module, class_name):
         raise BenchmarkError(f"defense file {path} has no class {class_name}")
@@ -81,8 +81,8 @@ def _check_types(name: str, cls: type, parameters: dict) -> None:
 
 
 def _nested(name: str, key: str, entries: object) -> list[Defense]:
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) and "name" in entry for entry in entries):
-        raise BenchmarkError(f"{name} needs {key} = [{{name = ..., ...parameters}}, ...]")
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) and isinstance(entry.get("name"), str) for entry in entries):
+        raise BenchmarkError(f"{name} needs {key} = [{{name = \"...\", ...parameters}}, ...], each name a string, got {entries!r}")
     return [make_defense(entry["name"], {k: v for k, v in entry.items() if k != "name"}) for entry in entries]
 
 

@@ -152,7 +152,34 @@ def _cuda_without_a_gpu(tmp_path, obs):
     return {"--device": "cuda"}, "--device cuda"
 
 
+def _huge_aggregates(tmp_path, obs):
+    np.save(tmp_path / "huge.npy", np.load(obs["A"]) * 1e307)
+    return {"--aggregates": tmp_path / "huge.npy"}, "aggregates reach"
+
+
+def _out_is_the_inputs_folder(tmp_path, obs):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    np.save(folder / "updates.npy", np.load(obs["A"]))  # named like an output: a rewrite would replace it
+    return {"--aggregates": folder / "updates.npy", "--out": folder}, "holds the --aggregates file"
+
+
+def _out_is_a_symlink(tmp_path, obs):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    return {"--out": tmp_path / "link"}, "is a symbolic link"
+
+
+def _out_is_empty(tmp_path, obs):
+    return {"--out": ""}, "does not name a folder"
+
+
+def _empty_totals(tmp_path, obs):
+    return {"--totals": ""}, "totals file"
+
+
 @pytest.mark.parametrize("case", [
+    _huge_aggregates, _out_is_the_inputs_folder, _out_is_a_symlink, _out_is_empty, _empty_totals,
     _npz, _text, _directory, _object_array, _nan_counts, _zero_counts, _string_array, _out_is_file,
     _out_holds_other_files, _out_dir_where_a_file_goes, _out_under_a_file, _out_unwritable, _huge_window,
     _negative_window, _window_not_dividing, _negative_time_limit, _nan_budget, _negative_certificate_nodes,
@@ -162,6 +189,23 @@ def test_bad_disaggregate_input(tmp_path, capsys, observation, case):
     changes, names = case(tmp_path, observation)
     options = {"--aggregates": observation["A"], "--counts": observation["C"], "--window": "4", "--out": tmp_path / "new", **changes}
     check_refused(tmp_path, capsys, ["disaggregate", "--quiet", *[x for item in options.items() for x in item]], names)
+
+
+def test_disaggregate_refuses_the_current_folder_as_out(tmp_path, capsys, observation, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["disaggregate", "--quiet", "--aggregates", observation["A"], "--counts", observation["C"], "--window", "4"]
+    check_refused(tmp_path, capsys, [*args, "--out", "."], "does not name a folder of its own")
+    check_refused(tmp_path, capsys, [*args, "--out", tmp_path], "holds the current folder")
+    check_refused(tmp_path, capsys, [*args, "--out", tmp_path.parent], "holds the current folder")
+
+
+def test_disaggregate_refuses_more_users_than_memory_holds(tmp_path, capsys, observation):
+    counts = np.zeros((2_000_000, np.load(observation["C"]).shape[1]), dtype=np.int8)  # 2e6 users: 29 TiB of Gram
+    counts[:8] = np.load(observation["C"])
+    np.save(tmp_path / "many.npy", counts)
+    args = ["disaggregate", "--quiet", "--aggregates", observation["A"], "--counts", tmp_path / "many.npy", "--window", "4",
+            "--out", tmp_path / "new"]
+    check_refused(tmp_path, capsys, args, "many.npy: 2000000 users")
 
 
 def test_disaggregate_replaces_its_own_outputs_all_at_once(tmp_path, capsys, observation):
@@ -240,6 +284,20 @@ SUITE_CASES = {
     "defense-unknown": (_append('\n[[defenses]]\nname = "no-such"\n'), "unknown defense 'no-such'"),
     "grid-rounds-per-user-string": (lambda t: t.split("[[cells]]")[0] + '[[grids]]\nname = "g"\nn_users = [6]\nrounds_per_user = "many"\nwindow = 3\n',
                                     "rounds_per_user must be a positive number"),
+    "grid-rounds-per-user-overflow": (lambda t: t.split("[[cells]]")[0] + '[[grids]]\nname = "g"\nn_users = [6]\nrounds_per_user = 1e308\nwindow = 3\n',
+                                      "exceeds 1000000 rounds"),
+    "grid-users-string-with-rounds-per-user": (lambda t: t.split("[[cells]]")[0] + '[[grids]]\nname = "g"\nn_users = ["6"]\nrounds_per_user = 2\nwindow = 3\n',
+                                               "n_users must be an integer"),
+    "horizon-infinite": (_replace("n_rounds = 24", "horizons = [inf]"), "horizons must be a non-empty list of distinct positive finite"),
+    "horizon-overflow": (_replace("n_rounds = 24", "horizons = [1e308]"), "exceeds 1000000 rounds"),
+    "lp-work-string": (_replace("time_limit = 0.2", 'lp_work = "abc"'), "[attack] lp_work must be an integer"),
+    "search-work-float": (_replace("time_limit = 0.2", "search_work = 1.5"), "[attack] search_work must be an integer"),
+    "utility-float-rounds": (_append('\n[utility]\nname = "u"\ndataset = "digits"\nn_rounds = 1.5\n'), "[utility] n_rounds must be an integer"),
+    "utility-string-clients": (_append('\n[utility]\nname = "u"\ndataset = "digits"\nn_clients = "10"\n'), "suite.toml: [utility] n_clients must be an integer"),
+    "utility-infinite-rate": (_append('\n[utility]\nname = "u"\ndataset = "digits"\nlearning_rate = inf\n'), "[utility] learning_rate must be finite"),
+    "noisy-counts-overflowing-scale": (_append('\n[[defenses]]\nname = "noisy-counts"\nscale = 1e308\n'), "scale <= 1e+09"),
+    "composed-name-not-string": (_append('\n[[defenses]]\nname = "composed"\ndefenses = [{name = 5}]\n'), "each name a string"),
+    "deeply-nested": (_replace("seeds = [0]", "seeds = " + "[" * 600 + "]" * 600), "nested too deeply"),
     "empty-file": (lambda t: "", "missing key 'name'"),
     "invalid-toml": (_append("\n[[["), "invalid TOML"),
 }
@@ -323,6 +381,19 @@ def test_a_plugin_with_two_classes_of_one_name_is_refused(tmp_path, capsys, suit
     plugin.write_text("from defenses.base import Defense\n\nclass A(Defense):\n    name = 'same'\n\nclass B(Defense):\n    name = 'same'\n")
     check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet",
                                      "--defense", f"{plugin}:A", "--defense", f"{plugin}:B"], "share the label 'same'")
+
+
+def test_a_plugin_that_exits_on_import_is_refused(tmp_path, capsys, suite_file):
+    plugin = tmp_path / "exits.py"
+    plugin.write_text("import sys\nsys.exit(0)\n")
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet",
+                                     "--defense", f"{plugin}:X"], "exits.py failed to load: SystemExit")
+
+
+@pytest.mark.parametrize("address", ["::::", "foo://x:1", "tcp://host:notaport"])
+def test_a_malformed_scheduler_address_is_refused(tmp_path, capsys, suite_file, address):
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet", "--device", "cpu",
+                                     "--scheduler", address], "--scheduler")
 
 
 # ---------------------------------------------------------------- stored results and the leaderboard
