@@ -11,14 +11,16 @@ MAX_USERS, MAX_ROUNDS, MAX_CELLS_OF_MATRIX = 100_000, 1_000_000, 200_000_000
 
 
 def type_error(value: object, kind: object) -> str | None:
-    """Why `value` is not of the dataclass field type `kind` (int, float, bool, str, str | None), else None.
+    """Why `value` is not of the dataclass field type `kind` (int, float, bool, str, their `| None`), else None.
 
     TOML gives bool for true/false and int for 3: a bool is not an int here, an int is a float, a float
     that is not finite is refused.
     """
     if kind is bool:
         return None if isinstance(value, bool) else "must be true or false"
-    if kind is int:
+    if kind is int or kind == (int | None):
+        if value is None and kind is not int:
+            return None
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
     if kind is float or kind == (float | None):
         if value is None and kind != float:

@@ -12,7 +12,7 @@ from pathlib import Path
 from attacks.settings import INVERT_AT, AttackSettings
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
-from benchmark.scenario import Scenario, type_error
+from benchmark.scenario import MAX_ROUNDS, MAX_USERS, Scenario, type_error
 from benchmark.utility import UtilityTask
 
 # A suite's name is a folder under --results: one path component, no "." or "..", no separator.
@@ -111,6 +111,8 @@ def _read(name_or_path: str) -> tuple[dict, str]:
         return tomllib.loads(text), name_or_path
     except tomllib.TOMLDecodeError as error:
         raise BenchmarkError(f"suite {name_or_path}: invalid TOML: {error}") from None
+    except RecursionError:
+        raise BenchmarkError(f"suite {name_or_path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 def _defense(entry: dict, origin: str) -> DefenseSpec:
@@ -173,7 +175,7 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
                 per_user = cell.pop("rounds_per_user")
                 if type_error(per_user, float) or per_user <= 0:
                     raise BenchmarkError(f"grid {base!r}: rounds_per_user must be a positive number, got {per_user!r}")
-                cell["n_rounds"] = int(round(per_user * cell.get("n_users", Scenario.n_users)))
+                cell["n_rounds"] = _rounds(per_user, cell.get("n_users", Scenario.n_users), f"grid {base!r}")
             cells.append(cell)
     return cells
 
@@ -192,17 +194,24 @@ def _horizon_cells(cells: list[dict]) -> list[dict]:
         n_users = cell.get("n_users", Scenario.n_users)
         if "n_rounds" in cell or "rounds_per_user" in cell:
             raise BenchmarkError(f"cell {name!r}: give horizons or n_rounds (rounds_per_user), not both")
-        numbers = isinstance(horizons, list) and all(isinstance(h, (int, float)) and not isinstance(h, bool) for h in horizons)
+        numbers = isinstance(horizons, list) and all(type_error(h, float) is None for h in horizons)
         if not (numbers and horizons and all(h > 0 for h in horizons) and len(set(horizons)) == len(horizons)):
-            raise BenchmarkError(f"cell {name!r}: horizons must be a non-empty list of distinct positive numbers")
-        if not isinstance(n_users, int) or isinstance(n_users, bool):
-            raise BenchmarkError(f"cell {name!r}: n_users must be an integer")
+            raise BenchmarkError(f"cell {name!r}: horizons must be a non-empty list of distinct positive finite numbers")
         for horizon in horizons:
-            rounds = round(horizon * n_users)
+            rounds = _rounds(horizon, n_users, f"cell {name!r}")
             if abs(rounds - horizon * n_users) > 1e-9 * max(rounds, 1):
                 raise BenchmarkError(f"cell {name!r}: horizon {horizon} times {n_users} users is not a whole number of rounds")
             expanded.append({**{k: v for k, v in cell.items() if k != "horizons"}, "n_rounds": rounds})
     return expanded
+
+
+def _rounds(per_user: float, n_users: object, where: str) -> int:
+    """n_rounds for `per_user` rounds per user (a positive finite number), checked before it is computed."""
+    if type_error(n_users, int) or not 1 <= n_users <= MAX_USERS:
+        raise BenchmarkError(f"{where}: n_users must be an integer between 1 and {MAX_USERS}, got {n_users!r}")
+    if per_user * n_users > MAX_ROUNDS:
+        raise BenchmarkError(f"{where}: {per_user} rounds per user times {n_users} users exceeds {MAX_ROUNDS} rounds")
+    return round(per_user * n_users)
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -254,7 +263,10 @@ def _utility(origin: str, table: object) -> UtilityTask | None:
         return None
     if not isinstance(table, dict):
         raise BenchmarkError(f"suite {origin}: [utility] must be a table of utility task fields")
-    return UtilityTask.from_dict(table)
+    try:
+        return UtilityTask.from_dict(table)
+    except BenchmarkError as error:
+        raise BenchmarkError(f"suite {origin}: {error}") from None
 
 
 def expand(suite: Suite, defenses: tuple[DefenseSpec, ...] | None = None) -> list[Task]:

@@ -66,9 +66,16 @@ class UtilityTask:
 
     @classmethod
     def from_dict(cls, values: dict) -> "UtilityTask":
+        from benchmark.scenario import type_error
+
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise BenchmarkError(f"unknown utility task field(s): {', '.join(unknown)}")
+        for field_ in fields(cls):
+            if field_.name in values:
+                problem = type_error(values[field_.name], field_.type)
+                if problem:
+                    raise BenchmarkError(f"[utility] {field_.name} {problem}, got {values[field_.name]!r}")
         try:
             return cls(**values)
         except TypeError as error:

@@ -52,6 +52,11 @@ class RoundedCounts(Defense):
         return Analytics(counts - counts % self.bucket, window, None)
 
 
+# Far past any useful noise (a count's window holds at most a few thousand rounds); larger scales overflow the
+# adaptive attack's reading of the counts (c +- scale ln 100 as integers).
+MAX_SCALE = 1e9
+
+
 class NoisyCounts(Defense):
     """Publish counts plus discrete Laplace noise of scale `scale`, clipped to [0, window length], and no totals.
 
@@ -64,8 +69,8 @@ class NoisyCounts(Defense):
     name = "noisy-counts"
 
     def __init__(self, scale: float = 1.0) -> None:
-        if not scale > 0:
-            raise BenchmarkError(f"{self.name} needs a scale > 0")
+        if not 0 < scale <= MAX_SCALE:
+            raise BenchmarkError(f"{self.name} needs 0 < scale <= {MAX_SCALE:.0e}, got {scale!r}")
         self.scale = float(scale)
 
     def public_parameters(self) -> dict:
