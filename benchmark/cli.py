@@ -244,7 +244,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     from benchmark.store import check_output_file
 
-    if args.out:
+    if args.out is not None:
+        if not args.out:
+            raise BenchmarkError("--out must name a file (leave it out to print to standard output)")
         check_output_file(Path(args.out), "--out")
     if args.readme:
         from leaderboard.submission import render_readme
@@ -295,7 +297,11 @@ def _write_html_page(results: "pd.DataFrame", out: Path) -> None:
     from leaderboard.render import render
     from leaderboard.summary import summarize
 
+    from benchmark.store import check_output_file
+
     plots = {f"{out.stem}-success-vs-utility.png": plot_success_vs_utility, f"{out.stem}-recovery-vs-rounds.png": plot_recovery_vs_rounds}
+    for name in plots:
+        check_output_file(out.parent / name, "--out's plot")
     page = render(summarize(results), "html", plots=list(plots))
     with tempfile.TemporaryDirectory(prefix="disaggbench-plots-") as scratch:
         images = {name: plot(results, Path(scratch) / name).read_bytes() for name, plot in plots.items()}

@@ -285,21 +285,13 @@ def _validate_defenses(specs: list[DefenseSpec]) -> None:
             validate_defense(partial(make_defense, spec.name, dict(spec.parameters)))
 
 
-def _own_name(cls: type) -> str:
-    """The class's `name`, unless it only inherits the base class's ("none"): then its class name."""
-    from defenses.base import Defense
-
-    declared = [k.__dict__["name"] for k in cls.__mro__ if k is not Defense and isinstance(k.__dict__.get("name"), str)]
-    return declared[0] if declared and declared[0].strip() else cls.__name__
-
-
 def plugin_labels(specs: tuple[DefenseSpec, ...]) -> tuple[DefenseSpec, ...]:
     """A plugin defense (`file.py:Class`) without a label is labelled with its class's `name`, not its path;
     two defenses with one label would merge into one row of the leaderboard, so that is refused."""
-    from defenses.registry import defense_class
+    from defenses.registry import declared_name, defense_class
 
     labelled = tuple(
-        replace(spec, label=_own_name(defense_class(spec.name))) if not spec.label and ".py:" in spec.name else spec
+        replace(spec, label=declared_name(defense_class(spec.name))) if not spec.label and ".py:" in spec.name else spec
         for spec in specs
     )
     seen: dict[str, str] = {}

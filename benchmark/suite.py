@@ -196,7 +196,7 @@ def _horizon_cells(cells: list[dict]) -> list[dict]:
             raise BenchmarkError(f"cell {name!r}: give horizons or n_rounds (rounds_per_user), not both")
         numbers = isinstance(horizons, list) and all(type_error(h, float) is None for h in horizons)
         if not (numbers and horizons and all(h > 0 for h in horizons) and len(set(horizons)) == len(horizons)):
-            raise BenchmarkError(f"cell {name!r}: horizons must be a non-empty list of distinct positive finite numbers")
+            raise BenchmarkError(f"cell {name!r}: horizons must be a non-empty list of distinct positive numbers, each finite")
         for horizon in horizons:
             rounds = _rounds(horizon, n_users, f"cell {name!r}")
             if abs(rounds - horizon * n_users) > 1e-9 * max(rounds, 1):

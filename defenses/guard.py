@@ -17,20 +17,28 @@ class GuardedDefense(Defense):
 
     def __init__(self, inner: Defense) -> None:
         self.inner = inner
-        self.name = getattr(inner, "name", type(inner).__name__)
-        self.refresh_every = getattr(inner, "refresh_every", 0)
+        self.name = type(inner).__name__
+        self.name = self._read("name", self.name)
+        self.refresh_every = self._read("refresh_every", 0)
         if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
             raise BenchmarkError(f"defense {self.name!r}: refresh_every must be an integer >= 0")
-        self.min_relative_change = getattr(inner, "min_relative_change", 0.0)
+        self.min_relative_change = self._read("min_relative_change", 0.0)
         if not (isinstance(self.min_relative_change, Real) and 0 <= self.min_relative_change < float("inf")):
             raise BenchmarkError(f"defense {self.name!r}: min_relative_change must be a finite number >= 0")
+
+    def _read(self, attribute: str, default):
+        """An attribute of the inner defense (a property is user code too)."""
+        try:
+            return getattr(self.inner, attribute, default)
+        except (Exception, SystemExit) as error:
+            raise BenchmarkError(f"defense {self.name!r}: attribute {attribute} raised {type(error).__name__}: {error}") from None
 
     def _call(self, hook: str, *args):
         try:
             return getattr(self.inner, hook)(*args)
         except BenchmarkError:
             raise
-        except Exception as error:  # user code: report which hook failed, never a traceback
+        except (Exception, SystemExit) as error:  # user code: report which hook failed, never a traceback or an exit
             raise BenchmarkError(f"defense {self.name!r}: hook {hook} raised {type(error).__name__}: {error}") from None
 
     def _fail(self, hook: str, problem: str) -> None:
@@ -40,6 +48,9 @@ class GuardedDefense(Defense):
         parameters = self._call("public_parameters")
         if not isinstance(parameters, dict):
             self._fail("public_parameters", "must return a dict")
+        for key, value in parameters.items():
+            if isinstance(value, Real) and not isinstance(value, bool) and not math.isfinite(value):
+                self._fail("public_parameters", f"gives {key} = {value!r}: the attacker reads finite numbers")
         return parameters
 
     def choose_participants(self, selected, round_index, rng):
@@ -50,6 +61,8 @@ class GuardedDefense(Defense):
         for mask in masks:
             if mask.shape != selected.shape or mask.dtype != bool:
                 self._fail("choose_participants", f"must return boolean masks of shape {selected.shape}")
+        if np.any(masks[0] & ~masks[1]):
+            self._fail("choose_participants", "lets a user contribute without checking in (contributing must lie within checked_in)")
         return masks
 
     def local_update(self, model, x, y, scenario, rng):
@@ -75,7 +88,7 @@ class GuardedDefense(Defense):
 
     def _checked(self, hook: str, value, shape: tuple) -> np.ndarray:
         out = np.asarray(value)
-        if out.shape != shape or not np.issubdtype(out.dtype, np.number):
+        if out.shape != shape or out.dtype.kind not in "biuf":
             self._fail(hook, f"must return a numeric array of shape {shape}, got {out.dtype} {out.shape}")
         if not np.all(np.isfinite(out)):
             self._fail(hook, "returned NaN or infinite values")
@@ -86,14 +99,18 @@ class GuardedDefense(Defense):
         if not isinstance(out, Analytics):
             self._fail("transform_analytics", "must return defenses.base.Analytics")
         n_rounds, n_users = checked_in.shape
-        n_windows = -(-n_rounds // max(int(out.window), 1))
+        if isinstance(out.window, bool) or not isinstance(out.window, (int, np.integer)) or out.window < 1:
+            self._fail("transform_analytics", f"must return a window of at least 1 round (an integer), got {out.window!r}")
+        n_windows = -(-n_rounds // int(out.window))
         no_counts = np.zeros((n_users, n_windows), dtype=np.int64)  # None (nothing published) always passes
         counts = no_counts if out.counts is None else np.asarray(out.counts)
-        if out.window < 1 or counts.shape != (n_users, n_windows) or not np.issubdtype(counts.dtype, np.integer):
-            self._fail("transform_analytics", f"must return integer counts of shape ({n_users}, {n_windows}) or None "
-                                              f"for window {out.window}")
-        if out.totals is not None and np.asarray(out.totals).shape != (n_rounds,):
-            self._fail("transform_analytics", f"must return totals of shape ({n_rounds},) or None")
+        if counts.shape != (n_users, n_windows) or not np.issubdtype(counts.dtype, np.integer) or counts.min(initial=0) < 0:
+            self._fail("transform_analytics", f"must return non-negative integer counts of shape ({n_users}, {n_windows}) "
+                                              f"or None for window {out.window}")
+        if out.totals is not None:
+            totals = np.asarray(out.totals)
+            if totals.shape != (n_rounds,) or not np.issubdtype(totals.dtype, np.integer) or totals.min(initial=0) < 0:
+                self._fail("transform_analytics", f"must return non-negative integer totals of shape ({n_rounds},) or None")
         return out
 
     def privacy(self, n_rounds, participation, max_participations, delta) -> Privacy:
@@ -105,6 +122,8 @@ class GuardedDefense(Defense):
         if not (isinstance(guarantee.level, str) and isinstance(guarantee.accounting, str)):
             self._fail("privacy", "must give its level and accounting as text")
         figures = {key: float(value) for key, value in guarantee.figures.items()}
+        if any(value < 0 for value in figures.values()):
+            self._fail("privacy", "reports a negative epsilon")
         if guarantee.level != NO_DP and not set(guarantee.level.split("/")) <= set(LEVELS):
             self._fail("privacy", f"level must be {', '.join(LEVELS)} (joined by '/') or {NO_DP}, not {guarantee.level!r}")
         if guarantee.level == NO_DP and not all(math.isnan(value) for value in figures.values()):

@@ -45,7 +45,17 @@ def defense_class(name: str) -> type:
         cls = found[0].load()
     if not (inspect.isclass(cls) and issubclass(cls, Defense)):
         raise BenchmarkError(f"defense {name!r} is not a subclass of defenses.base.Defense")
+    label = declared_name(cls)
+    if label in BUILTIN_DEFENSES or label in ALIASES:
+        raise BenchmarkError(f"defense {name!r} is named {label!r}, a built-in defense's name: its rows would pass for the "
+                             "built-in's; give it a name of its own")
     return cls
+
+
+def declared_name(cls: type) -> str:
+    """The class's `name`, unless it only inherits the base class's ("none"): then its class name."""
+    declared = [k.__dict__["name"] for k in cls.__mro__ if k is not Defense and isinstance(k.__dict__.get("name"), str)]
+    return declared[0] if declared and declared[0].strip() else cls.__name__
 
 
 def make_defense(name: str, parameters: dict | None = None) -> Defense:
@@ -60,8 +70,8 @@ def make_defense(name: str, parameters: dict | None = None) -> Defense:
         return cls(**parameters)
     except BenchmarkError:
         raise
-    except Exception as error:  # a constructor that rejects its parameters
-        raise BenchmarkError(f"defense {name!r} rejected its parameters {parameters}: {error}") from None
+    except (Exception, SystemExit) as error:  # a constructor that rejects its parameters (or exits)
+        raise BenchmarkError(f"defense {name!r} rejected its parameters {parameters}: {type(error).__name__}: {error}") from None
 
 
 def _check_types(name: str, cls: type, parameters: dict) -> None:

@@ -81,5 +81,5 @@ def _build(defense_factory: Callable[[], Defense]) -> Defense:
         return defense_factory()
     except BenchmarkError:
         raise
-    except Exception as error:  # a user's constructor: one line, never a traceback
+    except (Exception, SystemExit) as error:  # a user's constructor: one line, never a traceback or an exit
         raise BenchmarkError(f"defense could not be built: {type(error).__name__}: {error}") from None

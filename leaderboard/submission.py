@@ -35,7 +35,7 @@ from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, lo
 from defenses.builtin import BUILTIN_DEFENSES
 from defenses.registry import defense_class, make_defense
 from leaderboard.render import COLUMN_NOTES, default_columns, render
-from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, summarize
+from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, metric_range, summarize
 
 ENTRY_FORMAT = 1
 SOURCE_KEY = "disaggbench-source"  # in `packages`: the digest of the source its task keys hash
@@ -81,7 +81,7 @@ def parse_parameters(pairs: list[str]) -> dict:
             raise BenchmarkError(f"--param {key} given twice")
         try:
             parameters[key] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             parameters[key] = text
     return parameters
 
@@ -148,11 +148,42 @@ def validate_entry(entry: object, origin: str) -> dict:
         if key in seen:
             raise BenchmarkError(f"entry {origin} lists task {key} twice")
         seen.add(key)
+        _check_scores(result, f"entry {origin}: task {key}")
         if result_hash(result) != task["sha256"]:
             raise BenchmarkError(f"entry {origin}: task {key}: sha256 does not match its result")
         if (result["seed"], result["scenario"]) != (task["seed"], task["scenario"]):
             raise BenchmarkError(f"entry {origin}: task {key}: seed or scenario differs from its result")
     return entry
+
+
+def _check_scores(result: dict, where: str) -> None:
+    """Every score a task stores is null, "inf"/"-inf" (how rows store infinities) or a number inside its range."""
+    for column in SCORE_COLUMNS:
+        value = result.get(column)
+        if value is None or value in ("inf", "-inf"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BenchmarkError(f"{where}: {column} must be a number or null, got {value!r}")
+        low, high = metric_range(column)
+        if not low - 1e-9 <= value <= high + 1e-9:
+            raise BenchmarkError(f"{where}: {column} = {value!r} lies outside its range [{low}, {high}]")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of float range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 18:  # beyond int64: no score or count is
+        raise ValueError(f"integer {text[:20]}... is too large")
+    return int(text)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON (give null for a missing number)")
 
 
 def load_entry(path: str | Path) -> dict:
@@ -163,9 +194,12 @@ def load_entry(path: str | Path) -> dict:
     if not path.is_file():
         raise BenchmarkError(f"entry {path} does not exist")
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        entry = json.loads(path.read_text(encoding="utf-8"), parse_float=_finite_float, parse_int=_bounded_int,
+                           parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         raise BenchmarkError(f"entry {path} is not valid JSON: {_one_line(str(error))}") from None
+    except RecursionError:
+        raise BenchmarkError(f"entry {path} is not valid JSON: arrays or objects nested too deeply") from None
     validate_entry(entry, str(path))
     if entry["name"] != path.stem:
         raise BenchmarkError(f"entry {path} is named {entry['name']!r}; the file must be {entry['name']}.json")

@@ -288,7 +288,7 @@ SUITE_CASES = {
                                       "exceeds 1000000 rounds"),
     "grid-users-string-with-rounds-per-user": (lambda t: t.split("[[cells]]")[0] + '[[grids]]\nname = "g"\nn_users = ["6"]\nrounds_per_user = 2\nwindow = 3\n',
                                                "n_users must be an integer"),
-    "horizon-infinite": (_replace("n_rounds = 24", "horizons = [inf]"), "horizons must be a non-empty list of distinct positive finite"),
+    "horizon-infinite": (_replace("n_rounds = 24", "horizons = [inf]"), "each finite"),
     "horizon-overflow": (_replace("n_rounds = 24", "horizons = [1e308]"), "exceeds 1000000 rounds"),
     "lp-work-string": (_replace("time_limit = 0.2", 'lp_work = "abc"'), "[attack] lp_work must be an integer"),
     "search-work-float": (_replace("time_limit = 0.2", "search_work = 1.5"), "[attack] search_work must be an integer"),
@@ -372,6 +372,33 @@ def test_bad_options_are_one_line(tmp_path, capsys, args, names):
     assert snapshot(tmp_path) == before
 
 
+def _entry_with(result_changes: dict) -> str:
+    """The committed `none` entry with its first task's result changed (and its hash recomputed)."""
+    from leaderboard.submission import result_hash
+
+    entry = json.loads((ROOT / "leaderboard" / "entries" / "none.json").read_text())
+    task = entry["tasks"][0]
+    task["result"].update(result_changes)
+    task["sha256"] = result_hash(task["result"])
+    return json.dumps(entry)
+
+
+@pytest.mark.parametrize("text, names", [
+    (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": 1e999, "x": ', 1), "out of float range"),
+    (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": NaN, "x": ', 1), "NaN is not JSON"),
+    (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": 1' + "0" * 400 + ', "x": ', 1), "too large"),
+    (lambda: "[" * 100000 + "]" * 100000, "nested too deeply"),
+    (lambda: _entry_with({"attack_success": 5.0}), "attack_success = 5.0 lies outside its range"),
+    (lambda: _entry_with({"attack_success": "high"}), "attack_success must be a number or null"),
+    (lambda: _entry_with({"epsilon": -3}), "epsilon = -3 lies outside its range"),
+])
+def test_an_entry_with_impossible_numbers_is_refused(tmp_path, capsys, text, names):
+    entries = tmp_path / "entries"
+    entries.mkdir()
+    (entries / "none.json").write_text(text())
+    check_refused(tmp_path, capsys, ["leaderboard", "--readme", "--entries", entries, "--out", tmp_path / "R.md"], names)
+
+
 def test_a_folder_as_entry(tmp_path, capsys):
     check_refused(tmp_path, capsys, ["verify", tmp_path], "is a directory")
 
@@ -388,6 +415,38 @@ def test_a_plugin_that_exits_on_import_is_refused(tmp_path, capsys, suite_file):
     plugin.write_text("import sys\nsys.exit(0)\n")
     check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet",
                                      "--defense", f"{plugin}:X"], "exits.py failed to load: SystemExit")
+
+
+PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import Privacy\nfrom defenses.base import Analytics, Defense\n\n"
+
+
+@pytest.mark.parametrize("body, names", [
+    ("class X(Defense):\n    name = 'quits'\n    def __init__(self):\n        sys.exit(5)\n", "SystemExit"),
+    ("class X(Defense):\n    name = 'quits'\n    def transform_update(self, update, rng):\n        sys.exit(4)\n", "hook transform_update raised SystemExit"),
+    ("class X(Defense):\n    @property\n    def name(self):\n        raise RuntimeError('no name')\n", "attribute name raised RuntimeError"),
+    ("class X(Defense):\n    name = 'w'\n    def transform_analytics(self, c, window, rng):\n        return Analytics(None, float('nan'), None)\n",
+     "must return a window of at least 1 round"),
+    ("class X(Defense):\n    name = 'w'\n    def transform_analytics(self, c, window, rng):\n        return Analytics(None, 2.5, None)\n",
+     "must return a window of at least 1 round"),
+    ("class X(Defense):\n    name = 'neg'\n    def transform_analytics(self, c, window, rng):\n"
+     "        counts = np.add.reduceat(c.astype(np.int64), np.arange(0, c.shape[0], window), axis=0).T\n"
+     "        return Analytics(-counts - 5, window, None)\n", "non-negative integer counts"),
+    ("class X(Defense):\n    name = 'tot'\n    def transform_analytics(self, c, window, rng):\n"
+     "        return Analytics(None, window, np.full(c.shape[0], np.nan))\n", "non-negative integer totals"),
+    ("class X(Defense):\n    name = 'cplx'\n    def transform_update(self, update, rng):\n        return update + 1j\n", "numeric array"),
+    ("class X(Defense):\n    name = 'ghost'\n    def choose_participants(self, selected, round_index, rng):\n"
+     "        return selected, np.zeros_like(selected)\n", "contribute without checking in"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_bucket': float('nan')}\n", "count_bucket = nan"),
+    ("class X(Defense):\n    name = 'eps'\n    def privacy(self, n_rounds, participation, max_participations, delta):\n"
+     "        return Privacy(epsilon=-1.0, level='user')\n", "negative epsilon"),
+    ("class X(Defense):\n    name = 'none'\n", "a built-in defense's name"),
+    ("from defenses.analytics import NoisyCounts\n\nclass X(NoisyCounts):\n    pass\n", "a built-in defense's name"),
+])
+def test_a_plugin_that_misbehaves_is_refused_before_any_work(tmp_path, capsys, suite_file, body, names):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(PLUGIN_HEAD + body)
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet",
+                                     "--defense", f"{plugin}:X"], names)
 
 
 @pytest.mark.parametrize("address", ["::::", "foo://x:1", "tcp://host:notaport"])
@@ -416,6 +475,13 @@ def stored(tmp_path_factory) -> Path:
 def test_bad_leaderboard_out(tmp_path, capsys, stored, out, names):
     (tmp_path / "plain").write_text("x")
     check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", stored / "results", "--out", out(tmp_path)], names)
+
+
+def test_bad_leaderboard_html_plot_path_and_empty_out(tmp_path, capsys, stored):
+    (tmp_path / "index-recovery-vs-rounds.png").mkdir()  # where a plot of the page goes
+    args = ["leaderboard", "--suite", "tiny", "--results", stored / "results", "--format", "html"]
+    check_refused(tmp_path, capsys, [*args, "--out", tmp_path / "index.html"], "index-recovery-vs-rounds.png is a directory")
+    check_refused(tmp_path, capsys, [*args, "--out", ""], "--out must name a file")
 
 
 def test_bad_leaderboard_suite_and_corrupted_table(tmp_path, capsys, stored):
