@@ -288,9 +288,12 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
     updates = least_squares(state.columns, aggregates)
     state.charge("updates", np.arange(n_users), started)
     misfit = relative_misfit(aggregates, participants, updates)
-    # Every column can pass its own checks while the whole P U misses A (counts that cannot produce the sums):
-    # then nothing is proven unique. While some user has no column, a misfit says nothing of the others.
-    inconsistent = misfit > settings.accepted_residual and not any(s in ("timeout", "infeasible") for s in state.status)
+    # Every column can pass its own checks while the whole P U misses A (counts that cannot produce the sums), or
+    # while the columns do not add up to the per-round totals: then nothing is proven unique. While some user has
+    # no column, neither says anything of the others.
+    misses_totals = totals is not None and not np.array_equal(participants.sum(axis=1, dtype=np.int64), totals)
+    inconsistent = (misfit > settings.accepted_residual or misses_totals) and not any(
+        s in ("timeout", "infeasible") for s in state.status)
     status = tuple("found" if s == "unique" and inconsistent else s for s in state.status)
     return Disaggregation(
         participants=participants,

@@ -218,6 +218,20 @@ def test_disaggregate_replaces_its_own_outputs_all_at_once(tmp_path, capsys, obs
     assert report["relative_misfit"] < 1e-6 and report["totals"]["unique"] == 8
 
 
+def test_columns_that_miss_the_totals_are_never_unique(tmp_path, capsys):
+    participants = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    np.save(tmp_path / "A.npy", participants @ np.random.default_rng(0).standard_normal((3, 8)))
+    np.save(tmp_path / "C.npy", np.stack([participants[w * 2:(w + 1) * 2].sum(axis=0) for w in range(3)], axis=1))
+    np.save(tmp_path / "S.npy", np.array([3, 1, 2, 1, 1, 1]))  # the window sums agree with the counts, the rounds do not
+    args = ["disaggregate", "--quiet", "--aggregates", tmp_path / "A.npy", "--counts", tmp_path / "C.npy", "--window", "2"]
+    assert main([str(a) for a in [*args, "--totals", tmp_path / "S.npy", "--out", tmp_path / "bad"]]) == 1
+    assert "do not add up to --totals" in capsys.readouterr().err
+    assert json.loads((tmp_path / "bad" / "report.json").read_text())["totals"]["unique"] == 0
+    np.save(tmp_path / "S.npy", participants.sum(axis=1))
+    assert main([str(a) for a in [*args, "--totals", tmp_path / "S.npy", "--out", tmp_path / "good"]]) == 0
+    assert json.loads((tmp_path / "good" / "report.json").read_text())["totals"]["unique"] == 3
+
+
 def test_the_overall_fit_compares_a_with_p_times_u():
     from attacks.fit import relative_misfit
 
