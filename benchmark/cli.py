@@ -154,7 +154,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     from attacks.disaggregation import disaggregate
     from attacks.inputs import check_observation
     from benchmark.devices import resolve_device
-    from benchmark.store import check_output_folder, write_folder_atomically
+    from benchmark.store import check_output_folder, json_ready, write_folder_atomically
 
     out = Path(args.out)
     check_output_folder(out, OUTPUTS, "--out")
@@ -188,7 +188,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     write_folder_atomically(out, {
         "participants.npy": _npy_bytes(result.participants),
         "updates.npy": _npy_bytes(result.updates),
-        "report.json": json.dumps(report, indent=2).encode(),
+        "report.json": json.dumps(json_ready(report), indent=2, allow_nan=False).encode(),
     })
     totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
@@ -256,6 +256,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
         out = Path(args.out) if args.out else Path(args.entries).parent / "README.md"
         check_output_file(out, "--out")
+        if out.suffix == ".json" and out.resolve().parent == Path(args.entries).resolve():
+            raise BenchmarkError(f"--out {out} would overwrite an entry of {args.entries} with the README; give a .md file")
         write_atomically(out, render_readme(args.entries).encode())
         print(f"wrote {out}")
         return 0

@@ -109,6 +109,15 @@ def _json_safe(value):
     return value
 
 
+def json_ready(value):
+    """`value` with every non-finite float, however deep in lists and dicts, as JSON allows it (null, "inf")."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return _json_safe(value)
+
+
 def _write_json(path: Path, record: dict) -> None:
     write_atomically(path, json.dumps({k: _json_safe(v) for k, v in record.items()}, sort_keys=True).encode())
 

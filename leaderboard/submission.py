@@ -478,7 +478,7 @@ def verify(
 def load_entries(folder: str | Path) -> list[dict]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise BenchmarkError(f"entries folder {folder} does not exist")
+        raise BenchmarkError(f"entries folder {folder} " + ("is a file, not a folder" if folder.exists() else "does not exist"))
     entries = [load_entry(path) for path in sorted(folder.glob("*.json"))]
     if not entries:
         raise BenchmarkError(f"no entries in {folder}; add one with `disaggbench submit`")

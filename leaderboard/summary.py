@@ -195,7 +195,7 @@ def _count_tasks(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def _check(results: pd.DataFrame) -> None:
-    require_columns(results, _REQUIRED)
+    require_columns(results, (*_REQUIRED, "scenario"))
     if results.empty:
         raise BenchmarkError("results table is empty")
     if results["defense"].isna().any() or results["seed"].isna().any():
@@ -251,6 +251,8 @@ def _worst(cells: pd.DataFrame, score: str, key: pd.Series) -> dict:
 def _ceilings_worst(ok: pd.DataFrame) -> pd.Series:
     """Per defense, the highest attack_success_ceiling over its cells and horizons (mean over seeds): where the true
     participants would give most. Above attack_success_worst, some zero is the attack's, not the defense's."""
+    if "attack_success_ceiling" not in ok:  # tables written before the ceiling was scored
+        return pd.Series(np.nan, index=pd.Index(ok["defense"].unique(), name="defense"))
     keys = ["defense", "scenario"] + ([HORIZON] if HORIZON in ok and ok[HORIZON].notna().any() else [])
     return ok.groupby(keys, dropna=False)["attack_success_ceiling"].mean().groupby(level="defense").max()
 

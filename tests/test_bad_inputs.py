@@ -232,6 +232,16 @@ def test_columns_that_miss_the_totals_are_never_unique(tmp_path, capsys):
     assert json.loads((tmp_path / "good" / "report.json").read_text())["totals"]["unique"] == 3
 
 
+def test_the_report_is_standard_json(tmp_path, capsys):
+    participants = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    np.save(tmp_path / "A.npy", participants @ np.random.default_rng(0).standard_normal((2, 3)))
+    np.save(tmp_path / "C.npy", np.array([[1, 1], [2, 0]]))  # user 1: both rounds of window 0 fixed, none free (inf)
+    main(["disaggregate", "--quiet", "--aggregates", str(tmp_path / "A.npy"), "--counts", str(tmp_path / "C.npy"),
+          "--window", "2", "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "report.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"report.json holds {name}"))
+
+
 def test_the_overall_fit_compares_a_with_p_times_u():
     from attacks.fit import relative_misfit
 
@@ -496,6 +506,27 @@ def test_bad_leaderboard_html_plot_path_and_empty_out(tmp_path, capsys, stored):
     args = ["leaderboard", "--suite", "tiny", "--results", stored / "results", "--format", "html"]
     check_refused(tmp_path, capsys, [*args, "--out", tmp_path / "index.html"], "index-recovery-vs-rounds.png is a directory")
     check_refused(tmp_path, capsys, [*args, "--out", ""], "--out must name a file")
+
+
+def test_a_results_table_without_its_scenarios_is_refused(tmp_path, capsys, stored):
+    import pandas as pd
+
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    table = pd.read_parquet(stored / "results" / "tiny" / "results.parquet").drop(columns=["scenario"])
+    table.to_parquet(tmp_path / "results" / "tiny" / "results.parquet")
+    check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", tmp_path / "results"], "lacks column(s): scenario")
+
+
+def test_the_readme_never_overwrites_an_entry_and_names_a_file_given_as_entries(tmp_path, capsys):
+    import shutil
+
+    entries = tmp_path / "entries"
+    entries.mkdir()
+    shutil.copy(ROOT / "leaderboard" / "entries" / "none.json", entries / "none.json")
+    check_refused(tmp_path, capsys, ["leaderboard", "--readme", "--entries", entries, "--out", entries / "none.json"],
+                  "would overwrite an entry")
+    check_refused(tmp_path, capsys, ["leaderboard", "--readme", "--entries", entries / "none.json", "--out", tmp_path / "R.md"],
+                  "is a file, not a folder")
 
 
 def test_bad_leaderboard_suite_and_corrupted_table(tmp_path, capsys, stored):
