@@ -42,7 +42,9 @@ def _check_scheduler(address: str) -> None:
         scheme, location = parse_address(address)
         get_backend(scheme)
         if scheme in ("tcp", "tls", "ws", "wss"):
-            parse_host_port(location)
+            host, port = parse_host_port(location)
+            if not 0 < port < 65536 or not host or any(c.isspace() for c in host):
+                raise ValueError(f"host {host!r} and port {port} must be a host name and a port in 1-65535")
     except (ValueError, TypeError) as error:
         raise BenchmarkError(f"--scheduler {address!r} is not a Dask scheduler address: {error}") from None
 
@@ -449,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; finished tasks are kept and a new run resumes from them", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: out of memory; finished tasks are kept: try fewer --workers or a smaller instance", file=sys.stderr)
+        return 2
     except RuntimeError as error:
         if not _out_of_gpu_memory(error):
             raise

@@ -50,10 +50,19 @@ def check_output_file(path: Path, what: str) -> None:
     _check_parent(path, what)
 
 
-def _check_parent(path: Path, what: str) -> None:
-    folder = path.parent
+def _existing_ancestor(path: Path, what: str) -> Path:
+    """The nearest of `path` and its parents that exists; BenchmarkError at a symbolic link to nothing on the way
+    (creating the folder would fail there, after the work)."""
+    folder = path
     while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():
+            raise BenchmarkError(f"{what} {path}: {folder} is a symbolic link to nothing")
         folder = folder.parent
+    return folder
+
+
+def _check_parent(path: Path, what: str) -> None:
+    folder = _existing_ancestor(path.parent, what)
     if not folder.is_dir():
         raise BenchmarkError(f"{what} {path}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -164,9 +173,7 @@ class ResultStore:
 
     def check_writable(self) -> None:
         """BenchmarkError now, before any task runs, when the results folder cannot be written."""
-        folder = self.folder
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
+        folder = _existing_ancestor(self.folder, "results folder")
         if not folder.is_dir():
             raise BenchmarkError(f"results folder {self.folder}: {folder} is a file, not a folder")
         unwritable = [sub for sub in (self.tasks, self.utility) if sub.is_dir() and not os.access(sub, os.W_OK | os.X_OK)]

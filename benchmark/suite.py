@@ -14,6 +14,7 @@ from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import MAX_ROUNDS, MAX_USERS, Scenario, type_error
 from benchmark.utility import UtilityTask
+from defenses.builtin import ALIASES, BUILTIN_DEFENSES
 
 # A suite's name is a folder under --results: one path component, no "." or "..", no separator.
 _SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -121,6 +122,10 @@ def _defense(entry: dict, origin: str) -> DefenseSpec:
     for key in ("name", "label"):
         if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
             raise BenchmarkError(f"suite {origin}: [[defenses]] {key} must be a non-empty string, got {entry[key]!r}")
+    label = entry.get("label", "")
+    if label != entry["name"] and (label in BUILTIN_DEFENSES or label in ALIASES):
+        raise BenchmarkError(f"suite {origin}: [[defenses]] {entry['name']!r} is labelled {label!r}, a built-in defense's "
+                             "name: its rows would pass for that defense's")
     parameters = {k: v for k, v in entry.items() if k not in ("name", "label")}
     return DefenseSpec(entry["name"], tuple(sorted(parameters.items())), entry.get("label", ""))
 
@@ -233,8 +238,8 @@ def load_suite(name_or_path: str) -> Suite:
         if key in data and not isinstance(data[key], list):
             raise BenchmarkError(f"suite {origin}: {key} must be a list of tables ([[{key}]])")
     seeds = data["seeds"]
-    if not (isinstance(seeds, list) and seeds and all(type_error(s, int) is None and s >= 0 for s in seeds)):
-        raise BenchmarkError(f"suite {origin}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    if not (isinstance(seeds, list) and seeds and all(type_error(s, int) is None and 0 <= s < 2**63 for s in seeds)):
+        raise BenchmarkError(f"suite {origin}: seeds must be a non-empty list of integers in [0, 2^63), got {seeds!r}")
     _check_unique(origin, "seed", seeds)
     if not data["defenses"]:
         raise BenchmarkError(f"suite {origin}: defenses must list at least one [[defenses]] entry")

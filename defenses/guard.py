@@ -49,8 +49,8 @@ class GuardedDefense(Defense):
         if not isinstance(parameters, dict):
             self._fail("public_parameters", "must return a dict")
         for key, value in parameters.items():
-            if isinstance(value, Real) and not isinstance(value, bool) and not math.isfinite(value):
-                self._fail("public_parameters", f"gives {key} = {value!r}: the attacker reads finite numbers")
+            if isinstance(value, complex) or (isinstance(value, Real) and not math.isfinite(value)):
+                self._fail("public_parameters", f"gives {key} = {value!r}: the attacker reads finite real numbers")
         return parameters
 
     def choose_participants(self, selected, round_index, rng):

@@ -157,14 +157,14 @@ def validate_entry(entry: object, origin: str) -> dict:
 
 
 def _check_scores(result: dict, where: str) -> None:
-    """Every score a task stores is null, "inf"/"-inf" (how rows store infinities) or a number inside its range."""
+    """Every score a task stores is null, a number inside its range, or "inf" where the range is unbounded."""
     for column in SCORE_COLUMNS:
         value = result.get(column)
-        if value is None or value in ("inf", "-inf"):
+        low, high = metric_range(column)
+        if value is None or (value == "inf" and high == math.inf):  # how rows store an infinite epsilon or PSNR
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BenchmarkError(f"{where}: {column} must be a number or null, got {value!r}")
-        low, high = metric_range(column)
+            raise BenchmarkError(f"{where}: {column} must be a number in [{low}, {high}] or null, got {value!r}")
         if not low - 1e-9 <= value <= high + 1e-9:
             raise BenchmarkError(f"{where}: {column} = {value!r} lies outside its range [{low}, {high}]")
 

@@ -296,9 +296,12 @@ SUITE_CASES = {
     "seeds-negative": (_replace("seeds = [0]", "seeds = [-1]"), "seeds must be a non-empty list"),
     "seeds-empty": (_replace("seeds = [0]", "seeds = []"), "seeds must be a non-empty list"),
     "seeds-duplicate": (_replace("seeds = [0]", "seeds = [0, 1, 0]"), "seed 0 appears twice"),
+    "seeds-beyond-int64": (_replace("seeds = [0]", "seeds = [18446744073709551616]"), "seeds must be a non-empty list of integers in [0, 2^63)"),
+    "label-of-another-builtin": (_append('\n[[defenses]]\nname = "noisy-counts"\nlabel = "none"\n'), "a built-in defense's name"),
     "seeds-missing": (_replace("seeds = [0]", ""), "missing key 'seeds'"),
     "unknown-top-level-key": (_replace("seeds = [0]", "seeds = [0]\nseed = 3"), "unknown key(s) ['seed']"),
-    "duplicate-label": (_append('\n[[defenses]]\nname = "dp-gaussian"\nlabel = "none"\n'), "defense label (name, or label when given) 'none' appears twice"),
+    "duplicate-label": (_append('\n[[defenses]]\nname = "dp-gaussian"\nlabel = "mine"\n\n[[defenses]]\nname = "noisy-counts"\nlabel = "mine"\n'),
+                        "defense label (name, or label when given) 'mine' appears twice"),
     "duplicate-defense": (_append('\n[[defenses]]\nname = "none"\n'), "'none' appears twice"),
     "label-not-string": (_append('\n[[defenses]]\nname = "dp-gaussian"\nlabel = 2\n'), "label must be a non-empty string"),
     "no-defenses": (lambda t: "defenses = []\n" + t.replace('[[defenses]]\nname = "none"\n', ""), "at least one [[defenses]]"),
@@ -413,8 +416,10 @@ def _entry_with(result_changes: dict) -> str:
     (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": 1' + "0" * 400 + ', "x": ', 1), "too large"),
     (lambda: "[" * 100000 + "]" * 100000, "nested too deeply"),
     (lambda: _entry_with({"attack_success": 5.0}), "attack_success = 5.0 lies outside its range"),
-    (lambda: _entry_with({"attack_success": "high"}), "attack_success must be a number or null"),
+    (lambda: _entry_with({"attack_success": "high"}), "attack_success must be a number in [0.0, 1.0] or null"),
     (lambda: _entry_with({"epsilon": -3}), "epsilon = -3 lies outside its range"),
+    (lambda: _entry_with({"attack_success": "-inf"}), "attack_success must be a number in [0.0, 1.0] or null"),
+    (lambda: _entry_with({"epsilon": "-inf"}), "epsilon must be a number"),
 ])
 def test_an_entry_with_impossible_numbers_is_refused(tmp_path, capsys, text, names):
     entries = tmp_path / "entries"
@@ -432,6 +437,15 @@ def test_a_plugin_with_two_classes_of_one_name_is_refused(tmp_path, capsys, suit
     plugin.write_text("from defenses.base import Defense\n\nclass A(Defense):\n    name = 'same'\n\nclass B(Defense):\n    name = 'same'\n")
     check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet",
                                      "--defense", f"{plugin}:A", "--defense", f"{plugin}:B"], "share the label 'same'")
+
+
+def test_a_dangling_symbolic_link_as_results_is_refused_before_any_work(tmp_path, capsys, suite_file):
+    (tmp_path / "results").symlink_to(tmp_path / "nowhere")
+    before = sorted(p.name for p in tmp_path.rglob("*"))  # lstat only: the link points nowhere
+    code = main(["run", "--suite", str(suite_file), "--results", str(tmp_path / "results"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is a symbolic link to nothing" in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and not (tmp_path / "nowhere").exists()
 
 
 def test_a_plugin_that_exits_on_import_is_refused(tmp_path, capsys, suite_file):
@@ -461,6 +475,7 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'ghost'\n    def choose_participants(self, selected, round_index, rng):\n"
      "        return selected, np.zeros_like(selected)\n", "contribute without checking in"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_bucket': float('nan')}\n", "count_bucket = nan"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_bucket': 1j}\n", "count_bucket = 1j"),
     ("class X(Defense):\n    name = 'eps'\n    def privacy(self, n_rounds, participation, max_participations, delta):\n"
      "        return Privacy(epsilon=-1.0, level='user')\n", "negative epsilon"),
     ("class X(Defense):\n    name = 'none'\n", "a built-in defense's name"),
@@ -473,7 +488,7 @@ def test_a_plugin_that_misbehaves_is_refused_before_any_work(tmp_path, capsys, s
                                      "--defense", f"{plugin}:X"], names)
 
 
-@pytest.mark.parametrize("address", ["::::", "foo://x:1", "tcp://host:notaport"])
+@pytest.mark.parametrize("address", ["::::", "foo://x:1", "tcp://host:notaport", "tcp://127.0.0.1:99999", "tcp://a b:80"])
 def test_a_malformed_scheduler_address_is_refused(tmp_path, capsys, suite_file, address):
     check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet", "--device", "cpu",
                                      "--scheduler", address], "--scheduler")
