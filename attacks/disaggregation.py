@@ -69,6 +69,7 @@ class Disaggregation:
     # the LP polytope tends to be the single binary point, so the LP settles the user); inf when nothing is free
     equalities_per_free_round: np.ndarray | None = None
     relative_misfit: float = float("nan")  # ||A - P U|| / ||A||: how well the whole recovery explains the sums
+    misses_totals: bool = False  # every user has a column, yet they do not add up to the per-round totals
     # (T, n) uint8: the search's best rounded column for each user it searched, accepted or not (zeros elsewhere);
     # under noise the adaptive attack refines these rather than searching again
     candidates: np.ndarray | None = None
@@ -291,9 +292,9 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
     # Every column can pass its own checks while the whole P U misses A (counts that cannot produce the sums), or
     # while the columns do not add up to the per-round totals: then nothing is proven unique. While some user has
     # no column, neither says anything of the others.
-    misses_totals = totals is not None and not np.array_equal(participants.sum(axis=1, dtype=np.int64), totals)
-    inconsistent = (misfit > settings.accepted_residual or misses_totals) and not any(
-        s in ("timeout", "infeasible") for s in state.status)
+    complete = not any(s in ("timeout", "infeasible") for s in state.status)
+    misses_totals = complete and totals is not None and not np.array_equal(participants.sum(axis=1, dtype=np.int64), totals)
+    inconsistent = (misfit > settings.accepted_residual and complete) or misses_totals
     status = tuple("found" if s == "unique" and inconsistent else s for s in state.status)
     return Disaggregation(
         participants=participants,
@@ -309,6 +310,7 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
         clock_limited=outcome.clock_limited,
         equalities_per_free_round=_equalities_per_free_round(geometry),
         relative_misfit=misfit,
+        misses_totals=misses_totals,
         candidates=state.guess.astype(np.uint8),
     )
 

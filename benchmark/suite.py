@@ -14,7 +14,7 @@ from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import MAX_ROUNDS, MAX_USERS, Scenario, type_error
 from benchmark.utility import UtilityTask
-from defenses.builtin import ALIASES, BUILTIN_DEFENSES
+from defenses.registry import is_builtin_name
 
 # A suite's name is a folder under --results: one path component, no "." or "..", no separator.
 _SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -123,11 +123,11 @@ def _defense(entry: dict, origin: str) -> DefenseSpec:
         if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
             raise BenchmarkError(f"suite {origin}: [[defenses]] {key} must be a non-empty string, got {entry[key]!r}")
     label = entry.get("label", "")
-    if label != entry["name"] and (label in BUILTIN_DEFENSES or label in ALIASES):
+    if label != entry["name"] and is_builtin_name(label):
         raise BenchmarkError(f"suite {origin}: [[defenses]] {entry['name']!r} is labelled {label!r}, a built-in defense's "
                              "name: its rows would pass for that defense's")
     parameters = {k: v for k, v in entry.items() if k not in ("name", "label")}
-    return DefenseSpec(entry["name"], tuple(sorted(parameters.items())), entry.get("label", ""))
+    return DefenseSpec(entry["name"], tuple(sorted(parameters.items())), label)
 
 
 def _check_unique(origin: str, what: str, values: list) -> None:

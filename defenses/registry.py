@@ -46,10 +46,15 @@ def defense_class(name: str) -> type:
     if not (inspect.isclass(cls) and issubclass(cls, Defense)):
         raise BenchmarkError(f"defense {name!r} is not a subclass of defenses.base.Defense")
     label = declared_name(cls)
-    if label in BUILTIN_DEFENSES or label in ALIASES:
+    if is_builtin_name(label):
         raise BenchmarkError(f"defense {name!r} is named {label!r}, a built-in defense's name: its rows would pass for the "
                              "built-in's; give it a name of its own")
     return cls
+
+
+def is_builtin_name(label: str) -> bool:
+    """Whether rows labelled `label` would pass for a built-in defense's (its name or an old alias)."""
+    return label in BUILTIN_DEFENSES or label in ALIASES
 
 
 def declared_name(cls: type) -> str:
