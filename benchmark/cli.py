@@ -338,7 +338,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for line in result.differences:
         print(line)
     checked = f"{result.checked} of {result.total} tasks of {args.entry} (--seed {result.seed})"
-    for note in result.kernel_notes:
+    for note in result.processor_notes:
         print(f"note: {note}", file=sys.stderr)
     if result.new_columns:
         print(f"note: {', '.join(result.new_columns)}: written by newer scoring code, in no task of the entry: not "
@@ -348,7 +348,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         print(f"error: {len(result.differences)} score(s) differ in {checked}", file=sys.stderr)
         return 1
-    within = f" ({len(result.kernel_notes)} utility value(s) within their kernel tolerance)" if result.kernel_notes else ""
+    within = (f" ({len(result.processor_notes)} value(s) within the rounding of another processor)"
+              if result.processor_notes else "")
     print(f"verified {checked}: every score matches{within}")
     return 0
 

@@ -266,12 +266,22 @@ RECORDED = [
 ]
 
 
+def same_number(value: object, recorded: object) -> bool:
+    """Equal, or (floats) within a relative 1e-9: the accountants' numpy exp/log round differently on processors with
+    AVX-512 (epsilon_amplified of dp-fedavg below: 37.50349081702045 recorded, 37.50349081764904 on one without)."""
+    if isinstance(recorded, float) and math.isnan(recorded):
+        return isinstance(value, float) and math.isnan(value)
+    if isinstance(recorded, float):
+        return isinstance(value, float) and math.isclose(value, recorded, rel_tol=1e-9, abs_tol=0.0)
+    return value == recorded
+
+
 @pytest.mark.parametrize("name, parameters, expected", RECORDED)
 def test_builtin_privacy_columns_are_the_recorded_values(name, parameters, expected):
     columns = GuardedDefense(make_defense(name, parameters)).privacy(60, 0.3, 25, DELTA).columns()
     assert tuple(columns) == EPSILON_COLUMNS + EPSILON_TEXT_COLUMNS
     for column, value in zip(columns, expected):
-        assert columns[column] == value or math.isnan(value) and math.isnan(columns[column]), column
+        assert same_number(columns[column], value), (column, columns[column], value)
 
 
 def composed(*entries: dict) -> Defense:
