@@ -126,7 +126,9 @@ def _silence_stdout() -> None:
 
 def _report_failures(table: "pd.DataFrame") -> int:
     """Exit status of a suite run: 1 with one line naming the first failed task, else 0."""
-    failed = table[table["status"] != "ok"]
+    from benchmark.columns import failed as is_failed
+
+    failed = table[is_failed(table["status"])]
     if len(failed):
         first = failed.iloc[0]
         print(f"error: {len(failed)} task(s) failed; first ({first['defense']}, {first['scenario']}, seed {first['seed']}): {first['status']}", file=sys.stderr)

@@ -1,5 +1,10 @@
 """The columns of the results table, in order: the contract between scoring and the leaderboard."""
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 ID_COLUMNS = (
     "defense",
     "suite",
@@ -78,6 +83,15 @@ SCORE_COLUMNS = (
 TEXT_COLUMNS = ("attack", "lpips", "inversion", "utility_task", *EPSILON_TEXT_COLUMNS)
 
 RESULT_COLUMNS = ID_COLUMNS + SCORE_COLUMNS + TEXT_COLUMNS + ("status",)
+
+# `status`: "ok"; "failed: <reason>" (counted against the defense); or "not applicable: <reason>" where the defense
+# cannot act in the task's cell (defenses.base.inapplicable): every score NaN, neither a result nor a failure.
+NOT_APPLICABLE = "not applicable"
+
+
+def failed(status: "pd.Series") -> "pd.Series":
+    """Which statuses are failures (not "ok", not "not applicable")."""
+    return status.astype(str).str.startswith("failed")
 
 # Columns that measure the machine, not the defense: kept in results, never ranked, hashed or compared.
 WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds", "clock_limited")

@@ -15,6 +15,7 @@ import pandas as pd
 from pathlib import Path
 
 from benchmark import __version__
+from benchmark.columns import NOT_APPLICABLE
 from benchmark.devices import resolve_device
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor, run_tasks
@@ -62,6 +63,7 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
     from benchmark.scoring import DELTA, first_reconstructions, no_inference, score, score_recovery, scored_users, success_ceiling
     from benchmark.simulation import simulate
     from benchmark.utility import defense_key, utility_epsilon, utility_scores
+    from defenses.base import inapplicable
     from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
     from leaderboard.plots import plot_reconstructions
@@ -72,6 +74,11 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         device = resolve_device(device)
         seed = task.scenario.seed
         defense = GuardedDefense(make_defense(task.defense.name, dict(task.defense.parameters)))
+        reason = inapplicable(defense, task.scenario.update_kind)
+        if reason is not None:  # nothing runs; every score stays NaN and the status says why
+            row["status"] = f"{NOT_APPLICABLE}: {reason}"
+            row["task_seconds"] = time.perf_counter() - started
+            return row
         observation, truth = (simulator or simulate)(task.scenario, defense)
         attempts = run_attacks(observation, replace(task.attack, device=device))
         recovery_scores = [score_recovery(recovery, truth) for recovery in attempts]

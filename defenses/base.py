@@ -100,6 +100,23 @@ def local_training_part(defense: Defense) -> Defense | None:
     return next((part for part in acting_parts(defense) if overrides(part, "local_update")), None)
 
 
+def inapplicable(defense: Defense, update_kind: str) -> str | None:
+    """Why `defense` cannot act in a cell whose updates are `update_kind`, or None where it can.
+
+    Synthetic updates are fixed vectors, one per user, that no model produces: a defense that acts in the clients'
+    local training (DP-SGD) or by moving the model (model refresh) would leave them untouched, and scoring the
+    attack there would score a defense that never ran (dp-sgd scored attack success 1.0 there, 0 on every image
+    cell). Such a task is reported `not applicable`, never as the defense's result."""
+    if update_kind != "synthetic":
+        return None
+    for part in acting_parts(defense):
+        if overrides(part, "local_update"):
+            return f"{part.name} acts in the clients' local training, and synthetic updates come from no training"
+        if part.refresh_every:
+            return f"{part.name} acts by moving the model, and synthetic updates do not depend on it"
+    return None
+
+
 def batched_local_training(defense: Defense) -> Defense | None:
     """The part that provides the defense's local training, if it can also train a round's clients at once: it then
     defines `local_updates(model, x, y, scenario, rng) -> (k, d)`, x (k, S, ...), y (k, S), drawing from `rng`

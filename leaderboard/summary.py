@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed
 from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
@@ -191,7 +191,7 @@ def _percentiles(replicates: np.ndarray, defined: np.ndarray) -> tuple[np.ndarra
 def _count_tasks(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     is_ok = results["status"].eq("ok")
     keys = [results[c].astype(str) if c == "scenario" else results[c] for c in by]
-    return pd.DataFrame({"tasks": is_ok.groupby(keys).sum(), "failed": (~is_ok).groupby(keys).sum()}).astype(int)
+    return pd.DataFrame({"tasks": is_ok.groupby(keys).sum(), "failed": failed(results["status"]).groupby(keys).sum()}).astype(int)
 
 
 def _check(results: pd.DataFrame) -> None:

@@ -203,3 +203,61 @@ update_kind = "synthetic"
     assert sorted((c.n_users, c.n_rounds) for c in suite.cells) == [(6, 18), (6, 24), (8, 24), (8, 32)]
     assert {c.name for c in suite.cells} >= {"g-n_users=6-rounds_per_user=3"}
     assert len(expand(suite)) == 4 * 2 * 1
+
+
+NOT_APPLICABLE_SUITE = """
+name = "tiny-synthetic"
+version = "1"
+seeds = [0]
+
+[attack]
+time_limit = 0.2
+
+[[defenses]]
+name = "dp-sgd"
+noise_multiplier = 1.0
+
+[[defenses]]
+name = "model-refresh"
+every = 1
+
+[[defenses]]
+name = "composed"
+defenses = [{name = "rounded-counts", bucket = 2}, {name = "dp-sgd", noise_multiplier = 1.0}]
+
+[[defenses]]
+name = "rounded-counts"
+bucket = 2
+""" + TINY_CELL + """
+[[cells]]
+name = "tiny-synthetic"
+n_users = 6
+n_rounds = 24
+participation = 0.4
+window = 3
+update_kind = "synthetic"
+"""
+
+
+def test_a_defense_that_cannot_act_on_synthetic_updates_is_not_applicable_there_not_scored(tmp_path, capsys):
+    """DP-SGD trains, model refresh moves the model: neither touches synthetic updates, so scoring the attack there
+    scored a defense that never ran (dp-sgd: attack success 1.0 on standard's synthetic cell, 0 on every image cell,
+    and 1.0 became its verdict). Those tasks are `not applicable` with every score NaN, neither results nor failures."""
+    path = tmp_path / "suite.toml"
+    path.write_text(NOT_APPLICABLE_SUITE)
+    results = tmp_path / "results"
+    code, out, err = run(["run", "--suite", str(path), "--results", str(results), "--quiet"], capsys)
+    assert code == 0, err
+    table = pd.read_parquet(results / "tiny-synthetic" / "results.parquet")
+    synthetic = table[table["scenario"] == "tiny-synthetic"].set_index("defense")
+    for defense, reason in [("dp-sgd", "dp-sgd acts in the clients' local training"),
+                            ("model-refresh", "model-refresh acts by moving the model"),
+                            ("composed", "dp-sgd acts in the clients' local training")]:
+        row = synthetic.loc[defense]
+        assert row["status"].startswith(f"not applicable: {reason}"), row["status"]
+        assert pd.isna(row["attack_success"]) and pd.isna(row["exact_column_rate"])
+    assert synthetic.loc["rounded-counts", "status"] == "ok"
+    assert set(table.loc[table["scenario"] == "tiny-fedsgd", "status"]) == {"ok"}
+    board = out.split("\n\n")[0].splitlines()[1:]
+    assert len(board) == 4 and not any("!" in line.split()[0] for line in board)  # nobody marked as failing
+    assert all(line.split()[-1] in ("1/1", "2/2") for line in board)  # tasks ok / all: the inapplicable left out
