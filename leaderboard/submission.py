@@ -254,8 +254,9 @@ def entry_summary(entry: dict) -> dict:
     return _summary(summarize(results_frame([entry])))
 
 
-def _summary_differences(entry: dict) -> list[str]:
-    """Every figure of the entry's `summary` that its own task rows do not give (an edited summary)."""
+def _summary_differences(entry: dict, held: set[str]) -> list[str]:
+    """Every figure of the entry's `summary` that its own task rows do not give (an edited summary); `held`: the
+    columns its tasks hold."""
     derived = entry_summary(entry)
 
     def same(a: object, b: object) -> bool:
@@ -265,7 +266,6 @@ def _summary_differences(entry: dict) -> list[str]:
 
     lines = [f"summary: {key}: entry {entry['summary'][key]!r}, its tasks give {derived[key]!r}"
              for key in ("tasks", "failed") if entry["summary"][key] != derived[key]]
-    held = set().union(*(task["result"] for task in entry["tasks"]))
     for score, figures in derived["scores"].items():
         if score not in entry["summary"]["scores"] and score in OPTIONAL_SCORES and score not in held:
             continue  # a score newer than the entry (no task of it holds the column): nothing to check
@@ -486,7 +486,8 @@ def verify(
         raise BenchmarkError("--sample must be at least 1")
     entry = load_entry(path)
     tasks = _entry_tasks(entry, suite_source, Path(path).parent)
-    summary_differences = _summary_differences(entry)
+    held = set().union(*(task["result"] for task in entry["tasks"]))
+    summary_differences = _summary_differences(entry, held)
     seed = secrets.randbelow(2**32) if seed is None else seed
     picked = random.Random(seed).sample(range(len(entry["tasks"])), min(sample, len(entry["tasks"])))
     chosen = [entry["tasks"][i] for i in sorted(picked)]
@@ -494,7 +495,6 @@ def verify(
         _run([tasks[task["key"]] for task in chosen], scratch, executor, progress)
         store = ResultStore(scratch, entry["suite"]["name"])
         reruns = [_stored_row(store, tasks[task["key"]].key()) for task in chosen]
-    held = set().union(*(task["result"] for task in entry["tasks"]))
     new_columns = tuple(sorted((set().union(*reruns) - held) & set(OPTIONAL_SCORES)))
     compared = [_differences(task, _without_wall_clock(rerun), new_columns) for task, rerun in zip(chosen, reruns)]
     differences = summary_differences + [line for lines, _ in compared for line in lines]
