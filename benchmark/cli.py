@@ -73,6 +73,12 @@ def _load_array(path: str, what: str) -> np.ndarray:
         raise BenchmarkError(f"{what} file {file} is not a readable .npy array: {' '.join(str(error).split())}") from None
     if array.dtype.kind not in "biuf":
         raise BenchmarkError(f"{what} file {file} holds dtype {array.dtype}; give a numeric array")
+    with open(file, "rb") as stream:  # np.load ignores bytes past the array: a damaged or concatenated file
+        version = np.lib.format.read_magic(stream)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(stream)
+        extra = file.stat().st_size - stream.tell() - array.nbytes
+    if extra > 0:
+        raise BenchmarkError(f"{what} file {file} has {extra} bytes after its {array.shape} array: a damaged or concatenated .npy file")
     return array
 
 
@@ -171,8 +177,8 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     if aggregates.ndim == 2 and not 1 <= args.window <= aggregates.shape[0]:
         raise BenchmarkError(f"--window must be between 1 and the {aggregates.shape[0]} rounds of the aggregates, got {args.window}")
     aggregates, counts, totals = check_observation(aggregates, counts, args.window, totals)
-    _check_explained(aggregates, counts, args.window)
     _check_memory(aggregates.shape[0], counts.shape[0], args.counts)
+    _check_explained(aggregates, counts, args.window, args.aggregates)
     if not 0 <= args.time_limit < 1e9:
         raise BenchmarkError("--time-limit must be a non-negative number of seconds")
     if args.budget is not None and not 0 <= args.budget < 1e9:
@@ -197,8 +203,13 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
     if result.relative_misfit > settings.accepted_residual:
-        hint = "" if args.noise else "; with noisy or rounded aggregates, try --noise"
-        print(f"error: the recovery explains the aggregates only to a relative misfit of {result.relative_misfit:.3g}: no user is proven unique{hint}", file=sys.stderr)
+        misfit = f"the recovery explains the aggregates only to a relative misfit of {result.relative_misfit:.3g}"
+        missing = sum(status in ("timeout", "infeasible") for status in result.status)
+        if missing:  # the users without a column leave their share of the sums unexplained; the others' statuses stand
+            print(f"error: {misfit}: {missing} user(s) have no column (infeasible or timeout)", file=sys.stderr)
+        else:
+            hint = "" if args.noise else "; with noisy or rounded aggregates, try --noise"
+            print(f"error: {misfit}: no user is proven unique{hint}", file=sys.stderr)
         return 1
     if result.misses_totals:
         print("error: the recovered columns do not add up to --totals in every round: no user is proven unique", file=sys.stderr)
@@ -206,10 +217,16 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_explained(aggregates: np.ndarray, counts: np.ndarray, window: int) -> None:
-    from attacks.fit import check_rounds_explained
+def _check_explained(aggregates: np.ndarray, counts: np.ndarray, window: int, aggregates_file: str) -> None:
+    """BenchmarkError, before any work, for sums the counts cannot explain or that cannot separate the users."""
+    from attacks.fit import check_rounds_explained, check_some_sum
 
+    check_some_sum(aggregates, counts, aggregates_file)
     check_rounds_explained(aggregates, counts, window)
+    n_users, dimension = counts.shape[0], aggregates.shape[1]
+    if dimension < n_users:  # A = P U then has rank <= d < n: col(A) no longer holds the participant columns
+        raise BenchmarkError(f"aggregates file {aggregates_file}: {dimension} coordinates per round for the {n_users} "
+                             "users of the counts; separating n updates needs at least n coordinates")
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -452,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; finished tasks are kept and a new run resumes from them", file=sys.stderr)
+        print("error: interrupted; outputs are written whole or not at all, and a suite run resumes from its finished tasks", file=sys.stderr)
         return 130
     except MemoryError:
         print("error: out of memory; finished tasks are kept: try fewer --workers or a smaller instance", file=sys.stderr)

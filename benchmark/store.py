@@ -62,11 +62,18 @@ def _existing_ancestor(path: Path, what: str) -> Path:
 
 
 def _check_parent(path: Path, what: str) -> None:
+    """BenchmarkError unless `path` can be written: its nearest existing folder must take a folder named like the
+    staging folder or temporary file beside `path` (`.NAME.new.XXXXXXXX`), which a probe creates and removes at once;
+    access bits alone miss a name too long for the file system, and /proc or /sys, which refuse even root."""
     folder = _existing_ancestor(path.parent, what)
     if not folder.is_dir():
         raise BenchmarkError(f"{what} {path}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BenchmarkError(f"{what} {path}: folder {folder} is not writable")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.new."))
+    except OSError as error:
+        raise BenchmarkError(f"{what} {path}: cannot be written in {folder} ({error.strerror})") from None
 
 
 def check_output_folder(out: Path, names: tuple[str, ...], what: str) -> None:

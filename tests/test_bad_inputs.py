@@ -178,8 +178,32 @@ def _empty_totals(tmp_path, obs):
     return {"--totals": ""}, "totals file"
 
 
+def _zero_aggregates(tmp_path, obs):  # every user's update would be zero and every participant matrix would fit
+    np.save(tmp_path / "zero.npy", np.zeros_like(np.load(obs["A"])))
+    return {"--aggregates": tmp_path / "zero.npy"}, "zero.npy is all zero while the counts record participants"
+
+
+def _fewer_coordinates_than_users(tmp_path, obs):  # rank(A) <= d < n: col(A) no longer holds the columns
+    np.save(tmp_path / "thin.npy", np.load(obs["A"])[:, :5])
+    return {"--aggregates": tmp_path / "thin.npy"}, "thin.npy: 5 coordinates per round for the 8 users"
+
+
+def _bytes_after_the_array(tmp_path, obs):  # np.load reads the array and ignores the rest
+    (tmp_path / "long.npy").write_bytes(obs["C"].read_bytes() + bytes(64))
+    return {"--counts": tmp_path / "long.npy"}, "long.npy has 64 bytes after its"
+
+
+def _out_name_too_long_for_its_staging_folder(tmp_path, obs):  # 250 characters: legal, `.NAME.new.XXXXXXXX` is not
+    return {"--out": tmp_path / ("x" * 250)}, "cannot be written in"
+
+
+def _out_in_proc(tmp_path, obs):  # /proc refuses new folders even to root, whose access bits say yes
+    return {"--out": "/proc/disaggbench-out"}, "--out /proc/disaggbench-out: cannot be written in /proc"
+
+
 @pytest.mark.parametrize("case", [
-    _huge_aggregates, _out_is_the_inputs_folder, _out_is_a_symlink, _out_is_empty, _empty_totals,
+    _huge_aggregates, _out_is_the_inputs_folder, _out_is_a_symlink, _out_is_empty, _empty_totals, _zero_aggregates,
+    _fewer_coordinates_than_users, _bytes_after_the_array, _out_name_too_long_for_its_staging_folder, _out_in_proc,
     _npz, _text, _directory, _object_array, _nan_counts, _zero_counts, _string_array, _out_is_file,
     _out_holds_other_files, _out_dir_where_a_file_goes, _out_under_a_file, _out_unwritable, _huge_window,
     _negative_window, _window_not_dividing, _negative_time_limit, _nan_budget, _negative_certificate_nodes,
@@ -249,6 +273,29 @@ def test_the_overall_fit_compares_a_with_p_times_u():
     assert relative_misfit(instance.aggregates, instance.participants, instance.updates) < 1e-12
     zero = np.zeros_like(instance.participants)
     assert relative_misfit(instance.aggregates, zero, instance.updates) == pytest.approx(1.0)
+    # squares of 1e-170 underflow to 0: the norms must not (a wrong recovery once scored a misfit of 0 there)
+    assert relative_misfit(instance.aggregates * 1e-170, zero, instance.updates * 1e-170) == pytest.approx(1.0)
+    assert relative_misfit(instance.aggregates * 1e-170, instance.participants, instance.updates * 1e-170) < 1e-12
+
+
+def test_a_misfit_from_users_without_a_column_says_so(tmp_path, capsys):
+    """Counts moved between two users inside one window leave both without a column: the sums are then explained only
+    in part, yet the other users' proofs stand. The error said no user was proven unique, beside a report of six."""
+    instance = make_instance(8, 24, 4, 0.4, seed=1)
+    counts = instance.counts.copy()
+    window = int(np.flatnonzero((counts[0] > 0) & (counts[1] < 4))[0])
+    counts[0, window] -= 1
+    counts[1, window] += 1  # every window's total stays, so the counts still explain every round
+    np.save(tmp_path / "A.npy", instance.aggregates)
+    np.save(tmp_path / "C.npy", counts)
+    args = ["disaggregate", "--quiet", "--aggregates", tmp_path / "A.npy", "--counts", tmp_path / "C.npy", "--window", "4",
+            "--out", tmp_path / "out"]
+    assert main([str(a) for a in args]) == 1
+    error = capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    missing = report["totals"].get("infeasible", 0) + report["totals"].get("timeout", 0)
+    assert missing >= 1 and f"{missing} user(s) have no column" in error and "no user is proven unique" not in error
+    assert report["totals"]["unique"] >= 1
 
 
 # ---------------------------------------------------------------- suites
