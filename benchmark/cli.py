@@ -269,16 +269,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.store import check_output_file
 
     if args.out is not None:
-        if not args.out:
-            raise BenchmarkError("--out must name a file (leave it out to print to standard output)")
-        check_output_file(Path(args.out), "--out")
+        if not args.out or args.out.endswith(("/", os.sep)):
+            raise BenchmarkError(f"--out {args.out!r} must name a file (leave it out to print to standard output)")
     if args.readme:
         from leaderboard.submission import render_readme
 
         out = Path(args.out) if args.out else Path(args.entries).parent / "README.md"
-        check_output_file(out, "--out")
         if out.suffix == ".json" and out.resolve().parent == Path(args.entries).resolve():
             raise BenchmarkError(f"--out {out} would overwrite an entry of {args.entries} with the README; give a .md file")
+        check_output_file(out, "--out", keep=(Path(args.entries),))
         write_atomically(out, render_readme(args.entries).encode())
         print(f"wrote {out}")
         return 0
@@ -287,6 +286,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.suite import check_suite_name
 
     path = Path(args.results) / check_suite_name(args.suite, "--suite") / "results.parquet"
+    if args.out:  # never over the stored results
+        check_output_file(Path(args.out), "--out", keep=(path.parent,))
     if not path.is_file():
         raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {args.suite}` first")
     try:

@@ -1,5 +1,6 @@
 """The columns of the results table, in order: the contract between scoring and the leaderboard."""
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -95,3 +96,42 @@ def failed(status: "pd.Series") -> "pd.Series":
 
 # Columns that measure the machine, not the defense: kept in results, never ranked, hashed or compared.
 WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds", "clock_limited")
+
+
+_UNBOUNDED = (0.0, math.inf)
+_RANGES = {
+    "utility_drop": (-1.0, 1.0),
+    "update_cosine": (-1.0, 1.0),
+    "ssim_recovered": (-1.0, 1.0),
+    "ssim_ceiling": (-1.0, 1.0),
+    "ssim_aggregate": (-1.0, 1.0),
+}
+_UNBOUNDED_PREFIXES = ("psnr_", "epsilon", "overhead_", "attack_seconds")
+
+
+def metric_range(column: str) -> tuple[float, float]:
+    """The values a score can take; a mean, and so every bootstrap percentile of means, stays inside it."""
+    if column in _RANGES:
+        return _RANGES[column]
+    if column.startswith(_UNBOUNDED_PREFIXES):
+        return _UNBOUNDED
+    return (0.0, 1.0)
+
+
+def row_problem(row: dict) -> str | None:
+    """Why a stored task row (as JSON holds it) is not one a task writes, or None: its defense and scenario are
+    text, its seed an integer, and every score null, a number inside its range, or "inf" where that is unbounded."""
+    for column, kind in (("defense", str), ("scenario", str), ("seed", int)):
+        value = row.get(column)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"{column} must be {'an integer' if kind is int else 'text'}, got {value!r}"
+    for column in SCORE_COLUMNS:
+        value = row.get(column)
+        low, high = metric_range(column)
+        if value is None or (value == "inf" and high == math.inf):  # how rows store an infinite epsilon or PSNR
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{column} must be a number in [{low}, {high}] or null, got {value!r}"
+        if not low - 1e-9 <= value <= high + 1e-9:
+            return f"{column} = {value!r} lies outside its range [{low}, {high}]"
+    return None

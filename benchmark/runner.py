@@ -340,6 +340,7 @@ def run_suite(
     store.check_writable()
     keys = [task.key(device) for task in tasks]
     todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks) if not store.has(key)]
+    store.check_slots([job.key for job in todo])
     _validate_defenses([job.task.defense for job in todo])
     groups = _horizon_groups(_utility_columns(todo, store, executor, progress, task_timeout))
     for _ in run_tasks(_run_and_store_horizons, groups, executor, progress="tasks" if progress else None, sizes=[len(g) for g in groups]):

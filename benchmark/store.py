@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS
+from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS, row_problem
 from benchmark.errors import BenchmarkError
 
 
@@ -43,10 +43,25 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def check_output_file(path: Path, what: str) -> None:
-    """BenchmarkError, before any work, when `path` cannot be written as a file."""
+# What a suite, plugin, stored table or array file is: a table or README written over one loses it.
+INPUT_SUFFIXES = (".toml", ".py", ".parquet", ".npy", ".npz")
+
+
+def check_output_file(path: Path, what: str, keep: tuple[Path, ...] = ()) -> None:
+    """BenchmarkError, before any work, when `path` cannot be written as a file, or when writing it would replace
+    something other than a plain file (a device such as /dev/null, a pipe, a symbolic link's target) or a file
+    inside one of the `keep` folders (stored results, entries: a rendered table is never written over them)."""
     if path.is_dir():
         raise BenchmarkError(f"{what} {path} is a directory; give a file name")
+    if path.is_symlink():
+        raise BenchmarkError(f"{what} {path} is a symbolic link, which the write would replace; give a plain file name")
+    if path.exists() and not path.is_file():
+        raise BenchmarkError(f"{what} {path} is not a plain file (a device, pipe or socket); give a file name")
+    if path.is_file() and path.suffix.lower() in INPUT_SUFFIXES:
+        raise BenchmarkError(f"{what} {path} is an existing {path.suffix} file, which the tool reads, never writes; write elsewhere")
+    for folder in keep:
+        if folder.is_dir() and path.resolve().is_relative_to(folder.resolve()):
+            raise BenchmarkError(f"{what} {path} lies inside {folder}, which holds what the tool stored; write elsewhere")
     _check_parent(path, what)
 
 
@@ -193,12 +208,23 @@ class ResultStore:
             if sub.exists() and not sub.is_dir():
                 raise BenchmarkError(f"results folder {sub} is a file, not a folder")
 
+    def check_slots(self, keys: list[str]) -> None:
+        """BenchmarkError, before any task runs, when something other than a plain file sits where a task's row or
+        picture goes: writing there would fail after the task computed, and its result would be lost."""
+        for key in keys:
+            for path in (self.tasks / f"{key}.json", self.picture(key)):
+                if path.is_symlink() or (path.exists() and not path.is_file()):
+                    raise BenchmarkError(f"results folder: {path} is not a plain file; remove it so the task can be stored")
+
     def save(self, key: str, row: dict) -> None:
         _write_json(self.tasks / f"{key}.json", row)
 
     def load(self, key: str) -> dict:
         """The stored row; ValueError when the file is not a JSON object with a status."""
         row = _read_json(self.tasks / f"{key}.json")
+        problem = row_problem(row)
+        if problem is not None:  # an edited or foreign file: recomputed like a truncated one
+            raise ValueError(problem)
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
 
     def has_utility(self, key: str) -> bool:

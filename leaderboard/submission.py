@@ -25,7 +25,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from benchmark import __version__
-from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, row_problem
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
 from benchmark.provenance import plugin_path, source_digest
@@ -35,7 +35,7 @@ from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, lo
 from defenses.builtin import BUILTIN_DEFENSES
 from defenses.registry import defense_class, make_defense
 from leaderboard.render import COLUMN_NOTES, default_columns, render
-from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, metric_range, summarize
+from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, summarize
 
 ENTRY_FORMAT = 1
 SOURCE_KEY = "disaggbench-source"  # in `packages`: the digest of the source its task keys hash
@@ -148,25 +148,14 @@ def validate_entry(entry: object, origin: str) -> dict:
         if key in seen:
             raise BenchmarkError(f"entry {origin} lists task {key} twice")
         seen.add(key)
-        _check_scores(result, f"entry {origin}: task {key}")
+        problem = row_problem(result)
+        if problem is not None:
+            raise BenchmarkError(f"entry {origin}: task {key}: {problem}")
         if result_hash(result) != task["sha256"]:
             raise BenchmarkError(f"entry {origin}: task {key}: sha256 does not match its result")
         if (result["seed"], result["scenario"]) != (task["seed"], task["scenario"]):
             raise BenchmarkError(f"entry {origin}: task {key}: seed or scenario differs from its result")
     return entry
-
-
-def _check_scores(result: dict, where: str) -> None:
-    """Every score a task stores is null, a number inside its range, or "inf" where the range is unbounded."""
-    for column in SCORE_COLUMNS:
-        value = result.get(column)
-        low, high = metric_range(column)
-        if value is None or (value == "inf" and high == math.inf):  # how rows store an infinite epsilon or PSNR
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BenchmarkError(f"{where}: {column} must be a number in [{low}, {high}] or null, got {value!r}")
-        if not low - 1e-9 <= value <= high + 1e-9:
-            raise BenchmarkError(f"{where}: {column} = {value!r} lies outside its range [{low}, {high}]")
 
 
 def _finite_float(text: str) -> float:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range
 from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
@@ -41,16 +41,6 @@ UNKNOWN_TIER = "?"
 TIER_ORDER = {label: i for i, (_, label) in enumerate(TIERS)} | {UNKNOWN_TIER: len(TIERS)}
 
 # Where each score lives; anything not listed is a rate or share in [0, 1].
-_UNBOUNDED = (0.0, math.inf)
-_RANGES = {
-    "utility_drop": (-1.0, 1.0),
-    "update_cosine": (-1.0, 1.0),
-    "ssim_recovered": (-1.0, 1.0),
-    "ssim_ceiling": (-1.0, 1.0),
-    "ssim_aggregate": (-1.0, 1.0),
-}
-_UNBOUNDED_PREFIXES = ("psnr_", "epsilon", "overhead_", "attack_seconds")
-
 RANKING_RULE = (
     "Defenses are grouped into utility tiers by their paired utility drop (undefended minus defended test accuracy, "
     "same seed and cell): a defense is in tier <=1 (<=3, <=5 accuracy points) only if the upper 95% bound of its drop "
@@ -65,15 +55,6 @@ RANKING_RULE = (
 )
 
 _REQUIRED = ("defense", "seed", "status", "attack_success")
-
-
-def metric_range(column: str) -> tuple[float, float]:
-    """The values a score can take; a mean, and so every bootstrap percentile of means, stays inside it."""
-    if column in _RANGES:
-        return _RANGES[column]
-    if column.startswith(_UNBOUNDED_PREFIXES):
-        return _UNBOUNDED
-    return (0.0, 1.0)
 
 
 def tier_of(drop_bound: float) -> str:

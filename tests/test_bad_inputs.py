@@ -567,7 +567,7 @@ def test_bad_leaderboard_html_plot_path_and_empty_out(tmp_path, capsys, stored):
     (tmp_path / "index-recovery-vs-rounds.png").mkdir()  # where a plot of the page goes
     args = ["leaderboard", "--suite", "tiny", "--results", stored / "results", "--format", "html"]
     check_refused(tmp_path, capsys, [*args, "--out", tmp_path / "index.html"], "index-recovery-vs-rounds.png is a directory")
-    check_refused(tmp_path, capsys, [*args, "--out", ""], "--out must name a file")
+    check_refused(tmp_path, capsys, [*args, "--out", ""], "must name a file")
 
 
 def test_a_results_table_without_its_scenarios_is_refused(tmp_path, capsys, stored):
@@ -613,6 +613,57 @@ def test_a_corrupted_stored_task_is_named_and_recomputed(tmp_path, capsys, store
     assert err.count("\n") == 1 and err.startswith(f"warning: stored task {task} is corrupted") and "recomputed" in err
     again = json.loads(task.read_text())
     assert {k: v for k, v in again.items() if not k.endswith("_seconds")} == {k: v for k, v in good.items() if not k.endswith("_seconds")}
+
+
+@pytest.mark.parametrize("edit", [{"attack_success": "high"}, {"attack_success": 5.0}, {"seed": "zero"}, {"defense": 7},
+                                  {"utility_drop": -3.0}, None], ids=str)
+def test_an_edited_stored_task_is_named_and_recomputed(tmp_path, capsys, stored, edit):
+    """A stored row whose scores or identity no task writes (out of range, text for a number): it went into the
+    results table as it was (exit 0, or a pandas traceback for the text), or, for a bare {"status": "ok"}, replaced
+    the whole table with one blank row before failing."""
+    import shutil
+
+    results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
+    task = next((results / "tiny" / "tasks").glob("*.json"))
+    good = json.loads(task.read_text())
+    task.write_text(json.dumps({**good, **edit} if edit else {"status": "ok"}))
+    code = main(["run", "--suite", str(stored / "tiny.toml"), "--results", str(results), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("\n") == 1 and err.startswith(f"warning: stored task {task} is corrupted") and "recomputed" in err
+    again = json.loads(task.read_text())
+    assert {k: v for k, v in again.items() if not k.endswith("_seconds")} == {k: v for k, v in good.items() if not k.endswith("_seconds")}
+
+
+def test_a_folder_where_a_task_is_stored_is_refused_before_any_work(tmp_path, capsys, stored):
+    """tasks/<key>.json as a folder: the task ran, then its result was lost on a raw rename error."""
+    import shutil
+
+    results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
+    task = next((results / "tiny" / "tasks").glob("*.json"))
+    task.unlink()
+    task.mkdir()
+    check_refused(tmp_path, capsys, ["run", "--suite", stored / "tiny.toml", "--results", results, "--quiet"],
+                  f"{task} is not a plain file")
+
+
+def test_the_leaderboard_is_never_written_over_what_the_tool_stored_or_reads(tmp_path, capsys, stored):
+    import os
+    import shutil
+
+    results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
+    args = ["leaderboard", "--suite", "tiny", "--results", results, "--out"]
+    task = next((results / "tiny" / "tasks").glob("*.json"))
+    check_refused(tmp_path, capsys, [*args, results / "tiny" / "results.parquet"], "is an existing .parquet file")
+    check_refused(tmp_path, capsys, [*args, task], f"lies inside {results / 'tiny'}")
+    shutil.copy(stored / "tiny.toml", tmp_path / "tiny.toml")
+    check_refused(tmp_path, capsys, [*args, tmp_path / "tiny.toml"], "is an existing .toml file")
+    os.mkfifo(tmp_path / "pipe")  # as /dev/null: a rename would put a plain file in its place
+    check_refused(tmp_path, capsys, [*args, tmp_path / "pipe"], "is not a plain file")
+    (tmp_path / "target.md").write_text("x")
+    (tmp_path / "link.md").symlink_to(tmp_path / "target.md")
+    check_refused(tmp_path, capsys, [*args, tmp_path / "link.md"], "is a symbolic link")
+    check_refused(tmp_path, capsys, [*args, f"{tmp_path / 'new'}/"], "must name a file")
 
 
 def test_an_edited_plugin_file_is_re_run_not_reused(tmp_path, capsys, suite_file):

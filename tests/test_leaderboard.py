@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main
-from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS
+from benchmark.columns import RESULT_COLUMNS, SCORE_COLUMNS, metric_range
 from benchmark.errors import BenchmarkError
 from leaderboard.plots import family_of, plot_recovery_vs_rounds, plot_success_vs_utility
 from leaderboard.render import BOARD_WIDTH, default_columns, render
@@ -23,7 +23,6 @@ from leaderboard.summary import (
     CHANCE_ACCURACY,
     RANKING_RULE,
     SUMMARY_SCORES,
-    metric_range,
     summarize,
     summarize_cells,
     zeros_baseline,
