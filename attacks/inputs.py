@@ -3,11 +3,7 @@
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-from benchmark.observation import window_lengths, window_sums
-
-# Largest aggregate magnitude accepted: the attack multiplies and squares sums of them (norms, T x d products), which
-# stay finite in float64 up to about 1e150; a gradient sum is nowhere near either.
-MAX_MAGNITUDE = 1e100
+from benchmark.observation import MAX_MAGNITUDE, window_lengths, window_sums
 
 
 def totals_agree(totals: np.ndarray, counts: np.ndarray, window: int) -> bool:

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+# Largest magnitude accepted in what the server observes (aggregates, and so every update a defense sends): the
+# attack multiplies and squares sums of them (norms, T x d products), which stay finite in float64 up to about
+# 1e150; a gradient sum is nowhere near either.
+MAX_MAGNITUDE = 1e100
+
 
 def window_lengths(n_rounds: int, window: int) -> np.ndarray:
     """Rounds in each window; the last window may be shorter."""

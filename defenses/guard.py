@@ -2,14 +2,37 @@
 
 import math
 from dataclasses import replace
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 
 from benchmark.errors import BenchmarkError
-from benchmark.observation import Analytics
+from benchmark.observation import MAX_MAGNITUDE, Analytics, window_lengths
 from defenses.accounting import LEVELS, NO_DP, Privacy
 from defenses.base import Defense
+
+
+def _integer(value: object, low: int, high: int = 10**9) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: object, low: float, high: float = math.inf) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and low <= value <= high
+
+
+# The public parameters the adaptive attack reads (attacks/adaptive.py, attacks/attribution.py): what each must be.
+READ_PARAMETERS = {
+    "count_bucket": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
+    "count_noise_scale": ("a number >= 0", lambda v: _number(v, 0.0)),
+    "padding_rate": ("a number in [0, 1]", lambda v: _number(v, 0.0, 1.0)),
+    "window_factor": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
+    "group_size": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
+    "groups": ("a list of integers >= 0", lambda v: isinstance(v, (list, tuple)) and all(_integer(g, 0) for g in v)),
+    "update_noise_std": ("a number >= 0", lambda v: _number(v, 0.0)),
+    "aggregate_noise_std": ("a number >= 0", lambda v: _number(v, 0.0)),
+    "example_noise_multiplier": ("a number >= 0", lambda v: _number(v, 0.0)),
+    "model_refresh": ("an integer in [0, 1e9]", lambda v: _integer(v, 0)),
+}
 
 
 class GuardedDefense(Defense):
@@ -30,15 +53,17 @@ class GuardedDefense(Defense):
         """An attribute of the inner defense (a property is user code too)."""
         try:
             return getattr(self.inner, attribute, default)
-        except (Exception, SystemExit) as error:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - user code: SystemExit and bare BaseException included
             raise BenchmarkError(f"defense {self.name!r}: attribute {attribute} raised {type(error).__name__}: {error}") from None
 
     def _call(self, hook: str, *args):
         try:
             return getattr(self.inner, hook)(*args)
-        except BenchmarkError:
+        except (BenchmarkError, KeyboardInterrupt):
             raise
-        except (Exception, SystemExit) as error:  # user code: report which hook failed, never a traceback or an exit
+        except BaseException as error:  # noqa: BLE001 - user code: report which hook failed, never a traceback or an exit
             raise BenchmarkError(f"defense {self.name!r}: hook {hook} raised {type(error).__name__}: {error}") from None
 
     def _fail(self, hook: str, problem: str) -> None:
@@ -49,8 +74,12 @@ class GuardedDefense(Defense):
         if not isinstance(parameters, dict):
             self._fail("public_parameters", "must return a dict")
         for key, value in parameters.items():
+            if not isinstance(key, str):
+                self._fail("public_parameters", f"has the key {key!r}: keys are parameter names (text)")
             if isinstance(value, complex) or (isinstance(value, Real) and not math.isfinite(value)):
                 self._fail("public_parameters", f"gives {key} = {value!r}: the attacker reads finite real numbers")
+            if key in READ_PARAMETERS and not READ_PARAMETERS[key][1](value):
+                self._fail("public_parameters", f"gives {key} = {value!r}: the adaptive attack reads it as {READ_PARAMETERS[key][0]}")
         return parameters
 
     def choose_participants(self, selected, round_index, rng):
@@ -92,6 +121,8 @@ class GuardedDefense(Defense):
             self._fail(hook, f"must return a numeric array of shape {shape}, got {out.dtype} {out.shape}")
         if not np.all(np.isfinite(out)):
             self._fail(hook, "returned NaN or infinite values")
+        if out.size and np.abs(out).max() > MAX_MAGNITUDE:
+            self._fail(hook, f"returned values beyond {MAX_MAGNITUDE:.0e} in magnitude, which the sums cannot carry")
         return out.astype(np.float64)
 
     def transform_analytics(self, checked_in, window, rng) -> Analytics:
@@ -107,10 +138,14 @@ class GuardedDefense(Defense):
         if counts.shape != (n_users, n_windows) or not np.issubdtype(counts.dtype, np.integer) or counts.min(initial=0) < 0:
             self._fail("transform_analytics", f"must return non-negative integer counts of shape ({n_users}, {n_windows}) "
                                               f"or None for window {out.window}")
+        if np.any(counts > window_lengths(n_rounds, int(out.window))[None, :]):
+            self._fail("transform_analytics", f"counts a user more often in a window than the window's {int(out.window)} rounds")
         if out.totals is not None:
             totals = np.asarray(out.totals)
             if totals.shape != (n_rounds,) or not np.issubdtype(totals.dtype, np.integer) or totals.min(initial=0) < 0:
                 self._fail("transform_analytics", f"must return non-negative integer totals of shape ({n_rounds},) or None")
+            if totals.max(initial=0) > n_users:
+                self._fail("transform_analytics", f"counts more participants in a round than the {n_users} users")
         return out
 
     def privacy(self, n_rounds, participation, max_participations, delta) -> Privacy:

@@ -526,6 +526,23 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'eps'\n    def privacy(self, n_rounds, participation, max_participations, delta):\n"
      "        return Privacy(epsilon=-1.0, level='user')\n", "negative epsilon"),
     ("class X(Defense):\n    name = 'none'\n", "a built-in defense's name"),
+    # held out, found by trying to break the guard: each ran into the tasks (a traceback, a failed run, or exit 0)
+    ("class X(Defense):\n    name = 'base'\n    def transform_update(self, update, rng):\n        raise BaseException('x')\n",
+     "hook transform_update raised BaseException"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_bucket': 'x'}\n",
+     "count_bucket = 'x': the adaptive attack reads it as an integer"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_bucket': 10**30}\n", "count_bucket = 1000"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'padding_rate': 2.0}\n", "number in [0, 1]"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': 'abc'}\n", "list of integers"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'update_noise_std': -1}\n", "number >= 0"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {1: 2}\n", "has the key 1"),
+    ("class X(Defense):\n    name = 'big'\n    def transform_update(self, update, rng):\n        return update * 1e300\n",
+     "beyond 1e+100 in magnitude"),
+    ("class X(Defense):\n    name = 'many'\n    def transform_analytics(self, c, window, rng):\n"
+     "        counts = np.add.reduceat(c.astype(np.int64), np.arange(0, c.shape[0], window), axis=0).T\n"
+     "        return Analytics(counts + 50, window, None)\n", "more often in a window than"),
+    ("class X(Defense):\n    name = 'crowd'\n    def transform_analytics(self, c, window, rng):\n"
+     "        return Analytics(None, window, c.sum(axis=1).astype(np.int64) + 100)\n", "more participants in a round than"),
     ("from defenses.analytics import NoisyCounts\n\nclass X(NoisyCounts):\n    pass\n", "a built-in defense's name"),
 ])
 def test_a_plugin_that_misbehaves_is_refused_before_any_work(tmp_path, capsys, suite_file, body, names):
