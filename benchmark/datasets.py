@@ -60,6 +60,43 @@ def load_dataset(name: str, root: str | os.PathLike | None = None) -> Dataset:
     return _load_femnist(root)
 
 
+def check_dataset(name: str, root: str | os.PathLike | None = None) -> None:
+    """BenchmarkError, before any task runs, where `name` cannot be loaded from `root`: files missing, idx headers
+    with the wrong magic number, a CIFAR-10 test batch that does not unpickle, FEMNIST splits without json files.
+    Cheaper than load_dataset (headers and the smallest file only); the rest is checked when a task loads it."""
+    if name == "digits":
+        return
+    if name not in DATASETS:
+        raise BenchmarkError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    if root is None and name != "fashion-mnist":
+        raise BenchmarkError(f"data set {name!r} needs a root folder holding its files")
+    folder = Path(root) if root is not None else FASHION_MNIST_ROOT
+    if not folder.is_dir():
+        raise BenchmarkError(f"{name}: root {folder} is not a folder")
+    if name in ("mnist", "fashion-mnist"):
+        for prefix in ("train", "t10k"):
+            for kind, magic in (("images-idx3", _IDX_IMAGES_MAGIC), ("labels-idx1", _IDX_LABELS_MAGIC)):
+                path = _find_idx(name, folder, f"{prefix}-{kind}-ubyte")
+                try:
+                    with (gzip.open(path) if path.suffix == ".gz" else path.open("rb")) as stream:
+                        found = int.from_bytes(stream.read(4), "big")
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise BenchmarkError(f"{name}: cannot read {path}: {exc}") from exc
+                if found != magic:
+                    raise BenchmarkError(f"{name}: {path} has bad magic number 0x{found:08x} (expected 0x{magic:08x})")
+    elif name == "cifar10":
+        if not (folder / "data_batch_1").exists() and (folder / "cifar-10-batches-py").is_dir():
+            folder = folder / "cifar-10-batches-py"
+        for batch in [f"data_batch_{i}" for i in range(1, 6)]:
+            if not (folder / batch).is_file():
+                raise BenchmarkError(f"cifar10: missing file {folder / batch}")
+        _load_cifar_batch(folder / "test_batch")
+    else:
+        for split in ("train", "test"):
+            if not any((folder / split).glob("*.json")):
+                raise BenchmarkError(f"femnist: no json files in {folder / split}")
+
+
 @functools.lru_cache(maxsize=1)
 def _load_digits() -> Dataset:
     """The cached arrays are made read-only so that one caller cannot corrupt them for the next."""

@@ -279,6 +279,18 @@ def _utility_columns(jobs: list[_Job], store: ResultStore, executor: Executor, p
     return out
 
 
+def _check_datasets(tasks: list[Task]) -> None:
+    """Every data set the tasks' cells and utility trainings read is there (benchmark.datasets.check_dataset): a
+    missing or foreign file stops the run, one line, before any task runs instead of failing every task."""
+    from benchmark.datasets import check_dataset
+    from benchmark.utility import resolve
+
+    needed = {(task.scenario.dataset, task.scenario.data_root) for task in tasks if task.scenario.update_kind != "synthetic"}
+    needed |= {(run.dataset, run.data_root) for run in (resolve(task.utility) for task in tasks if task.utility is not None)}
+    for dataset, root in sorted(needed, key=str):
+        check_dataset(dataset, root)
+
+
 def _validate_defenses(specs: list[DefenseSpec]) -> None:
     """Every defense with a task to run passes validate_defense first: a broken one stops the run, one line."""
     from defenses.registry import make_defense
@@ -341,6 +353,7 @@ def run_suite(
     keys = [task.key(device) for task in tasks]
     todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks) if not store.has(key)]
     store.check_slots([job.key for job in todo])
+    _check_datasets([job.task for job in todo])
     _validate_defenses([job.task.defense for job in todo])
     groups = _horizon_groups(_utility_columns(todo, store, executor, progress, task_timeout))
     for _ in run_tasks(_run_and_store_horizons, groups, executor, progress="tasks" if progress else None, sizes=[len(g) for g in groups]):

@@ -79,6 +79,7 @@ class Scenario:
                 raise BenchmarkError(f"scenario {self.name!r}: {field.name} {problem}, got {getattr(self, field.name)!r}")
         checks = [
             (self.n_users >= 2, "n_users must be at least 2"),
+            (self.name.strip() != "", "name must not be empty"),
             (self.n_users <= MAX_USERS, f"n_users must be at most {MAX_USERS}"),
             (self.n_rounds >= 1, "n_rounds must be at least 1"),
             (self.n_rounds <= MAX_ROUNDS, f"n_rounds must be at most {MAX_ROUNDS}"),

@@ -3,6 +3,7 @@
 import hashlib
 import itertools
 import json
+import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
@@ -18,6 +19,7 @@ from defenses.registry import is_builtin_name
 
 # A suite's name is a folder under --results: one path component, no "." or "..", no separator.
 _SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+MAX_GRID_CELLS = 10_000  # a grid's crossed axes: more cells than any suite runs (a typo's 300000 hung the loader)
 _SUITE_KEYS = ("name", "version", "description", "seeds", "attack", "defenses", "cells", "grids", "utility")
 
 
@@ -150,7 +152,7 @@ def _attack(origin: str, values: object) -> AttackSettings:
     for key, value in values.items():
         problem = type_error(value, kinds[key])
         if problem is None and not isinstance(value, bool) and isinstance(value, (int, float)):
-            minimum = 1 if key == "search_iterations" else 0
+            minimum = 1 if key in ("search_iterations", "simplex_iterations", "mip_checks") else 0
             problem = None if value >= minimum else f"must be at least {minimum}"
         if problem is None and key == "invert_at" and value not in INVERT_AT:
             problem = f"must be one of {', '.join(INVERT_AT)}"
@@ -171,6 +173,9 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
         axes = {k: v for k, v in grid.items() if isinstance(v, list) and k not in ("name", "horizons")}
         if any(len(v) == 0 for v in axes.values()):
             raise BenchmarkError(f"grid {base!r}: an axis has no values")
+        if math.prod(len(v) for v in axes.values()) > MAX_GRID_CELLS:
+            raise BenchmarkError(f"grid {base!r}: its axes cross to {math.prod(len(v) for v in axes.values())} cells, "
+                                 f"more than {MAX_GRID_CELLS}")
         for values in itertools.product(*axes.values()):
             cell = {**grid, **dict(zip(axes, values))}
             cell["name"] = "-".join([base, *(f"{k}={v}" for k, v in zip(axes, values))])
@@ -180,7 +185,7 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
                 per_user = cell.pop("rounds_per_user")
                 if type_error(per_user, float) or per_user <= 0:
                     raise BenchmarkError(f"grid {base!r}: rounds_per_user must be a positive number, got {per_user!r}")
-                cell["n_rounds"] = _rounds(per_user, cell.get("n_users", Scenario.n_users), f"grid {base!r}")
+                cell["n_rounds"] = _whole_rounds(per_user, cell.get("n_users", Scenario.n_users), f"grid {base!r}")
             cells.append(cell)
     return cells
 
@@ -203,11 +208,17 @@ def _horizon_cells(cells: list[dict]) -> list[dict]:
         if not (numbers and horizons and all(h > 0 for h in horizons) and len(set(horizons)) == len(horizons)):
             raise BenchmarkError(f"cell {name!r}: horizons must be a non-empty list of distinct positive numbers, each finite")
         for horizon in horizons:
-            rounds = _rounds(horizon, n_users, f"cell {name!r}")
-            if abs(rounds - horizon * n_users) > 1e-9 * max(rounds, 1):
-                raise BenchmarkError(f"cell {name!r}: horizon {horizon} times {n_users} users is not a whole number of rounds")
-            expanded.append({**{k: v for k, v in cell.items() if k != "horizons"}, "n_rounds": rounds})
+            expanded.append({**{k: v for k, v in cell.items() if k != "horizons"},
+                             "n_rounds": _whole_rounds(horizon, n_users, f"cell {name!r}")})
     return expanded
+
+
+def _whole_rounds(per_user: float, n_users: object, where: str) -> int:
+    """n_rounds = per_user * n_users, refused unless it is a whole number (never rounded silently)."""
+    rounds = _rounds(per_user, n_users, where)
+    if abs(rounds - per_user * n_users) > 1e-9 * max(rounds, 1):
+        raise BenchmarkError(f"{where}: {per_user} rounds per user times {n_users} users is not a whole number of rounds")
+    return rounds
 
 
 def _rounds(per_user: float, n_users: object, where: str) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 from benchmark.catalog import DATASETS
 from benchmark.errors import BenchmarkError
 from benchmark.protocol import HOOK_STREAMS, secure_aggregate, streams
+from benchmark.scenario import MAX_ROUNDS, MAX_USERS
 from defenses.base import Defense, local_training_part, trains_like_undefended
 
 _STREAMS = ("split", "participation", "init", "clients", *HOOK_STREAMS)
@@ -47,12 +48,14 @@ class UtilityTask:
     def __post_init__(self) -> None:
         checks = [
             (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}"),
-            (self.n_clients >= 2, "n_clients must be at least 2"),
+            (2 <= self.n_clients <= MAX_USERS, f"n_clients must be between 2 and {MAX_USERS}"),
             (1 <= self.cohort <= self.n_clients, "cohort must be between 1 and n_clients"),
-            (self.n_rounds >= 1, "n_rounds must be at least 1"),
-            (self.samples_per_client >= 1, "samples_per_client must be at least 1"),
+            (1 <= self.n_rounds <= MAX_ROUNDS, f"n_rounds must be between 1 and {MAX_ROUNDS}"),
+            (1 <= self.samples_per_client <= 100_000, "samples_per_client must be between 1 and 100000"),
+            (self.n_clients * self.samples_per_client <= 10_000_000,
+             "n_clients * samples_per_client must be at most 10000000 (images held in memory)"),
             (self.dirichlet_alpha > 0, "dirichlet_alpha must be positive"),
-            (self.local_epochs >= 1, "local_epochs must be at least 1"),
+            (1 <= self.local_epochs <= 10_000, "local_epochs must be between 1 and 10000"),
             (1 <= self.batch_size <= self.samples_per_client, "batch_size must be between 1 and samples_per_client"),
             (self.learning_rate > 0 and self.server_learning_rate > 0, "learning rates must be positive"),
         ]
