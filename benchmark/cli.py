@@ -264,7 +264,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     from benchmark.store import write_atomically
     from leaderboard.render import render
-    from leaderboard.summary import summarize
+    from leaderboard.summary import check_table, summarize
 
     from benchmark.store import check_output_file
 
@@ -294,6 +294,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         results = pd.read_parquet(path)
     except Exception as error:  # a truncated or foreign file: one line naming it
         raise BenchmarkError(f"results file {path} cannot be read ({' '.join(str(error).split())[:200]}); run the suite again to rewrite it") from None
+    check_table(results, str(path))
     if args.cells:
         from leaderboard.render import cell_columns
         from leaderboard.summary import summarize_cells

@@ -80,6 +80,30 @@ def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
         raise BenchmarkError(f"results table lacks column(s): {', '.join(missing)}")
 
 
+def check_table(results: pd.DataFrame, origin: str) -> None:
+    """BenchmarkError naming the first problem of a stored results table a run cannot have written: a score column
+    that is not numeric (it was read as NaN) or leaves its range, or a task (defense, cell, seed, horizon) twice."""
+    require_columns(results, _REQUIRED)
+    seeds = results["seed"]
+    if not pd.api.types.is_integer_dtype(seeds) or pd.api.types.is_bool_dtype(seeds):
+        raise BenchmarkError(f"results table {origin}: column seed holds {seeds.dtype}, not integers")
+    for column in (c for c in SCORE_COLUMNS if c in results.columns):
+        values = results[column]
+        if values.dtype == object and values.map(lambda v: v is None or isinstance(v, float)).all():
+            values = values.astype(float)  # a column that is all None: NaN
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            raise BenchmarkError(f"results table {origin}: column {column} holds {values.dtype} values, not numbers")
+        low, high = metric_range(column)
+        outside = values.notna() & ~values.between(low - 1e-9, high + 1e-9)
+        if outside.any():
+            raise BenchmarkError(f"results table {origin}: {column} = {float(values[outside].iloc[0])} lies outside [{low}, {high}]")
+    keys = [c for c in ("defense", "scenario", "seed", "horizon") if c in results.columns]
+    twice = results.duplicated(subset=keys)
+    if twice.any():
+        row = results.loc[twice].iloc[0]
+        raise BenchmarkError(f"results table {origin}: the task ({', '.join(f'{k} {row[k]}' for k in keys)}) appears twice")
+
+
 # The scores a summary carries (NaN where a table lacks one): every score but the wall-clock ones, and the optional.
 # The horizon is a key (one value per cell, the strongest), never averaged, even if the contract lists it as a score.
 SUMMARY_SCORES = tuple(

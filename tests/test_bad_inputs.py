@@ -634,6 +634,24 @@ def test_bad_leaderboard_suite_and_corrupted_table(tmp_path, capsys, stored):
     check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", tmp_path / "results"], "results.parquet cannot be read")
 
 
+@pytest.mark.parametrize("corrupt, names", [
+    (lambda t: t.assign(attack_success=t["attack_success"].astype(str)), "column attack_success holds"),
+    (lambda t: t.assign(attack_success=7.0), "attack_success = 7.0 lies outside [0.0, 1.0]"),
+    (lambda t: t.assign(attack_success=float("inf")), "attack_success = inf lies outside"),
+    (lambda t: t.assign(seed=t["seed"].astype(bool)), "column seed holds bool, not integers"),
+    (lambda t: __import__("pandas").concat([t, t]), "appears twice"),
+])
+def test_a_tampered_results_table_is_refused_not_rendered(tmp_path, capsys, stored, corrupt, names):
+    """Strings in a score column rendered as blanks, out-of-range values were clipped into range, and duplicated
+    rows counted every task twice, all with exit 0."""
+    import pandas as pd
+
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    table = corrupt(pd.read_parquet(stored / "results" / "tiny" / "results.parquet"))
+    table.to_parquet(tmp_path / "results" / "tiny" / "results.parquet")
+    check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", tmp_path / "results"], names)
+
+
 @pytest.mark.parametrize("content", [b'{"status": "ok", "seed"', b"[1, 2]", b"\xff\xfe", b""])
 def test_a_corrupted_stored_task_is_named_and_recomputed(tmp_path, capsys, stored, content):
     import shutil
