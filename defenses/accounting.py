@@ -96,6 +96,11 @@ def _rdp(multiplier: float, steps: int, delta: float) -> float:
         return float(accountant.get_epsilon(delta=delta))
 
 
+# Below this multiplier epsilon is infinite in float64 already (1e-8: inf, 1e-6: 8e13 over 40 participations); far
+# below it the accountants divide by it and overflow (1e-320: ZeroDivisionError and scipy warnings, not inf).
+NEGLIGIBLE_MULTIPLIER = 1e-8
+
+
 def gaussian_privacy(
     noise_multiplier: float, level: str, n_rounds: int, participation: float, max_participations: int, delta: float
 ) -> Privacy:
@@ -104,8 +109,8 @@ def gaussian_privacy(
     sampled = (f"Poisson q={participation:g} amplified" if z >= AMPLIFICATION_MIN_MULTIPLIER
                else f"Poisson q={participation:g}, amplification not computed (z < {AMPLIFICATION_MIN_MULTIPLIER:g})")
     accounting = f"PLD, replace-one, no amplification (participation observable); {sampled}; RDP cross-check"
-    if math.isnan(z) or z == 0 or max_participations == 0:
-        same = math.nan if math.isnan(z) else math.inf if z == 0 else 0.0
+    if math.isnan(z) or z < NEGLIGIBLE_MULTIPLIER or max_participations == 0:
+        same = math.nan if math.isnan(z) else math.inf if z < NEGLIGIBLE_MULTIPLIER else 0.0
         return Privacy(same, same, same, level=level, accounting=accounting)
     epsilon = _exact(z / math.sqrt(max_participations), delta)
     amplified = epsilon

@@ -360,3 +360,17 @@ def test_validate_defense_names_the_bad_hook_of_a_plugin(tmp_path, kind):
     path.write_text(PLUGIN_FILE.format(body))
     with pytest.raises(BenchmarkError, match=f"defense 'bad': {message}"):
         validate_defense(lambda: make_defense(f"{path}:Bad"))
+
+
+def test_a_vanishing_noise_multiplier_has_infinite_epsilon_not_an_error():
+    """ldp-gaussian(noise_multiplier=1e-320) stopped the run: its privacy hook divided by the subnormal multiplier
+    (ZeroDivisionError, scipy overflow warnings on stderr); epsilon is infinite there, as at 0."""
+    import warnings
+
+    from defenses.accounting import gaussian_privacy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for z in (1e-320, 1e-12, 0.0):
+            columns = gaussian_privacy(z, "user", 1200, 0.3, 40, 1e-5).columns()
+            assert columns["epsilon"] == columns["epsilon_amplified"] == math.inf
