@@ -255,7 +255,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
             step = torch.from_numpy(aggregate * (task.server_learning_rate * task.learning_rate / len(clients))).float()
             params = unflatten(model, flatten(params) - step)
     with torch.no_grad():
-        logits = functional_call(model, params, (torch.from_numpy(data.x_test),))
+        logits = functional_call(model, params, (torch.tensor(data.x_test),))  # a copy: digits arrays are read-only
     return float((logits.argmax(dim=1).numpy() == data.y_test).mean())
 
 
