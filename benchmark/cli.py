@@ -33,6 +33,9 @@ def _executor(args: argparse.Namespace) -> Executor:
     return Executor(workers=args.workers, scheduler=scheduler)
 
 
+SCHEDULER_CONNECT_SECONDS = 10.0
+
+
 def _check_scheduler(address: str) -> None:
     """BenchmarkError, before any work, for an address Dask cannot parse (one it can parse may still not answer)."""
     from distributed.comm.addressing import parse_address, parse_host_port
@@ -47,6 +50,13 @@ def _check_scheduler(address: str) -> None:
                 raise ValueError(f"host {host!r} and port {port} must be a host name and a port in 1-65535")
     except (ValueError, TypeError) as error:
         raise BenchmarkError(f"--scheduler {address!r} is not a Dask scheduler address: {error}") from None
+    if scheme == "tcp":  # a run of one task runs it here without connecting: an address nobody answers went unnoticed
+        import socket
+
+        try:
+            socket.create_connection((host, port), timeout=SCHEDULER_CONNECT_SECONDS).close()
+        except OSError as error:
+            raise BenchmarkError(f"--scheduler {address}: nothing answers there ({error.strerror or error})") from None
 
 
 def _load_array(path: str, what: str) -> np.ndarray:

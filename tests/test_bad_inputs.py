@@ -570,7 +570,8 @@ def test_a_plugin_that_misbehaves_is_refused_before_any_work(tmp_path, capsys, s
                                      "--defense", f"{plugin}:X"], names)
 
 
-@pytest.mark.parametrize("address", ["::::", "foo://x:1", "tcp://host:notaport", "tcp://127.0.0.1:99999", "tcp://a b:80"])
+@pytest.mark.parametrize("address", ["::::", "foo://x:1", "tcp://host:notaport", "tcp://127.0.0.1:99999", "tcp://a b:80",
+                                     "tcp://127.0.0.1:1"])  # nothing listens: the suite's one task ran here, exit 0
 def test_a_malformed_scheduler_address_is_refused(tmp_path, capsys, suite_file, address):
     check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet", "--device", "cpu",
                                      "--scheduler", address], "--scheduler")
