@@ -212,6 +212,10 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     })
     totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
+    if args.noise and result.relative_misfit > AttackSettings().accepted_residual and _noise_free(aggregates, counts.shape[0]):
+        print(f"error: --noise, yet the aggregates carry no noise (numerical rank at most the {counts.shape[0]} users) and the "
+              f"recovery misses them by a relative {result.relative_misfit:.3g}: run without --noise, or check the counts", file=sys.stderr)
+        return 1
     if result.relative_misfit > settings.accepted_residual:
         misfit = f"the recovery explains the aggregates only to a relative misfit of {result.relative_misfit:.3g}"
         missing = sum(status in ("timeout", "infeasible") for status in result.status)
@@ -225,6 +229,13 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         print("error: the recovered columns do not add up to --totals in every round: no user is proven unique", file=sys.stderr)
         return 1
     return 0
+
+
+def _noise_free(aggregates: np.ndarray, n_users: int) -> bool:
+    """Whether sums of n fixed updates explain the aggregates exactly: numerical rank <= n (noise raises it)."""
+    from attacks.geometry import left_singular, numerical_rank
+
+    return numerical_rank(left_singular(aggregates)[1], aggregates.shape) <= n_users
 
 
 def _check_explained(aggregates: np.ndarray, counts: np.ndarray, window: int, aggregates_file: str) -> None:

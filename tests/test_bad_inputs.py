@@ -278,6 +278,21 @@ def test_the_overall_fit_compares_a_with_p_times_u():
     assert relative_misfit(instance.aggregates * 1e-170, instance.participants, instance.updates * 1e-170) < 1e-12
 
 
+def test_noise_mode_on_noise_free_sums_that_it_misses_exits_1(tmp_path, capsys):
+    """--noise accepts columns within a relative 0.35 of col(A): on exact sums that hid counts moved between users
+    (and even the noise mode's own miss of true counts, 0.19) behind exit 0 and ten users `found`."""
+    instance = make_instance(10, 40, 10, 0.5, seed=1)
+    np.save(tmp_path / "A.npy", instance.aggregates)
+    np.save(tmp_path / "C.npy", instance.counts)
+    args = ["disaggregate", "--quiet", "--noise", "--aggregates", tmp_path / "A.npy", "--counts", tmp_path / "C.npy",
+            "--window", "10", "--out", tmp_path / "out"]
+    assert main([str(a) for a in args]) == 1  # noise mode misses these sums by 0.21 (0.21 to 0.35 on seeds 0 to 3)
+    assert "the aggregates carry no noise" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["relative_misfit"] > 0.1
+    exact = [a for a in args if a != "--noise"][:-1] + [tmp_path / "exact"]
+    assert main([str(a) for a in exact]) == 0  # the same sums without --noise: every column, misfit 0
+
+
 def test_a_misfit_from_users_without_a_column_says_so(tmp_path, capsys):
     """Counts moved between two users inside one window leave both without a column: the sums are then explained only
     in part, yet the other users' proofs stand. The error said no user was proven unique, beside a report of six."""
