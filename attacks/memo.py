@@ -39,14 +39,26 @@ def _digest(parts: tuple) -> str:
     return digest.hexdigest()[:32]
 
 
+def _checksum(values: tuple[np.ndarray, ...]) -> np.ndarray:
+    """sha256 of the arrays' dtypes, shapes and bytes, as stored beside them: an edited entry no longer matches."""
+    digest = hashlib.sha256()
+    for value in values:
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8)
+
+
 def memoized(parts: tuple, compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """compute(), or its stored answer for the same `parts`; a missing or unreadable entry is recomputed."""
+    """compute(), or its stored answer for the same `parts`; a missing, unreadable or edited entry (its arrays no
+    longer match the checksum stored with them) is recomputed."""
     if _directory is None:
         return compute()
     path = _directory / f"{_digest(parts)}.npz"
     try:
         with np.load(path) as stored:
-            return tuple(stored[f"a{i}"] for i in range(len(stored.files)))
+            values = tuple(stored[f"a{i}"] for i in range(len(stored.files) - 1))
+            if np.array_equal(stored["checksum"], _checksum(values)):
+                return values
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass
     values = compute()
@@ -55,7 +67,7 @@ def memoized(parts: tuple, compute: Callable[[], tuple[np.ndarray, ...]]) -> tup
         _directory.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=_directory, suffix=".tmp")
         with os.fdopen(handle, "wb") as out:
-            np.savez(out, **{f"a{i}": value for i, value in enumerate(values)})
+            np.savez(out, checksum=_checksum(values), **{f"a{i}": value for i, value in enumerate(values)})
         os.replace(temporary, path)
     except OSError:  # a memo that cannot be written only costs time
         if temporary is not None:

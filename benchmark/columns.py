@@ -118,13 +118,33 @@ def metric_range(column: str) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
-def row_problem(row: dict) -> str | None:
-    """Why a stored task row (as JSON holds it) is not one a task writes, or None: its defense and scenario are
-    text, its seed an integer, and every score null, a number inside its range, or "inf" where that is unbounded."""
+def status_problem(status: object) -> str | None:
+    """Why `status` is not one a task writes ("ok", "failed: ...", "not applicable: ..."), or None."""
+    if isinstance(status, str) and (status == "ok" or status.startswith(("failed", NOT_APPLICABLE))):
+        return None
+    return f"status must be ok, failed: ... or {NOT_APPLICABLE}: ..., got {status!r}"
+
+
+def row_problem(row: dict, identity: dict | None = None) -> str | None:
+    """Why a stored task row (as JSON holds it) is not one a task writes, or None: every value a scalar, its status
+    one a task writes, its defense and scenario text, its seed an integer, every score null, a number inside its
+    range, or "inf" where that is unbounded, and an "ok" row's attack_success given; with `identity` (the task's own
+    ID columns), those equal too (a row edited or copied from another task is not this task's)."""
+    for column, value in row.items():
+        if isinstance(value, (dict, list)) or (isinstance(value, int) and not -2**63 <= value < 2**63):
+            return f"{column} holds {str(value)[:40]}, not a value a task writes"
+    problem = status_problem(row.get("status"))
+    if problem is not None:
+        return problem
     for column, kind in (("defense", str), ("scenario", str), ("seed", int)):
         value = row.get(column)
         if isinstance(value, bool) or not isinstance(value, kind):
             return f"{column} must be {'an integer' if kind is int else 'text'}, got {value!r}"
+    for column, value in (identity or {}).items():
+        if row.get(column) != value:
+            return f"{column} is {row.get(column)!r}, but the task's is {value!r}"
+    if row["status"] == "ok" and row.get("attack_success") is None:
+        return "an ok row without attack_success"
     for column in SCORE_COLUMNS:
         value = row.get(column)
         low, high = metric_range(column)

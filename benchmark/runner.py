@@ -41,6 +41,12 @@ def _row(task: Task) -> dict:
     }
 
 
+def _identity(task: Task) -> dict:
+    """The ID columns a stored row of `task` must hold (a row edited or copied from another task is recomputed)."""
+    row = _row(task)
+    return {column: row[column] for column in ("defense", "suite", "scenario", "seed", "n_users", "n_rounds", "window")}
+
+
 def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utility: dict | None = None,
              simulator: Callable | None = None) -> dict:
     """One result row; any error becomes `status = "failed: ..."` so the suite goes on.
@@ -351,7 +357,8 @@ def run_suite(
     store = ResultStore(results_root, tasks[0].suite)
     store.check_writable()
     keys = [task.key(device) for task in tasks]
-    todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks) if not store.has(key)]
+    todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks)
+            if not store.has(key, _identity(task))]
     store.check_slots([job.key for job in todo])
     _check_datasets([job.task for job in todo])
     _validate_defenses([job.task.defense for job in todo])

@@ -47,10 +47,26 @@ def write_atomically(path: Path, data: bytes) -> None:
 INPUT_SUFFIXES = (".toml", ".py", ".parquet", ".npy", ".npz")
 
 
-def check_output_file(path: Path, what: str, keep: tuple[Path, ...] = ()) -> None:
+def _stored_by_the_tool(path: Path) -> bool:
+    """Whether the existing file `path` is part of a results folder (results.csv/.parquet beside a tasks/ folder, or
+    a file in its tasks/, utility/, memo/, pictures/) or a leaderboard entry (a JSON object with format and tasks)."""
+    folder = path.parent
+    if (folder / "tasks").is_dir() or (folder.name in ("tasks", "utility", "memo", "pictures") and (folder.parent / "tasks").is_dir()):
+        return True
+    if path.suffix.lower() == ".json" and path.stat().st_size < 2**26:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError, OSError):
+            return False
+        return isinstance(record, dict) and {"format", "tasks"} <= set(record)
+    return False
+
+
+def check_output_file(path: Path, what: str, keep: tuple[Path, ...] = (), replaces_stored: bool = False) -> None:
     """BenchmarkError, before any work, when `path` cannot be written as a file, or when writing it would replace
     something other than a plain file (a device such as /dev/null, a pipe, a symbolic link's target) or a file
-    inside one of the `keep` folders (stored results, entries: a rendered table is never written over them)."""
+    inside one of the `keep` folders or stored by the tool anywhere (results, entries: a rendered table is never
+    written over them; `replaces_stored`: the caller is the tool replacing what it stored, as `submit --overwrite`)."""
     if path.is_dir():
         raise BenchmarkError(f"{what} {path} is a directory; give a file name")
     if path.is_symlink():
@@ -62,6 +78,8 @@ def check_output_file(path: Path, what: str, keep: tuple[Path, ...] = ()) -> Non
     for folder in keep:
         if folder.is_dir() and path.resolve().is_relative_to(folder.resolve()):
             raise BenchmarkError(f"{what} {path} lies inside {folder}, which holds what the tool stored; write elsewhere")
+    if not replaces_stored and path.is_file() and _stored_by_the_tool(path):
+        raise BenchmarkError(f"{what} {path} is a stored result or leaderboard entry; write elsewhere")
     _check_parent(path, what)
 
 
@@ -177,9 +195,11 @@ class ResultStore:
         """Where a task's reconstruction grid goes: beside the results, named by the task key."""
         return self.folder / "pictures" / f"{key}.png"
 
-    def has(self, key: str) -> bool:
-        """A readable stored row: a truncated or foreign file is named on stderr, removed, and so recomputed."""
-        return self._readable(self.tasks / f"{key}.json", self.load, key, "task", "it is recomputed")
+    def has(self, key: str, identity: dict | None = None) -> bool:
+        """A readable stored row (of the task whose ID columns are `identity`, if given): a truncated, foreign or
+        edited file is named on stderr, removed, and so recomputed."""
+        load = self.load if identity is None else (lambda k: self.load(k, identity))
+        return self._readable(self.tasks / f"{key}.json", load, key, "task", "it is recomputed")
 
     @staticmethod
     def _readable(path: Path, load, key: str, what: str, then: str) -> bool:
@@ -219,10 +239,10 @@ class ResultStore:
     def save(self, key: str, row: dict) -> None:
         _write_json(self.tasks / f"{key}.json", row)
 
-    def load(self, key: str) -> dict:
-        """The stored row; ValueError when the file is not a JSON object with a status."""
+    def load(self, key: str, identity: dict | None = None) -> dict:
+        """The stored row; ValueError when the file is not a row a task writes (benchmark.columns.row_problem)."""
         row = _read_json(self.tasks / f"{key}.json")
-        problem = row_problem(row)
+        problem = row_problem(row, identity)
         if problem is not None:  # an edited or foreign file: recomputed like a truncated one
             raise ValueError(problem)
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
@@ -239,8 +259,11 @@ class ResultStore:
         """The stored training; ValueError unless it is a JSON object with a status and, when ok, a numeric accuracy."""
         record = _read_json(self.utility / f"{key}.json")
         accuracy = record.get("test_accuracy")
-        if record["status"] == "ok" and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)):
-            raise ValueError("an ok run without a numeric test_accuracy")
+        if record["status"] != "ok" and not record["status"].startswith("failed"):
+            raise ValueError(f"status must be ok or failed: ..., got {record['status']!r}")
+        if record["status"] == "ok" and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+                                             and 0.0 <= accuracy <= 1.0):
+            raise ValueError(f"an ok run needs a test_accuracy in [0, 1], got {accuracy!r}")
         return {k: (math.nan if v is None else v) for k, v in record.items()}
 
     def table(self, keys: list[str], missing: dict[str, dict] | None = None) -> "pd.DataFrame":

@@ -124,6 +124,9 @@ def _defense(entry: dict, origin: str) -> DefenseSpec:
     for key in ("name", "label"):
         if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
             raise BenchmarkError(f"suite {origin}: [[defenses]] {key} must be a non-empty string, got {entry[key]!r}")
+        if key in entry and (entry[key] != entry[key].strip() or not entry[key].isprintable()):
+            raise BenchmarkError(f"suite {origin}: [[defenses]] {key} {entry[key]!r} has surrounding spaces or control "
+                                 "characters, which tables would not show")
     label = entry.get("label", "")
     if label != entry["name"] and is_builtin_name(label):
         raise BenchmarkError(f"suite {origin}: [[defenses]] {entry['name']!r} is labelled {label!r}, a built-in defense's "
@@ -207,9 +210,10 @@ def _horizon_cells(cells: list[dict]) -> list[dict]:
         numbers = isinstance(horizons, list) and all(type_error(h, float) is None for h in horizons)
         if not (numbers and horizons and all(h > 0 for h in horizons) and len(set(horizons)) == len(horizons)):
             raise BenchmarkError(f"cell {name!r}: horizons must be a non-empty list of distinct positive numbers, each finite")
-        for horizon in horizons:
-            expanded.append({**{k: v for k, v in cell.items() if k != "horizons"},
-                             "n_rounds": _whole_rounds(horizon, n_users, f"cell {name!r}")})
+        rounds = [_whole_rounds(horizon, n_users, f"cell {name!r}") for horizon in horizons]
+        if len(set(rounds)) < len(rounds):
+            raise BenchmarkError(f"cell {name!r}: horizons {horizons} give the same number of rounds twice")
+        expanded.extend({**{k: v for k, v in cell.items() if k != "horizons"}, "n_rounds": r} for r in rounds)
     return expanded
 
 

@@ -23,7 +23,7 @@ def _number(value: object, low: float, high: float = math.inf) -> bool:
 # The public parameters the adaptive attack reads (attacks/adaptive.py, attacks/attribution.py): what each must be.
 READ_PARAMETERS = {
     "count_bucket": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
-    "count_noise_scale": ("a number >= 0", lambda v: _number(v, 0.0)),
+    "count_noise_scale": ("a number in [0, 1e9]", lambda v: _number(v, 0.0, 1e9)),  # as noisy-counts' own cap
     "padding_rate": ("a number in [0, 1]", lambda v: _number(v, 0.0, 1.0)),
     "window_factor": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
     "group_size": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
@@ -121,7 +121,7 @@ class GuardedDefense(Defense):
             self._fail(hook, f"must return a numeric array of shape {shape}, got {out.dtype} {out.shape}")
         if not np.all(np.isfinite(out)):
             self._fail(hook, "returned NaN or infinite values")
-        if out.size and np.abs(out).max() > MAX_MAGNITUDE:
+        if out.size and np.abs(out.astype(np.float64)).max() > MAX_MAGNITUDE:  # float64 first: float16 overflows 1e100
             self._fail(hook, f"returned values beyond {MAX_MAGNITUDE:.0e} in magnitude, which the sums cannot carry")
         return out.astype(np.float64)
 

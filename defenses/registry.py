@@ -53,8 +53,10 @@ def defense_class(name: str) -> type:
 
 
 def is_builtin_name(label: str) -> bool:
-    """Whether rows labelled `label` would pass for a built-in defense's (its name or an old alias)."""
-    return label in BUILTIN_DEFENSES or label in ALIASES
+    """Whether rows labelled `label` would pass for a built-in defense's (its name or an old alias), also once
+    tables strip or fold its spaces ("none " printed as "none")."""
+    shown = " ".join(label.split())
+    return shown in BUILTIN_DEFENSES or shown in ALIASES
 
 
 def declared_name(cls: type) -> str:

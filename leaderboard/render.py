@@ -396,7 +396,7 @@ def _board_row(row: pd.Series) -> list[str]:
         " ".join(str(row["defense"]).split()),
         _success(row),
         MISSING if named == f"{MISSING}/{MISSING}" else named,
-        MISSING if _is_missing(horizon) else str(int(horizon)),
+        MISSING if _is_missing(horizon) else f"{float(horizon):g}",
         _interval(row, "utility_drop_worst", 1, scale=100, sign=True),
         _epsilon(row),
         _fixed(row.get("overhead_checkins"), 2),

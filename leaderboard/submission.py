@@ -83,7 +83,17 @@ def parse_parameters(pairs: list[str]) -> dict:
             parameters[key] = tomllib.loads(f"v = {text}")["v"]
         except (tomllib.TOMLDecodeError, RecursionError):
             parameters[key] = text
+        if _too_large(parameters[key]):  # an entry holding it could not be read back (verify, --readme)
+            raise BenchmarkError(f"--param {key}: an integer beyond 64 bits")
     return parameters
+
+
+def _too_large(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(map(_too_large, value.values()))
+    if isinstance(value, list):
+        return any(map(_too_large, value))
+    return isinstance(value, int) and not -2**63 <= value < 2**63
 
 
 def full_parameters(defense: str, given: dict) -> dict:
@@ -321,7 +331,7 @@ def submit(
     path = Path(entries) / f"{check_name(name)}.json"
     if path.exists() and not overwrite:
         raise BenchmarkError(f"entry {path} exists; choose another --name or pass --overwrite")
-    check_output_file(path, "entry")
+    check_output_file(path, "entry", replaces_stored=True)
     suite = load_suite(suite_source)
     parameters = full_parameters(defense, given_parameters)
     spec = _suite_spec(suite, defense, parameters)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range
+from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range, status_problem
 from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
@@ -85,8 +85,18 @@ def check_table(results: pd.DataFrame, origin: str) -> None:
     that is not numeric (it was read as NaN) or leaves its range, or a task (defense, cell, seed, horizon) twice."""
     require_columns(results, _REQUIRED)
     seeds = results["seed"]
-    if not pd.api.types.is_integer_dtype(seeds) or pd.api.types.is_bool_dtype(seeds):
-        raise BenchmarkError(f"results table {origin}: column seed holds {seeds.dtype}, not integers")
+    if not pd.api.types.is_integer_dtype(seeds) or pd.api.types.is_bool_dtype(seeds) or (seeds < 0).any():
+        raise BenchmarkError(f"results table {origin}: column seed holds {seeds.dtype} values, not integers >= 0")
+    for column in ("defense", "scenario"):
+        if column in results.columns and not results[column].map(lambda v: isinstance(v, str) and v != "").all():
+            raise BenchmarkError(f"results table {origin}: column {column} holds values that are not names")
+    problems = [p for p in map(status_problem, results["status"]) if p is not None]
+    if problems:
+        raise BenchmarkError(f"results table {origin}: {problems[0]}")
+    if "horizon" in results.columns:
+        horizons = pd.to_numeric(results["horizon"], errors="coerce")  # missing (NaN) is allowed, text is not
+        if horizons.isna().sum() > results["horizon"].isna().sum() or (horizons <= 0).any():
+            raise BenchmarkError(f"results table {origin}: column horizon holds values that are not positive numbers")
     for column in (c for c in SCORE_COLUMNS if c in results.columns):
         values = results[column]
         if values.dtype == object and values.map(lambda v: v is None or isinstance(v, float)).all():

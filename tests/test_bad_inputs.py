@@ -383,6 +383,9 @@ SUITE_CASES = {
     "search-work-float": (_replace("time_limit = 0.2", "search_work = 1.5"), "[attack] search_work must be an integer"),
     "utility-float-rounds": (_append('\n[utility]\nname = "u"\ndataset = "digits"\nn_rounds = 1.5\n'), "[utility] n_rounds must be an integer"),
     "utility-string-clients": (_append('\n[utility]\nname = "u"\ndataset = "digits"\nn_clients = "10"\n'), "suite.toml: [utility] n_clients must be an integer"),
+    "label-builtin-with-a-space": (_append('\n[[defenses]]\nname = "rounded-counts"\nlabel = "none "\n'), "surrounding spaces"),
+    "label-with-a-newline": (_append('\n[[defenses]]\nname = "rounded-counts"\nlabel = "a\\nb"\n'), "control characters"),
+    "horizons-one-round-count": (_replace("n_rounds = 24", "horizons = [4, 4.0000000001]"), "give the same number of rounds twice"),
     "cell-name-empty": (_replace('name = "tiny-fedsgd"', 'name = ""'), "name must not be empty"),
     "mip-checks-zero": (_replace("time_limit = 0.2", "mip_checks = 0"), "[attack] mip_checks must be at least 1"),
     "simplex-iterations-zero": (_replace("time_limit = 0.2", "simplex_iterations = 0"), "[attack] simplex_iterations must be at least 1"),
@@ -500,6 +503,8 @@ def _entry_with(result_changes: dict) -> str:
     (lambda: _entry_with({"epsilon": -3}), "epsilon = -3 lies outside its range"),
     (lambda: _entry_with({"attack_success": "-inf"}), "attack_success must be a number in [0.0, 1.0] or null"),
     (lambda: _entry_with({"epsilon": "-inf"}), "epsilon must be a number"),
+    (lambda: _entry_with({"status": "bogus"}), "status must be ok, failed"),  # rendered as a row of dashes
+    (lambda: _entry_with({"attack_success": None}), "an ok row without attack_success"),
 ])
 def test_an_entry_with_impossible_numbers_is_refused(tmp_path, capsys, text, names):
     entries = tmp_path / "entries"
@@ -569,6 +574,9 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': 'abc'}\n", "list of integers"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'update_noise_std': -1}\n", "number >= 0"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {1: 2}\n", "has the key 1"),
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_noise_scale': 1e300}\n",
+     "count_noise_scale = 1e+300"),
+    ("class X(Defense):\n    name = 'none '\n", "a built-in defense's name"),
     ("class X(Defense):\n    name = 'big'\n    def transform_update(self, update, rng):\n        return update * 1e300\n",
      "beyond 1e+100 in magnitude"),
     ("class X(Defense):\n    name = 'many'\n    def transform_analytics(self, c, window, rng):\n"
@@ -654,8 +662,14 @@ def test_bad_leaderboard_suite_and_corrupted_table(tmp_path, capsys, stored):
     (lambda t: t.assign(attack_success=t["attack_success"].astype(str)), "column attack_success holds"),
     (lambda t: t.assign(attack_success=7.0), "attack_success = 7.0 lies outside [0.0, 1.0]"),
     (lambda t: t.assign(attack_success=float("inf")), "attack_success = inf lies outside"),
-    (lambda t: t.assign(seed=t["seed"].astype(bool)), "column seed holds bool, not integers"),
+    (lambda t: t.assign(seed=t["seed"].astype(bool)), "column seed holds bool values"),
     (lambda t: __import__("pandas").concat([t, t]), "appears twice"),
+    (lambda t: t.assign(status="bogus"), "status must be ok, failed"),
+    (lambda t: t.assign(scenario=None), "column scenario holds values that are not names"),
+    (lambda t: t.assign(defense=5), "column defense holds values that are not names"),
+    (lambda t: t.assign(horizon="abc"), "column horizon holds values that are not positive numbers"),
+    (lambda t: t.assign(horizon=-4), "column horizon holds values that are not positive numbers"),
+    (lambda t: t.assign(seed=-7), "not integers >= 0"),
 ])
 def test_a_tampered_results_table_is_refused_not_rendered(tmp_path, capsys, stored, corrupt, names):
     """Strings in a score column rendered as blanks, out-of-range values were clipped into range, and duplicated
@@ -685,7 +699,8 @@ def test_a_corrupted_stored_task_is_named_and_recomputed(tmp_path, capsys, store
 
 
 @pytest.mark.parametrize("edit", [{"attack_success": "high"}, {"attack_success": 5.0}, {"seed": "zero"}, {"defense": 7},
-                                  {"utility_drop": -3.0}, None], ids=str)
+                                  {"utility_drop": -3.0}, None, {"defense": "dp-fedavg"}, {"seed": 5}, {"status": "bogus"},
+                                  {"seed": 10**30}, {"extra": {"a": [1, {"b": 2}]}}], ids=str)
 def test_an_edited_stored_task_is_named_and_recomputed(tmp_path, capsys, stored, edit):
     """A stored row whose scores or identity no task writes (out of range, text for a number): it went into the
     results table as it was (exit 0, or a pandas traceback for the text), or, for a bare {"status": "ok"}, replaced
@@ -733,6 +748,11 @@ def test_the_leaderboard_is_never_written_over_what_the_tool_stored_or_reads(tmp
     (tmp_path / "link.md").symlink_to(tmp_path / "target.md")
     check_refused(tmp_path, capsys, [*args, tmp_path / "link.md"], "is a symbolic link")
     check_refused(tmp_path, capsys, [*args, f"{tmp_path / 'new'}/"], "must name a file")
+    other = Path(shutil.copytree(stored / "results", tmp_path / "other"))  # another results folder, not --results
+    check_refused(tmp_path, capsys, [*args, other / "tiny" / "results.csv"], "is a stored result or leaderboard entry")
+    check_refused(tmp_path, capsys, [*args, next((other / "tiny" / "tasks").glob("*.json"))], "is a stored result")
+    shutil.copy(ROOT / "leaderboard" / "entries" / "none.json", tmp_path / "entry.json")  # an entry outside entries/
+    check_refused(tmp_path, capsys, [*args, tmp_path / "entry.json"], "is a stored result or leaderboard entry")
 
 
 def test_an_edited_plugin_file_is_re_run_not_reused(tmp_path, capsys, suite_file):

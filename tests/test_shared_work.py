@@ -247,3 +247,7 @@ def test_a_corrupted_stored_training_is_trained_again(tmp_path, capsys) -> None:
     assert store.has_utility("k") and store.load_utility("k")["test_accuracy"] == 0.5
     (store.utility / "k.json").write_text('{"status": "ok"')
     assert not store.has_utility("k") and "is corrupted" in capsys.readouterr().err
+    for edited in ('{"status": "ok", "test_accuracy": 5}', '{"status": "ok", "test_accuracy": NaN}',
+                   '{"status": "ok", "test_accuracy": 1e400}', '{"status": "bogus", "test_accuracy": 0.5}'):
+        (store.utility / "k.json").write_text(edited)  # each once failed its tasks for good, or gave NaN silently
+        assert not store.has_utility("k") and "is corrupted" in capsys.readouterr().err

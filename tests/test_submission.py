@@ -323,6 +323,9 @@ def test_parameters_are_parsed_as_toml_values_and_completed_with_defaults() -> N
         "a": 1, "b": 0.5, "c": True, "d": [1, 2], "e": "x y", "f": "plain"}
     with pytest.raises(BenchmarkError, match="given twice"):
         parse_parameters(["a=1", "a=2"])
+    for big in ("x=99999999999999999999999", "x=[1, 99999999999999999999999]"):  # the entry could not be read back
+        with pytest.raises(BenchmarkError, match="beyond 64 bits"):
+            parse_parameters([big])
     assert full_parameters("dp-gaussian", {"clip_norm": 2}) == {"noise_multiplier": 1.0, "clip_norm": 2}
     assert full_parameters("none", {}) == {}
     with pytest.raises(BenchmarkError, match="finite JSON values"):
