@@ -159,6 +159,8 @@ class GuardedDefense(Defense):
         figures = {key: float(value) for key, value in guarantee.figures.items()}
         if any(value < 0 for value in figures.values()):
             self._fail("privacy", "reports a negative epsilon")
+        if figures["epsilon_amplified"] > figures["epsilon"] * (1 + 1e-9):  # amplification never costs privacy
+            self._fail("privacy", f"reports epsilon_amplified {figures['epsilon_amplified']:g} above epsilon {figures['epsilon']:g}")
         if guarantee.level != NO_DP and not set(guarantee.level.split("/")) <= set(LEVELS):
             self._fail("privacy", f"level must be {', '.join(LEVELS)} (joined by '/') or {NO_DP}, not {guarantee.level!r}")
         if guarantee.level == NO_DP and not all(math.isnan(value) for value in figures.values()):
