@@ -67,7 +67,7 @@ def test_cosine_inversion_moves_towards_the_true_input():
     model = build_model("mlp", (1, 8, 8), 10, seed=0)
     x = np.array(digits.x_train[:1], dtype=np.float64)
     update = _gradient(model, x, np.array(digits.y_train[:1]))
-    weights, target, y = get_flat(model)[None], torch.from_numpy(update)[None], torch.from_numpy(digits.y_train[:1])[None]
+    weights, target, y = get_flat(model)[None], torch.from_numpy(update)[None], torch.tensor(digits.y_train[:1])[None]
 
     def solve(steps):  # cosine matching itself, where invert would take the closed form
         return cosine_inversion_many(model, weights, target, y, (1, 8, 8), [0], settings=InversionSettings(steps=steps, restarts=1))[0].numpy()
