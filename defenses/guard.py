@@ -110,7 +110,12 @@ class GuardedDefense(Defense):
 
     def padded_uploads(self, count, dim, rng):
         out = self._call("padded_uploads", count, dim, rng)
-        return None if out is None else self._checked("padded_uploads", out, (count, dim))
+        if out is None:
+            return None
+        out = self._checked("padded_uploads", out, (count, dim))
+        if count and np.abs(out).sum(axis=0).max() > MAX_MAGNITUDE:  # they are summed into the round's aggregate
+            self._fail("padded_uploads", f"returned uploads whose sum lies beyond {MAX_MAGNITUDE:.0e} in magnitude")
+        return out
 
     def transform_aggregate(self, aggregate, rng):
         return self._checked("transform_aggregate", self._call("transform_aggregate", aggregate, rng), aggregate.shape)

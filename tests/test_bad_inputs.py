@@ -577,6 +577,8 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_noise_scale': 1e300}\n",
      "count_noise_scale = 1e+300"),
     ("class X(Defense):\n    name = 'none '\n", "a built-in defense's name"),
+    ("class X(Defense):\n    name = 'pad'\n    def padded_uploads(self, count, dim, rng):\n        return np.full((count, dim), 9e99)\n",
+     "uploads whose sum lies beyond 1e+100"),
     ("class X(Defense):\n    name = 'eps'\n    def privacy(self, n_rounds, participation, max_participations, delta):\n"
      "        return Privacy(epsilon=1.0, epsilon_amplified=5.0, level='user')\n", "epsilon_amplified 5 above epsilon 1"),
     ("class X(Defense):\n    name = 'big'\n    def transform_update(self, update, rng):\n        return update * 1e300\n",
