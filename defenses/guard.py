@@ -124,11 +124,12 @@ class GuardedDefense(Defense):
         out = np.asarray(value)
         if out.shape != shape or out.dtype.kind not in "biuf":
             self._fail(hook, f"must return a numeric array of shape {shape}, got {out.dtype} {out.shape}")
+        out = out.astype(np.float64)  # a copy, and in float64 the magnitude check cannot overflow (float16 would)
         if not np.all(np.isfinite(out)):
             self._fail(hook, "returned NaN or infinite values")
-        if out.size and np.abs(out.astype(np.float64)).max() > MAX_MAGNITUDE:  # float64 first: float16 overflows 1e100
+        if out.size and np.abs(out).max() > MAX_MAGNITUDE:
             self._fail(hook, f"returned values beyond {MAX_MAGNITUDE:.0e} in magnitude, which the sums cannot carry")
-        return out.astype(np.float64)
+        return out
 
     def transform_analytics(self, checked_in, window, rng) -> Analytics:
         out = self._call("transform_analytics", checked_in, window, rng)
