@@ -265,7 +265,7 @@ def _utility_columns(jobs: list[_Job], store: ResultStore, executor: Executor, p
             for run, key in keys.items() if not store.has_utility(key)]
     for _ in run_tasks(_train_and_store, todo, executor, progress="utility" if progress else None):
         pass
-    records = {run: store.load_utility(key) for run, key in keys.items() if store.has_utility(key)}
+    records = {run: record for run, key in keys.items() if (record := store.stored_utility(key)) is not None}
     out = []
     for job in jobs:
         if job.key not in needs:

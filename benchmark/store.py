@@ -196,22 +196,25 @@ class ResultStore:
         return self.folder / "pictures" / f"{key}.png"
 
     def has(self, key: str, identity: dict | None = None) -> bool:
-        """A readable stored row (of the task whose ID columns are `identity`, if given): a truncated, foreign or
+        """A readable stored row (of the task whose ID columns are `identity`, if given); see stored_row."""
+        return self.stored_row(key, identity) is not None
+
+    def stored_row(self, key: str, identity: dict | None = None) -> dict | None:
+        """The stored row (of the task whose ID columns are `identity`, if given), or None: a truncated, foreign or
         edited file is named on stderr, removed, and so recomputed."""
-        load = self.load if identity is None else (lambda k: self.load(k, identity))
-        return self._readable(self.tasks / f"{key}.json", load, key, "task", "it is recomputed")
+        return self._readable(self.tasks / f"{key}.json", lambda k: self.load(k, identity), key, "task", "it is recomputed")
 
     @staticmethod
-    def _readable(path: Path, load, key: str, what: str, then: str) -> bool:
+    def _readable(path: Path, load, key: str, what: str, then: str) -> dict | None:
+        """load(key), or None where `path` holds nothing (or something corrupted, named on stderr and removed)."""
         if not path.is_file():
-            return False
+            return None
         try:
-            load(key)
-            return True
+            return load(key)
         except ValueError as error:
             print(f"warning: stored {what} {path} is corrupted ({_first_line(error)}); {then}", file=sys.stderr)
             path.unlink(missing_ok=True)
-            return False
+            return None
 
     def check_writable(self) -> None:
         """BenchmarkError now, before any task runs, when the results folder cannot be written."""
@@ -248,7 +251,10 @@ class ResultStore:
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
 
     def has_utility(self, key: str) -> bool:
-        """A readable stored utility training; a corrupted file is named on stderr, removed, and so trained again."""
+        return self.stored_utility(key) is not None
+
+    def stored_utility(self, key: str) -> dict | None:
+        """The stored utility training, or None: a corrupted file is named on stderr, removed, and so trained again."""
         return self._readable(self.utility / f"{key}.json", self.load_utility, key, "utility run", "it is trained again")
 
     def save_utility(self, key: str, record: dict) -> None:
@@ -271,7 +277,11 @@ class ResultStore:
         import pandas as pd  # here: commands that only write files (disaggregate) should not load pandas
 
         missing = missing or {}
-        rows = [self.load(key) if self.has(key) else missing[key] for key in keys if self.has(key) or key in missing]
+        rows = []
+        for key in keys:  # each file read once
+            row = self.stored_row(key)
+            if row is not None or key in missing:
+                rows.append(row if row is not None else missing[key])
         frame = pd.DataFrame(rows).reindex(columns=[*RESULT_COLUMNS, *sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))])
         return frame.astype({c: "float64" for c in SCORE_COLUMNS})
 
