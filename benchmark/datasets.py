@@ -44,20 +44,32 @@ def load_dataset(name: str, root: str | os.PathLike | None = None) -> Dataset:
     """Load `name` (one of DATASETS) from `root`; "digits" is bundled with scikit-learn and ignores `root`."""
     if name == "digits":
         return _load_digits()
-    if name == "fashion-mnist":
-        return _load_idx_pair(name, Path(root) if root is not None else FASHION_MNIST_ROOT)
+    folder = _data_folder(name, root)
+    if name in ("mnist", "fashion-mnist"):
+        return _load_idx_pair(name, folder)
+    if name == "cifar10":
+        return _load_cifar10(folder)
+    return _load_femnist(folder)
+
+
+def _data_folder(name: str, root: str | os.PathLike | None) -> Path:
+    """The folder `name`'s files are read from (`root`; Debian's package by default for Fashion-MNIST)."""
     if name not in DATASETS:
         raise BenchmarkError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
-    if root is None:
+    if root is None and name != "fashion-mnist":
         raise BenchmarkError(f"data set {name!r} needs a root folder holding its files")
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchmarkError(f"{name}: root {root} is not a folder")
-    if name == "mnist":
-        return _load_idx_pair(name, root)
-    if name == "cifar10":
-        return _load_cifar10(root)
-    return _load_femnist(root)
+    folder = Path(root) if root is not None else FASHION_MNIST_ROOT
+    if not folder.is_dir():
+        hint = " (install Debian's dataset-fashion-mnist or pass a root)" if name == "fashion-mnist" else ""
+        raise BenchmarkError(f"{name}: root {folder} is not a folder{hint}")
+    return folder
+
+
+def _cifar_folder(root: Path) -> Path:
+    """`root` is cifar-10-batches-py itself or the folder that holds it."""
+    if not (root / "data_batch_1").exists() and (root / "cifar-10-batches-py").is_dir():
+        return root / "cifar-10-batches-py"
+    return root
 
 
 def check_dataset(name: str, root: str | os.PathLike | None = None) -> None:
@@ -66,13 +78,7 @@ def check_dataset(name: str, root: str | os.PathLike | None = None) -> None:
     Cheaper than load_dataset (headers and the smallest file only); the rest is checked when a task loads it."""
     if name == "digits":
         return
-    if name not in DATASETS:
-        raise BenchmarkError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
-    if root is None and name != "fashion-mnist":
-        raise BenchmarkError(f"data set {name!r} needs a root folder holding its files")
-    folder = Path(root) if root is not None else FASHION_MNIST_ROOT
-    if not folder.is_dir():
-        raise BenchmarkError(f"{name}: root {folder} is not a folder")
+    folder = _data_folder(name, root)
     if name in ("mnist", "fashion-mnist"):
         for prefix in ("train", "t10k"):
             for kind, magic in (("images-idx3", _IDX_IMAGES_MAGIC), ("labels-idx1", _IDX_LABELS_MAGIC)):
@@ -85,8 +91,7 @@ def check_dataset(name: str, root: str | os.PathLike | None = None) -> None:
                 if found != magic:
                     raise BenchmarkError(f"{name}: {path} has bad magic number 0x{found:08x} (expected 0x{magic:08x})")
     elif name == "cifar10":
-        if not (folder / "data_batch_1").exists() and (folder / "cifar-10-batches-py").is_dir():
-            folder = folder / "cifar-10-batches-py"
+        folder = _cifar_folder(folder)
         for batch in [f"data_batch_{i}" for i in range(1, 6)]:
             if not (folder / batch).is_file():
                 raise BenchmarkError(f"cifar10: missing file {folder / batch}")
@@ -169,9 +174,6 @@ def _load_idx_split(name: str, root: Path, prefix: str) -> tuple[np.ndarray, np.
 
 def _load_idx_pair(name: str, root: Path) -> Dataset:
     """MNIST and Fashion-MNIST: the same four idx file names (the Debian package ships them gzipped)."""
-    if not root.is_dir():
-        hint = " (install Debian's dataset-fashion-mnist or pass a root)" if name == "fashion-mnist" else ""
-        raise BenchmarkError(f"{name}: root {root} is not a folder{hint}")
     x_train, y_train = _load_idx_split(name, root, "train")
     x_test, y_test = _load_idx_split(name, root, "t10k")
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -227,9 +229,7 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_cifar10(root: Path) -> Dataset:
-    """`root` is cifar-10-batches-py itself or the folder that holds it."""
-    if not (root / "data_batch_1").exists() and (root / "cifar-10-batches-py").is_dir():
-        root = root / "cifar-10-batches-py"
+    root = _cifar_folder(root)
     train = [_load_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
     x_test, y_test = _load_cifar_batch(root / "test_batch")
     x_train = np.concatenate([x for x, _ in train])
