@@ -109,6 +109,11 @@ _RANGES = {
 _UNBOUNDED_PREFIXES = ("psnr_", "epsilon", "overhead_", "attack_seconds")
 
 
+# How far past its range a stored score may lie and still be that score: floating-point rounding (a cosine of
+# 1.0000000000000004), never a different value.
+RANGE_SLACK = 1e-9
+
+
 def metric_range(column: str) -> tuple[float, float]:
     """The values a score can take; a mean, and so every bootstrap percentile of means, stays inside it."""
     if column in _RANGES:
@@ -152,6 +157,6 @@ def row_problem(row: dict, identity: dict | None = None) -> str | None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{column} must be a number in [{low}, {high}] or null, got {value!r}"
-        if not low - 1e-9 <= value <= high + 1e-9:
+        if not low - RANGE_SLACK <= value <= high + RANGE_SLACK:
             return f"{column} = {value!r} lies outside its range [{low}, {high}]"
     return None

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range, status_problem
+from benchmark.columns import RANGE_SLACK, SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range, status_problem
 from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
@@ -104,7 +104,7 @@ def check_table(results: pd.DataFrame, origin: str) -> None:
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             raise BenchmarkError(f"results table {origin}: column {column} holds {values.dtype} values, not numbers")
         low, high = metric_range(column)
-        outside = values.notna() & ~values.between(low - 1e-9, high + 1e-9)
+        outside = values.notna() & ~values.between(low - RANGE_SLACK, high + RANGE_SLACK)
         if outside.any():
             raise BenchmarkError(f"results table {origin}: {column} = {float(values[outside].iloc[0])} lies outside [{low}, {high}]")
     keys = [c for c in ("defense", "scenario", "seed", "horizon") if c in results.columns]
