@@ -245,11 +245,12 @@ def _separate_exchangeable(geometry: Geometry, state: _Progress, totals: np.ndar
         sums = geometry.window_matrix @ lacking
         user = members[0]
         fits = np.all((sums >= geometry.counts[user]) & (sums <= geometry.high[user]))
-        if not fits or geometry.residual(lacking[:, None])[0] > settings.accepted_residual:
+        residual = geometry.residual(lacking[:, None])[0]
+        if not fits or residual > settings.accepted_residual:
             continue
         duplicate = next(m for k, m in enumerate(members) if any(np.array_equal(columns[:, k], columns[:, j]) for j in range(k)))
         state.columns[:, duplicate] = lacking
-        state.residual[duplicate] = geometry.residual(lacking[:, None])[0]
+        state.residual[duplicate] = residual
         for member in members:
             state.status[member] = "ambiguous"
             alternatives[member] = max(alternatives[member], len(members))

@@ -176,9 +176,9 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
         axes = {k: v for k, v in grid.items() if isinstance(v, list) and k not in ("name", "horizons")}
         if any(len(v) == 0 for v in axes.values()):
             raise BenchmarkError(f"grid {base!r}: an axis has no values")
-        if math.prod(len(v) for v in axes.values()) > MAX_GRID_CELLS:
-            raise BenchmarkError(f"grid {base!r}: its axes cross to {math.prod(len(v) for v in axes.values())} cells, "
-                                 f"more than {MAX_GRID_CELLS}")
+        crossed = math.prod(len(v) for v in axes.values())
+        if crossed > MAX_GRID_CELLS:
+            raise BenchmarkError(f"grid {base!r}: its axes cross to {crossed} cells, more than {MAX_GRID_CELLS}")
         for values in itertools.product(*axes.values()):
             cell = {**grid, **dict(zip(axes, values))}
             cell["name"] = "-".join([base, *(f"{k}={v}" for k, v in zip(axes, values))])
