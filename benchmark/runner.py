@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmark import __version__
 from benchmark.columns import NOT_APPLICABLE
 from benchmark.devices import resolve_device
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, TaskTimeout
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
 from benchmark.suite import DefenseSpec, Task
@@ -137,10 +137,6 @@ def _inversion_note(observation, output) -> str:
         return "not run: synthetic updates have no model to invert"
     inverted, recovered = len(output.recovered.indices), len(output.recovery.updates)
     return f"all {recovered} recovered updates" if inverted == recovered else f"a seeded sample of {inverted} of {recovered} recovered updates"
-
-
-class TaskTimeout(BaseException):
-    """Not an Exception, so that run_task's catch-all lets it through to the job that set the clock."""
 
 
 @contextmanager

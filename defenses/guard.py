@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, TaskTimeout
 from benchmark.observation import MAX_MAGNITUDE, Analytics, window_lengths
 from defenses.accounting import LEVELS, NO_DP, Privacy
 from defenses.base import Defense
@@ -53,7 +53,7 @@ class GuardedDefense(Defense):
         """An attribute of the inner defense (a property is user code too)."""
         try:
             return getattr(self.inner, attribute, default)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, TaskTimeout):  # the user's interrupt, the task's clock: not the defense's failure
             raise
         except BaseException as error:  # noqa: BLE001 - user code: SystemExit and bare BaseException included
             raise BenchmarkError(f"defense {self.name!r}: attribute {attribute} raised {type(error).__name__}: {error}") from None
@@ -61,7 +61,7 @@ class GuardedDefense(Defense):
     def _call(self, hook: str, *args):
         try:
             return getattr(self.inner, hook)(*args)
-        except (BenchmarkError, KeyboardInterrupt):
+        except (BenchmarkError, KeyboardInterrupt, TaskTimeout):
             raise
         except BaseException as error:  # noqa: BLE001 - user code: report which hook failed, never a traceback or an exit
             raise BenchmarkError(f"defense {self.name!r}: hook {hook} raised {type(error).__name__}: {error}") from None

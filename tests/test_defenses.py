@@ -374,3 +374,31 @@ def test_a_vanishing_noise_multiplier_has_infinite_epsilon_not_an_error():
         for z in (1e-320, 1e-12, 0.0):
             columns = gaussian_privacy(z, "user", 1200, 0.3, 40, 1e-5).columns()
             assert columns["epsilon"] == columns["epsilon_amplified"] == math.inf
+
+
+def test_the_task_clock_firing_inside_a_hook_is_the_tasks_timeout_not_the_defenses_failure():
+    """The runner's --task-timeout raises TaskTimeout wherever the task is; inside user code the guard used to turn
+    it into "hook ... raised TaskTimeout" (a failed defense, the task's timeout unreported as such)."""
+    import signal
+    import time
+
+    from benchmark.errors import TaskTimeout
+
+    class Slow(Defense):
+        name = "slow"
+
+        def transform_aggregate(self, aggregate, rng):
+            time.sleep(5)
+            return aggregate
+
+    def expire(signum, frame):
+        raise TaskTimeout("timed out after 0.1 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        with pytest.raises(TaskTimeout):
+            GuardedDefense(Slow()).transform_aggregate(np.zeros(3), np.random.default_rng(0))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
