@@ -12,7 +12,10 @@ col(A)); only what is left goes on to the next, dearer method:
 2. projection search: batched Douglas-Rachford over all users at once, each
    candidate then moved by in-window exchanges while they bring it nearer col(A)
    (attacks/polish.py);
-3. the joint stage (attacks/joint.py, exact mode): all users share one LP model,
+3. lattice (attacks/lattice.py, exact counts, few rounds): LLL of the lattice
+   Z^T & col(A) and, per user left, of its counts' Kannan embedding: a 0/1 row
+   is the user's column;
+4. the joint stage (attacks/joint.py, exact mode): all users share one LP model,
    the per-round totals and every column already proven. Propagation (counts,
    totals minus proven columns) fixes rounds; warm-started LPs steered by the
    search's guesses, then branch and bound under a node limit, find columns; an
@@ -109,6 +112,7 @@ class _Progress:
         self.residual = np.full(n_users, np.inf)
         self.steps: dict[str, float] = {}
         self.guess = np.zeros((n_rounds, n_users))  # the search's best rounded column, right or not
+        self.events: dict[str, int] = {}  # stages before the joint one: how columns were found
 
     def open_users(self) -> np.ndarray:
         return np.array([u for u, s in enumerate(self.status) if s == "timeout"], dtype=np.int64)
@@ -187,6 +191,22 @@ def _search(geometry: Geometry, state: _Progress, settings: AttackSettings) -> N
     state.guess[:, users] = columns
     state.accept(users, columns, residual, "found", ok)
     state.charge("projection_search", users, started)
+
+
+def _lattice(geometry: Geometry, state: _Progress, settings: AttackSettings) -> None:
+    users = state.open_users()
+    if not settings.lattice or settings.noise or len(users) == 0:
+        return
+    from attacks.lattice import lattice_columns
+
+    started = time.perf_counter()
+    found = lattice_columns(geometry, users, settings.accepted_residual)
+    if found:
+        solved = np.array(sorted(found), dtype=np.int64)
+        columns = np.stack([found[int(u)] for u in solved], axis=1)
+        state.accept(solved, columns, geometry.residual(columns), "found", np.ones(len(solved), dtype=bool))
+        state.events["found by lattice reduction"] = len(solved)
+    state.charge("lattice", users, started)
 
 
 def _complete_from_totals(geometry: Geometry, state: _Progress, totals: np.ndarray | None, settings: AttackSettings) -> None:
@@ -321,6 +341,7 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
     state.charge("subspace", np.arange(n_users), started)
     _linear(geometry, state, settings)
     _search(geometry, state, settings)
+    _lattice(geometry, state, settings)
     _complete_from_totals(geometry, state, totals, settings)
     outcome = _joint(geometry, state, totals, settings, progress)
     alternatives = outcome.alternatives if outcome.alternatives is not None else np.zeros(n_users, dtype=np.int64)
@@ -347,7 +368,7 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
         wall_seconds=time.perf_counter() - wall,
         steps=state.steps,
         alternatives=alternatives,
-        events=outcome.events,
+        events={**state.events, **outcome.events},
         clock_limited=outcome.clock_limited,
         equalities_per_free_round=_equalities_per_free_round(geometry),
         relative_misfit=misfit,

@@ -34,6 +34,8 @@ class AttackSettings:
     certificate_nodes: int = 500
     certify: bool = True
     search_iterations: int = 600
+    # the lattice stage (attacks/lattice.py) for users the search left, where T <= attacks.lattice.MAX_ROUNDS
+    lattice: bool = True
     adaptive: bool = False  # read the defense's public parameters (attacks/adaptive.py)
     inverted_users: int = 0  # invert a seeded sample of this many recovered updates (0: every one)
     invert_at: str = "every-horizon"  # or "longest-horizon": a cell's shorter horizons run no inversion

@@ -1,10 +1,11 @@
 """Our disaggregation attack against the paper's per-user integer program, side by side, on fixed synthetic instances.
 
-    .venv/bin/python benchmarks/disaggregation.py [--instances a,b,f] [--methods attack,uncoupled,baseline] [--baseline-time-limit 60]
+    .venv/bin/python benchmarks/disaggregation.py [--instances a,b,f] [--methods attack,uncoupled,nolattice,baseline] [--baseline-time-limit 60]
         [--baseline-users 10] [--workers 2] [--device cpu|cuda] [--seed 0] [--users N]
 
 Methods: `attack` (attacks.disaggregation.disaggregate), `uncoupled` (the same with the joint stage's
-search restarts not coupled through the totals: the gain of that coupling, side by side) and `baseline`.
+search restarts not coupled through the totals: the gain of that coupling, side by side), `nolattice` (the same
+without the lattice stage, attacks/lattice.py: that stage's gain) and `baseline`.
 
 Prints one Markdown table on stdout (progress on stderr). Every (instance, method)
 runs in a fresh subprocess of this script, so that its peak memory is its own.
@@ -58,11 +59,12 @@ TARGETS = {
     "f": (1.0, 10.0, "(f) all exact <= 10 s"),
 }
 BUDGET_SHARE = 0.8  # of the target wall time, for the attack's integer programs and certificates
-STEPS = ("subspace", "linear", "projection_search", "totals", "joint", "updates")
+STEPS = ("subspace", "linear", "projection_search", "lattice", "totals", "joint", "updates")
 STEP_LABELS = {
     "subspace": "subspace",
     "linear": "linear",
     "projection_search": "search",
+    "lattice": "lattice",
     "totals": "totals",
     "joint": "joint",
     "updates": "updates",
@@ -72,7 +74,8 @@ HONESTY_TARGETS = {"d"}
 RESULT_MARK = "@@RESULT "
 # "uncoupled": the attack with the joint stage's search restarts uncoupled from the totals (what it did before
 # they were coupled), to show that change's gain in the same run
-ATTACK_METHODS = ("attack", "uncoupled")
+# "nolattice": the attack without its lattice stage (AttackSettings(lattice=False)), that stage's gain side by side
+ATTACK_METHODS = ("attack", "uncoupled", "nolattice")
 
 
 def _log(message: str) -> None:
@@ -135,7 +138,8 @@ def _run_attack(key: str, args: argparse.Namespace, method: str) -> dict:
         instance.counts,
         instance.window,
         totals=instance.totals,
-        settings=AttackSettings(time_limit=args.attack_time_limit, budget=attack_budget(key), device=args.device),
+        settings=AttackSettings(time_limit=args.attack_time_limit, budget=attack_budget(key), device=args.device,
+                                lattice=method != "nolattice"),
         progress=args.attack_progress,
     )
     wall = time.perf_counter() - started
@@ -415,7 +419,7 @@ def _table(results: dict, keys: list[str], methods: list[str], args: argparse.Na
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", default=",".join(INSTANCES), help="comma-separated ids (default: all)")
-    parser.add_argument("--methods", default="attack,baseline", help="comma-separated: attack, uncoupled (the attack without coupled restarts), baseline")
+    parser.add_argument("--methods", default="attack,baseline", help="comma-separated: attack, uncoupled (the attack without coupled restarts), nolattice (without the lattice stage), baseline")
     parser.add_argument("--baseline-time-limit", type=float, default=60.0, help="seconds per user (default 60)")
     parser.add_argument("--baseline-users", type=int, default=10, help="sampled users per instance; 0 = all (default 10)")
     parser.add_argument("--attack-time-limit", type=float, default=60.0, help="AttackSettings.time_limit (default 60)")

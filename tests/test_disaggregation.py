@@ -50,7 +50,9 @@ def _brute_force_unique(instance, geometry, user):
 
 def test_unique_is_only_claimed_when_true_and_found_columns_are_valid():
     instance = make_instance(6, 12, 4, 0.5, seed=5)
-    result = disaggregate(instance.aggregates, instance.counts, 4)
+    # without the lattice stage the joint stage finds and certifies these columns itself (with it, user 0, who is
+    # ambiguous, takes its other column, and a whole P U that misses A proves nobody unique)
+    result = disaggregate(instance.aggregates, instance.counts, 4, settings=AttackSettings(lattice=False))
     geometry = Geometry(column_space(instance.aggregates, 6, False), instance.counts, 4)
     statuses = set()
     for user, status in enumerate(result.status):
@@ -154,8 +156,8 @@ def _work_limited(work, monkeypatch=None, delay=0.0, **limits):
             return original(*args, **kwargs)
 
         monkeypatch.setattr(attacks.joint, "only_point", slower)
-    instance = make_instance(40, 120, 10, 0.3, seed=0)
-    return disaggregate(instance.aggregates, instance.counts, 10, instance.totals, AttackSettings(lp_work=work, **limits))
+    instance = make_instance(40, 120, 10, 0.3, seed=0)  # the joint stage's own work: no lattice stage before it
+    return disaggregate(instance.aggregates, instance.counts, 10, instance.totals, AttackSettings(lp_work=work, lattice=False, **limits))
 
 
 def test_the_work_limit_stops_the_joint_stage_at_the_same_point_on_a_slower_machine(monkeypatch):
@@ -187,7 +189,7 @@ def test_search_work_and_model_size_limit_the_joint_stage():
 
 def test_zero_time_limit_leaves_hard_users_as_timeout():
     instance = make_instance(50, 100, 10, 0.5, seed=0)
-    result = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(search_iterations=0, time_limit=0))
+    result = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(search_iterations=0, time_limit=0, lattice=False))
     assert "timeout" in result.status
 
 
@@ -256,7 +258,7 @@ def test_totals_that_disagree_with_counts_are_rejected(small_instance):
 
 def test_an_exhausted_budget_stops_the_integer_programs():
     instance = make_instance(50, 100, 10, 0.5, seed=0)
-    settings = AttackSettings(search_iterations=0, time_limit=30, budget=0.0)
+    settings = AttackSettings(search_iterations=0, time_limit=30, budget=0.0, lattice=False)
     result = disaggregate(instance.aggregates, instance.counts, 10, settings=settings)
     assert set(result.status) == {"timeout"}
     assert result.seconds.max() < 5
@@ -308,10 +310,10 @@ def test_coupling_users_through_the_totals_finds_more_columns():
 
 def test_dense_participation_is_recovered_through_the_totals():
     instance = make_instance(50, 100, 10, 0.5, seed=0)
-    result = disaggregate(instance.aggregates, instance.counts, 10, instance.totals)
+    result = disaggregate(instance.aggregates, instance.counts, 10, instance.totals, AttackSettings(lattice=False))
     assert exact_columns(result, instance).all()
     assert result.events.get("found by search restarts", 0) > 40
-    without = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(nodes=0, budget=30))
+    without = disaggregate(instance.aggregates, instance.counts, 10, settings=AttackSettings(nodes=0, budget=30, lattice=False))
     assert exact_columns(without, instance).sum() < 40
 
 
