@@ -17,9 +17,10 @@ Lenstra, 1998-2000). This stage, exact counts only:
 4. users left: Lambda0's basis is mixed by a seeded random unimodular matrix and reduced again, and a
    different reduced basis finds other users; ATTEMPTS times in all.
 
-Measured on make_instance(n, 2n, 10, 0.5, seed=1), one core: n = 100, 53 users after step 3 and 100 of
-100 after 8 attempts, 9.2 s (3 s of it step 1); n = 80 (seed 2) 80 of 80 in 2.8 s; n = 120: 105 of 120 in
-23 s. LLL (python-flint, FLINT's exact-arithmetic fallbacks) is deterministic: the same inputs give the
+Measured on make_instance(n, 2n, 10, 0.5, seed=1), every user handed to the stage: n = 100, 53 users after
+step 3 and 100 of 100 after 5 attempts, 10.7 s on a busy core (3 s of it step 1); n = 80 (seed 2) 80 of 80
+in 2.4 s. At the density of standard's cells (q = 0.3, seed 1): n = 100, T = 150 (a horizon-3 cell's prefix
+attempt), the search 0 of 100, this stage 69 (20 s); T = 200, the search 12, this stage the other 88 (14 s). LLL (python-flint, FLINT's exact-arithmetic fallbacks) is deterministic: the same inputs give the
 same answer on any machine, and the seeded mixing is part of the input.
 """
 
@@ -27,8 +28,13 @@ import numpy as np
 
 from attacks.geometry import Geometry
 
-MAX_ROUNDS = 250  # Lambda's reduction costs about 6 s at T = 250; beyond, the stage is skipped
+# Lambda's reductions took 12 s at T = 250 (n = 125, both cores busy with other work); beyond, the stage is skipped
+MAX_ROUNDS = 250
 ATTEMPTS = 8  # reductions of Lambda0 (the first, then re-randomised ones) while users are left
+# ... and until this many in a row find nobody: at n = 100, T = 200 (seed 1) the attempts found 53, 30, 6, 6 and 5
+# users (an earlier version of the mixing: 53, 19, 15, 5, 6, 0, 1, 1); where the lattice cannot separate the
+# users (too few rounds for their density) two barren attempts end the stage
+BARREN_ATTEMPTS = 2
 MIXING_SEED = 20211  # the stream of the unimodular mixings, one purpose
 KERNEL_SCALE = 1e9  # weight of col(A)'s complement in step 1 (1e6 lost rows of Lambda at T = 300)
 IDENTITY_SCALE = 1 << 10  # weight of the identity in step 1, far above the rounding of KERNEL_SCALE * N
@@ -131,11 +137,13 @@ def lattice_columns(geometry: Geometry, users: np.ndarray, tolerance: float) -> 
     rng = np.random.default_rng(MIXING_SEED)
     found: dict[int, np.ndarray] = {}
     left = [int(u) for u in users]
+    barren = 0  # attempts in a row that found nobody
     for attempt in range(ATTEMPTS):
-        if not left:
+        if not left or barren >= BARREN_ATTEMPTS:
             break
         if attempt:
             lattice.remix(rng)
+        before = len(left)
         for user in list(left):
             column = lattice.column(user)
             if column is None:
@@ -144,4 +152,5 @@ def lattice_columns(geometry: Geometry, users: np.ndarray, tolerance: float) -> 
             if np.array_equal(sums, geometry.counts[user]) and geometry.residual(column[:, None])[0] <= tolerance:
                 found[user] = column
                 left.remove(user)
+        barren = barren + 1 if len(left) == before else 0
     return found
