@@ -70,3 +70,16 @@ def test_without_the_lattice_stage_the_attack_finds_no_more_columns():
     exact = [int((r.participants == instance.participants).all(axis=0).sum()) for r in results]
     assert exact[1] >= exact[0] and exact[1] == 30
     assert "lattice" not in results[0].steps
+
+
+def test_the_stage_stops_after_two_attempts_that_find_nobody(monkeypatch):
+    instance = make_instance(30, 60, 10, 0.5, seed=3)
+    counts = instance.counts.copy()
+    counts[:, 0] += 1  # one round more than each user took, in window 0: no column of col(A) has these counts
+    counts[:, 1] -= 1
+    counts = counts.clip(0, 10)
+    mixings = []
+    original = attacks.lattice._Lattice.remix
+    monkeypatch.setattr(attacks.lattice._Lattice, "remix", lambda self, rng: mixings.append(1) or original(self, rng))
+    assert lattice_columns(_geometry(instance, counts), np.arange(30), 1e-6) == {}
+    assert len(mixings) == 1  # the first reduction and one mixing, both barren
