@@ -1,8 +1,11 @@
 """How hard the attacker tries: a light module, so suites load without the solver stack."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 INVERT_AT = ("every-horizon", "longest-horizon")
+# Settings added after entries were made, with the value that gives the attack those entries were scored with:
+# at that value a setting stays out of task keys, so older entries keep their keys (and `verify` finds their tasks)
+LATER_SETTINGS = {"lattice": False}
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class AttackSettings:
     def __post_init__(self) -> None:
         if self.invert_at not in INVERT_AT:
             raise ValueError(f"invert_at must be one of {', '.join(INVERT_AT)}, got {self.invert_at!r}")
+
+    def keyed(self) -> dict:
+        """The settings as task keys hash them: every field, less LATER_SETTINGS at their earlier value."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
     @property
     def accepted_residual(self) -> float:

@@ -74,7 +74,7 @@ class Task:
             "scenario": self.scenario.to_dict(),
             "defense": [portable_name(name), [list(p) for p in self.defense.parameters], self.defense.label],
             "plugins": plugin_digests(name, [value for _, value in self.defense.parameters]),
-            "attack": asdict(self.attack),
+            "attack": self.attack.keyed(),
             "package": __version__,
             "source": source or source_digest(),
             "device": device,
