@@ -199,7 +199,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         if value is not None and not 0 <= value < 2**62:
             raise BenchmarkError(f"{flag} must be a non-negative amount of work")
     settings = AttackSettings(
-        noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify,
+        noise=args.noise, time_limit=args.time_limit, budget=args.budget, certify=not args.no_certify, lattice=not args.no_lattice,
         nodes=args.nodes, simplex_iterations=args.simplex_iterations, certificate_nodes=args.certificate_nodes,
         mip_checks=args.mip_checks, lp_work=args.lp_work, search_work=args.search_work, device=resolve_device(args.device),
     )
@@ -437,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--budget", type=float, help="clock safety net: seconds for the joint stage as a whole (default: no cap); the report says when it bit")
     dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")
     dis.add_argument("--no-certify", action="store_true", help="skip the uniqueness certificates (found columns stay `found`)")
+    dis.add_argument("--no-lattice", action="store_true", help="skip the lattice stage (attacks/lattice.py; it runs only where T <= 250, on users the search left)")
     dis.add_argument("--quiet", action="store_true", help="no progress bar")
     dis.set_defaults(handler=cmd_disaggregate)
 

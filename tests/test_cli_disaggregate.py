@@ -142,3 +142,20 @@ def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, small_instan
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli(["--aggregates", str(paths["aggregates"]), "--counts", str(paths["counts"]), "--window", "10",
                  "--out", str(tmp_path / "out")])
+
+
+def test_the_lattice_stage_runs_unless_no_lattice_is_given(tmp_path):
+    from benchmark.synthetic import make_instance
+
+    instance = make_instance(30, 60, 10, 0.5, seed=0)  # the search leaves about 20 of these users
+    paths = write_observation(tmp_path, instance)
+    reports = {}
+    for flags in ((), ("--no-lattice",)):
+        out = tmp_path / f"out{len(flags)}"
+        assert run_cli(["--aggregates", str(paths["aggregates"]), "--counts", str(paths["counts"]), "--totals",
+                        str(paths["totals"]), "--window", "10", "--out", str(out), *flags]) == 0
+        assert np.array_equal(np.load(out / "participants.npy"), instance.participants)
+        reports[flags] = json.loads((out / "report.json").read_text())
+    assert reports[()]["events"]["found by lattice reduction"] > 0 and "lattice" in reports[()]["steps"]
+    assert "lattice" not in reports[("--no-lattice",)]["steps"]
+    assert "found by lattice reduction" not in reports[("--no-lattice",)]["events"]
