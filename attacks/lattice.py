@@ -9,8 +9,9 @@ Lenstra, 1998-2000). This stage, exact counts only:
 1. Lambda, once: LLL of [2^10 I_T | round(1e9 N)], N an orthonormal basis of col(A)'s complement; the
    reduced rows with N^T x = 0 (to 1e-6) are a basis of Lambda. Its cost grows like T^3.3 (0.2 s at
    T = 100, 3 s at T = 200, 11-16 s at T = 300 on one core), hence MAX_ROUNDS;
-2. once: Lambda split into Lambda0 (window sums 0) and rows whose window sums V are unimodular, so each
-   user's counts c give a lattice point x_c = (c V^-1) rows with those sums;
+2. once: Lambda split into Lambda0 (window sums 0) and rows whose window sums V are a basis of the lattice
+   of all points' window sums, so counts c in it give a lattice point x_c = (c V^+) rows with those sums
+   (windows nobody took part in, or more windows than users, leave V with fewer rows than windows);
 3. per user: Kannan's embedding of x_c + Lambda0 (its zero-count and full windows as weighted
    equations): after LLL, a row (x, +-1, 0) with x binary is a column with the user's counts in col(A),
    checked like every candidate (binary, counts, residual);
@@ -49,7 +50,8 @@ def _lll(matrix: np.ndarray) -> np.ndarray:
 
 
 class _Lattice:
-    """Lambda0's basis and the rows that give each count vector its lattice point."""
+    """Lambda0's basis and the rows that give each count vector its lattice point (not `ready` when the reductions
+    did not give a basis of Lambda, or its window sums have dependent rows)."""
 
     def __init__(self, geometry: Geometry) -> None:
         self.geometry = geometry
@@ -63,11 +65,11 @@ class _Lattice:
         windows = geometry.window_matrix.astype(np.int64)
         split = _lll(np.hstack([basis, (basis @ windows.T) * SPLIT_SCALE]))
         zero = np.all(split[:, geometry.n_rounds :] == 0, axis=1)
-        sums = split[~zero, : geometry.n_rounds] @ windows.T
-        if sums.shape[0] != sums.shape[1] or abs(round(np.linalg.det(sums))) != 1:
+        sums = split[~zero, : geometry.n_rounds] @ windows.T  # a basis of the window sums' lattice (rows)
+        if len(sums) == 0 or np.linalg.matrix_rank(sums.astype(np.float64)) < len(sums):
             return
         self.zero_sums, self.offsets = split[zero, : geometry.n_rounds], split[~zero, : geometry.n_rounds]
-        self.sums, self.inverse = sums, np.linalg.inv(sums)
+        self.sums, self.inverse = sums, np.linalg.pinv(sums.astype(np.float64))
 
     def _points(self) -> np.ndarray | None:
         """A basis of Lambda (rank rows), None when the reduction did not give one."""

@@ -83,3 +83,18 @@ def test_the_stage_stops_after_two_attempts_that_find_nobody(monkeypatch):
     monkeypatch.setattr(attacks.lattice._Lattice, "remix", lambda self, rng: mixings.append(1) or original(self, rng))
     assert lattice_columns(_geometry(instance, counts), np.arange(30), 1e-6) == {}
     assert len(mixings) == 1  # the first reduction and one mixing, both barren
+
+
+def test_a_window_nobody_took_part_in_leaves_the_stage_working():
+    """Then the lattice's window sums span fewer dimensions than there are windows (the stage used to give up)."""
+    from benchmark.observation import window_counts
+
+    instance = make_instance(40, 80, 10, 0.5, seed=3)
+    participants = instance.participants.copy()
+    participants[20:30] = 0  # window 2: nobody
+    aggregates = participants.astype(float) @ instance.updates
+    counts = window_counts(participants.astype(bool), 10)
+    geometry = Geometry(column_space(aggregates, 40, False), counts, 10)
+    found = lattice_columns(geometry, np.arange(40), 1e-6)
+    assert len(found) >= 36  # measured 39
+    assert all(np.array_equal(column, participants[:, user]) for user, column in found.items())
