@@ -98,10 +98,9 @@ class _Lattice:
         offset = self.point(counts)
         if offset is None:
             return None
-        lengths = np.bincount(geometry.window_index)
-        per_round = geometry.window_index
-        fixed = np.flatnonzero((counts[per_round] == 0) | (counts[per_round] == lengths[per_round]))
-        target = (counts[per_round] > 0).astype(np.int64)[fixed]  # 0 in empty windows, 1 in full ones
+        zero, one = geometry.fixed_rounds(user)  # rounds of empty and of full windows
+        fixed = np.flatnonzero(zero | one)
+        target = one[fixed].astype(np.int64)
         rows, rounds = self.zero_sums.shape
         embedded = np.zeros((rows + 1, rounds + 1 + len(fixed)), dtype=np.int64)
         embedded[:rows, :rounds] = self.zero_sums
