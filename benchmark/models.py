@@ -33,7 +33,8 @@ def build_model(name: str, image_shape: tuple[int, int, int], n_classes: int, se
 # convolution's bias shifted so that only this share of its sigmoid units is active. Users' updates then differ in
 # many directions (at PyTorch's initialisation in about nine): 100 Fashion-MNIST users, 1200 rounds,
 # ldp-gaussian(z=0.01): the true columns' median distance to the searched subspace 0.81 -> 0.20, columns recovered
-# 0 -> 96; dp-aggregate(z=0.01) and dp-fedavg(z=1, cohort 1000): attack success 0 -> 1.0. Its price: image
+# 0 -> 96; dp-aggregate(z=0.01) and dp-fedavg(z=1, cohort 1000; its noise then in the server's view): attack
+# success 0 -> 1.0. Its price: image
 # inversion is poor on it (ceiling PSNR 5.8 against 15.0 dB), labels are not (1.0).
 DESIGN_SCALE = 32.0
 DESIGN_ACTIVE = 0.03

@@ -9,7 +9,9 @@ from defenses.base import Defense
 
 # The random stream each hook draws from: one per purpose, so that, say, padding decisions and padding
 # masks never share one (`participation-padding` with and without masks picks the same participants).
-HOOK_STREAMS = ("defense_participants", "defense_training", "defense_updates", "defense_uploads", "defense_aggregates")
+HOOK_STREAMS = (
+    "defense_participants", "defense_training", "defense_updates", "defense_uploads", "defense_aggregates", "defense_steps",
+)
 
 
 def streams(entropy: int | list[int], names: Iterable[str]) -> dict[str, np.random.Generator]:

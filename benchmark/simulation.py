@@ -35,7 +35,7 @@ class GroundTruth:
 # One random stream per purpose; each defense hook draws from its own (benchmark.protocol.HOOK_STREAMS).
 STREAMS = (
     "participation", "defense_participants", "data", "synthetic", "clients",
-    "defense_uploads", "defense_updates", "defense_aggregates", "defense_analytics", "defense_training",
+    "defense_uploads", "defense_updates", "defense_aggregates", "defense_analytics", "defense_training", "defense_steps",
 )
 CLIENT_CHUNK = 64  # clients trained together in one vmapped computation (bounded memory)
 INVARIANT_REACH = 10.0  # initial model norms the invariant server may move the model along the logits' shift (_Server)
@@ -212,7 +212,7 @@ class _Federation:
             aggregates.append(aggregate)
             if server is not None:
                 if contributing.any():
-                    mean = aggregate / contributing.sum()
+                    mean = defense.transform_step(aggregate, rngs["defense_steps"]) / contributing.sum()
                     direction = mean if direction is None else direction + mean
                 if (t + 1) % refresh_every == 0 and (direction is not None or server.shift is not None):
                     server.refresh(direction)  # the invariant server needs no aggregate to move the model

@@ -7,8 +7,8 @@ own copy of the weights at once (and, for DP-SGD, every example's gradient).
 Each client's update then passes the defense's hooks exactly as in
 benchmark.simulation: choose_participants, local_update (a declared DP-SGD runs
 batched; any other override runs per client), transform_update one client at a
-time, padded_uploads, transform_aggregate; the server applies the sum divided
-by the number of contributors.
+time, padded_uploads, transform_aggregate; the server applies the sum, through
+transform_step (central DP's noise), divided by the number of contributors.
 """
 
 import copy
@@ -252,6 +252,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
         padded = int((np.asarray(checked_in) & ~np.asarray(contributing)).sum())
         aggregate, _ = secure_aggregate(defense, sent, padded, dim, rngs)
         if len(clients):
+            aggregate = defense.transform_step(aggregate, rngs["defense_steps"])
             step = torch.from_numpy(aggregate * (task.server_learning_rate * task.learning_rate / len(clients))).float()
             params = unflatten(model, flatten(params) - step)
     with torch.no_grad():

@@ -20,8 +20,10 @@ class Defense:
     Hooks run in protocol order each round: `choose_participants`, then
     `local_update` and `transform_update` for every contributing client,
     `padded_uploads` for the devices counted without contributing, then
-    `transform_aggregate`; `transform_analytics` runs once at the end on the
-    whole check-in history. Every random choice must come from the `rng` passed in.
+    `transform_aggregate` (the sum as the server receives it) and, where the
+    server steps its model, `transform_step`; `transform_analytics` runs once at
+    the end on the whole check-in history. Every random choice must come from the
+    `rng` passed in.
     """
 
     name = "none"
@@ -57,6 +59,14 @@ class Defense:
         """The round's sum, as the server receives it."""
         return aggregate
 
+    def transform_step(self, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The sum the server's model step uses, from the sum it received (central DP's noise goes here).
+
+        The server has the received sum before this hook runs, so whatever it adds hides nothing from the
+        server, the adversary this benchmark scores; it changes the trained model (utility) only.
+        """
+        return aggregate
+
     def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
         """Analytics from the (T, n) check-in matrix; by default exact counts every `window` rounds and totals."""
         return Analytics(window_counts(checked_in, window), window, round_totals(checked_in))
@@ -82,7 +92,9 @@ def acting_parts(defense: Defense) -> Iterator[Defense]:
         yield defense
 
 
-TRAINING_HOOKS = ("choose_participants", "local_update", "transform_update", "padded_uploads", "transform_aggregate")
+TRAINING_HOOKS = (
+    "choose_participants", "local_update", "transform_update", "padded_uploads", "transform_aggregate", "transform_step",
+)
 
 
 def overrides(defense: Defense, hook: str) -> bool:

@@ -76,6 +76,11 @@ class Composed(Defense):
             aggregate = part.transform_aggregate(aggregate, rng)
         return aggregate
 
+    def transform_step(self, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for part in self.parts:
+            aggregate = part.transform_step(aggregate, rng)
+        return aggregate
+
     def transform_analytics(self, checked_in: np.ndarray, window: int, rng: np.random.Generator) -> Analytics:
         return self.analytics.transform_analytics(checked_in, window, rng)
 

@@ -120,6 +120,9 @@ class GuardedDefense(Defense):
     def transform_aggregate(self, aggregate, rng):
         return self._checked("transform_aggregate", self._call("transform_aggregate", aggregate, rng), aggregate.shape)
 
+    def transform_step(self, aggregate, rng):
+        return self._checked("transform_step", self._call("transform_step", aggregate, rng), aggregate.shape)
+
     def _checked(self, hook: str, value, shape: tuple) -> np.ndarray:
         out = np.asarray(value)
         if out.shape != shape or out.dtype.kind not in "biuf":

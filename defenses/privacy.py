@@ -73,14 +73,18 @@ class AggregateNoise(GaussianDefense):
         return aggregate + rng.normal(0.0, self.noise_multiplier * self.clip_norm, size=aggregate.shape)
 
 
-class DPFedAvg(AggregateNoise):
-    """Central DP-FedAvg: clip each update, average, Gaussian noise of std z C / noise_cohort on the average.
+class DPFedAvg(GaussianDefense):
+    """Central DP-FedAvg (McMahan et al., 2018): clip each update; the server averages the clipped updates and adds
+    Gaussian noise of std z C / noise_cohort to the average before its model step.
 
-    `noise_cohort` (0: the round's own cohort) calibrates the noise for a
-    realistic cohort while a smaller one is simulated, as pfl-research does: the
-    sum of the m simulated updates gets std z C m / noise_cohort, so its average
-    has the noise of a noise_cohort-client deployment, whose epsilon is reported.
-    m is the number of updates clipped since the last sum.
+    Central: the server receives the clipped sum and adds the noise itself (`transform_step`), so the noise
+    hides nothing from the server, the adversary this benchmark scores: it sees every clipped sum whole. The
+    epsilon binds whoever sees the trained models, and says so. Noise the server never sees is `dp-aggregate`
+    (distributed DP: the clients' noise shares add up inside secure aggregation).
+    `noise_cohort` (0: the round's own cohort) calibrates the noise for a realistic cohort while a smaller one
+    is simulated, as pfl-research does: the step's sum of the m simulated updates gets std z C m / noise_cohort,
+    so its average has the noise of a noise_cohort-client deployment, whose epsilon is reported. m is the number
+    of updates clipped into the last sum.
     """
 
     name = "dp-fedavg"
@@ -90,26 +94,30 @@ class DPFedAvg(AggregateNoise):
         if int(noise_cohort) != noise_cohort or noise_cohort < 0:
             raise BenchmarkError("dp-fedavg needs an integer noise_cohort >= 0 (0: the simulated cohort)")
         self.noise_cohort = int(noise_cohort)
-        self.clipped = 0
+        self.clipped = self.summed = 0
 
     def public_parameters(self) -> dict:
-        return {**super().public_parameters(), "noise_cohort": self.noise_cohort}
+        # No noise in what the server receives: the adaptive attacker has nothing to read but the clipping.
+        return {"central_noise_std": self.noise_multiplier * self.clip_norm, "clip_norm": self.clip_norm,
+                "noise_cohort": self.noise_cohort}
 
     def transform_update(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         self.clipped += 1
-        return super().transform_update(update, rng)
+        return clip(update, self.clip_norm)
 
     def transform_aggregate(self, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        scale = self.clipped / self.noise_cohort if self.noise_cohort else 1.0
-        self.clipped = 0
+        self.summed, self.clipped = self.clipped, 0  # the server receives the clipped sum of `summed` updates
+        return aggregate
+
+    def transform_step(self, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        scale = self.summed / self.noise_cohort if self.noise_cohort else 1.0
         return aggregate + rng.normal(0.0, self.noise_multiplier * self.clip_norm * scale, size=aggregate.shape)
 
     def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
         guarantee = super().privacy(n_rounds, participation, max_participations, delta)
-        if not self.noise_cohort:
-            return guarantee
-        calibrated = f"; noise calibrated for a cohort of {self.noise_cohort}, a smaller one simulated"
-        return replace(guarantee, accounting=guarantee.accounting + calibrated)
+        central = "; central: the server adds the noise after it has the sum, so the epsilon binds the models' observers, not the server"
+        calibrated = f"; noise calibrated for a cohort of {self.noise_cohort}, a smaller one simulated" if self.noise_cohort else ""
+        return replace(guarantee, accounting=guarantee.accounting + central + calibrated)
 
 
 class DPSGD(GaussianDefense):

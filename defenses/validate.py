@@ -42,7 +42,9 @@ def _trace(defense: Defense) -> list[tuple[str, object]]:
             trace.append(("transform_update", sent))
             aggregate += sent
         trace.append(("padded_uploads", guarded.padded_uploads(2, updates.shape[1], rng)))  # as if two were padded
-        trace.append(("transform_aggregate", guarded.transform_aggregate(aggregate, rng)))
+        received = guarded.transform_aggregate(aggregate, rng)
+        trace.append(("transform_aggregate", received))
+        trace.append(("transform_step", guarded.transform_step(received, rng)))
     trace.append(("transform_analytics", guarded.transform_analytics(checked_in, WINDOW, rng)))
     trace.append(("privacy", guarded.privacy(ROUNDS, 0.5, int(checked_in.sum(axis=0).max()), 1e-5)))
     return trace

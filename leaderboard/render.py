@@ -61,7 +61,8 @@ COLUMN_NOTES = {
     "test_accuracy": "test accuracy of the defended model, mean over cells",
     "test_accuracy_undefended": "test accuracy without the defense, same seeds and cells",
     "epsilon": "headline epsilon (dp-accounting's PLD, replace-one adjacency, no amplification: this adversary sees "
-               "who took part), mean over cells; \u2014 = no DP guarantee",
+               "who took part), mean over cells; \u2014 = no DP guarantee. A central-DP epsilon (dp-fedavg) binds "
+               "whoever sees the trained models, not the server, which adds that noise after it has the sum",
     "epsilon_level": "what one epsilon protects: a user's data (user), one example (example) or one participation "
                      "(event); parts joined by / for a composition",
     "epsilon_utility": "the same epsilon for the utility task's training run, whose accuracy gives utility_drop "
@@ -334,7 +335,8 @@ BOARD_LEGEND = (
     "  *: the true participant columns would recover more somewhere (attack_success_ceiling): that zero is the attack's.",
     "drop pts: undefended minus defended test accuracy (same seed), accuracy points, cell with the largest upper bound.",
     "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: PLD, replace-one, no amplification (the",
-    "  adversary sees who took part), mean over cells, with what it protects: a user, an example or an event.",
+    "  adversary sees who took part), mean over cells, with what it protects: a user, an example or an event;",
+    "  dp-fedavg's (central DP) binds those who see the models, not the server, which adds that noise itself.",
     "overhead: padded check-ins per contribution. tasks: ok / all. Full table: --format csv, json, latex, html.",
 )
 

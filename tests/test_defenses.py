@@ -188,6 +188,15 @@ def test_aggregate_noise_clips_updates_and_noises_each_sum():
     assert noised.defense_parameters == {"aggregate_noise_std": 2e-3, "clip_norm": 1e-3}
 
 
+def test_central_dp_fedavg_hides_nothing_from_the_server():
+    """The server adds central DP's noise itself, after it has the sum: it observes the clipped sums whole, at any z."""
+    clipped, _ = simulate(SMALL, AggregateNoise(noise_multiplier=0.0, clip_norm=1e-3))
+    for cohort in (0, 1000):
+        central, _ = simulate(SMALL, DPFedAvg(noise_multiplier=8.0, clip_norm=1e-3, noise_cohort=cohort))
+        assert central.aggregates.tobytes() == clipped.aggregates.tobytes()
+        assert "aggregate_noise_std" not in central.defense_parameters  # nothing for the adaptive attack to read
+
+
 @pytest.mark.parametrize("cls", [DPGaussian, AggregateNoise, DPFedAvg])
 def test_epsilons_fall_with_noise_and_amplification_never_hurts(cls):
     low, high = (cls(z).privacy(60, 0.3, 25, DELTA) for z in (0.5, 2.0))
@@ -237,7 +246,8 @@ AMPLIFIED = "Poisson q=0.3 amplified"
 GAUSSIAN = f"PLD, replace-one, no amplification (participation observable); {AMPLIFIED}; RDP cross-check"
 UNAMPLIFIED = GAUSSIAN.replace(AMPLIFIED, "Poisson q=0.3, amplification not computed (z < 0.1)")
 COUNTS = "discrete Laplace on counts, L1 sensitivity = max participations; updates not DP"
-COHORT = "; noise calibrated for a cohort of {}, a smaller one simulated"
+CENTRAL = "; central: the server adds the noise after it has the sum, so the epsilon binds the models' observers, not the server"
+COHORT = CENTRAL + "; noise calibrated for a cohort of {}, a smaller one simulated"
 NO_DP = (math.nan, math.nan, math.nan, math.nan, "—", "no DP guarantee")
 RECORDED = [
     ("none", {}, NO_DP),

@@ -77,18 +77,20 @@ def test_utility_task_rejects_bad_fields() -> None:
         UtilityTask.from_dict({"clients": 3})
 
 
-def test_dp_fedavg_noise_on_the_average_is_z_c_over_noise_cohort() -> None:
+def test_dp_fedavg_noise_on_the_average_is_z_c_over_noise_cohort_and_the_server_receives_the_clipped_sum() -> None:
     rng, dim, m = np.random.default_rng(0), 20000, 10
     stds = {}
     for cohort in (100, 1000):
         defense = make_defense("dp-fedavg", {"noise_multiplier": 2.0, "clip_norm": 0.5, "noise_cohort": cohort})
         total = sum(defense.transform_update(np.zeros(dim), rng) for _ in range(m))
-        stds[cohort] = float(np.std(defense.transform_aggregate(total, rng) / m))
+        received = defense.transform_aggregate(total, rng)
+        assert np.array_equal(received, total)  # central DP: the server adds the noise after it has the sum
+        stds[cohort] = float(np.std(defense.transform_step(received, rng) / m))
     assert stds[100] == pytest.approx(2.0 * 0.5 / 100, rel=0.03)
     assert stds[1000] == pytest.approx(stds[100] / 10, rel=0.05)
     plain = make_defense("dp-fedavg", {"noise_multiplier": 2.0, "clip_norm": 0.5})
-    total = sum(plain.transform_update(np.zeros(dim), rng) for _ in range(m))
-    assert float(np.std(plain.transform_aggregate(total, rng))) == pytest.approx(1.0, rel=0.03)  # zC on the sum
+    total = plain.transform_aggregate(sum(plain.transform_update(np.zeros(dim), rng) for _ in range(m)), rng)
+    assert float(np.std(plain.transform_step(total, rng))) == pytest.approx(1.0, rel=0.03)  # zC on the sum
 
 
 def test_replace_one_epsilon_matches_the_issue_and_beats_add_remove() -> None:
