@@ -122,6 +122,23 @@ def test_recovery_under_aggregate_noise_never_falls_with_the_horizon(tmp_path, d
     assert rate[12] > rate[3], rate.tolist()
 
 
+WEAK_LOCAL_NOISE_SUITE = HORIZON_SUITE[HORIZON_SUITE.index("[[cells]]"):]
+
+
+def test_a_zero_at_a_short_freeze_is_not_the_defenses(tmp_path):
+    """The server chooses how long the model stays frozen, and a least-squares update's error falls like
+    1 / sqrt(rounds joined): weak local noise that stops every attack at 3 rounds per user loses every user at 12
+    (standard v8 runs its designed cell at 12, 24 and 48 for this reason)."""
+    (tmp_path / "weak.toml").write_text('name = "weak"\nversion = "1"\nseeds = [0]\n\n[attack]\ntime_limit = 1.0\n'
+                                        'budget = 4.0\n\n[[defenses]]\nname = "ldp-gaussian"\nnoise_multiplier = 0.1\n'
+                                        'clip_norm = 1.0\n\n' + WEAK_LOCAL_NOISE_SUITE)
+    suite = load_suite(str(tmp_path / "weak.toml"))
+    table = run_suite(expand(suite, suite.defenses), tmp_path, progress=False)
+    success = table.set_index("horizon")["attack_success"].sort_index()
+    assert list(success.index) == [3, 6, 12] and (table["status"] == "ok").all()
+    assert success[3] == 0 and success[12] == 1.0, success.tolist()
+    assert all(later >= earlier for earlier, later in zip(success, success.iloc[1:])), success.tolist()
+
 LENET_CELL = """
 [[cells]]
 name = "{name}"
