@@ -542,14 +542,18 @@ def _current_version(suite_name: str) -> str | None:
     return load_suite(suite_name).version if suite_name in builtin_suites() else None
 
 
-def _stale_warning(suite_name: str, version: str) -> list[str]:
-    """A paragraph when a built-in suite has moved on since these entries were made: their verdicts are not current."""
+def _stale_warning(suite_name: str, version: str, folder: Path) -> list[str]:
+    """A paragraph when a built-in suite has moved on since these entries were made: their verdicts are not current.
+    Where `folder` (the leaderboard's) keeps that version's suite file in suites/, it says how to verify them."""
     current = _current_version(suite_name)
     if current is None or current == version:
         return []
+    kept = Path("suites") / f"{suite_name}-v{version}.toml"
+    verify = (f" `disaggbench verify entries/NAME.json --suite {kept.as_posix()}` still re-runs their tasks."
+              if (folder / kept).is_file() else "")
     return ["", f"**Stale:** the built-in `{suite_name}` suite is now version {current}; these entries were made with "
                 f"version {version} and the attacks and utility measure of that time, so their verdicts are not current. "
-                "Re-run them with `disaggbench submit ... --overwrite` before comparing."]
+                "Re-run them with `disaggbench submit ... --overwrite` before comparing." + verify]
 
 
 def _newest_first(version: str) -> tuple:
@@ -583,7 +587,8 @@ def render_readme(folder: str | Path = DEFAULT_ENTRIES) -> str:
         columns = default_columns(summary, README_COLUMNS)
         table = render(summary, "markdown", columns=columns)
         table += "\n" + "\n".join(f"- `{c}`: {COLUMN_NOTES[c]}" for c in columns) + "\n"
-        lines += ["", f"## Suite `{suite_name}` (version {version})", *_stale_warning(suite_name, version), "", table.rstrip("\n"), "",
+        lines += ["", f"## Suite `{suite_name}` (version {version})", *_stale_warning(suite_name, version, Path(folder).parent),
+                  "", table.rstrip("\n"), "",
                   "| entry | defense | parameters | disaggbench | created |", "| :--- | :--- | :--- | :--- | :--- |"]
         for e in members:
             given = sorted(e["defense"]["parameters"].items())

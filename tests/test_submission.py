@@ -395,6 +395,13 @@ def test_readme_warns_when_a_builtin_suite_moved_past_its_entries(entries: Path,
     code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
     assert code == 0, err
     assert f"**Stale:** the built-in `standard` suite is now version {load_suite('standard').version}; these entries were made with version 3" in out.read_text()
+    assert "still re-runs their tasks" not in out.read_text()  # no version-3 suite file kept beside the entries
+
+    kept = entries.parent / "suites" / "standard-v3.toml"
+    kept.parent.mkdir(exist_ok=True)
+    kept.write_text("")
+    code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
+    assert code == 0 and "`disaggbench verify entries/NAME.json --suite suites/standard-v3.toml` still re-runs" in out.read_text()
 
 
 def test_readme_shows_the_current_suite_version_before_stale_ones(entries: Path, tmp_path: Path, capsys) -> None:
