@@ -455,14 +455,15 @@ def test_verify_adds_no_clock_note_where_no_clock_stopped_work(entries: Path, ca
 
 
 def test_a_setting_added_after_an_entry_keeps_the_entrys_task_keys() -> None:
-    """Task keys hash the attack settings. The committed `none` entry (standard v7) was made before the lattice stage
+    """Task keys hash the attack settings. The committed `structured-participation` entry (standard v7) was made before the lattice stage
     existed; v7 pins it off, and a later setting at its earlier value stays out of the key (LATER_SETTINGS), so every
     task of the entry is still found (verify said 'task ... is not a task of its suite and defense here'). The built-in
     suite has moved on since; leaderboard/suites/ keeps each earlier version's file for `verify --suite`."""
     root = Path(__file__).resolve().parents[1]
-    entry = json.loads((root / "leaderboard" / "entries" / "none.json").read_text())
+    entry = json.loads((root / "leaderboard" / "entries" / "structured-participation.json").read_text())
     suite = load_suite(root / "leaderboard" / "suites" / f"standard-v{entry['suite']['version']}.toml")
     assert suite.version == entry["suite"]["version"] and suite.attack.lattice is False
-    spec = next(d for d in suite.defenses if d.name == "none")
+    spec = next(d for d in suite.defenses if d.name == entry["defense"]["name"]
+                and dict(d.parameters) == entry["defense"]["parameters"])
     keys = {task.key(source=entry["packages"]["disaggbench-source"]) for task in expand(suite, (spec,))}
     assert {task["key"] for task in entry["tasks"]} <= keys
