@@ -147,8 +147,29 @@ def _sorted_ranks(blocks: np.ndarray) -> np.ndarray:
     return ranks.reshape(n_windows, columns, length).transpose(0, 2, 1)
 
 
-def left_singular(aggregates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Left singular vectors and values of A (T x d); for d > T via a QR of A^T first, much faster when d >> T."""
+# A singular value counts towards the numerical rank above this share of sigma_1 * max(T, d): below it, rounding.
+RANK_TOLERANCE = 1e-10
+# The low-rank path sketches A with rank_bound + this many random directions ...
+LOW_RANK_OVERSAMPLING = 16
+# ... from this seed: its answer does not depend on the draw beyond rounding, as the sketch's residual is checked.
+LOW_RANK_SEED = 0
+# ... and is tried where the sketch is at most this share of A's smaller side (else the full decomposition is as fast).
+LOW_RANK_SHARE = 0.25
+
+
+def left_singular(aggregates: np.ndarray, rank_bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Left singular vectors and values of A (T x d); for d > T via a QR of A^T first, much faster when d >> T.
+
+    `rank_bound`: the rank A has when it is what the attack expects (sums of n fixed updates: n). The leading
+    directions then come from a seeded sketch of rank_bound + LOW_RANK_OVERSAMPLING directions where it captures A
+    whole (benchmarks/left_singular.py): only that many vectors, the values past them 0 (every one of A's lies below
+    the numerical-rank threshold there, which the sketch's residual proves); otherwise (noise, drift), and without
+    `rank_bound`, every vector of the full decomposition.
+    """
+    if rank_bound is not None:
+        sketched = _low_rank_left_singular(aggregates, rank_bound + LOW_RANK_OVERSAMPLING)
+        if sketched is not None:
+            return sketched
     if aggregates.shape[1] > aggregates.shape[0]:
         triangular = np.linalg.qr(aggregates.T, mode="r")
         left, singular, _ = np.linalg.svd(triangular.T, full_matrices=False)
@@ -157,10 +178,36 @@ def left_singular(aggregates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return left, singular
 
 
+def _low_rank_left_singular(aggregates: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """left_singular from a range sketch A Omega (Omega: d x width, Gaussian) where the sketch captures all of A up to
+    the numerical-rank threshold; None where it does not (noise, drift, more directions than `width`) or where the
+    sketch would not be much cheaper than the full decomposition."""
+    rounds, dimension = aggregates.shape
+    if width > LOW_RANK_SHARE * min(rounds, dimension):
+        return None
+    test = np.random.default_rng(LOW_RANK_SEED).standard_normal((dimension, width))
+    basis, _ = np.linalg.qr(aggregates @ test)
+    projected = basis.T @ aggregates  # (width, d): A = basis @ projected + residual
+    rows = max(1, 2**22 // dimension)  # the residual in slices of ~32 MB, not a second copy of A
+    outside = sum(float(np.sum((aggregates[i : i + rows] - basis[i : i + rows] @ projected) ** 2))
+                  for i in range(0, rounds, rows))
+    left, singular, _ = np.linalg.svd(projected, full_matrices=False)
+    if not len(singular) or singular[0] <= 0 or np.sqrt(outside) > 0.5 * rank_threshold(singular[0], aggregates.shape):
+        return None
+    values = np.zeros(min(rounds, dimension))
+    values[: len(singular)] = singular
+    return basis @ left, values
+
+
+def rank_threshold(largest: float, shape: tuple[int, int]) -> float:
+    """The singular value below which a direction of a matrix of this shape and sigma_1 counts as rounding."""
+    return largest * max(shape) * RANK_TOLERANCE
+
+
 def numerical_rank(singular: np.ndarray, shape: tuple[int, int]) -> int:
     if len(singular) == 0 or singular[0] <= 0:
         return 0
-    return int(np.sum(singular > singular[0] * max(shape) * 1e-10))
+    return int(np.sum(singular > rank_threshold(singular[0], shape)))
 
 
 Subspace = tuple[np.ndarray, np.ndarray]  # left_singular(A): computed once per observation, shared by every attack
@@ -203,7 +250,7 @@ def signal_coordinates(aggregates: np.ndarray, n_users: int, singular: np.ndarra
 def searched_subspace(aggregates: np.ndarray, n_users: int, noise: bool, full: Subspace | None = None) -> Subspace:
     """left_singular of the sums, restricted under noise to the coordinates that carry signal. `full`:
     left_singular(aggregates), where the caller has it."""
-    full = left_singular(aggregates) if full is None else full
+    full = left_singular(aggregates, n_users) if full is None else full
     if not noise:
         return full
     kept = signal_coordinates(aggregates, n_users, full[1])

@@ -60,7 +60,7 @@ class Recovery:
 def needs_noise_mode(observation: Observation, singular: np.ndarray | None = None) -> bool:
     """Sums of fixed updates have rank <= n; a higher numerical rank means drift or noise."""
     if singular is None:
-        _, singular = left_singular(observation.aggregates)
+        _, singular = left_singular(observation.aggregates, observation.n_users)
     return numerical_rank(singular, observation.aggregates.shape) > observation.n_users
 
 
@@ -188,7 +188,7 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
     attempts = []
     for length in (n for n in lengths if observation.n_users < n < n_rounds):
         first = observation.first_rounds(length)
-        left, singular = left_singular(first.aggregates)
+        left, singular = left_singular(first.aggregates, observation.n_users)
         noise = settings.noise or needs_noise_mode(first, singular)
         if noise:
             left, singular = searched_subspace(first.aggregates, observation.n_users, True, (left, singular))
@@ -209,7 +209,7 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
 
     One singular value decomposition of the aggregates serves the first three (at 100 users and 1200 rounds of
     LeNet updates it is seconds, and there were four); under noise, one more of the coordinates that carry signal."""
-    left, singular = left_singular(observation.aggregates)
+    left, singular = left_singular(observation.aggregates, observation.n_users)
     noise = settings.noise or needs_noise_mode(observation, singular)
     if noise:  # under noise the attacks search the subspace of the coordinates that carry signal
         left, singular = searched_subspace(observation.aggregates, observation.n_users, True, (left, singular))

@@ -235,7 +235,7 @@ def _noise_free(aggregates: np.ndarray, n_users: int) -> bool:
     """Whether sums of n fixed updates explain the aggregates exactly: numerical rank <= n (noise raises it)."""
     from attacks.geometry import left_singular, numerical_rank
 
-    return numerical_rank(left_singular(aggregates)[1], aggregates.shape) <= n_users
+    return numerical_rank(left_singular(aggregates, n_users)[1], aggregates.shape) <= n_users
 
 
 def _check_explained(aggregates: np.ndarray, counts: np.ndarray, window: int, aggregates_file: str) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from attacks.disaggregation import AttackSettings, disaggregate
-from attacks.geometry import Geometry, column_space, descending_ranks
+from attacks.geometry import Geometry, column_space, descending_ranks, left_singular, numerical_rank
 from benchmark.errors import BenchmarkError
 from benchmark.synthetic import make_instance
 
@@ -20,6 +20,25 @@ def test_closed_form_recovers_everything_and_proves_it_unique():
     assert set(result.status) == {"unique"}
     assert np.allclose(result.updates, instance.updates, atol=1e-8)
     assert result.steps.keys() >= {"linear"} and "integer_program" not in result.steps
+
+
+def test_the_low_rank_sketch_gives_the_full_decompositions_subspace_and_falls_back_where_it_cannot():
+    rng = np.random.default_rng(3)
+    participants = (rng.random((400, 20)) < 0.3).astype(np.float64)
+    sums = participants @ (rng.standard_normal((20, 900)) * rng.random((20, 1)))
+    left, singular = left_singular(sums)
+    fast_left, fast_singular = left_singular(sums, 20)
+    assert fast_left.shape == (400, 36)  # sketched: 20 + 16 directions, not all 400
+    assert numerical_rank(fast_singular, sums.shape) == numerical_rank(singular, sums.shape) == 20
+    assert np.allclose(fast_singular[:20], singular[:20], rtol=1e-12)
+    projection = left[:, :20] @ (left[:, :20].T @ participants)
+    assert np.abs(fast_left[:, :20] @ (fast_left[:, :20].T @ participants) - projection).max() < 1e-10
+    # noise, or more directions than the sketch has (bound 2: 18): it cannot prove the rest negligible, so the full
+    noisy = sums + 1e-6 * rng.standard_normal(sums.shape)
+    for aggregates, bound in ((noisy, 20), (sums, 2)):
+        sketched, full = left_singular(aggregates, bound), left_singular(aggregates)
+        assert sketched[0].shape == (400, 400)
+        assert np.array_equal(sketched[0], full[0]) and np.array_equal(sketched[1], full[1])
 
 
 def test_noiseless_instance_below_the_closed_form_is_recovered_exactly(small_instance):
