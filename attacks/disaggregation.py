@@ -31,6 +31,7 @@ neither proven unique nor shown ambiguous within the work limits.
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,17 +43,13 @@ from attacks.polish import swap_descent
 from attacks.projection_search import NOISE_PROGRESS_CHECKS, projection_search
 from benchmark.errors import BenchmarkError
 
+if TYPE_CHECKING:
+    from attacks.joint import JointOutcome
+
 # Aggregates with at most this many entries are attacked with one BLAS thread (measured: the quickstart shape
 # took 2.4x the wall time and twice the CPU with two threads on a busy 2-core machine).
 SMALL_ENTRIES = 1_000_000
 STATUSES = ("unique", "ambiguous", "found", "timeout", "infeasible", "unattributed")
-
-
-@dataclass(frozen=True)
-class JointOutcome:
-    alternatives: np.ndarray | None = None
-    events: dict[str, int] = field(default_factory=dict)
-    clock_limited: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,10 +221,12 @@ def _complete_from_totals(geometry: Geometry, state: _Progress, totals: np.ndarr
     state.charge("totals", users, started)
 
 
-def _joint(geometry: Geometry, state: _Progress, totals: np.ndarray | None, settings: AttackSettings, progress: bool) -> JointOutcome:
-    """The joint stage (exact mode only: under noise the search's best-residual candidates stand)."""
+def _joint(geometry: Geometry, state: _Progress, totals: np.ndarray | None, settings: AttackSettings,
+           progress: bool) -> "JointOutcome | None":
+    """The joint stage (exact mode only: under noise the search's best-residual candidates stand); None where it
+    does not run. Imported here: it loads HiGHS, which an instance the earlier stages settle never needs."""
     if settings.noise or not any(s != "unique" for s in state.status):
-        return JointOutcome()
+        return None
     from attacks.joint import run_joint
 
     started = time.perf_counter()
@@ -344,7 +343,8 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
     _lattice(geometry, state, settings)
     _complete_from_totals(geometry, state, totals, settings)
     outcome = _joint(geometry, state, totals, settings, progress)
-    alternatives = outcome.alternatives if outcome.alternatives is not None else np.zeros(n_users, dtype=np.int64)
+    ran = outcome is not None and outcome.alternatives is not None
+    alternatives = outcome.alternatives if ran else np.zeros(n_users, dtype=np.int64)
     _separate_exchangeable(geometry, state, totals, settings, alternatives)
     started = time.perf_counter()
     participants = state.columns.astype(np.uint8)
@@ -368,8 +368,8 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
         wall_seconds=time.perf_counter() - wall,
         steps=state.steps,
         alternatives=alternatives,
-        events={**state.events, **outcome.events},
-        clock_limited=outcome.clock_limited,
+        events={**state.events, **(outcome.events if outcome is not None else {})},
+        clock_limited=outcome is not None and outcome.clock_limited,
         equalities_per_free_round=_equalities_per_free_round(geometry),
         relative_misfit=misfit,
         misses_totals=misses_totals,

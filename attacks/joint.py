@@ -43,6 +43,16 @@ class JointState:
         self.events[event] = self.events.get(event, 0) + amount
 
 
+@dataclass(frozen=True)
+class JointOutcome:
+    """What the joint stage adds to a disaggregation: alternatives found per user, its event counts, and whether
+    the clock safety net stopped it."""
+
+    alternatives: np.ndarray | None = None
+    events: dict[str, int] = field(default_factory=dict)
+    clock_limited: bool = False
+
+
 def initial_state(geometry: Geometry) -> JointState:
     n_users = geometry.counts.shape[0]
     lower = np.zeros((geometry.n_rounds, n_users), dtype=bool)
@@ -326,9 +336,8 @@ def _signature(state: JointState, user: int) -> int:
     return int(state.lower[:, user].sum()) * (state.lower.shape[0] + 1) + int(state.upper[:, user].sum())
 
 
-def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings, log=None) -> "JointOutcome":
+def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings, log=None) -> JointOutcome:
     """Peel, relax, branch and certify until nothing changes; updates `progress` (the caller's per-user state)."""
-    from attacks.disaggregation import JointOutcome
 
     solver = JointSolver(geometry, totals if geometry.exact else None, settings)
     state = initial_state(geometry)
