@@ -58,6 +58,9 @@ COLUMN_NOTES = {
     "horizon": "rounds per user the server kept the model frozen, where attack success is highest (worst cell)",
     "utility_drop_worst": "undefended minus defended test accuracy, same seed, a fraction; the cell with the largest "
                           "upper bound",
+    "psnr_share": "what inverting the recovered updates reveals, as a share of what each user's true update reveals "
+                  "(PSNR; 0 = no more than the round sums, 1 = as much), mean over cells at their longest horizon: "
+                  "group sums can give images away where no single update is recovered",
     "test_accuracy": "test accuracy of the defended model, mean over cells",
     "test_accuracy_undefended": "test accuracy without the defense, same seeds and cells",
     "epsilon": "headline epsilon (dp-accounting's PLD, replace-one adjacency, no amplification: this adversary sees "
@@ -325,14 +328,16 @@ def _html(summary: pd.DataFrame, columns: Sequence[str], plots: Sequence[str]) -
 
 
 BOARD_WIDTH = 120
-BOARD_HEADER = ("rank", "tier", "defense", "success [95% CI]", "named/anon", "hzn", "drop pts [95% CI]", "epsilon",
-                "overhead", "tasks")
+BOARD_HEADER = ("rank", "tier", "defense", "success [95% CI]", "named/anon", "hzn", "inv", "drop pts [95% CI]",
+                "epsilon", "overhead", "tasks")
 BOARD_LEGEND = (
     "rank: ! = has failed tasks, ranked below every complete defense. tier: utility drop whose upper 95% bound is <= 1,",
     "  3 or 5 accuracy points in every cell (>5 otherwise, ? unknown); ranked by attack success within a tier.",
     "success: share of users whose update the strongest attack recovered, in the defense's worst cell, at the",
     "  horizon hzn (rounds per user the model stayed frozen) where it recovers most; named/anon: of those, named or not.",
     "  *: the true participant columns would recover more somewhere (attack_success_ceiling): that zero is the attack's.",
+    "inv: what inverting the recovered updates reveals, as a share of what the true updates reveal (psnr_share: 0 = no",
+    "  more than the round sums, 1 = as much; mean over cells): group sums can leak images where no update is recovered.",
     "drop pts: undefended minus defended test accuracy (same seed), accuracy points, cell with the largest upper bound.",
     "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: PLD, replace-one, no amplification (the",
     "  adversary sees who took part), mean over cells, with what it protects: a user, an example or an event;",
@@ -399,6 +404,7 @@ def _board_row(row: pd.Series) -> list[str]:
         _success(row),
         MISSING if named == f"{MISSING}/{MISSING}" else named,
         MISSING if _is_missing(horizon) else f"{float(horizon):g}",
+        _fixed(row.get("psnr_share"), 2),
         _interval(row, "utility_drop_worst", 1, scale=100, sign=True),
         _epsilon(row),
         _fixed(row.get("overhead_checkins"), 2),
