@@ -27,6 +27,7 @@ LEADERBOARD_SCORES = (
     "attributed_success",
     "anonymous_success",
     "horizon",
+    "psnr_share_worst",
     "utility_drop_worst",
     "attack_success",
     "exact_column_rate",
@@ -58,9 +59,10 @@ COLUMN_NOTES = {
     "horizon": "rounds per user the server kept the model frozen, where attack success is highest (worst cell)",
     "utility_drop_worst": "undefended minus defended test accuracy, same seed, a fraction; the cell with the largest "
                           "upper bound",
-    "psnr_share": "what inverting the recovered updates reveals, as a share of what each user's true update reveals "
-                  "(PSNR; 0 = no more than the round sums, 1 = as much), mean over cells at their longest horizon: "
-                  "group sums can give images away where no single update is recovered",
+    "psnr_share_worst": "what inverting the recovered updates reveals, as a share of what each user's true update "
+                        "reveals (PSNR; 0 = no more than the round sums, 1 = as much), in the cell where it is highest "
+                        "among those where the true updates reveal more than the sums (each cell at its longest "
+                        "horizon): group sums can give images away where no single update is recovered",
     "test_accuracy": "test accuracy of the defended model, mean over cells",
     "test_accuracy_undefended": "test accuracy without the defense, same seeds and cells",
     "epsilon": "headline epsilon (dp-accounting's PLD, replace-one adjacency, no amplification: this adversary sees "
@@ -337,7 +339,7 @@ BOARD_LEGEND = (
     "  horizon hzn (rounds per user the model stayed frozen) where it recovers most; named/anon: of those, named or not.",
     "  *: the true participant columns would recover more somewhere (attack_success_ceiling): that zero is the attack's.",
     "inv: what inverting the recovered updates reveals, as a share of what the true updates reveal (psnr_share: 0 = no",
-    "  more than the round sums, 1 = as much; mean over cells): group sums can leak images where no update is recovered.",
+    "  more than the round sums, 1 = as much; its worst cell): group sums can leak images where no update is recovered.",
     "drop pts: undefended minus defended test accuracy (same seed), accuracy points, cell with the largest upper bound.",
     "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: PLD, replace-one, no amplification (the",
     "  adversary sees who took part), mean over cells, with what it protects: a user, an example or an event;",
@@ -404,7 +406,7 @@ def _board_row(row: pd.Series) -> list[str]:
         _success(row),
         MISSING if named == f"{MISSING}/{MISSING}" else named,
         MISSING if _is_missing(horizon) else f"{float(horizon):g}",
-        _fixed(row.get("psnr_share"), 2),
+        _fixed(row.get("psnr_share_worst"), 2),
         _interval(row, "utility_drop_worst", 1, scale=100, sign=True),
         _epsilon(row),
         _fixed(row.get("overhead_checkins"), 2),

@@ -47,7 +47,7 @@ AGGREGATED_SCORES = SUMMARY_SCORES
 RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "highspy", "opacus", "pandas",
                      "scikit-learn", "scikit-image", "torchmetrics", "dp-accounting")
 README_COLUMNS = ("rank", "tier", "defense", "attack_success_worst", "attributed_success_worst",
-                  "anonymous_success_worst", "horizon", "psnr_share", "utility_drop_worst", "test_accuracy",
+                  "anonymous_success_worst", "horizon", "psnr_share_worst", "utility_drop_worst", "test_accuracy",
                   "test_accuracy_undefended", "epsilon", "epsilon_level", "epsilon_utility", "overhead_checkins", "tasks",
                   "failed")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")

@@ -263,6 +263,16 @@ def _worst(cells: pd.DataFrame, score: str, key: pd.Series) -> dict:
             f"{score}_worst_high": row[f"{score}_high"], f"{score}_worst_cell": row["cell"]}
 
 
+def _revealing(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's psnr_share where inverting the true updates beats inverting the round sums (psnr_ceiling above
+    psnr_aggregate), NaN elsewhere. Where the true updates reveal no more than the sums (weights the server designed
+    to tell users apart invert to noise: 5.5 dB against 6.3 dB from the sums), a share of 1 only says that the
+    attack got as little as the true update gives, so such a cell cannot be the one whose inversions reveal most."""
+    if not len(cells) or not {"psnr_share", "psnr_ceiling", "psnr_aggregate"} <= set(cells.columns):
+        return pd.Series(np.nan, index=cells.index, dtype=float)
+    return cells["psnr_share"].where(cells["psnr_ceiling"] > cells["psnr_aggregate"])
+
+
 def _ceilings_worst(ok: pd.DataFrame) -> pd.Series:
     """Per defense, the highest attack_success_ceiling over its cells and horizons (mean over seeds): where the true
     participants would give most. Above attack_success_worst, some zero is the attack's, not the defense's."""
@@ -293,6 +303,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     succeeds most; `attack_success_ceiling_worst`: the highest attack_success_ceiling over cells and horizons;
     `utility_drop_worst` (+ `_low`, `_high`, `_cell`): the cell with the largest upper bound on the
     drop, which sets the tier (the point estimate where a cell has one seed; unknown if any cell lacks a drop);
+    `psnr_share_worst` (+ `_low`, `_high`, `_cell`): the cell whose inversions reveal most (_revealing);
     `epsilon_level`: what its epsilon protects (epsilon_levels). Defenses whose every task failed keep a row with NaN scores, ranked last.
     """
     _check(results)
@@ -323,6 +334,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             row[column if column == HORIZON else f"{column}_worst"] = math.nan if worst is None else mine.loc[worst, column]
         row["attack_success_ceiling_worst"] = float(ceilings.get(defense, math.nan))
         row["epsilon_level"] = levels.get(defense, math.nan)
+        row |= _worst(mine, "psnr_share", _revealing(mine))  # the cell whose inversions reveal most
         bound = mine["utility_drop_high"].fillna(mine["utility_drop"]) if len(mine) else pd.Series(dtype=float)
         row |= _worst(mine, "utility_drop", bound)
         row["utility_drop_bound"] = bound.max() if len(bound) and bound.notna().all() else math.nan  # every cell

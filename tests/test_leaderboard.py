@@ -505,12 +505,15 @@ def test_the_board_marks_a_zero_the_true_participants_would_beat() -> None:
 def test_the_board_shows_what_inversion_reveals_beside_attack_success() -> None:
     """Fixed groups stop the attack from recovering any user's own update, yet inverting a group's sum can still give
     images away: the board shows that share next to attack success, so a low success does not read as safety."""
-    rows = [task("groups", s, attack_success=0.1, psnr_share=0.6) for s in (0, 1)]
-    rows += [task("dp", s, attack_success=0.0, psnr_share=0.0) for s in (0, 1)]
+    rows = [task("groups", s, cell=c, attack_success=0.1, psnr_share=share, psnr_ceiling=ceiling, psnr_aggregate=7.0)
+            for s in (0, 1) for c, share, ceiling in (("a", 0.6, 14.0), ("b", 0.2, 14.0), ("c", 1.0, 5.5))]
+    rows += [task("dp", s, attack_success=0.0, psnr_share=0.0, psnr_ceiling=14.0, psnr_aggregate=7.0) for s in (0, 1)]
     board = render(summarize(pd.DataFrame(rows)), "board").splitlines()
     header = board[0]
     assert header.index("hzn") < header.index("inv") < header.index("drop pts")
     lines = {line.split()[2]: line for line in board[1:3]}
     column = slice(header.index("inv") - 1, header.index("inv") + len("inv"))  # right-aligned under a 3-letter head
+    # the worst cell, not the mean; and not cell c, whose true updates invert worse than the sums (a share of 1 there
+    # says only that the attack got as little as the true update gives)
     assert lines["groups"][column].strip() == "0.60" and lines["dp"][column].strip() == "0.00"
     assert max(len(line) for line in board) <= BOARD_WIDTH
