@@ -19,6 +19,7 @@ import numpy as np
 from attacks.adaptive import public_groups, recover
 from attacks.anonymous import (
     ALONE_ITERATIONS, ALONE_WORK_LIMIT, EXACT_RESIDUAL, binary_vectors, drop_composites, long_sweeps_reach, residuals,
+    settled_vectors,
 )
 from attacks.attribution import assign, independent, log_likelihoods
 from attacks.disaggregation import Disaggregation, least_squares
@@ -120,6 +121,8 @@ def anonymous_recovery(
     # Smallest support first when exact (a sum of columns comes after its parts), best fit first under noise.
     order = np.lexsort((found.sum(axis=0), fit)) if noise else np.argsort(found.sum(axis=0), kind="stable")
     kept = found[:, independent(found, order)[: basis.shape[1]]] if found.shape[1] else found
+    if not noise and observation.totals is not None and groups is None:
+        kept = _peeled(basis, kept, observation.totals)
     participants = np.zeros((aggregates.shape[0], observation.n_users), dtype=np.uint8)
     status = ["unattributed"] * observation.n_users
     if observation.counts is not None and kept.shape[1]:
@@ -150,6 +153,20 @@ def anonymous_recovery(
         wall_seconds=0.0,
     )
     return Recovery("anonymous", result, kept.astype(np.uint8), updates, groups)
+
+
+def _peeled(basis: np.ndarray, kept: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """`kept` (exact sums, smallest support first) with the columns the totals lead to (settled_vectors), until they
+    lead to no more."""
+    while 0 < kept.shape[1] < basis.shape[1]:
+        more = settled_vectors(basis, kept, totals)
+        merged = drop_composites(np.unique(np.hstack([kept, more]).astype(np.uint8), axis=1).astype(np.float64))
+        merged = merged[:, residuals(basis, merged) <= EXACT_RESIDUAL]
+        grown = merged[:, independent(merged, np.argsort(merged.sum(axis=0), kind="stable"))[: basis.shape[1]]]
+        if grown.shape[1] <= kept.shape[1]:
+            return kept
+        kept = grown
+    return kept
 
 
 def _short_of_columns(basis: np.ndarray, columns: np.ndarray, noise: bool) -> bool:
