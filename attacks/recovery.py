@@ -99,10 +99,7 @@ def anonymous_recovery(
     """
     aggregates = observation.aggregates
     groups = public_groups(observation.defense_parameters, observation.n_users)
-    distinct_users = observation.n_users if groups is None else len(np.unique(groups))
-    if left is None or singular is None:
-        left, singular = searched_subspace(aggregates, distinct_users, noise)
-    basis = column_space(aggregates, distinct_users, noise, (left, singular))
+    basis = _count_free_basis(observation, noise, None if left is None or singular is None else (left, singular))
     search = partial(binary_vectors, basis, settings.accepted_residual / NOISE_GAP, gap=NOISE_GAP) if noise else \
         partial(binary_vectors, basis)
     found = search().columns
@@ -113,14 +110,7 @@ def anonymous_recovery(
     # before, and noisy-counts(scale=1) scored 0.24 to 0.75 where no-analytics, publishing less, gave 0.87 to 0.92.
     if _short_of_columns(basis, found, noise) and long_sweeps_reach(basis):
         found = np.hstack([found, search(iterations=ALONE_ITERATIONS, work_limit=ALONE_WORK_LIMIT).columns])
-    found = np.unique(found.astype(np.uint8), axis=1).astype(np.float64) if found.shape[1] else found
-    found = drop_composites(found)
-    fit = residuals(basis, found)
-    if not noise:  # exact sums: a column outside col(A) (a wrong named column) is no candidate
-        found, fit = found[:, fit <= EXACT_RESIDUAL], fit[fit <= EXACT_RESIDUAL]
-    # Smallest support first when exact (a sum of columns comes after its parts), best fit first under noise.
-    order = np.lexsort((found.sum(axis=0), fit)) if noise else np.argsort(found.sum(axis=0), kind="stable")
-    kept = found[:, independent(found, order)[: basis.shape[1]]] if found.shape[1] else found
+    kept = _independent_columns(basis, found, noise)
     if not noise and observation.totals is not None and groups is None:
         kept = _peeled(basis, kept, observation.totals)
     participants = np.zeros((aggregates.shape[0], observation.n_users), dtype=np.uint8)
@@ -155,14 +145,32 @@ def anonymous_recovery(
     return Recovery("anonymous", result, kept.astype(np.uint8), updates, groups)
 
 
+def _count_free_basis(observation: Observation, noise: bool, subspace: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """col(A)'s basis as the count-free search sees it: one dimension per user, or per public group."""
+    groups = public_groups(observation.defense_parameters, observation.n_users)
+    distinct_users = observation.n_users if groups is None else len(np.unique(groups))
+    if subspace is None:
+        subspace = searched_subspace(observation.aggregates, distinct_users, noise)
+    return column_space(observation.aggregates, distinct_users, noise, subspace)
+
+
+def _independent_columns(basis: np.ndarray, found: np.ndarray, noise: bool) -> np.ndarray:
+    """The distinct candidates, sums of found columns dropped, that each raise the rank, at most col(A)'s dimensions."""
+    found = np.unique(found.astype(np.uint8), axis=1).astype(np.float64) if found.shape[1] else found
+    found = drop_composites(found)
+    fit = residuals(basis, found)
+    if not noise:  # exact sums: a column outside col(A) (a wrong named column) is no candidate
+        found, fit = found[:, fit <= EXACT_RESIDUAL], fit[fit <= EXACT_RESIDUAL]
+    # Smallest support first when exact (a sum of columns comes after its parts), best fit first under noise.
+    order = np.lexsort((found.sum(axis=0), fit)) if noise else np.argsort(found.sum(axis=0), kind="stable")
+    return found[:, independent(found, order)[: basis.shape[1]]] if found.shape[1] else found
+
+
 def _peeled(basis: np.ndarray, kept: np.ndarray, totals: np.ndarray) -> np.ndarray:
     """`kept` (exact sums, smallest support first) with the columns the totals lead to (settled_vectors), until they
     lead to no more."""
     while 0 < kept.shape[1] < basis.shape[1]:
-        more = settled_vectors(basis, kept, totals)
-        merged = drop_composites(np.unique(np.hstack([kept, more]).astype(np.uint8), axis=1).astype(np.float64))
-        merged = merged[:, residuals(basis, merged) <= EXACT_RESIDUAL]
-        grown = merged[:, independent(merged, np.argsort(merged.sum(axis=0), kind="stable"))[: basis.shape[1]]]
+        grown = _independent_columns(basis, np.hstack([kept, settled_vectors(basis, kept, totals)]), noise=False)
         if grown.shape[1] <= kept.shape[1]:
             return kept
         kept = grown
@@ -260,8 +268,7 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     anonymous = anonymous_recovery(observation, settings, noise, adaptive if adaptive is not None else static, left, singular)
     seconds = time.perf_counter() - started
     recoveries.append(replace(anonymous, disaggregation=replace(anonymous.disaggregation, wall_seconds=seconds)))
-    distinct_users = observation.n_users if groups is None else len(np.unique(groups))
-    basis = column_space(observation.aggregates, distinct_users, noise, (left, singular))
+    basis = _count_free_basis(observation, noise, (left, singular))
     if observation.counts is not None or _short_of_columns(basis, anonymous.columns.astype(np.float64), noise):
         recoveries.extend(prefix_recoveries(observation, given))  # the prefix decides its own noise mode
     return recoveries
