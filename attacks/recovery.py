@@ -7,7 +7,8 @@
   declared mechanism (attacks/attribution.py); every found column's update is recovered,
   named or not. Without per-user counts nothing is named;
 - prefix: a server may ignore rounds, so it also runs the named attacks on the first 1/2 and 1/4
-  of the rounds (whole analytics windows): more rounds then never leave it weaker than fewer.
+  of the rounds (whole analytics windows): more rounds then never leave it weaker than fewer. The
+  anonymous attack runs there too where the whole run's count-free search fell short for want of work.
 """
 
 import time
@@ -202,7 +203,7 @@ def extended(result: Disaggregation, aggregates: np.ndarray) -> Disaggregation:
     return replace(result, participants=np.vstack([first, later]))
 
 
-def prefix_recoveries(observation: Observation, settings: AttackSettings) -> list[Recovery]:
+def prefix_recoveries(observation: Observation, settings: AttackSettings, count_free: bool = False) -> list[Recovery]:
     """The named attacks (static, and adaptive where the defense publishes parameters) on the first 1/s of the
     rounds, s in PREFIX_SHARES, cut at whole analytics windows and kept where that leaves more rounds than users;
     each an attempt named `prefix`, its updates the prefix's, its columns carried to every round (extended) where
@@ -210,7 +211,9 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
 
     Without per-user counts the count-free search is the only attack, and its fixed work buys fewer sweeps as the
     rounds grow (no-analytics, 100 users: 0.896, 0.730 and 0 of them at 1200, 2400 and 4800 rounds), so there the
-    prefix attempts are the anonymous attack on the first rounds."""
+    prefix attempts are the anonymous attack on the first rounds. Where counts are published, `count_free` (the
+    full run fell short of col(A) where its long sweeps could not afford a start per dimension) adds the anonymous
+    attack beside the named ones: a server can ignore counts it cannot use as well as rounds."""
     window, n_rounds = observation.window, observation.aggregates.shape[0]
     lengths = sorted({n_rounds // share // window * window for share in PREFIX_SHARES}, reverse=True)
     groups = public_groups(observation.defense_parameters, observation.n_users)
@@ -222,10 +225,7 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
         if noise:
             left, singular = searched_subspace(first.aggregates, observation.n_users, True, (left, singular))
         if first.counts is None:
-            anonymous = anonymous_recovery(first, replace(settings, noise=noise), noise, None, left, singular)
-            attempts.append(replace(anonymous, attack="prefix", columns=_padded(anonymous.columns, n_rounds),
-                                    disaggregation=extended(anonymous.disaggregation, observation.aggregates),
-                                    claimed_rounds=length))
+            attempts.append(_anonymous_attempt(observation, first, replace(settings, noise=noise), None, left, singular))
             continue
         static = recover(first, replace(settings, noise=noise, adaptive=False), (left, singular))
         results = [(static, None)]
@@ -235,7 +235,21 @@ def prefix_recoveries(observation: Observation, settings: AttackSettings) -> lis
             attempt = named_recovery("prefix", extended(result, observation.aggregates), named_groups)
             claimed = None if result.participants.any(axis=0).all() else length
             attempts.append(replace(attempt, claimed_rounds=claimed))
+        if count_free:
+            attempts.append(_anonymous_attempt(observation, first, replace(settings, noise=noise), results[-1][0], left,
+                                               singular))
     return attempts
+
+
+def _anonymous_attempt(observation: Observation, first: Observation, settings: AttackSettings,
+                       named: Disaggregation | None, left: np.ndarray, singular: np.ndarray) -> Recovery:
+    """The anonymous attack on the first rounds (`first`), beside the prefix's named columns, as a `prefix` attempt:
+    its columns 0 on the later rounds, its names carried to them (extended) where it names every user."""
+    anonymous = anonymous_recovery(first, settings, settings.noise, named, left, singular)
+    carried = extended(anonymous.disaggregation, observation.aggregates)
+    claimed = None if carried.participants.any(axis=0).all() and first.counts is not None else first.aggregates.shape[0]
+    return replace(anonymous, attack="prefix", columns=_padded(anonymous.columns, observation.aggregates.shape[0]),
+                   disaggregation=carried, claimed_rounds=claimed)
 
 
 def _padded(columns: np.ndarray, n_rounds: int) -> np.ndarray:
@@ -245,7 +259,8 @@ def _padded(columns: np.ndarray, n_rounds: int) -> np.ndarray:
 
 def run_attacks(observation: Observation, settings: AttackSettings) -> list[Recovery]:
     """Every attack on one observation: static; adaptive when the defense publishes parameters; anonymous; prefix
-    (of the named attacks where counts are published, of the anonymous one where not).
+    (of the named attacks where counts are published, and of the anonymous one where none are or where the count-free
+    search fell short at a horizon too long for its long sweeps).
 
     One singular value decomposition of the aggregates serves the first three (at 100 users and 1200 rounds of
     LeNet updates it is seconds, and there were four); under noise, one more of the coordinates that carry signal."""
@@ -269,6 +284,7 @@ def run_attacks(observation: Observation, settings: AttackSettings) -> list[Reco
     seconds = time.perf_counter() - started
     recoveries.append(replace(anonymous, disaggregation=replace(anonymous.disaggregation, wall_seconds=seconds)))
     basis = _count_free_basis(observation, noise, (left, singular))
-    if observation.counts is not None or _short_of_columns(basis, anonymous.columns.astype(np.float64), noise):
-        recoveries.extend(prefix_recoveries(observation, given))  # the prefix decides its own noise mode
+    short = _short_of_columns(basis, anonymous.columns.astype(np.float64), noise)
+    if observation.counts is not None or short:  # the prefix decides its own noise mode
+        recoveries.extend(prefix_recoveries(observation, given, count_free=short and not long_sweeps_reach(basis)))
     return recoveries
