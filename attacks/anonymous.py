@@ -116,11 +116,11 @@ def anchor_work(basis: np.ndarray, iterations: int) -> float:
     return float(iterations) * basis.shape[0] * max(4 * basis.shape[1], ELEMENTWISE_FLOOR)
 
 
-def long_sweeps_reach(basis: np.ndarray) -> bool:
-    """Whether the long sweeps' work affords at least one anchored start per dimension of col(A): at n = 100,
+def long_sweeps_reach(basis: np.ndarray, starts: float = 1.0) -> bool:
+    """Whether the long sweeps' work affords at least `starts` anchored starts per dimension of col(A): at n = 100,
     T = 1200 it affords 208 (and found 91 columns); at n = 1000, T = 12000 two, which could find two columns
     in a minute, so they are not run there."""
-    return ALONE_WORK_LIMIT / anchor_work(basis, ALONE_ITERATIONS) >= basis.shape[1]
+    return ALONE_WORK_LIMIT / anchor_work(basis, ALONE_ITERATIONS) >= starts * basis.shape[1]
 
 
 def settled_vectors(basis: np.ndarray, columns: np.ndarray, totals: np.ndarray) -> np.ndarray:
