@@ -153,8 +153,8 @@ def test_without_counts_more_rounds_never_leave_the_count_free_attack_weaker(mon
 
 def test_counts_the_named_attacks_cannot_use_never_leave_the_count_free_prefix_unused(monkeypatch):
     """A server can ignore counts as well as rounds: where counts are published but the named attacks cannot use them
-    (noisy-counts(scale=1)), and the count-free search fell short where its long sweeps could not afford a start per
-    dimension, the prefix attempts run it on the first rounds too. Before, only the named attacks ran there: 0.65 at
+    (noisy-counts(scale=1)), and the count-free search fell short where its long sweeps could not afford two starts
+    per dimension, the prefix attempts run it on the first rounds too. Before, only the named attacks ran there: 0.65 at
     the shape of the test above (60 users, 2400 rounds), where no-analytics, publishing less, lost 0.98 through its
     count-free prefix. The named attacks' work is cut to a few solves: they cannot use these counts anyway."""
     import attacks.anonymous
