@@ -268,7 +268,7 @@ def _anonymous_attempt(observation: Observation, first: Observation, settings: A
     its columns 0 on the later rounds, its names carried to them (extended) where it names every user."""
     anonymous = anonymous_recovery(first, settings, settings.noise, named, left, singular)
     carried = extended(anonymous.disaggregation, observation.aggregates)
-    claimed = None if carried.participants.any(axis=0).all() and first.counts is not None else first.aggregates.shape[0]
+    claimed = None if carried.participants.any(axis=0).all() else first.aggregates.shape[0]  # without counts: nobody named
     return replace(anonymous, attack="prefix", columns=_padded(anonymous.columns, observation.aggregates.shape[0]),
                    disaggregation=carried, claimed_rounds=claimed)
 
