@@ -36,6 +36,10 @@ from attacks.geometry import numerical_rank
 from attacks.projection_search import RELAXATION
 
 
+# A start whose step moved no entry by this much sits at a fixed point (its projection binary to within it): the
+# sweep drops it, as every later iteration would return the same vector (n = 100, T = 1200: 15 of a long sweep's 17
+# starts get there, most by iteration 1500 of 5000).
+CONVERGED = 1e-9
 EXACT_RESIDUAL = 1e-6  # relative distance to col(A) below which a binary vector lies in it (exact sums)
 # Floating-point operations the whole search may spend (about 10 s on one core): at n = 20, T = 60 every round
 # anchors a start in every restart; at paper scale (n = 1000, T = 1500) a seeded sample of a few rounds does.
@@ -81,15 +85,22 @@ def _sweep(
     columns = np.arange(len(anchors))
     seen = np.zeros((n_rounds, 0))
     for iteration in range(iterations):
+        if state.shape[1] == 0:
+            break
         on_subspace = basis @ (basis.T @ state)
         rounded = (2.0 * on_subspace - state > 0.5).astype(np.float64)
         rounded[anchors, columns] = 1.0
-        state += RELAXATION * (rounded - on_subspace)
+        step = rounded - on_subspace
+        state += RELAXATION * step
         if (iteration + 1) % check_every == 0:
             checked = (on_subspace > 0.5).astype(np.float64)
             fitting = checked[:, residuals(basis, checked) <= tolerance]
             if fitting.shape[1]:
                 seen = distinct_columns(np.hstack([seen, fitting]))
+            moving = np.abs(step).max(axis=0) >= CONVERGED
+            if not moving.all():  # fixed points: their checked vector is in `seen` and stays what it is
+                state, anchors = state[:, moving], anchors[moving]
+                columns = np.arange(len(anchors))
     return seen
 
 

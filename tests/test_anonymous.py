@@ -236,3 +236,17 @@ def test_distinct_columns_keep_np_uniques_order():
         expected = np.unique(nonempty.astype(np.uint8), axis=1).astype(np.float64) if nonempty.shape[1] else nonempty
         got = distinct_columns(columns)
         assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_dropping_starts_at_a_fixed_point_changes_no_column_found(monkeypatch):
+    """A start whose step no longer moves any entry returns the same vector at every later check, so the sweep drops
+    it (1.8x to 7x on the long sweeps at n = 100, benchmarks/converged_starts.py): the columns found, and their
+    order, must be those of iterating every start to the end."""
+    import attacks.anonymous
+
+    instance = make_instance(60, 720, 10, 0.3, seed=0)
+    basis = column_space(instance.aggregates, 60, False)
+    dropped = binary_vectors(basis, iterations=2000).columns
+    monkeypatch.setattr(attacks.anonymous, "CONVERGED", -1.0)
+    kept = binary_vectors(basis, iterations=2000).columns
+    assert dropped.shape[1] >= 30 and np.array_equal(dropped, kept)
