@@ -50,9 +50,12 @@ def share(recovered: float, floor: float, ceiling: float) -> float:
     Clipped because a narrow range would blow noise up (0.1 against a floor of 0.95 and a ceiling
     of 1.0 is -17): below the floor disaggregation gained nothing, and the raw columns keep the rest.
     When ceiling equals floor there is no range: 1.0 if recovered reaches the ceiling, else 0.0.
-    NaN only when a side is NaN (nothing to score, e.g. synthetic updates).
+    NaN when a side is NaN (nothing to score, e.g. synthetic updates) and when the ceiling lies below the floor:
+    the true updates reveal less than the round sums (weights a server designed to tell users apart invert to
+    5.5 dB against 6.3 dB from the sums), so there is no gain to take a share of; the formula gave 1.0 there to an
+    attack that recovered every update (and more the further below the floor it landed), which read as a full leak.
     """
-    if any(math.isnan(value) for value in (recovered, floor, ceiling)):
+    if any(math.isnan(value) for value in (recovered, floor, ceiling)) or ceiling < floor - EQUAL:
         return math.nan
     if abs(ceiling - floor) <= EQUAL:
         return 1.0 if recovered >= ceiling - EQUAL else 0.0

@@ -267,7 +267,9 @@ def _revealing(cells: pd.DataFrame) -> pd.Series:
     """Each cell's psnr_share where inverting the true updates beats inverting the round sums (psnr_ceiling above
     psnr_aggregate), NaN elsewhere. Where the true updates reveal no more than the sums (weights the server designed
     to tell users apart invert to noise: 5.5 dB against 6.3 dB from the sums), a share of 1 only says that the
-    attack got as little as the true update gives, so such a cell cannot be the one whose inversions reveal most."""
+    attack got as little as the true update gives, so such a cell cannot be the one whose inversions reveal most.
+    Tasks scored since 2026-12-04 hold NaN there already (benchmark.scoring.share); this keeps the 1.0 of entries
+    scored before out as well."""
     if not len(cells) or not {"psnr_share", "psnr_ceiling", "psnr_aggregate"} <= set(cells.columns):
         return pd.Series(np.nan, index=cells.index, dtype=float)
     return cells["psnr_share"].where(cells["psnr_ceiling"] > cells["psnr_aggregate"])
