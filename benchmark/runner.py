@@ -86,6 +86,10 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
             row["task_seconds"] = time.perf_counter() - started
             return row
         observation, truth = (simulator or simulate)(task.scenario, defense)
+        if not truth.participants.any():  # every score would be that of an empty federation
+            row["status"] = f"{NOT_APPLICABLE}: no user contributed to any of the {task.scenario.n_rounds} rounds"
+            row["task_seconds"] = time.perf_counter() - started
+            return row
         attempts = run_attacks(observation, replace(task.attack, device=device))
         recovery_scores = [score_recovery(recovery, truth) for recovery in attempts]
         success = [scores["attack_success"] for scores in recovery_scores]

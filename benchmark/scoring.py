@@ -221,6 +221,9 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
     `anonymous_success`: recovered but not attributed.
     An exact column alone is not enough: under fixed groups, or noise, a user's column can be right
     while only a group sum, or a noisy estimate, comes out.
+    The three shares count users who took part in some round: one who never did has no update in the sums to
+    lose, and counting them as protected would credit the defense with the scenario's chance (NaN where nobody
+    took part).
     """
     named = recovery.disaggregation
     columns_exact = (named.participants == truth.participants).all(axis=0)
@@ -232,10 +235,12 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
     # A user attributed its own update has lost it even when the one-to-one matching gave that vector to
     # another user (members of a fixed group with near-identical updates share one group mean).
     recovered = (np.nan_to_num(matched, nan=-1.0) >= SUCCESS_COSINE) | attributed
+    took_part = truth.participants.any(axis=0)
+    share = (lambda users: float(users[took_part].mean()) if took_part.any() else math.nan)
     return {
-        "attack_success": float(recovered.mean()),
-        "attributed_success": float(attributed.mean()),
-        "anonymous_success": float((recovered & ~attributed).mean()),
+        "attack_success": share(recovered),
+        "attributed_success": share(attributed),
+        "anonymous_success": share(recovered & ~attributed),
         "exact_column_rate": float(columns_exact.mean()),
         "entry_accuracy": float((named.participants == truth.participants).mean()),
         "update_cosine": float(cosines.mean()),

@@ -15,6 +15,7 @@ from attacks.recovery import named_recovery
 from attacks.settings import AttackSettings
 from benchmark.cli import main
 from benchmark.columns import SCORE_COLUMNS
+from benchmark.errors import BenchmarkError
 from benchmark.metrics import PSNR_CAP, lpips_unavailable, majority_share, property_auc
 from benchmark.scenario import Scenario
 from benchmark.scoring import SHARE_COLUMNS, score, share, success_ceiling
@@ -295,6 +296,24 @@ def test_the_success_ceiling_is_what_the_true_participants_give():
     together[:, 1] = together[:, 0]
     paired = replace(truth, participants=together)
     assert success_ceiling(together @ updates, paired) == pytest.approx(18 / 20)
+
+
+def test_users_who_never_took_part_are_not_counted_as_protected():
+    """A user with no round has no update in the sums to lose: success counts the users who took part (it read 0.0,
+    a perfect defense, for a cell where nobody took part), and is NaN where nobody did."""
+    rng = np.random.default_rng(1)
+    participants = (rng.random((200, 20)) < 0.3).astype(np.uint8)
+    participants[:, 10:] = 0  # half the users never take part
+    updates = rng.standard_normal((20, 50))
+    truth = GroundTruth(participants, updates, np.zeros((0,)), np.zeros((0,)), 1, 0.0, 0.0)
+    assert success_ceiling(participants @ updates, truth) == 1.0  # every user who took part, not 10 of 20
+    nobody = replace(truth, participants=np.zeros_like(participants))
+    assert math.isnan(success_ceiling(np.zeros((200, 50)), nobody))
+
+
+def test_a_cell_where_users_take_part_in_under_one_round_on_average_is_refused():
+    with pytest.raises(BenchmarkError, match="participation \\* n_rounds"):
+        Scenario(name="empty", n_users=4, n_rounds=12, participation=1e-300, window=3)
 
 
 def test_an_attack_that_recovers_the_true_matrix_scores_its_ceiling_under_fixed_groups():
