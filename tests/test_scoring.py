@@ -316,6 +316,19 @@ def test_a_cell_where_users_take_part_in_under_one_round_on_average_is_refused()
         Scenario(name="empty", n_users=4, n_rounds=12, participation=1e-300, window=3)
 
 
+def test_a_task_where_nobody_contributed_is_not_applicable(tmp_path, capsys):
+    """Seed 85 of this cell draws nobody in either round (a chance of 1 in 16): its scores would be an empty
+    federation's, so the row says so instead of scoring the defense."""
+    suite = tmp_path / "empty.toml"
+    suite.write_text('name = "empty"\nversion = "1"\nseeds = [85]\n[[defenses]]\nname = "none"\n[[cells]]\nname = "two"\n'
+                     'n_users = 2\nn_rounds = 2\nparticipation = 0.5\nwindow = 1\nupdate_kind = "synthetic"\n')
+    main(["run", "--suite", str(suite), "--results", str(tmp_path / "results"), "--quiet"])
+    row = pd.read_parquet(tmp_path / "results" / "empty" / "results.parquet").iloc[0]
+    assert row["status"] == "not applicable: no user contributed to any of the 2 rounds"
+    assert math.isnan(row["attack_success"])
+    capsys.readouterr()
+
+
 def test_an_attack_that_recovers_the_true_matrix_scores_its_ceiling_under_fixed_groups():
     """The ceiling is scored as attacks are (one update per distinct column, matched one-to-one): it once counted
     only each user's own least-squares update, and an attack on fixed groups scored above it (0.23 against 0.20
