@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,26 +38,33 @@ SCHEDULER_CONNECT_SECONDS = 10.0
 
 
 def _check_scheduler(address: str) -> None:
-    """BenchmarkError, before any work, for an address Dask cannot parse (one it can parse may still not answer)."""
+    """BenchmarkError, before any work, for an address that is not tcp://HOST:PORT (or HOST:PORT) or where nothing
+    answers: a run of one task runs it here without connecting, and another scheme (tls, ws, ucx, inproc) went
+    unchecked, so such an address went unnoticed, or failed after the work with a traceback."""
+    import socket
+
     from distributed.comm.addressing import parse_address, parse_host_port
-    from distributed.comm.registry import get_backend
 
     try:
         scheme, location = parse_address(address)
-        get_backend(scheme)
-        if scheme in ("tcp", "tls", "ws", "wss"):
-            host, port = parse_host_port(location)
-            if not 0 < port < 65536 or not host or any(c.isspace() for c in host):
-                raise ValueError(f"host {host!r} and port {port} must be a host name and a port in 1-65535")
+        if scheme != "tcp":
+            raise BenchmarkError(f"--scheduler {address!r}: only tcp:// addresses are supported, not {scheme}://; give tcp://HOST:PORT")
+        host, port = parse_host_port(location)
+        if not 0 < port < 65536 or not host or any(c.isspace() for c in host):
+            raise ValueError(f"host {host!r} and port {port} must be a host name and a port in 1-65535")
     except (ValueError, TypeError) as error:
         raise BenchmarkError(f"--scheduler {address!r} is not a Dask scheduler address: {error}") from None
-    if scheme == "tcp":  # a run of one task runs it here without connecting: an address nobody answers went unnoticed
-        import socket
+    try:
+        socket.create_connection((host, port), timeout=SCHEDULER_CONNECT_SECONDS).close()
+    except OSError as error:
+        raise BenchmarkError(f"--scheduler {address}: nothing answers there ({error.strerror or error})") from None
 
-        try:
-            socket.create_connection((host, port), timeout=SCHEDULER_CONNECT_SECONDS).close()
-        except OSError as error:
-            raise BenchmarkError(f"--scheduler {address}: nothing answers there ({error.strerror or error})") from None
+
+def _check_named(folders: dict[str, str]) -> None:
+    """BenchmarkError for an empty folder option (flag: value): the command would write into the current folder."""
+    for flag, value in folders.items():
+        if not value:
+            raise BenchmarkError(f"{flag} '' does not name a folder; give one")
 
 
 def _load_array(path: str, what: str) -> np.ndarray:
@@ -99,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from leaderboard.render import render
     from leaderboard.summary import summarize
 
+    _check_named({"--results": args.results})
     if args.task_timeout is not None and not 0 < args.task_timeout < 1e9:
         raise BenchmarkError("--task-timeout must be a positive number of seconds")
     executor = _executor(args)
@@ -287,7 +296,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.render import render
     from leaderboard.summary import check_table, summarize
 
-    from benchmark.store import check_output_file
+    from benchmark.store import check_output_file, look_up
 
     if args.out is not None:
         if not args.out or args.out.endswith(("/", os.sep)):
@@ -296,7 +305,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from leaderboard.submission import render_readme
 
         out = Path(args.out) if args.out else Path(args.entries).parent / "README.md"
-        if out.suffix == ".json" and out.resolve().parent == Path(args.entries).resolve():
+        if out.suffix == ".json" and look_up(out, "--out").parent == look_up(Path(args.entries), "--entries"):
             raise BenchmarkError(f"--out {out} would overwrite an entry of {args.entries} with the README; give a .md file")
         check_output_file(out, "--out", keep=(Path(args.entries),))
         write_atomically(out, render_readme(args.entries).encode())
@@ -363,6 +372,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from leaderboard.render import render
     from leaderboard.submission import parse_parameters, submit
 
+    _check_named({"--results": args.results, "--entries": args.entries})
     submission = submit(
         args.defense, parse_parameters(args.param or []), args.suite, args.name, args.results, args.entries,
         _executor(args), overwrite=args.overwrite, progress=not args.quiet,
@@ -484,13 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BenchmarkError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `disaggbench list | head -1`: the reader has what it wanted
         _silence_stdout()
         return 0
     except OSError as error:  # a disk that fills up or a folder that vanishes while writing: one line, no traceback
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; outputs are written whole or not at all, and a suite run resumes from its finished tasks", file=sys.stderr)
@@ -503,6 +513,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: the GPU ran out of memory ({str(error).splitlines()[0]}); run with --device cpu", file=sys.stderr)
         return 2
+
+
+def _one_line(text: str) -> str:
+    """`text` with each control character (newline, tab, ESC), line separator or invisible format character written
+    as Python escapes it (\\n, \\x1b, \\u2028): an error stays one line whatever a path in it holds, and cannot drive
+    the terminal; other text, non-ASCII included, is left readable."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+                   for c in text)
 
 
 def _out_of_gpu_memory(error: BaseException) -> bool:

@@ -1,5 +1,6 @@
 """The results store: one JSON file per task (the resume cache) and the tidy table built from them."""
 
+import errno
 import json
 import math
 import os
@@ -62,11 +63,33 @@ def _stored_by_the_tool(path: Path) -> bool:
     return False
 
 
+def _unreachable(what: str, path: Path, reason: str) -> BenchmarkError:
+    """The error for a path the system refuses to look up or create, naming the option (`what`) and the reason."""
+    return BenchmarkError(f"{what}: {reason.lower()}: {path}")
+
+
+def look_up(path: Path, what: str) -> Path:
+    """`path` resolved; BenchmarkError naming `what` where the system cannot look it up: a name too long for the file
+    system, a loop of symbolic links (Python 3.11's Path.resolve raises RuntimeError on one), a folder it may not
+    search. A path that does not exist yet, or lies under a file, passes: the callers name those."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as error:
+        raise _unreachable(what, path, error.strerror or str(error)) from None
+    try:
+        return path.resolve()
+    except RuntimeError:
+        raise _unreachable(what, path, os.strerror(errno.ELOOP)) from None
+
+
 def check_output_file(path: Path, what: str, keep: tuple[Path, ...] = (), replaces_stored: bool = False) -> None:
     """BenchmarkError, before any work, when `path` cannot be written as a file, or when writing it would replace
     something other than a plain file (a device such as /dev/null, a pipe, a symbolic link's target) or a file
     inside one of the `keep` folders or stored by the tool anywhere (results, entries: a rendered table is never
     written over them; `replaces_stored`: the caller is the tool replacing what it stored, as `submit --overwrite`)."""
+    resolved = look_up(path, what)
     if path.is_dir():
         raise BenchmarkError(f"{what} {path} is a directory; give a file name")
     if path.is_symlink():
@@ -76,7 +99,7 @@ def check_output_file(path: Path, what: str, keep: tuple[Path, ...] = (), replac
     if path.is_file() and path.suffix.lower() in INPUT_SUFFIXES:
         raise BenchmarkError(f"{what} {path} is an existing {path.suffix} file, which the tool reads, never writes; write elsewhere")
     for folder in keep:
-        if folder.is_dir() and path.resolve().is_relative_to(folder.resolve()):
+        if folder.is_dir() and resolved.is_relative_to(folder.resolve()):
             raise BenchmarkError(f"{what} {path} lies inside {folder}, which holds what the tool stored; write elsewhere")
     if not replaces_stored and path.is_file() and _stored_by_the_tool(path):
         raise BenchmarkError(f"{what} {path} is a stored result or leaderboard entry; write elsewhere")
@@ -84,13 +107,16 @@ def check_output_file(path: Path, what: str, keep: tuple[Path, ...] = (), replac
 
 
 def _existing_ancestor(path: Path, what: str) -> Path:
-    """The nearest of `path` and its parents that exists; BenchmarkError at a symbolic link to nothing on the way
-    (creating the folder would fail there, after the work)."""
-    folder = path
+    """The nearest of `path` and its parents that exists; BenchmarkError at a symbolic link to nothing on the way, or
+    a name there too long for that folder's file system (creating the folder would fail there, after the work)."""
+    folder, missing = path, []
     while not folder.exists() and folder != folder.parent:
         if folder.is_symlink():
             raise BenchmarkError(f"{what} {path}: {folder} is a symbolic link to nothing")
+        missing.append(os.fsencode(folder.name))
         folder = folder.parent
+    if folder.is_dir() and any(len(name) > os.pathconf(folder, "PC_NAME_MAX") for name in missing):
+        raise _unreachable(what, path, os.strerror(errno.ENAMETOOLONG))
     return folder
 
 
@@ -114,12 +140,13 @@ def check_output_folder(out: Path, names: tuple[str, ...], what: str) -> None:
     or something in it that is not one of `names` as a plain file (never deleted by a rewrite)."""
     if str(out) == "" or out.name in ("", ".", ".."):
         raise BenchmarkError(f"{what} {str(out)!r} does not name a folder of its own; give a new or empty folder")
+    resolved = look_up(out, what)
     if out.is_symlink():
         raise BenchmarkError(f"{what} {out} is a symbolic link; give a real folder")
     if out.exists() and not out.is_dir():
         raise BenchmarkError(f"{what} {out} is a file, not a folder")
     here = Path.cwd().resolve()
-    if out.resolve() == here or out.resolve() in here.parents:
+    if resolved == here or resolved in here.parents:
         raise BenchmarkError(f"{what} {out} holds the current folder; give a new or empty folder")
     _check_parent(out, what)
     if out.is_dir():
@@ -216,20 +243,18 @@ class ResultStore:
             path.unlink(missing_ok=True)
             return None
 
-    def check_writable(self) -> None:
-        """BenchmarkError now, before any task runs, when the results folder cannot be written."""
-        folder = _existing_ancestor(self.folder, "results folder")
-        if not folder.is_dir():
-            raise BenchmarkError(f"results folder {self.folder}: {folder} is a file, not a folder")
-        unwritable = [sub for sub in (self.tasks, self.utility) if sub.is_dir() and not os.access(sub, os.W_OK | os.X_OK)]
-        if not os.access(folder, os.W_OK | os.X_OK) or unwritable:
-            raise BenchmarkError(f"results folder {self.folder} is not writable")
+    def check_writable(self, what: str = "--results") -> None:
+        """BenchmarkError now, before any task runs, when the results folder cannot be written (`what` names it)."""
+        look_up(self.folder, what)
+        _check_parent(self.tasks, what)  # a real write: /proc and /sys refuse it even to root, whose access bits say yes
+        if any(sub.is_dir() and not os.access(sub, os.W_OK | os.X_OK) for sub in (self.tasks, self.utility)):
+            raise BenchmarkError(f"{what} {self.folder} is not writable")
         for name in ("results.parquet", "results.csv"):
             if (self.folder / name).is_dir():
-                raise BenchmarkError(f"results file {self.folder / name} is a folder")
+                raise BenchmarkError(f"{what}: results file {self.folder / name} is a folder")
         for sub in (self.tasks, self.utility, self.folder / "pictures"):
             if sub.exists() and not sub.is_dir():
-                raise BenchmarkError(f"results folder {sub} is a file, not a folder")
+                raise BenchmarkError(f"{what}: {sub} is a file, not a folder")
 
     def check_slots(self, keys: list[str]) -> None:
         """BenchmarkError, before any task runs, when something other than a plain file sits where a task's row or

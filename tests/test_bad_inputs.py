@@ -604,6 +604,15 @@ def test_a_malformed_scheduler_address_is_refused(tmp_path, capsys, suite_file, 
                                      "--scheduler", address], "--scheduler")
 
 
+@pytest.mark.parametrize("scheme", ["tls", "ws", "wss", "ucx", "inproc"])
+def test_a_scheduler_scheme_other_than_tcp_is_refused(tmp_path, capsys, suite_file, scheme):
+    """Only tcp:// is checked for an answer: a run of one task went on here with exit 0, two seeds ended in a traceback."""
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet", "--device", "cpu",
+                                     "--scheduler", f"{scheme}://127.0.0.1:1"], f"--scheduler '{scheme}://127.0.0.1:1': only tcp://")
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet", "--device", "cpu",
+                                     "--scheduler", "127.0.0.1:1"], "nothing answers there")  # a bare host:port is tcp
+
+
 # ---------------------------------------------------------------- stored results and the leaderboard
 
 
@@ -804,6 +813,73 @@ def test_bad_submit_entries_folder(tmp_path, capsys, stored):
     (tmp_path / "entries").write_text("a file")
     check_refused(tmp_path, capsys, ["submit", "none", "--name", "x", "--suite", stored / "tiny.toml", "--entries",
                                      tmp_path / "entries", "--results", tmp_path / "r", "--quiet"], "is a file, not a folder")
+
+
+# ---------------------------------------------------------------- paths the system cannot look up or write
+
+
+def test_a_loop_of_symbolic_links_in_an_output_path_is_refused(tmp_path, tmp_path_factory, capsys, observation, stored):
+    """Path.resolve raised RuntimeError (a traceback) on Python 3.11."""
+    import shutil
+
+    loops = tmp_path_factory.mktemp("loops")  # outside tmp_path, whose snapshot would stat the loop
+    (loops / "a").symlink_to(loops / "b")
+    (loops / "b").symlink_to(loops / "a")
+    check_refused(tmp_path, capsys, ["disaggregate", "--quiet", "--aggregates", observation["A"], "--counts", observation["C"],
+                                     "--window", "4", "--out", loops / "a" / "sub"], f"--out: too many levels of symbolic links: {loops}")
+    board = ["leaderboard", "--suite", "tiny", "--results", stored / "results", "--out"]
+    check_refused(tmp_path, capsys, [*board, loops / "a" / "x.md"], "--out: too many levels of symbolic links")
+    check_refused(tmp_path, capsys, [*board, loops / "a" / "x.html", "--format", "html"], "--out: too many levels")
+    (tmp_path / "entries").mkdir()
+    shutil.copy(ROOT / "leaderboard" / "entries" / "none.json", tmp_path / "entries" / "none.json")
+    check_refused(tmp_path, capsys, ["leaderboard", "--readme", "--entries", tmp_path / "entries", "--out", loops / "a" / "r.md"],
+                  "--out: too many levels of symbolic links")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_results_under_proc_are_refused_before_any_work(tmp_path, capsys, suite_file):
+    """/proc refuses new folders even to root, whose access bits say yes: the task ran, then storing it failed."""
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", "/proc/disaggbench-r", "--quiet"],
+                  "--results /proc/disaggbench-r/tiny/tasks: cannot be written in /proc")
+    check_refused(tmp_path, capsys, ["submit", "none", "--name", "x", "--suite", suite_file, "--entries", tmp_path / "entries",
+                                     "--results", "/proc/disaggbench-r", "--quiet"], "--results /proc/disaggbench-r")
+
+
+def test_control_characters_in_a_path_are_escaped_on_the_one_error_line(tmp_path, capsys, observation, suite_file):
+    disaggregate = ["disaggregate", "--quiet", "--counts", observation["C"], "--window", "4"]
+    cases = [
+        ([*disaggregate, "--aggregates", tmp_path / "no\nsuch.npy", "--out", tmp_path / "o"], r"no\nsuch.npy does not exist"),
+        ([*disaggregate, "--aggregates", tmp_path / "ünï\r\x1b[31m.npy", "--out", tmp_path / "o"], r"ünï\r\x1b[31m.npy"),
+        ([*disaggregate, "--aggregates", observation["A"], "--out", observation["A"] / "o\tx\u2028y"], r"A.npy/o\tx\u2028y: "),
+        (["run", "--suite", tmp_path / "a\nb.toml", "--results", tmp_path / "r", "--quiet"], r"a\nb.toml does not exist"),
+        (["run", "--suite", suite_file, "--results", tmp_path / "r", "--quiet", "--defense", "a\nb.py:X"], r"a\nb.py does not exist"),
+        (["leaderboard", "--suite", "tiny", "--results", tmp_path / "no\nres"], r"no\nres"),
+        (["verify", tmp_path / "no\nentry.json"], r"no\nentry.json"),
+    ]
+    for args, names in cases:
+        check_refused(tmp_path, capsys, args, names)
+
+
+def test_a_file_name_too_long_names_its_flag(tmp_path, capsys, observation, stored, suite_file):
+    """A raw `[Errno 36] File name too long` that named no flag; a name under a folder still to be made ran the tasks first."""
+    check_refused(tmp_path, capsys, ["disaggregate", "--quiet", "--aggregates", observation["A"], "--counts", observation["C"],
+                                     "--window", "4", "--out", tmp_path / ("x" * 300)], f"--out: file name too long: {tmp_path}")
+    board = ["leaderboard", "--suite", "tiny", "--results", stored / "results", "--out"]
+    check_refused(tmp_path, capsys, [*board, tmp_path / ("q" * 300 + ".md")], "--out: file name too long")
+    check_refused(tmp_path, capsys, [*board, tmp_path / ("q" * 300 + ".html"), "--format", "html"], "--out: file name too long")
+    run = ["run", "--suite", suite_file, "--quiet", "--results"]
+    check_refused(tmp_path, capsys, [*run, tmp_path / ("y" * 300)], "--results: file name too long")
+    check_refused(tmp_path, capsys, [*run, tmp_path / "new" / ("y" * 300)], "--results: file name too long")
+
+
+def test_an_empty_results_or_entries_folder_is_refused(tmp_path, capsys, suite_file, monkeypatch):
+    """`--results ""` wrote the suite's folder into the current one, where `disaggregate --out ""` is refused."""
+    monkeypatch.chdir(tmp_path)
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", "", "--quiet"], "--results '' does not name a folder")
+    check_refused(tmp_path, capsys, ["submit", "none", "--name", "x", "--suite", suite_file, "--results", tmp_path / "r",
+                                     "--entries", "", "--quiet"], "--entries '' does not name a folder")
+    check_refused(tmp_path, capsys, ["submit", "none", "--name", "x", "--suite", suite_file, "--results", "",
+                                     "--entries", tmp_path / "e", "--quiet"], "--results '' does not name a folder")
 
 
 # ---------------------------------------------------------------- processes
