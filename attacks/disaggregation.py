@@ -73,6 +73,9 @@ class Disaggregation:
     # (T, n) uint8: the search's best rounded column for each user it searched, accepted or not (zeros elsewhere);
     # under noise the adaptive attack refines these rather than searching again
     candidates: np.ndarray | None = None
+    # (n,) bool: whether the sums determine the user's update given the columns (its column is no combination of the
+    # others': a user who never took part, or two who always took part together, are not); None: not computed
+    identifiable: np.ndarray | None = None
 
     def report(self) -> dict:
         """A JSON-ready summary: totals, timings per step and one entry per user."""
@@ -83,6 +86,7 @@ class Disaggregation:
             "wall_seconds": self.wall_seconds,
             "steps": self.steps,
             "totals": {status: self.status.count(status) for status in STATUSES},
+            "unidentifiable_updates": int((~self.identifiable).sum()) if self.identifiable is not None else None,
             "events": self.events,
             "clock_limited": self.clock_limited,
             "relative_misfit": self.relative_misfit,
@@ -90,6 +94,7 @@ class Disaggregation:
                 {
                     "user": user, "status": status, "seconds": float(seconds), "residual": float(residual),
                     "alternatives": int(self.alternatives[user]) if self.alternatives is not None else 0,
+                    "update_identifiable": bool(self.identifiable[user]) if self.identifiable is not None else None,
                     "equalities_per_free_round": (
                         float(self.equalities_per_free_round[user]) if self.equalities_per_free_round is not None else None
                     ),
@@ -285,6 +290,22 @@ def _equalities_per_free_round(geometry: Geometry) -> np.ndarray:
         return np.where(free > 0, equalities / np.maximum(free, 1), np.inf)
 
 
+def identifiable_updates(participants: np.ndarray) -> np.ndarray:
+    """(n,) whether each user's update is determined by P G = A: true unless its column is a combination of the
+    other columns (P's null space reaches its coordinate), where least squares gives it an arbitrary share."""
+    columns = participants.astype(np.float64)
+    gram = columns.T @ columns
+    try:
+        factor = np.diag(np.linalg.cholesky(gram))
+        if factor.min() > 1e-8 * max(factor.max(), 1.0):
+            return np.ones(columns.shape[1], dtype=bool)
+    except np.linalg.LinAlgError:
+        pass
+    values, vectors = np.linalg.eigh(gram)
+    null = vectors[:, values <= 1e-9 * max(values.max(initial=0.0), 1.0)]
+    return np.linalg.norm(null, axis=1) <= 1e-6
+
+
 def least_squares(participants: np.ndarray, aggregates: np.ndarray) -> np.ndarray:
     """argmin_G ||P G - A||: normal equations when P has full column rank (far faster at T >> n), else the pseudo-inverse."""
     gram = participants.T @ participants
@@ -374,5 +395,6 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
         relative_misfit=misfit,
         misses_totals=misses_totals,
         candidates=state.guess.astype(np.uint8),
+        identifiable=identifiable_updates(participants),
     )
 

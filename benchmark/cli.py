@@ -214,13 +214,18 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     )
     result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet)
     report = result.report()
+    # an update the sums do not determine (its column a combination of the others') is NaN, not least squares' share
+    updates = np.where(result.identifiable[:, None], result.updates, np.nan)
     write_folder_atomically(out, {
         "participants.npy": _npy_bytes(result.participants),
-        "updates.npy": _npy_bytes(result.updates),
+        "updates.npy": _npy_bytes(updates),
         "report.json": json.dumps(json_ready(report), indent=2, allow_nan=False).encode(),
     })
     totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
+    if report["unidentifiable_updates"]:
+        print(f"note: {report['unidentifiable_updates']} user(s) never took part or always took part with others: the sums "
+              "do not determine their updates, written as NaN (report.json: update_identifiable)", file=sys.stderr)
     if args.noise and result.relative_misfit > AttackSettings().accepted_residual and _noise_free(aggregates, counts.shape[0]):
         print(f"error: --noise, yet the aggregates carry no noise (numerical rank at most the {counts.shape[0]} users) and the "
               f"recovery misses them by a relative {result.relative_misfit:.3g}: run without --noise, or check the counts", file=sys.stderr)

@@ -159,3 +159,23 @@ def test_the_lattice_stage_runs_unless_no_lattice_is_given(tmp_path):
     assert reports[()]["events"]["found by lattice reduction"] > 0 and "lattice" in reports[()]["steps"]
     assert "lattice" not in reports[("--no-lattice",)]["steps"]
     assert "found by lattice reduction" not in reports[("--no-lattice",)]["events"]
+
+
+def test_updates_the_sums_do_not_determine_are_nan_not_an_even_split(tmp_path, small_instance, capsys):
+    """A user whose counts are another's (a duplicated row) gets that user's column: their columns are right, but the
+    sums only hold the pair's sum, which least squares had split in half and written as both updates; a user who never
+    took part has no update in the sums at all. Both are NaN now, the report says so, and the others are exact."""
+    paths = write_observation(tmp_path, small_instance)
+    counts = np.vstack([small_instance.counts, small_instance.counts[:1], np.zeros_like(small_instance.counts[:1])])
+    out = tmp_path / "out"
+    code = run_cli(["--aggregates", str(paths["aggregates"]), "--counts", _broken(tmp_path, "c.npy", counts),
+                    "--window", "10", "--out", str(out)])
+    assert code == 0
+    updates = np.load(out / "updates.npy")
+    unknown = np.isnan(updates).any(axis=1)
+    assert np.flatnonzero(unknown).tolist() == [0, 40, 41]
+    assert np.allclose(updates[1:40], small_instance.updates[1:], atol=1e-8)
+    report = json.loads((out / "report.json").read_text())
+    assert report["unidentifiable_updates"] == 3
+    assert [entry["update_identifiable"] for entry in report["per_user"]][:2] == [False, True]
+    assert "3 user(s)" in capsys.readouterr().err
