@@ -1,5 +1,6 @@
 """Runs a suite's tasks, skipping those already stored, and records a failed task instead of stopping."""
 
+import hashlib
 import json
 import os
 import signal
@@ -7,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -327,6 +328,13 @@ def plugin_labels(specs: tuple[DefenseSpec, ...]) -> tuple[DefenseSpec, ...]:
     return labelled
 
 
+def _cells_digest(tasks: list[Task]) -> str:
+    """What makes two suites of one name different, whichever defenses run: their cells, seeds, attack, utility."""
+    parts = sorted({json.dumps([task.scenario.to_dict(), task.attack.keyed(), asdict(task.utility) if task.utility else None],
+                               sort_keys=True, default=str) for task in tasks})
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def run_suite(
     tasks: list[Task],
     results_root: str | os.PathLike,
@@ -362,6 +370,7 @@ def run_suite(
     store.check_slots([job.key for job in todo])
     _check_datasets([job.task for job in todo])
     _validate_defenses([job.task.defense for job in todo])
+    store.claim(tasks[0].suite, tasks[0].suite_version, _cells_digest([*tasks, *context]))  # the last check, then writes
     groups = _horizon_groups(_utility_columns(todo, store, executor, progress, task_timeout))
     for _ in run_tasks(_run_and_store_horizons, groups, executor, progress="tasks" if progress else None, sizes=[len(g) for g in groups]):
         pass

@@ -256,6 +256,23 @@ class ResultStore:
             if sub.exists() and not sub.is_dir():
                 raise BenchmarkError(f"{what}: {sub} is a file, not a folder")
 
+    def claim(self, name: str, version: str, cells: str) -> None:
+        """Mark the folder as this suite's (`cells`: a digest of its cells, seeds, attack and utility task), or
+        BenchmarkError, before any work, where another suite of the same name and version holds it: its table
+        would be replaced by this one's rows. Another version of the suite takes the folder over, as it always did."""
+        path = self.folder / "suite.json"
+        identity = {"name": name, "version": version, "cells": cells}
+        try:
+            held = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError):
+            held = None  # unreadable: claimed anew
+        if isinstance(held, dict) and held.get("version") == version and held.get("cells") not in (None, cells):
+            raise BenchmarkError(f"--results {self.folder} holds another suite named {name!r}, version {version!r} "
+                                 "(other cells, seeds or settings); give another --results, or a new name or version")
+        if held != identity:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, json.dumps(identity, sort_keys=True).encode())
+
     def check_slots(self, keys: list[str]) -> None:
         """BenchmarkError, before any task runs, when something other than a plain file sits where a task's row or
         picture goes: writing there would fail after the task computed, and its result would be lost."""

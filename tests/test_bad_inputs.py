@@ -7,6 +7,7 @@ the folder is unchanged (no output, no results folder, no half-written file).
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -625,6 +626,15 @@ def stored(tmp_path_factory) -> Path:
     return root
 
 
+def test_another_suite_of_the_same_name_and_version_is_refused_its_folder(tmp_path, capsys, stored):
+    """Another suite file named like the stored one, same version, other cells: its run would have replaced the
+    stored suite's table with its own rows."""
+    results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
+    (tmp_path / "other.toml").write_text(SUITE.replace("participation = 0.4", "participation = 0.5"))
+    check_refused(tmp_path, capsys, ["run", "--suite", tmp_path / "other.toml", "--results", results, "--quiet"],
+                  "holds another suite named 'tiny', version '1'")
+
+
 @pytest.mark.parametrize("out, names", [
     (lambda d: d, "is a directory"),
     (lambda d: d / "plain" / "board.md", "is a file, not a folder"),
@@ -652,7 +662,6 @@ def test_a_results_table_without_its_scenarios_is_refused(tmp_path, capsys, stor
 
 
 def test_the_readme_never_overwrites_an_entry_and_names_a_file_given_as_entries(tmp_path, capsys):
-    import shutil
 
     entries = tmp_path / "entries"
     entries.mkdir()
@@ -697,7 +706,6 @@ def test_a_tampered_results_table_is_refused_not_rendered(tmp_path, capsys, stor
 
 @pytest.mark.parametrize("content", [b'{"status": "ok", "seed"', b"[1, 2]", b"\xff\xfe", b""])
 def test_a_corrupted_stored_task_is_named_and_recomputed(tmp_path, capsys, stored, content):
-    import shutil
 
     results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
     task = next((results / "tiny" / "tasks").glob("*.json"))
@@ -718,7 +726,6 @@ def test_an_edited_stored_task_is_named_and_recomputed(tmp_path, capsys, stored,
     """A stored row whose scores or identity no task writes (out of range, text for a number): it went into the
     results table as it was (exit 0, or a pandas traceback for the text), or, for a bare {"status": "ok"}, replaced
     the whole table with one blank row before failing."""
-    import shutil
 
     results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
     task = next((results / "tiny" / "tasks").glob("*.json"))
@@ -734,7 +741,6 @@ def test_an_edited_stored_task_is_named_and_recomputed(tmp_path, capsys, stored,
 
 def test_a_folder_where_a_task_is_stored_is_refused_before_any_work(tmp_path, capsys, stored):
     """tasks/<key>.json as a folder: the task ran, then its result was lost on a raw rename error."""
-    import shutil
 
     results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
     task = next((results / "tiny" / "tasks").glob("*.json"))
@@ -746,7 +752,6 @@ def test_a_folder_where_a_task_is_stored_is_refused_before_any_work(tmp_path, ca
 
 def test_the_leaderboard_is_never_written_over_what_the_tool_stored_or_reads(tmp_path, capsys, stored):
     import os
-    import shutil
 
     results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
     args = ["leaderboard", "--suite", "tiny", "--results", results, "--out"]
@@ -794,7 +799,6 @@ def test_the_source_and_device_are_in_the_key():
 
 
 def test_run_defense_keeps_the_suites_rows(tmp_path, capsys, stored):
-    import shutil
 
     import pandas as pd
 
@@ -820,7 +824,6 @@ def test_bad_submit_entries_folder(tmp_path, capsys, stored):
 
 def test_a_loop_of_symbolic_links_in_an_output_path_is_refused(tmp_path, tmp_path_factory, capsys, observation, stored):
     """Path.resolve raised RuntimeError (a traceback) on Python 3.11."""
-    import shutil
 
     loops = tmp_path_factory.mktemp("loops")  # outside tmp_path, whose snapshot would stat the loop
     (loops / "a").symlink_to(loops / "b")
