@@ -15,7 +15,7 @@ from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import MAX_ROUNDS, MAX_USERS, Scenario, type_error
 from benchmark.utility import UtilityTask
-from defenses.registry import is_builtin_name
+from defenses.registry import check_label, is_builtin_name
 
 # A suite's name is a folder under --results: one path component, no "." or "..", no separator.
 _SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -122,11 +122,8 @@ def _defense(entry: dict, origin: str) -> DefenseSpec:
     if not isinstance(entry, dict) or "name" not in entry:
         raise BenchmarkError(f"suite {origin}: every [[defenses]] entry needs a name")
     for key in ("name", "label"):
-        if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
-            raise BenchmarkError(f"suite {origin}: [[defenses]] {key} must be a non-empty string, got {entry[key]!r}")
-        if key in entry and (entry[key] != entry[key].strip() or not entry[key].isprintable()):
-            raise BenchmarkError(f"suite {origin}: [[defenses]] {key} {entry[key]!r} has surrounding spaces or control "
-                                 "characters, which tables would not show")
+        if key in entry:
+            check_label(entry[key], f"suite {origin}: [[defenses]] {key}")
     label = entry.get("label", "")
     if label != entry["name"] and is_builtin_name(label):
         raise BenchmarkError(f"suite {origin}: [[defenses]] {entry['name']!r} is labelled {label!r}, a built-in defense's "
@@ -170,9 +167,7 @@ def _grid_cells(grids: list[dict]) -> list[dict]:
     for grid in grids:
         if not isinstance(grid, dict):
             raise BenchmarkError("every [[grids]] entry must be a table")
-        base = grid.get("name", "grid")
-        if not isinstance(base, str):
-            raise BenchmarkError(f"grid name must be a string, got {base!r}")
+        base = check_label(grid.get("name", "grid"), "grid name")
         axes = {k: v for k, v in grid.items() if isinstance(v, list) and k not in ("name", "horizons")}
         if any(len(v) == 0 for v in axes.values()):
             raise BenchmarkError(f"grid {base!r}: an axis has no values")
@@ -261,6 +256,8 @@ def load_suite(name_or_path: str) -> Suite:
     try:
         declared = [*data.get("cells", []), *_grid_cells(data.get("grids", []))]
         cells = tuple(Scenario.from_dict(cell) for cell in _horizon_cells(declared))
+        for cell in cells:
+            check_label(cell.name, "cell name")
     except BenchmarkError as error:
         raise BenchmarkError(f"suite {origin}: {error}") from None
     _check_unique(origin, "cell name", [cell.get("name", Scenario.name) for cell in declared])  # horizons share one
@@ -284,7 +281,9 @@ def _utility(origin: str, table: object) -> UtilityTask | None:
     if not isinstance(table, dict):
         raise BenchmarkError(f"suite {origin}: [utility] must be a table of utility task fields")
     try:
-        return UtilityTask.from_dict(table)
+        task = UtilityTask.from_dict(table)
+        check_label(task.name, "[utility] name")
+        return task
     except BenchmarkError as error:
         raise BenchmarkError(f"suite {origin}: {error}") from None
 

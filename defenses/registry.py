@@ -5,7 +5,7 @@ import inspect
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, TaskTimeout
 from defenses.base import Defense
 from defenses.builtin import ALIASES, BUILTIN_DEFENSES
 
@@ -23,7 +23,9 @@ def _from_file(spec: str) -> type:
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except (Exception, SystemExit) as error:  # a user's file: any failure, an exit too, becomes one line
+    except (KeyboardInterrupt, TaskTimeout):  # the user's Ctrl-C, the task's clock: not the file's failure
+        raise
+    except BaseException as error:  # noqa: BLE001 - a user's file: any failure (an exit, GeneratorExit) becomes one line
         raise BenchmarkError(f"defense file {path} failed to load: {type(error).__name__}: {error}") from None
     if not hasattr(module, class_name):
         raise BenchmarkError(f"defense file {path} has no class {class_name}")
@@ -49,7 +51,18 @@ def defense_class(name: str) -> type:
     if is_builtin_name(label):
         raise BenchmarkError(f"defense {name!r} is named {label!r}, a built-in defense's name: its rows would pass for the "
                              "built-in's; give it a name of its own")
+    check_label(label, f"defense {name!r}: name")  # as a suite's [[defenses]] labels: it labels the plugin's rows
     return cls
+
+
+def check_label(value: object, what: str) -> str:
+    """A name tables print (a defense's label or name, a cell's, a grid's, the utility task's): a non-empty string
+    without surrounding spaces or control characters, which tables would not show; BenchmarkError naming `what`."""
+    if not (isinstance(value, str) and value.strip()):
+        raise BenchmarkError(f"{what} must be a non-empty string, got {value!r}")
+    if value != value.strip() or not value.isprintable():
+        raise BenchmarkError(f"{what} {value!r} has surrounding spaces or control characters, which tables would not show")
+    return value
 
 
 def is_builtin_name(label: str) -> bool:

@@ -82,7 +82,11 @@ def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
 
 def check_table(results: pd.DataFrame, origin: str) -> None:
     """BenchmarkError naming the first problem of a stored results table a run cannot have written: a score column
-    that is not numeric (it was read as NaN) or leaves its range, or a task (defense, cell, seed, horizon) twice."""
+    that is not numeric (it was read as NaN) or leaves its range, or a task (defense, cell, seed, horizon) twice.
+
+    A category-typed column (as pandas may store one) is first turned, in place, into its plain values."""
+    for column in [c for c in results.columns if isinstance(results[c].dtype, pd.CategoricalDtype)]:
+        results[column] = np.asarray(results[column])
     require_columns(results, _REQUIRED)
     seeds = results["seed"]
     if not pd.api.types.is_integer_dtype(seeds) or pd.api.types.is_bool_dtype(seeds) or (seeds < 0).any():

@@ -549,9 +549,9 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'quits'\n    def transform_update(self, update, rng):\n        sys.exit(4)\n", "hook transform_update raised SystemExit"),
     ("class X(Defense):\n    @property\n    def name(self):\n        raise RuntimeError('no name')\n", "attribute name raised RuntimeError"),
     ("class X(Defense):\n    name = 'w'\n    def transform_analytics(self, c, window, rng):\n        return Analytics(None, float('nan'), None)\n",
-     "must return a window of at least 1 round"),
+     "must return a window of 1 to 10^9 rounds"),
     ("class X(Defense):\n    name = 'w'\n    def transform_analytics(self, c, window, rng):\n        return Analytics(None, 2.5, None)\n",
-     "must return a window of at least 1 round"),
+     "must return a window of 1 to 10^9 rounds"),
     ("class X(Defense):\n    name = 'neg'\n    def transform_analytics(self, c, window, rng):\n"
      "        counts = np.add.reduceat(c.astype(np.int64), np.arange(0, c.shape[0], window), axis=0).T\n"
      "        return Analytics(-counts - 5, window, None)\n", "non-negative integer counts"),
