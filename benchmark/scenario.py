@@ -85,9 +85,6 @@ class Scenario:
             (self.n_rounds <= MAX_ROUNDS, f"n_rounds must be at most {MAX_ROUNDS}"),
             (self.n_users * self.n_rounds <= MAX_CELLS_OF_MATRIX, f"n_users * n_rounds must be at most {MAX_CELLS_OF_MATRIX}"),
             (0.0 < self.participation <= 1.0, "participation must be in (0, 1]"),
-            # below one expected round per user most users never take part: there is nothing to attack
-            (self.participation * self.n_rounds >= 1.0, "participation * n_rounds must be at least 1 (each user "
-             "takes part in at least one round on average)"),
             (1 <= self.window <= self.n_rounds, "window must be between 1 and n_rounds"),
             (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}"),
             (self.model in MODELS, f"model must be one of {', '.join(MODELS)}"),

@@ -258,6 +258,9 @@ def load_suite(name_or_path: str) -> Suite:
         cells = tuple(Scenario.from_dict(cell) for cell in _horizon_cells(declared))
         for cell in cells:
             check_label(cell.name, "cell name")
+            if cell.participation * cell.n_rounds < 1:  # most users would never take part: nothing to attack
+                raise BenchmarkError(f"cell {cell.name!r}: participation * n_rounds must be at least 1 (each user "
+                                     "takes part in at least one round on average)")
     except BenchmarkError as error:
         raise BenchmarkError(f"suite {origin}: {error}") from None
     _check_unique(origin, "cell name", [cell.get("name", Scenario.name) for cell in declared])  # horizons share one

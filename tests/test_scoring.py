@@ -20,6 +20,7 @@ from benchmark.metrics import PSNR_CAP, lpips_unavailable, majority_share, prope
 from benchmark.scenario import Scenario
 from benchmark.scoring import SHARE_COLUMNS, score, share, success_ceiling
 from benchmark.simulation import GroundTruth, simulate
+from benchmark.suite import load_suite
 from defenses.base import Defense
 from defenses.registry import make_defense
 from leaderboard.render import DEFAULT_COLUMNS
@@ -311,9 +312,11 @@ def test_users_who_never_took_part_are_not_counted_as_protected():
     assert math.isnan(success_ceiling(np.zeros((200, 50)), nobody))
 
 
-def test_a_cell_where_users_take_part_in_under_one_round_on_average_is_refused():
-    with pytest.raises(BenchmarkError, match="participation \\* n_rounds"):
-        Scenario(name="empty", n_users=4, n_rounds=12, participation=1e-300, window=3)
+def test_a_cell_where_users_take_part_in_under_one_round_on_average_is_refused(tmp_path):
+    suite = tmp_path / "empty.toml"
+    suite.write_text(SUITE.replace("participation = 0.4", "participation = 1e-300"))
+    with pytest.raises(BenchmarkError, match="participation \\* n_rounds must be at least 1"):
+        load_suite(str(suite))
 
 
 def test_a_task_where_nobody_contributed_is_not_applicable(tmp_path, capsys):
