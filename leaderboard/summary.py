@@ -80,6 +80,11 @@ def require_columns(results: pd.DataFrame, columns: Iterable[str]) -> None:
         raise BenchmarkError(f"results table lacks column(s): {', '.join(missing)}")
 
 
+# ID columns a task writes, with the values a cell can take: (low, high, low included)
+_ID_RANGES = {"n_users": (2, math.inf, True), "n_rounds": (1, math.inf, True), "window": (1, math.inf, True),
+              "participation": (0.0, 1.0, False)}
+
+
 def check_table(results: pd.DataFrame, origin: str) -> None:
     """BenchmarkError naming the first problem of a stored results table a run cannot have written: a score column
     that is not numeric (it was read as NaN) or leaves its range, or a task (defense, cell, seed, horizon) twice.
@@ -97,6 +102,13 @@ def check_table(results: pd.DataFrame, origin: str) -> None:
     problems = [p for p in map(status_problem, results["status"]) if p is not None]
     if problems:
         raise BenchmarkError(f"results table {origin}: {problems[0]}")
+    for column, (low, high, closed) in _ID_RANGES.items():  # what a cell can declare (benchmark/scenario.py)
+        if column in results.columns:
+            values = pd.to_numeric(results[column], errors="coerce")
+            inside = values.between(low, high) & (values > low if not closed else True)
+            if not inside.all():
+                raise BenchmarkError(f"results table {origin}: column {column} holds {results[column][~inside].iloc[0]}, "
+                                     f"not a number in {'[' if closed else '('}{low}, {high}]")
     if "horizon" in results.columns:
         horizons = pd.to_numeric(results["horizon"], errors="coerce")  # missing (NaN) is allowed, text is not
         if horizons.isna().sum() > results["horizon"].isna().sum() or (horizons <= 0).any():

@@ -112,3 +112,17 @@ def test_a_category_typed_results_column_is_read_as_its_values(tmp_path, capsys,
     assert main(args) == 0
     out = capsys.readouterr()
     assert out.err == "" and out.out == plain
+
+
+@pytest.mark.parametrize("column, value", [("n_users", -3), ("n_rounds", 0), ("window", 0), ("participation", 0.0),
+                                           ("participation", 1.5)])
+def test_a_stored_table_with_an_impossible_cell_is_refused(tmp_path, capsys, suite_file, column, value):
+    """A row whose cell no suite can declare (it rendered normally: n_users = -3 on the board)."""
+    assert main([str(a) for a in _run(suite_file, tmp_path)]) == 0
+    capsys.readouterr()
+    path = tmp_path / "r" / "tiny" / "results.parquet"
+    results = pd.read_parquet(path)
+    results[column] = value
+    results.to_parquet(path)
+    check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", tmp_path / "r"],
+                  f"column {column} holds {value}")
