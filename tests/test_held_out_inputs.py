@@ -8,20 +8,11 @@ import pytest
 
 from benchmark.cli import main
 from defenses.registry import defense_class
+from tests.conftest import TINY_CELL, TINY_SUITE
 from tests.test_bad_inputs import check_refused
 
-# The smallest suite that runs: one synthetic cell of 4 users, 12 rounds, undefended.
-SUITE = """
-name = "tiny"
-version = "1"
-seeds = [0]
-
-[attack]
-time_limit = 0.2
-
-[[defenses]]
-name = "none"
-
+# The smallest suite that runs: conftest's, its cell made one synthetic cell of 4 users, 12 rounds.
+SUITE = TINY_SUITE.replace(TINY_CELL, """
 [[cells]]
 name = "syn"
 n_users = 4
@@ -29,7 +20,7 @@ n_rounds = 12
 window = 3
 participation = 0.5
 update_kind = "synthetic"
-"""
+""")
 
 PLUGIN_HEAD = "from benchmark.observation import Analytics, window_counts\nfrom defenses.base import Defense\n\n"
 
