@@ -290,17 +290,22 @@ def _equalities_per_free_round(geometry: Geometry) -> np.ndarray:
         return np.where(free > 0, equalities / np.maximum(free, 1), np.inf)
 
 
+def _full_column_rank(gram: np.ndarray) -> bool:
+    """Whether P has full column rank, from its Gram matrix P^T P (a Cholesky factor with no vanishing pivot)."""
+    try:
+        factor = np.diag(np.linalg.cholesky(gram))  # raises unless P has full column rank
+    except np.linalg.LinAlgError:
+        return False
+    return bool(factor.min() > 1e-8 * max(factor.max(), 1.0))
+
+
 def identifiable_updates(participants: np.ndarray) -> np.ndarray:
     """(n,) whether each user's update is determined by P G = A: true unless its column is a combination of the
     other columns (P's null space reaches its coordinate), where least squares gives it an arbitrary share."""
     columns = participants.astype(np.float64)
     gram = columns.T @ columns
-    try:
-        factor = np.diag(np.linalg.cholesky(gram))
-        if factor.min() > 1e-8 * max(factor.max(), 1.0):
-            return np.ones(columns.shape[1], dtype=bool)
-    except np.linalg.LinAlgError:
-        pass
+    if _full_column_rank(gram):
+        return np.ones(columns.shape[1], dtype=bool)
     values, vectors = np.linalg.eigh(gram)
     null = vectors[:, values <= 1e-9 * max(values.max(initial=0.0), 1.0)]
     return np.linalg.norm(null, axis=1) <= 1e-6
@@ -309,12 +314,11 @@ def identifiable_updates(participants: np.ndarray) -> np.ndarray:
 def least_squares(participants: np.ndarray, aggregates: np.ndarray) -> np.ndarray:
     """argmin_G ||P G - A||: normal equations when P has full column rank (far faster at T >> n), else the pseudo-inverse."""
     gram = participants.T @ participants
-    try:
-        factor = np.diag(np.linalg.cholesky(gram))  # raises unless P has full column rank
-        if factor.min() > 1e-8 * max(factor.max(), 1.0):
+    if _full_column_rank(gram):
+        try:
             return np.linalg.solve(gram, participants.T @ aggregates)
-    except np.linalg.LinAlgError:
-        pass
+        except np.linalg.LinAlgError:  # a pivot just above the threshold can still leave the solve singular
+            pass
     return np.linalg.pinv(participants) @ aggregates
 
 
