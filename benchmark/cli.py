@@ -306,14 +306,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.out is not None:
         if not args.out or args.out.endswith(("/", os.sep)):
             raise BenchmarkError(f"--out {args.out!r} must name a file (leave it out to print to standard output)")
+    if args.entries is not None and not args.readme:  # the board reads --results; silently ignoring it misled
+        raise BenchmarkError("--entries applies to --readme only (the leaderboard of a run reads --results)")
     if args.readme:
         from leaderboard.submission import render_readme
 
-        out = Path(args.out) if args.out else Path(args.entries).parent / "README.md"
-        if out.suffix == ".json" and look_up(out, "--out").parent == look_up(Path(args.entries), "--entries"):
-            raise BenchmarkError(f"--out {out} would overwrite an entry of {args.entries} with the README; give a .md file")
-        check_output_file(out, "--out", keep=(Path(args.entries),))
-        write_atomically(out, render_readme(args.entries).encode())
+        entries = args.entries if args.entries is not None else DEFAULT_ENTRIES
+        out = Path(args.out) if args.out else Path(entries).parent / "README.md"
+        if out.suffix == ".json" and look_up(out, "--out").parent == look_up(Path(entries), "--entries"):
+            raise BenchmarkError(f"--out {out} would overwrite an entry of {entries} with the README; give a .md file")
+        check_output_file(out, "--out", keep=(Path(entries),))
+        write_atomically(out, render_readme(entries).encode())
         print(f"wrote {out}")
         return 0
     if args.cells and args.format == "board":
@@ -466,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", help="write to this file instead of standard output; with --format html, the two plots are written beside it")
     board.add_argument("--cells", action="store_true", help="one row per defense and cell, every score with its interval, instead of one per defense")
     board.add_argument("--readme", action="store_true", help="write the leaderboard README from the entries instead (to --out, default: beside the entries folder)")
-    board.add_argument("--entries", default=DEFAULT_ENTRIES, help=f"entries folder for --readme (default: {DEFAULT_ENTRIES})")
+    board.add_argument("--entries", help=f"entries folder for --readme, and only for it (default: {DEFAULT_ENTRIES})")
     board.set_defaults(handler=cmd_leaderboard)
 
     sub = commands.add_parser("submit", help="run a suite for one defense and write a leaderboard entry")

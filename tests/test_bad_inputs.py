@@ -672,6 +672,10 @@ def test_the_readme_never_overwrites_an_entry_and_names_a_file_given_as_entries(
                   "is a file, not a folder")
 
 
+def test_entries_without_readme_is_refused_not_ignored(tmp_path, capsys):
+    check_refused(tmp_path, capsys, ["leaderboard", "--entries", tmp_path, "--results", tmp_path], "--entries applies to --readme only")
+
+
 def test_bad_leaderboard_suite_and_corrupted_table(tmp_path, capsys, stored):
     check_refused(tmp_path, capsys, ["leaderboard", "--suite", "..", "--results", stored / "results"], "--suite '..'")
     (tmp_path / "results" / "tiny").mkdir(parents=True)
