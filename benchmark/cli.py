@@ -67,6 +67,19 @@ def _check_named(folders: dict[str, str]) -> None:
             raise BenchmarkError(f"{flag} '' does not name a folder; give one")
 
 
+def _check_entries_outside_results(entries: str, results: str, suite: str) -> None:
+    """BenchmarkError where the entries folder lies in the suite's results folder, whose files the store owns (an
+    entry written into its tasks/ had been taken for a stored task)."""
+    from benchmark.store import look_up
+    from benchmark.suite import load_suite
+
+    owned = look_up(Path(results), "--results") / load_suite(suite).name
+    folder = look_up(Path(entries), "--entries")
+    if folder == owned or owned in folder.parents:
+        raise BenchmarkError(f"--entries {entries} lies inside the results of suite {load_suite(suite).name!r} "
+                             f"({owned}); give a folder outside it")
+
+
 def _load_array(path: str, what: str) -> np.ndarray:
     """A plain .npy array from `path`; BenchmarkError naming the file for anything else."""
     file = Path(path)
@@ -308,6 +321,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             raise BenchmarkError(f"--out {args.out!r} must name a file (leave it out to print to standard output)")
     if args.entries is not None and not args.readme:  # the board reads --results; silently ignoring it misled
         raise BenchmarkError("--entries applies to --readme only (the leaderboard of a run reads --results)")
+    table_options = [name for name, value in (("--suite", args.suite), ("--results", args.results),
+                                              ("--format", args.format), ("--cells", args.cells or None)) if value is not None]
+    if args.readme and table_options:
+        verb = "does" if len(table_options) == 1 else "do"
+        raise BenchmarkError(f"{', '.join(table_options)} {verb} not apply to --readme, which renders the entries' "
+                             "README (markdown) from --entries")
     if args.readme:
         from leaderboard.submission import render_readme
 
@@ -319,15 +338,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         write_atomically(out, render_readme(entries).encode())
         print(f"wrote {out}")
         return 0
-    if args.cells and args.format == "board":
+    suite, results_root = args.suite or "quick", args.results if args.results is not None else DEFAULT_RESULTS
+    form = args.format or "markdown"
+    if args.cells and form == "board":
         raise BenchmarkError("--cells gives the full per-cell table: choose --format markdown, latex, csv, json or html")
     from benchmark.suite import check_suite_name
 
-    path = Path(args.results) / check_suite_name(args.suite, "--suite") / "results.parquet"
+    path = Path(results_root) / check_suite_name(suite, "--suite") / "results.parquet"
     if args.out:  # never over the stored results
         check_output_file(Path(args.out), "--out", keep=(path.parent,))
     if not path.is_file():
-        raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {args.suite}` first")
+        raise BenchmarkError(f"no results at {path}; run `disaggbench run --suite {suite}` first")
     try:
         results = pd.read_parquet(path)
     except Exception as error:  # a truncated or foreign file: one line naming it
@@ -338,12 +359,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from leaderboard.summary import summarize_cells
 
         cells = summarize_cells(results)
-        text = render(cells, args.format, columns=cell_columns(cells))
-    elif args.format == "html" and args.out:
+        text = render(cells, form, columns=cell_columns(cells))
+    elif form == "html" and args.out:
         _write_html_page(results, Path(args.out))
         return 0
     else:
-        text = render(summarize(results), args.format)
+        text = render(summarize(results), form)
     if args.out:
         write_atomically(Path(args.out), text.encode())
     else:
@@ -352,23 +373,27 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _write_html_page(results: "pd.DataFrame", out: Path) -> None:
-    """The page and its two plots beside it (`<stem>-success-vs-utility.png`, `<stem>-recovery-vs-rounds.png`).
+    """The page and its two plots beside it (`<stem>-success-vs-utility.png`, `<stem>-recovery-vs-rounds.png`; the
+    first only where some defense has a utility drop).
 
-    Both plots are drawn in a scratch folder before anything is written, so a failure leaves no file behind.
+    The plots are drawn in a scratch folder before anything is written, so a failure leaves no file behind.
     """
     import tempfile
 
     from benchmark.store import write_atomically
-    from leaderboard.plots import plot_recovery_vs_rounds, plot_success_vs_utility
+    from leaderboard.plots import frontier_points, plot_recovery_vs_rounds, plot_success_vs_utility
     from leaderboard.render import render
     from leaderboard.summary import summarize
 
     from benchmark.store import check_output_file
 
+    summary = summarize(results)
     plots = {f"{out.stem}-success-vs-utility.png": plot_success_vs_utility, f"{out.stem}-recovery-vs-rounds.png": plot_recovery_vs_rounds}
+    if frontier_points(summary).empty:  # no utility task in the suite: the page shows the one plot it can draw
+        plots.pop(f"{out.stem}-success-vs-utility.png")
     for name in plots:
         check_output_file(out.parent / name, "--out's plot")
-    page = render(summarize(results), "html", plots=list(plots))
+    page = render(summary, "html", plots=list(plots))
     with tempfile.TemporaryDirectory(prefix="disaggbench-plots-") as scratch:
         images = {name: plot(results, Path(scratch) / name).read_bytes() for name, plot in plots.items()}
     for name, image in images.items():
@@ -381,6 +406,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from leaderboard.submission import parse_parameters, submit
 
     _check_named({"--results": args.results, "--entries": args.entries})
+    _check_entries_outside_results(args.entries, args.results, args.suite)
     submission = submit(
         args.defense, parse_parameters(args.param or []), args.suite, args.name, args.results, args.entries,
         _executor(args), overwrite=args.overwrite, progress=not args.quiet,
@@ -463,9 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(handler=cmd_list)
 
     board = commands.add_parser("leaderboard", help="render a suite's stored results as a table")
-    board.add_argument("--suite", default="quick")
-    board.add_argument("--results", default=DEFAULT_RESULTS)
-    board.add_argument("--format", default="markdown", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns; the others (default markdown): the full table")
+    board.add_argument("--suite", help="the suite whose stored results to render (default: quick)")
+    board.add_argument("--results", help=f"results folder (default: {DEFAULT_RESULTS})")
+    board.add_argument("--format", choices=["board", "markdown", "latex", "csv", "json", "html"], help="board: a compact ranking that fits 120 columns; the others (default markdown): the full table")
     board.add_argument("--out", help="write to this file instead of standard output; with --format html, the two plots are written beside it")
     board.add_argument("--cells", action="store_true", help="one row per defense and cell, every score with its interval, instead of one per defense")
     board.add_argument("--readme", action="store_true", help="write the leaderboard README from the entries instead (to --out, default: beside the entries folder)")

@@ -51,6 +51,12 @@ def _errors(rows: pd.DataFrame, column: str, scale: float = 1.0) -> np.ndarray:
     return np.vstack([low.to_numpy(), high.to_numpy()])
 
 
+def frontier_points(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary's defenses that have both a worst-cell attack success and a utility drop (a suite without a
+    utility task has none)."""
+    return summary.dropna(subset=["attack_success_worst", "utility_drop_worst"])
+
+
 def plot_success_vs_utility(results: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """One panel per defense family: its frontier over strengths, attack success (y) against utility drop in
     accuracy points (x), both in the defense's worst cell with 95% intervals, every entry labelled; and the
@@ -58,7 +64,7 @@ def plot_success_vs_utility(results: pd.DataFrame, path: str | os.PathLike[str])
     utility drop the undefended accuracy minus chance, computed from the table)."""
     require_columns(results, ("defense", "seed", "status", "attack_success"))
     summary = summarize(results)
-    drawn = summary.dropna(subset=["attack_success_worst", "utility_drop_worst"])
+    drawn = frontier_points(summary)
     if drawn.empty:
         raise BenchmarkError("no defense has both attack_success and a utility drop to plot")
     drawn = drawn.assign(family=drawn["defense"].map(family_of))

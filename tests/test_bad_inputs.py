@@ -652,6 +652,26 @@ def test_bad_leaderboard_html_plot_path_and_empty_out(tmp_path, capsys, stored):
     check_refused(tmp_path, capsys, [*args, "--out", ""], "must name a file")
 
 
+def test_html_page_of_a_suite_without_utility_draws_the_plot_it_can(tmp_path, capsys, stored):
+    """The tiny suite declares no utility task: the page had been refused ("no defense has both attack_success and a
+    utility drop to plot") although it renders without --out; it now shows the recovery plot alone."""
+    code = main(["leaderboard", "--suite", "tiny", "--results", str(stored / "results"), "--format", "html",
+                 "--out", str(tmp_path / "index.html")])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index-recovery-vs-rounds.png", "index.html"]
+    page = (tmp_path / "index.html").read_text()
+    assert "index-recovery-vs-rounds.png" in page and "success-vs-utility" not in page
+
+
+@pytest.mark.parametrize("extra, names", [
+    (["--format", "latex"], "--format does not apply to --readme"),
+    (["--cells", "--suite", "tiny"], "--suite, --cells do not apply to --readme"),
+    (["--results", "elsewhere"], "--results does not apply to --readme"),
+])
+def test_table_options_with_readme_are_refused_not_ignored(tmp_path, capsys, extra, names):
+    check_refused(tmp_path, capsys, ["leaderboard", "--readme", "--out", tmp_path / "R.md", *extra], names)
+
+
 def test_a_results_table_without_its_scenarios_is_refused(tmp_path, capsys, stored):
     import pandas as pd
 
@@ -821,6 +841,14 @@ def test_bad_submit_entries_folder(tmp_path, capsys, stored):
     (tmp_path / "entries").write_text("a file")
     check_refused(tmp_path, capsys, ["submit", "none", "--name", "x", "--suite", stored / "tiny.toml", "--entries",
                                      tmp_path / "entries", "--results", tmp_path / "r", "--quiet"], "is a file, not a folder")
+
+
+def test_submit_entries_inside_the_suites_results_is_refused(tmp_path, capsys, stored):
+    """An entry written into results/<suite>/tasks sat among the store's task files."""
+    results = Path(shutil.copytree(stored / "results", tmp_path / "results"))
+    check_refused(tmp_path, capsys, ["submit", "none", "--name", "x", "--suite", stored / "tiny.toml", "--entries",
+                                     results / "tiny" / "tasks", "--results", results, "--quiet"],
+                  "lies inside the results of suite 'tiny'")
 
 
 # ---------------------------------------------------------------- paths the system cannot look up or write
