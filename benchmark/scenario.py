@@ -101,6 +101,10 @@ class Scenario:
             (self.server_step in ("invariant", "smallest", "honest") or _positive_number(self.server_step),
              "server_step must be 'invariant', 'smallest', 'honest' or a positive number"),
             (0 <= self.synthetic_dim <= 10_000_000, "synthetic_dim must be between 0 and 10000000"),
+            # sums of n updates in d < n coordinates cannot tell the users apart; 0 means ceil(1.2 n) >= n
+            (self.update_kind != "synthetic" or self.synthetic_dim == 0 or self.synthetic_dim >= self.n_users,
+             f"synthetic_dim ({self.synthetic_dim}) must be 0 or at least n_users ({self.n_users}): fewer "
+             "coordinates than users cannot tell them apart"),
             (self.seed >= 0, "seed must be non-negative"),
         ]
         for ok, message in checks:

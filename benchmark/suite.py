@@ -242,6 +242,8 @@ def load_suite(name_or_path: str) -> Suite:
     for key in ("version", "description"):
         if key in data and not isinstance(data[key], str):
             raise BenchmarkError(f"suite {origin}: {key} must be a string, got {data[key]!r}")
+    if not data["version"].strip():  # a submitted entry needs one: refused here, not after the whole run
+        raise BenchmarkError(f"suite {origin}: version must not be empty, got {data['version']!r}")
     if not data.get("cells") and not data.get("grids"):
         raise BenchmarkError(f"suite {origin}: needs [[cells]] or [[grids]]")
     for key in ("cells", "grids", "defenses"):
@@ -255,6 +257,10 @@ def load_suite(name_or_path: str) -> Suite:
         raise BenchmarkError(f"suite {origin}: defenses must list at least one [[defenses]] entry")
     try:
         declared = [*data.get("cells", []), *_grid_cells(data.get("grids", []))]
+        for cell in declared:  # expand() sets every task's seed: a cell's own would be ignored
+            if isinstance(cell, dict) and "seed" in cell:
+                raise BenchmarkError(f"cell {cell.get('name', Scenario.name)!r}: seed is not a cell field; seeds come "
+                                     "from the suite's top-level seeds list")
         cells = tuple(Scenario.from_dict(cell) for cell in _horizon_cells(declared))
         for cell in cells:
             check_label(cell.name, "cell name")

@@ -43,10 +43,11 @@ class GuardedDefense(Defense):
         self.name = type(inner).__name__
         self.name = self._read("name", self.name)
         self.refresh_every = self._read("refresh_every", 0)
-        if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
+        if not isinstance(self.refresh_every, int) or isinstance(self.refresh_every, bool) or self.refresh_every < 0:
             raise BenchmarkError(f"defense {self.name!r}: refresh_every must be an integer >= 0")
         self.min_relative_change = self._read("min_relative_change", 0.0)
-        if not (isinstance(self.min_relative_change, Real) and 0 <= self.min_relative_change < float("inf")):
+        if isinstance(self.min_relative_change, bool) or not (
+                isinstance(self.min_relative_change, Real) and 0 <= self.min_relative_change < float("inf")):
             raise BenchmarkError(f"defense {self.name!r}: min_relative_change must be a finite number >= 0")
 
     def _read(self, attribute: str, default):

@@ -117,3 +117,34 @@ def test_a_stored_table_with_an_impossible_cell_is_refused(tmp_path, capsys, sui
     results.to_parquet(path)
     check_refused(tmp_path, capsys, ["leaderboard", "--suite", "tiny", "--results", tmp_path / "r"],
                   f"column {column} holds {value}")
+
+
+@pytest.mark.parametrize("edit, cell", [
+    (lambda s: s.replace("window = 3", "window = 3\nseed = 7"), "'syn'"),
+    (lambda s: s.replace("[[cells]]", "[[grids]]").replace("window = 3", "window = 3\nseed = [1, 2]"), "'syn-seed=1'"),
+])
+def test_a_seed_in_a_cell_or_grid_is_refused(tmp_path, capsys, suite_file, edit, cell):
+    """expand() gives every task one of the suite's seeds: a cell's own seed was ignored, a seed axis made copies."""
+    suite_file.write_text(edit(SUITE))
+    check_refused(tmp_path, capsys, _run(suite_file, tmp_path), f"cell {cell}: seed is not a cell field; seeds come "
+                                                                 "from the suite's top-level seeds list")
+
+
+@pytest.mark.parametrize("version", ['""', '"  "'])
+def test_an_empty_suite_version_is_refused_before_the_run(tmp_path, capsys, suite_file, version):
+    """Only submit refused it, after the whole run: an entry needs a version."""
+    suite_file.write_text(SUITE.replace('version = "1"', f"version = {version}"))
+    check_refused(tmp_path, capsys, _run(suite_file, tmp_path), f"suite {suite_file}: version must not be empty")
+
+
+def test_synthetic_updates_with_fewer_coordinates_than_users_are_refused(tmp_path, capsys, suite_file):
+    """No attack can tell 4 users apart in 3 coordinates: the undefended cell scored 0, as if fully protected."""
+    suite_file.write_text(SUITE.replace("window = 3", "window = 3\nsynthetic_dim = 3"))
+    check_refused(tmp_path, capsys, _run(suite_file, tmp_path), "synthetic_dim (3) must be 0 or at least n_users (4)")
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_a_seed_outside_int64_is_refused(tmp_path, capsys, suite_file, seed):
+    """Entry files hold seeds as int64: a suite's seed must fit one."""
+    suite_file.write_text(SUITE.replace("seeds = [0]", f"seeds = [0, {seed}]"))
+    check_refused(tmp_path, capsys, _run(suite_file, tmp_path), "seeds must be a non-empty list of integers in [0, 2^63)")
