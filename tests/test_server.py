@@ -192,6 +192,9 @@ def test_bad_horizons_get_one_error_naming_the_cell(tmp_path, cell, message):
     (lambda: make_defense("model-refresh", {"min_relative_change": -0.1}), "finite min_relative_change >= 0"),
     (lambda: make_defense("model-refresh", {"min_relative_change": "big"}), "min_relative_change must be a number"),
     (lambda: GuardedDefense(type("Odd", (Defense,), {"min_relative_change": float("nan")})()), "must be a finite number"),
+    # booleans are ints to Python: a plugin's True had been read as 1
+    (lambda: GuardedDefense(type("Odd", (Defense,), {"min_relative_change": True})()), "must be a finite number"),
+    (lambda: GuardedDefense(type("Odd", (Defense,), {"refresh_every": True})()), "refresh_every must be an integer"),
 ])
 def test_a_bad_min_relative_change_gets_one_clear_error(make, message):
     with pytest.raises(BenchmarkError, match=message):
