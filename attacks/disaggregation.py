@@ -30,6 +30,8 @@ neither proven unique nor shown ambiguous within the work limits.
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -348,12 +350,22 @@ def disaggregate(
         totals = None
         if np.any(counts_high < counts):
             raise BenchmarkError("count upper bounds must not be below the counts")
-    if aggregates.size > SMALL_ENTRIES:
+    with blas_threads_for(aggregates):
         return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high, subspace)
+
+
+@contextmanager
+def blas_threads_for(aggregates: np.ndarray) -> Iterator[None]:
+    """One BLAS thread for aggregates of at most SMALL_ENTRIES entries (small products: waking BLAS threads costs
+    more than it saves), the default above; a caller that decomposes the sums for disaggregate does it under this
+    too, so the decomposition is the one the attack would have made."""
+    if aggregates.size > SMALL_ENTRIES:
+        yield
+        return
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):  # small products: waking BLAS threads costs more than it saves
-        return _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high, subspace)
+    with threadpool_limits(limits=1):
+        yield
 
 
 def _disaggregate(aggregates, counts, window, totals, settings, progress, counts_high, subspace) -> Disaggregation:

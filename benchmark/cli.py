@@ -225,7 +225,8 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         nodes=args.nodes, simplex_iterations=args.simplex_iterations, certificate_nodes=args.certificate_nodes,
         mip_checks=args.mip_checks, lp_work=args.lp_work, search_work=args.search_work, device=resolve_device(args.device),
     )
-    result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet)
+    subspace = None if args.noise else _exact_subspace(aggregates, counts.shape[0], args.aggregates)
+    result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet, subspace=subspace)
     report = result.report()
     # an update the sums do not determine (its column a combination of the others') is NaN, not least squares' share
     updates = np.where(result.identifiable[:, None], result.updates, np.nan)
@@ -256,6 +257,23 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         print("error: the recovered columns do not add up to --totals in every round: no user is proven unique", file=sys.stderr)
         return 1
     return 0
+
+
+def _exact_subspace(aggregates: np.ndarray, n_users: int, aggregates_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """left_singular(aggregates), which the attack starts from; BenchmarkError, before the attack, where the sums'
+    numerical rank exceeds the users (exact sums of n fixed updates have rank <= n: the whole attack had run, written
+    its outputs and missed the sums, for counts of only some users or noisy sums without --noise)."""
+    from attacks.disaggregation import blas_threads_for
+    from attacks.geometry import left_singular, numerical_rank
+
+    with blas_threads_for(aggregates):
+        subspace = left_singular(aggregates, n_users)
+    rank = numerical_rank(subspace[1], aggregates.shape)
+    if rank > n_users:
+        raise BenchmarkError(f"aggregates file {aggregates_file} has numerical rank {rank}, above the {n_users} users of "
+                             f"--counts, which exact sums of {n_users} updates cannot have: give --noise for noisy or "
+                             "rounded sums, or the counts of every user")
+    return subspace
 
 
 def _noise_free(aggregates: np.ndarray, n_users: int) -> bool:

@@ -294,6 +294,23 @@ def test_noise_mode_on_noise_free_sums_that_it_misses_exits_1(tmp_path, capsys):
     assert main([str(a) for a in exact]) == 0  # the same sums without --noise: every column, misfit 0
 
 
+@pytest.mark.parametrize("kind", ["counts of some users", "noisy sums without --noise"])
+def test_sums_of_higher_rank_than_the_users_are_refused_before_the_attack(tmp_path, capsys, kind):
+    """Exact sums of n updates have rank <= n: with counts of 5 of 8 users, or noisy sums without --noise, the whole
+    attack had run, written its outputs and exited 1 on the misfit (two lines)."""
+    instance = make_instance(8, 24, 4, 0.4, seed=1)
+    aggregates, counts = instance.aggregates, instance.counts
+    if kind == "counts of some users":
+        counts = counts[:5]
+    else:
+        aggregates = aggregates + np.random.default_rng(0).normal(0.0, 0.5, aggregates.shape)
+    np.save(tmp_path / "A.npy", aggregates)
+    np.save(tmp_path / "C.npy", counts)
+    check_refused(tmp_path, capsys, ["disaggregate", "--quiet", "--aggregates", tmp_path / "A.npy", "--counts",
+                                     tmp_path / "C.npy", "--window", "4", "--out", tmp_path / "out"],
+                  f"A.npy has numerical rank {8 if kind == 'counts of some users' else 10}, above the {counts.shape[0]} users")
+
+
 def test_a_misfit_from_users_without_a_column_says_so(tmp_path, capsys):
     """Counts moved between two users inside one window leave both without a column: the sums are then explained only
     in part, yet the other users' proofs stand. The error said no user was proven unique, beside a report of six."""
