@@ -407,6 +407,10 @@ def _observe(scenario: Scenario, defense: Defense, observed: dict) -> tuple[Obse
         images, labels = np.zeros((0,)), np.zeros((0,), dtype=np.int64)
         image_shape, n_classes = (0, 0, 0), 0
     padded_checkins = (observed["checked_in"] & ~observed["contributed"]).sum()
+    parameters = defense.public_parameters()
+    if parameters.get("groups") is not None and len(parameters["groups"]) != scenario.n_users:  # else silently unread
+        raise BenchmarkError(f"defense {defense.name!r}: public_parameters gives groups for {len(parameters['groups'])} "
+                             f"users; the scenario has {scenario.n_users}")
     observation = Observation(
         aggregates=observed["aggregates"],
         n_users=scenario.n_users,
@@ -422,7 +426,7 @@ def _observe(scenario: Scenario, defense: Defense, observed: dict) -> tuple[Obse
         learning_rate=scenario.learning_rate,
         local_epochs=scenario.local_epochs,
         batch_size=scenario.batch_size,
-        defense_parameters=defense.public_parameters(),
+        defense_parameters=parameters,
         updates_drift=bool(observed["updates_drift"]),
     )
     truth = GroundTruth(

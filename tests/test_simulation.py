@@ -121,7 +121,15 @@ class ShortUpload(Defense):
         return np.zeros((count, dim - 1))
 
 
+class ShortGroups(Defense):
+    name = "short-groups"
+
+    def public_parameters(self):
+        return {"groups": [0, 0, 1, 1]}  # 4 users' groups for the scenario's 8: the adaptive attack had ignored them
+
+
 @pytest.mark.parametrize("defense, message", [
+    (ShortGroups(), "public_parameters gives groups for 4 users; the scenario has 8"),
     (Exploding(), "hook transform_aggregate raised RuntimeError: boom"),
     (WrongShape(), "hook transform_update must return a numeric array"),
     (NotFinite(), "hook transform_update returned NaN"),
