@@ -15,6 +15,7 @@ import re
 import secrets
 import tempfile
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
@@ -25,17 +26,17 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from benchmark import __version__
-from benchmark.columns import SCORE_COLUMNS, WALL_CLOCK_COLUMNS, row_problem
+from benchmark.columns import NOT_APPLICABLE, RESULT_COLUMNS, SCORE_COLUMNS, WALL_CLOCK_COLUMNS, row_problem
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
 from benchmark.provenance import plugin_path, source_digest
 from benchmark.runner import plugin_labels, run_suite
 from benchmark.store import ResultStore, check_output_file, write_atomically
 from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, load_suite
-from defenses.builtin import BUILTIN_DEFENSES
-from defenses.registry import defense_class, make_defense
+from defenses.builtin import ALIASES, BUILTIN_DEFENSES
+from defenses.registry import check_label, defense_class, is_builtin_name, make_defense
 from leaderboard.render import COLUMN_NOTES, default_columns, render
-from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, summarize
+from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, check_table, summarize
 
 ENTRY_FORMAT = 1
 SOURCE_KEY = "disaggbench-source"  # in `packages`: the digest of the source its task keys hash
@@ -52,6 +53,18 @@ README_COLUMNS = ("rank", "tier", "defense", "attack_success_worst", "attributed
                   "failed")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+INT64 = (-(2**63), 2**63 - 1)  # the integers an entry may hold (suites' seeds, --param values): what pandas reads
+# The columns a task's row holds (benchmark.runner): the results table's, the suite version and package version
+# beside them, and scores that earlier versions wrote and their entries keep (standard v2's epsilon_prv*). Entries
+# leave the wall-clock columns out. Any other column was not written by a task.
+_ROW_EXTRA_COLUMNS = ("suite_version", "package_version")
+_RETIRED_COLUMNS = ("epsilon_prv", "epsilon_prv_amplified")
+ROW_COLUMNS = frozenset((*RESULT_COLUMNS, *_ROW_EXTRA_COLUMNS, *_RETIRED_COLUMNS)) - frozenset(WALL_CLOCK_COLUMNS)
+# A cell's declared numbers, as a row repeats them (benchmark.runner._row): numbers, never text
+_CELL_NUMBERS = ("n_users", "n_rounds", "horizon", "window", "participation")
+# Figures of one account: given only with the headline epsilon (defenses.accounting.Privacy)
+_SAME_ACCOUNT = ("epsilon_amplified", "epsilon_rdp")
 
 
 def canonical_json(value: object) -> bytes:
@@ -176,9 +189,13 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > 18:  # beyond int64: no score or count is
-        raise ValueError(f"integer {text[:20]}... is too large")
-    return int(text)
+    """An integer of the int64 range (a seed or --param value may be as large as 2^63 - 1), checked by value; more
+    than 19 digits are refused before converting (int() of a huge string is slow)."""
+    value = int(text) if len(text.lstrip("-")) <= 19 else None
+    if value is None or not INT64[0] <= value <= INT64[1]:
+        raise ValueError(f"integer {text[:20]}{'...' if len(text) > 20 else ''} lies outside the 64-bit range "
+                         f"[{INT64[0]}, {INT64[1]}]")
+    return value
 
 
 def _no_constant(name: str) -> float:
@@ -186,7 +203,8 @@ def _no_constant(name: str) -> float:
 
 
 def load_entry(path: str | Path) -> dict:
-    """Read and validate an entry file; its name must match the file name."""
+    """Read and validate an entry file; its name must match the file name. Its rows, defense, texts and task set are
+    checked as well (check_entry), the task set against its suite where the suite it recorded can be found."""
     path = Path(path)
     if path.is_dir():
         raise BenchmarkError(f"entry {path} is a directory; give an entry's .json file")
@@ -202,7 +220,195 @@ def load_entry(path: str | Path) -> dict:
     validate_entry(entry, str(path))
     if entry["name"] != path.stem:
         raise BenchmarkError(f"entry {path} is named {entry['name']!r}; the file must be {entry['name']}.json")
+    check_entry(entry, str(path), _recorded_suite(entry, path.parent))
     return entry
+
+
+def _recorded_suite(entry: dict, folder: Path) -> Suite | None:
+    """The suite the entry ran, where it can be found: its recorded source (a file relative to the entry's folder or
+    a built-in suite), else the leaderboard's kept copy `suites/NAME-vVERSION.toml` beside the entries folder; only
+    a suite of the entry's name and version counts. None when neither is (a built-in suite since moved on)."""
+    recorded = entry["suite"]["source"]
+    candidates = [recorded]
+    if recorded.endswith(".toml") and not Path(recorded).is_absolute() and (folder / recorded).is_file():
+        candidates = [str(folder / recorded)]
+    candidates.append(str(folder.parent / "suites" / f"{entry['suite']['name']}-v{entry['suite']['version']}.toml"))
+    for source in candidates:
+        if source.endswith(".toml") and not Path(source).is_file():
+            continue
+        try:
+            suite = load_suite(source)
+        except BenchmarkError:
+            continue  # verify, which needs it, names the problem; the entry is checked without it here
+        if (suite.name, suite.version) == (entry["suite"]["name"], entry["suite"]["version"]):
+            return suite
+    return None
+
+
+def check_entry(entry: dict, origin: str, suite: Suite | None) -> None:
+    """BenchmarkError naming `origin` and the field for what a schema-valid entry cannot hold: a `created` that is no
+    UTC time, a name or label with control characters, task rows a results table would refuse (check_table) or that
+    are not rows a task writes, rows of another defense or suite than the entry names, and a task set that is not
+    the suite's: every (cell, seed, horizon) of `suite` once, or without it (not found) the full seeds x cells grid."""
+    _check_texts(entry, origin)
+    _check_defense(entry, origin, suite)
+    _check_rows(entry, origin)
+    _check_task_set(entry, origin, suite)
+
+
+def _check_texts(entry: dict, origin: str) -> None:
+    try:
+        datetime.strptime(entry["created"], CREATED_FORMAT)
+    except ValueError:
+        raise BenchmarkError(f"entry {origin}: created {entry['created']!r} is not a UTC time "
+                             "(YYYY-MM-DDTHH:MM:SSZ)") from None
+    fields = [("defense.name", entry["defense"]["name"]), ("suite.name", entry["suite"]["name"]),
+              ("suite.version", entry["suite"]["version"]), ("suite.source", entry["suite"]["source"])]
+    fields += [("defense.label", entry["defense"]["label"])] if entry["defense"]["label"] else []  # empty: none given
+    fields += [(f"packages.{package}", version) for package, version in entry["packages"].items()]
+    for field, value in fields:
+        check_label(value, f"entry {origin}: {field}")
+
+
+def _check_defense(entry: dict, origin: str, suite: Suite | None) -> None:
+    """A label that names another built-in defense, or parameters the named built-in does not take, would put the
+    rows under the wrong defense; where the suite at hand lists the built-in with these parameters, its label."""
+    name, label, parameters = entry["defense"]["name"], entry["defense"]["label"], entry["defense"]["parameters"]
+    if label and label != name and is_builtin_name(label):
+        raise BenchmarkError(f"entry {origin}: defense.label {label!r} is a built-in defense's name, but the entry's "
+                             f"defense is {name!r}")
+    if name not in BUILTIN_DEFENSES and name not in ALIASES:
+        return  # a plugin or entry point: verify loads it (and its key checks its label); it need not be here
+    try:
+        inspect.signature(defense_class(name)).bind(**parameters)
+    except TypeError as error:
+        raise BenchmarkError(f"entry {origin}: defense.parameters {_one_line(str(parameters), 80)} are not those of "
+                             f"defense {name!r}: {error}") from None
+    listed = [spec for spec in (suite.defenses if suite is not None else ())
+              if spec.name == name and full_parameters(spec.name, dict(spec.parameters)) == parameters]
+    if listed and listed[0].label != label:  # (one the suite does not list: verify finds none of its tasks' keys)
+        raise BenchmarkError(f"entry {origin}: defense.label is {label!r}, but suite {suite.name} version "
+                             f"{suite.version} labels {name} with these parameters {listed[0].label!r}")
+
+
+def _cell_value(value: object) -> object:
+    """A row's value as a results table holds it: null as NaN, "inf" as infinity."""
+    if value is None:
+        return math.nan
+    return float(value) if value in ("inf", "-inf") else value
+
+
+_NO_SCORES = dict.fromkeys(SCORE_COLUMNS, math.nan)
+
+
+def _check_rows(entry: dict, origin: str) -> None:
+    """Every task row checked as a results table's rows are (check_table: types, ranges, statuses, the ID columns a
+    cell can declare, a task twice), then what a task writes and the entry names."""
+    defense, tasks = entry["defense"]["label"] or entry["defense"]["name"], entry["tasks"]
+    for task in tasks:
+        where, result = f"entry {origin}: task {task['key']}", task["result"]
+        unknown = sorted(set(result) - ROW_COLUMNS)
+        if unknown:
+            why = ("a wall-clock column, which entries leave out" if unknown[0] in WALL_CLOCK_COLUMNS
+                   else "not a column a task writes")
+            raise BenchmarkError(f"{where}: column {unknown[0]!r} is {why}")
+        for column in _CELL_NUMBERS:
+            value = result.get(column)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number and (value is not None or column != "horizon"):  # a cell without horizons: no horizon
+                raise BenchmarkError(f"{where}: {column} must be a number, got {value!r}")
+
+    def refuse(error: BenchmarkError, task: dict | None) -> BenchmarkError:
+        detail = str(error).removeprefix(f"results table {origin}: ")
+        return BenchmarkError(f"entry {origin}: " + (f"task {task['key']}: " if task else "tasks: ") + detail)
+
+    def table(rows: list[dict]) -> pd.DataFrame:  # as results_frame reads them: a score no row holds is NaN
+        return pd.DataFrame([{**_NO_SCORES, **{k: _cell_value(v) for k, v in t["result"].items()}} for t in rows])
+
+    try:
+        check_table(table(tasks), origin)
+    except BenchmarkError as error:
+        for task in tasks:  # the row at fault, where one alone is (a task twice is not)
+            try:
+                check_table(table([task]), origin)
+            except BenchmarkError as own:
+                raise refuse(own, task) from None
+        raise refuse(error, None) from None
+    for task in tasks:
+        where, result = f"entry {origin}: task {task['key']}", task["result"]
+        if result["defense"] != defense:
+            raise BenchmarkError(f"{where}: defense is {result['defense']!r}, but the entry's defense is {defense!r}")
+        if "suite" in result and result["suite"] != entry["suite"]["name"]:  # (rows' suite_version is not compared)
+            raise BenchmarkError(f"{where}: suite is {result['suite']!r}, but the entry's suite.name is "
+                                 f"{entry['suite']['name']!r}")
+        horizon = result.get("horizon")
+        if horizon is not None and not math.isclose(horizon, result["n_rounds"] / result["n_users"], rel_tol=1e-12):
+            raise BenchmarkError(f"{where}: horizon is {horizon!r}, but n_rounds / n_users is "
+                                 f"{result['n_rounds'] / result['n_users']!r}")
+        status = result["status"]
+        if status.startswith(NOT_APPLICABLE):
+            scored = [column for column in SCORE_COLUMNS if result.get(column) is not None]
+            if scored:
+                raise BenchmarkError(f"{where}: status is {_one_line(status, 60)!r}, but {scored[0]} holds a value "
+                                     "(a task that does not apply scores nothing)")
+        if result.get("epsilon") is None:
+            given = [column for column in _SAME_ACCOUNT if result.get(column) is not None]
+            if given:
+                raise BenchmarkError(f"{where}: {given[0]} is {result[given[0]]!r} without an epsilon (it is a figure "
+                                     "of the same account)")
+
+
+def _task_identity(task: dict, with_rounds: bool) -> tuple:
+    """What identifies an entry's task whatever code made it: its cell, seed and (a cell's horizons share its name)
+    its number of rounds."""
+    place = (task["scenario"], task["seed"])
+    return (*place, task["result"].get("n_rounds")) if with_rounds else place
+
+
+def _describe(identity: tuple) -> str:
+    return f"cell {identity[0]}, seed {identity[1]}" + (f", n_rounds {identity[2]}" if len(identity) > 2 else "")
+
+
+def _check_task_set(entry: dict, origin: str, suite: Suite | None) -> None:
+    """The entry's tasks are exactly the suite's for its defense: every (cell, seed, n_rounds) once, none missing
+    (a cherry-picked entry), none other. Without its suite, the seeds x cells grid its own tasks span is complete."""
+    tasks = entry["tasks"]
+    with_rounds = all("n_rounds" in task["result"] for task in tasks)  # every row a task writes holds it
+    held = Counter(_task_identity(task, with_rounds) for task in tasks)
+    twice = [identity for identity, count in held.items() if count > 1]
+    if twice:
+        raise BenchmarkError(f"entry {origin}: tasks: ({_describe(twice[0])}) appears {held[twice[0]]} times")
+    if suite is not None:
+        cells = {(cell.name, cell.n_rounds): cell for cell in suite.cells}
+        expected = Counter((cell.name, seed, cell.n_rounds)[: 3 if with_rounds else 2]
+                           for cell in suite.cells for seed in suite.seeds)
+        of = f"suite {suite.name} version {suite.version}"
+        for task in tasks:
+            identity = _task_identity(task, with_rounds)
+            if identity not in expected:
+                raise BenchmarkError(f"entry {origin}: task {task['key']} ({_describe(identity)}) is not a task "
+                                     f"of {of}")
+            cell = cells.get((task["scenario"], task["result"].get("n_rounds")))
+            for column in ("n_users", "window", "participation"):
+                if cell is not None and column in task["result"] and task["result"][column] != getattr(cell, column):
+                    raise BenchmarkError(f"entry {origin}: task {task['key']}: {column} is {task['result'][column]!r}, "
+                                         f"but {of} gives cell {cell.name} {getattr(cell, column)!r}")
+        missing = sorted((expected - held).elements(), key=str)
+        if missing:
+            raise BenchmarkError(f"entry {origin}: tasks: {len(missing)} of the {sum(expected.values())} tasks of "
+                                 f"{of} are missing (the first: {_describe(missing[0])}); an entry holds every task "
+                                 "of its suite")
+        return
+    seeds = sorted({task["seed"] for task in tasks})
+    cells = sorted({identity[:1] + identity[2:] for identity in held}, key=str)
+    for cell in cells:
+        for seed in seeds:
+            identity = (cell[0], seed, *cell[1:])
+            if identity not in held:
+                raise BenchmarkError(
+                    f"entry {origin}: tasks: ({_describe(identity)}) is missing, though other cells have seed {seed}; "
+                    f"an entry holds every task of its suite (suite {entry['suite']['name']} version "
+                    f"{entry['suite']['version']} was not found to check against)")
 
 
 def _stored_row(store: ResultStore, key: str) -> dict:
@@ -265,6 +471,14 @@ def _summary_differences(entry: dict, held: set[str]) -> list[str]:
 
     lines = [f"summary: {key}: entry {entry['summary'][key]!r}, its tasks give {derived[key]!r}"
              for key in ("tasks", "failed") if entry["summary"][key] != derived[key]]
+    for score, figures in entry["summary"]["scores"].items():  # what the entry adds: an invented score or figure
+        if score not in derived["scores"]:
+            if score not in held:  # a score of earlier code is one its tasks hold (standard v2's epsilon_prv)
+                lines.append(f"summary: {score}: entry {figures!r}, its tasks give no such score")
+            continue
+        legacy = "ci95" in figures  # an entry from before bootstrap intervals: mean and ci95
+        extra = [f for f in figures if f not in derived["scores"][score] and not (legacy and f == "ci95")]
+        lines += [f"summary: {score} {f}: entry {figures[f]!r}, its tasks give no such figure" for f in extra]
     for score, figures in derived["scores"].items():
         if score not in entry["summary"]["scores"] and score in OPTIONAL_SCORES and score not in held:
             continue  # a score newer than the entry (no task of it holds the column): nothing to check
@@ -348,7 +562,7 @@ def submit(
     entry = {
         "format": ENTRY_FORMAT,
         "name": name,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(timezone.utc).strftime(CREATED_FORMAT),
         "defense": {"name": _relative_to(defense, path.parent), "parameters": parameters, "label": label},
         "suite": {"name": suite.name, "version": suite.version, "source": _suite_relative_to(suite_source, path.parent)},
         "packages": package_versions(),
@@ -356,12 +570,14 @@ def submit(
         "tasks": rows,
     }
     validate_entry(entry, str(path))
+    check_entry(entry, str(path), suite)  # what verify and --readme will check: never an entry they refuse
     write_atomically(path, json.dumps(entry, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n")
     return Submission(path, entry, table, summary_table)
 
 
 def _entry_tasks(entry: dict, suite_source: str | None, folder: Path) -> dict[str, Task]:
-    """The entry's tasks rebuilt from its suite and defense, by the entry's key; BenchmarkError when they cannot match.
+    """The entry's tasks rebuilt from its suite and defense, by the entry's key; BenchmarkError when they cannot match,
+    or when the entry's tasks are not exactly the suite's (check_entry against this suite).
 
     Keys are recomputed with the source digest the entry recorded, so an entry made by other source
     still finds its tasks (they re-run with this source; a difference is then explained by a note).
@@ -382,6 +598,7 @@ def _entry_tasks(entry: dict, suite_source: str | None, folder: Path) -> dict[st
             f"entry {entry['name']} ran suite {entry['suite']['name']} version {entry['suite']['version']}, "
             f"but {suite_source or entry['suite']['source']} is {suite.name} version {suite.version}"
         )
+    check_entry(entry, str(folder / f"{entry['name']}.json"), suite)  # every task of this suite, no other
     defense = entry["defense"]
     name = _resolved_from(defense["name"], folder)
     spec = _suite_spec(suite, name, defense["parameters"])
@@ -521,13 +738,8 @@ def results_frame(entries: list[dict]) -> pd.DataFrame:
 
     Scores missing from a row (a failed task's, or the wall-clock ones entries never hold) are NaN.
     """
-    def value(v: object) -> object:
-        if v is None:
-            return math.nan
-        return float(v) if v in ("inf", "-inf") else v
-
     missing = dict.fromkeys(SCORE_COLUMNS, math.nan)
-    rows = [{**missing, **{k: value(v) for k, v in task["result"].items()}, "defense": entry["name"]}
+    rows = [{**missing, **{k: _cell_value(v) for k, v in task["result"].items()}, "defense": entry["name"]}
             for entry in entries for task in entry["tasks"]]
     return pd.DataFrame(rows)
 

@@ -476,3 +476,159 @@ def test_every_committed_entry_of_a_kept_suite_version_finds_all_its_task_keys()
         assert {task["key"] for task in entry["tasks"]} <= set(tasks), path.name
         checked.add(version)
     assert checked == {7, int(current.version)}  # entries of both versions are committed today
+
+
+def _rewrite(path: Path, edit) -> dict:
+    """Edit an entry as a hand-editor would: every task's sha256 and, where the rows still allow it, the summary
+    recomputed, so only the checks of what the entry holds can tell."""
+    entry = read(path)
+    edit(entry)
+    for task in entry["tasks"]:
+        task["sha256"] = result_hash(task["result"])
+    try:
+        entry["summary"] = entry_summary(entry)
+    except Exception:  # noqa: BLE001 - rows too broken to summarize: the summary stays as it was
+        pass
+    write(path, entry)
+    return entry
+
+
+def _readme(entries: Path, out: Path, capsys) -> tuple[int, str]:
+    code, _, err = cli(["leaderboard", "--readme", "--entries", entries, "--out", out], capsys)
+    return code, err
+
+
+def _other_cell(entry: dict, index: int, scenario: str = "other") -> None:
+    """A copy of the entry's task `index` in a cell its suite lacks, under a key of its own."""
+    task = json.loads(json.dumps(entry["tasks"][index]))
+    task["scenario"] = task["result"]["scenario"] = scenario
+    task["key"] = "f" * 20
+    entry["tasks"].append(task)
+
+
+def _twice(entry: dict) -> None:
+    task = json.loads(json.dumps(entry["tasks"][0]))
+    task["key"] = "e" * 20
+    entry["tasks"].append(task)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda e: e["tasks"].pop(1), "tasks: 1 of the 2 tasks of suite standard version 3 are missing (the first: cell "
+                                  "tiny-fedsgd, seed 1, n_rounds 24); an entry holds every task of its suite"),
+    (lambda e: _other_cell(e, 0), f"task {'f' * 20} (cell other, seed 0, n_rounds 24) is not a task of suite standard version 3"),
+    (_twice, "appears twice"),
+])
+def test_an_entry_whose_tasks_are_not_its_suites_is_refused(entries: Path, tmp_path: Path, capsys, edit, message) -> None:
+    """A cherry-picked entry (a task deleted, its summary recomputed) verified 'every score matches' and was ranked."""
+    path = entries / "dp.json"
+    _rewrite(path, edit)
+    code, out, err = cli(["verify", path, "--sample", "2", "--seed", "0", "--quiet"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"entry {path}: " in err and message in err, err
+    code, err = _readme(entries, tmp_path / "R.md", capsys)
+    assert code == 2 and err.count("\n") == 1 and f"entry {path}: " in err and message in err, err
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_without_its_suite_file_an_entry_must_still_span_its_seeds_x_cells_grid(entries: Path, tmp_path: Path, capsys) -> None:
+    (entries.parent / "standard.toml").unlink()  # the suite the entries name is gone: their own grid is checked
+    assert _readme(entries, tmp_path / "R.md", capsys)[0] == 0
+    path = entries / "none.json"
+    _rewrite(path, lambda e: _other_cell(e, 1))  # cell "other" with seed 1 only
+    code, err = _readme(entries, tmp_path / "R2.md", capsys)
+    assert code == 2 and err.count("\n") == 1 and f"entry {path}: tasks: (cell other, seed 0, n_rounds 24) is missing" in err
+    assert "suite standard version 3 was not found to check against" in err
+
+
+def _row(column: str, value: object, index: int = 0):
+    def edit(entry: dict) -> None:
+        entry["tasks"][index]["result"][column] = value
+    return edit
+
+
+def _field(part: str, key: str, value: object):
+    def edit(entry: dict) -> None:
+        entry[part][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("dp", _row("horizon", -4), "task {key}: column horizon holds values that are not positive numbers"),
+    ("dp", _row("horizon", "abc"), "task {key}: horizon must be a number, got 'abc'"),
+    ("dp", _row("horizon", 2), "task {key}: horizon is 2, but n_rounds / n_users is 4.0"),
+    ("dp", _row("n_users", -6), "task {key}: column n_users holds -6, not a number in [2, inf]"),
+    ("dp", _row("participation", 2.0), "task {key}: column participation holds 2.0, not a number in (0.0, 1.0]"),
+    ("dp", _row("window", 4), "task {key}: window is 4, but suite standard version 3 gives cell tiny-fedsgd 3"),
+    ("dp", _row("bogus_col", 1), "task {key}: column 'bogus_col' is not a column a task writes"),
+    ("dp", _row("status", "not applicable: x"), "task {key}: status is 'not applicable: x', but attack_success holds a value"),
+    ("none", _row("epsilon_amplified", "inf"), "task {key}: epsilon_amplified is 'inf' without an epsilon"),
+    ("dp", _row("defense", "none"), "task {key}: defense is 'none', but the entry's defense is 'dp(z=2)'"),
+    ("dp", _row("suite", "other"), "task {key}: suite is 'other', but the entry's suite.name is 'standard'"),
+    ("dp", _field("defense", "name", "none"), "defense.parameters {{'clip_norm': 1.0, 'noise_multiplier': 2}} are not "
+                                              "those of defense 'none'"),
+    ("dp", lambda e: e["defense"].update(name="none", parameters={}),
+     "defense.label is 'dp(z=2)', but suite standard version 3 labels none with these parameters ''"),
+    ("dp", _field("defense", "label", "a\nb"), "defense.label 'a\\nb' has surrounding spaces or control characters"),
+    ("none", _field("defense", "label", "dp-gaussian"), "defense.label 'dp-gaussian' is a built-in defense's name"),
+    ("dp", lambda e: e.update(created="2026-13-45T99:99:99Z"), "created '2026-13-45T99:99:99Z' is not a UTC time"),
+])
+def test_readme_and_verify_refuse_rows_and_fields_no_run_writes(entries: Path, tmp_path: Path, capsys, name, edit,
+                                                                 message) -> None:
+    """Hand-edited entries, each sha256 recomputed, were ranked by --readme: rows a results table refuses
+    (check_table), columns and statuses no task writes, rows of another defense, bad labels and times."""
+    path = entries / f"{name}.json"
+    entry = _rewrite(path, edit)
+    expected = f"error: entry {path}: " + message.format(key=entry["tasks"][0]["key"])
+    code, err = _readme(entries, tmp_path / "R.md", capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith(expected), err
+    code, out, err = cli(["verify", path, "--sample", "1", "--seed", "0", "--quiet"], capsys)
+    assert code == 2 and out == "" and err.startswith(expected), err
+
+
+def test_verify_names_a_summary_score_its_tasks_do_not_give(entries: Path, capsys) -> None:
+    path = entries / "dp.json"
+    entry = read(path)
+    entry["summary"]["scores"]["bogus"] = {"mean": 0.5}
+    write(path, entry)
+    code, out, err = cli(["verify", path, "--sample", "1", "--seed", "0", "--quiet"], capsys)
+    assert code == 1 and out.splitlines() == ["summary: bogus: entry {'mean': 0.5}, its tasks give no such score"]
+
+
+@pytest.mark.parametrize("number, readable", [(2**63 - 1, True), (-(2**63), True), (2**63, False), (-(2**63) - 1, False),
+                                              (10**19, False)])
+def test_an_entry_holds_integers_of_the_whole_int64_range(entries: Path, tmp_path: Path, capsys, number, readable) -> None:
+    """Suites take seeds up to 2^63 - 1 and --param such integers; the reader refused 19 digits."""
+    path = entries / "none.json"
+    text = path.read_text()
+    mean = f'"mean": {json.dumps(read(path)["summary"]["scores"]["attack_success"]["mean"])}'
+    path.write_text(text.replace(mean, f'"mean": {number}', 1))  # the summary is informational: only the reader checks it
+    code, err = _readme(entries, tmp_path / "R.md", capsys)
+    if readable:
+        assert code == 0, err
+    else:
+        assert code == 2 and err.count("\n") == 1 and f"entry {path} is not valid JSON: integer" in err
+        assert "outside the 64-bit range" in err
+
+
+def test_an_entry_of_a_suite_with_the_largest_seed_is_read_back(tmp_path: Path, capsys) -> None:
+    (tmp_path / "big.toml").write_text(f"""
+name = "big"
+version = "1"
+seeds = [{2**63 - 1}]
+
+[[defenses]]
+name = "none"
+
+[[cells]]
+name = "tiny-synthetic"
+n_users = 6
+n_rounds = 24
+participation = 0.4
+window = 3
+update_kind = "synthetic"
+""")
+    code, _, err = cli(["submit", "rounded-counts", "--param", "bucket=2", "--suite", tmp_path / "big.toml", "--name", "big",
+                        "--results", tmp_path / "r", "--entries", tmp_path / "entries", "--quiet"], capsys)
+    assert code == 0, err
+    code, out, err = cli(["verify", tmp_path / "entries" / "big.json", "--sample", "1", "--seed", "0", "--quiet"], capsys)
+    assert code == 0 and "every score matches" in out, err
+    assert _readme(tmp_path / "entries", tmp_path / "R.md", capsys)[0] == 0
