@@ -171,6 +171,8 @@ class GuardedDefense(Defense):
         figures = {key: float(value) for key, value in guarantee.figures.items()}
         if any(value < 0 for value in figures.values()):
             self._fail("privacy", "reports a negative epsilon")
+        if math.isnan(figures["epsilon"]) and not (math.isnan(figures["epsilon_amplified"]) and math.isnan(figures["epsilon_rdp"])):
+            self._fail("privacy", "reports epsilon_amplified or epsilon_rdp without epsilon (figures of the same account)")
         if figures["epsilon_amplified"] > figures["epsilon"] * (1 + 1e-9):  # amplification never costs privacy
             self._fail("privacy", f"reports epsilon_amplified {figures['epsilon_amplified']:g} above epsilon {figures['epsilon']:g}")
         if guarantee.level != NO_DP and not set(guarantee.level.split("/")) <= set(LEVELS):

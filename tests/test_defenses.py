@@ -354,6 +354,9 @@ PLUGINS = {  # a method of the plugin class, and the error it must get
                      "        return Privacy(epsilon='1', level='user')", "hook privacy must report every epsilon as a number"),
     "privacy-level": ("def privacy(self, n_rounds, participation, max_participations, delta):\n"
                       "        return Privacy(epsilon=1.0)", "hook privacy reports an epsilon without its level"),
+    "privacy-amplified-alone": ("def privacy(self, n_rounds, participation, max_participations, delta):\n"
+                                "        return Privacy(epsilon_amplified=2.0, level='user')",
+                                "hook privacy reports epsilon_amplified or epsilon_rdp without epsilon"),
     "privacy-raises": ("def privacy(self, n_rounds, participation, max_participations, delta):\n        return 1 / 0",
                        "hook privacy raised ZeroDivisionError"),
     "privacy-random": ("def privacy(self, n_rounds, participation, max_participations, delta):\n"
