@@ -514,7 +514,7 @@ def _entry_with(result_changes: dict) -> str:
 @pytest.mark.parametrize("text, names", [
     (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": 1e999, "x": ', 1), "out of float range"),
     (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": NaN, "x": ', 1), "NaN is not JSON"),
-    (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": 1' + "0" * 400 + ', "x": ', 1), "too large"),
+    (lambda: _entry_with({}).replace('"attack_success": ', '"attack_success": 1' + "0" * 400 + ', "x": ', 1), "lies outside the 64-bit range"),
     (lambda: "[" * 100000 + "]" * 100000, "nested too deeply"),
     (lambda: _entry_with({"attack_success": 5.0}), "attack_success = 5.0 lies outside its range"),
     (lambda: _entry_with({"attack_success": "high"}), "attack_success must be a number in [0.0, 1.0] or null"),
