@@ -263,7 +263,7 @@ def _utility_columns(jobs: list[_Job], store: ResultStore, executor: Executor, p
             needs[job.key] = runs_needed(job.task.utility, seed, key, GuardedDefense(make_defense(spec.name, dict(spec.parameters))))
     keys = {run: run.key() for pair in needs.values() for run in pair}
     todo = [_UtilityJob(key, run, str(store.folder.parent), store.folder.name, timeout)
-            for run, key in keys.items() if not store.has_utility(key)]
+            for run, key in keys.items() if not store.trained(key)]
     for _ in run_tasks(_train_and_store, todo, executor, progress="utility" if progress else None):
         pass
     records = {run: record for run, key in keys.items() if (record := store.stored_utility(key)) is not None}
@@ -366,7 +366,7 @@ def run_suite(
     store.check_writable()
     keys = [task.key(device) for task in tasks]
     todo = [_Job(key, task, str(results_root), task.suite, task_timeout, device) for key, task in zip(keys, tasks)
-            if not store.has(key, _identity(task))]
+            if not store.finished(key, _identity(task))]
     store.check_slots([job.key for job in todo])
     _check_datasets([job.task for job in todo])
     _validate_defenses([job.task.defense for job in todo])

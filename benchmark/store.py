@@ -222,9 +222,11 @@ class ResultStore:
         """Where a task's reconstruction grid goes: beside the results, named by the task key."""
         return self.folder / "pictures" / f"{key}.png"
 
-    def has(self, key: str, identity: dict | None = None) -> bool:
-        """A readable stored row (of the task whose ID columns are `identity`, if given); see stored_row."""
-        return self.stored_row(key, identity) is not None
+    def finished(self, key: str, identity: dict | None = None) -> bool:
+        """A readable stored row (of the task whose ID columns are `identity`, if given; see stored_row) that is a
+        result: a failed task (timed out under a machine's load, its worker lost, a defense that raised) runs again."""
+        row = self.stored_row(key, identity)
+        return row is not None and not str(row.get("status", "")).startswith("failed")
 
     def stored_row(self, key: str, identity: dict | None = None) -> dict | None:
         """The stored row (of the task whose ID columns are `identity`, if given), or None: a truncated, foreign or
@@ -292,8 +294,10 @@ class ResultStore:
             raise ValueError(problem)
         return {k: (float(v) if v in ("inf", "-inf") else (math.nan if v is None else v)) for k, v in row.items()}
 
-    def has_utility(self, key: str) -> bool:
-        return self.stored_utility(key) is not None
+    def trained(self, key: str) -> bool:
+        """A stored utility training that succeeded: a failed one is trained again."""
+        record = self.stored_utility(key)
+        return record is not None and record["status"] == "ok"
 
     def stored_utility(self, key: str) -> dict | None:
         """The stored utility training, or None: a corrupted file is named on stderr, removed, and so trained again."""

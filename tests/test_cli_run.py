@@ -185,6 +185,12 @@ def test_a_task_past_its_timeout_is_recorded_as_failed(tmp_path, suite_file, cap
     assert code == 1 and "timed out after 0.001 s" in err and err.count("\n") == 1
     table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")
     assert table["status"].iloc[0] == "failed: timed out after 0.001 s"
+    # A failure is not a result: the next run, without the limit, runs the task again (the stored timeout had come
+    # back on every later run, whatever the limit, until its file was deleted).
+    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                          "--defense", "none"], capsys)
+    assert code == 0, err
+    assert pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet")["status"].iloc[0] == "ok"
 
 
 def test_grid_axes_expand_into_cells(tmp_path):

@@ -244,10 +244,10 @@ def test_a_utility_run_key_follows_the_source_task_defense_and_seed() -> None:
 def test_a_corrupted_stored_training_is_trained_again(tmp_path, capsys) -> None:
     store = ResultStore(tmp_path, "shared")
     store.save_utility("k", {"status": "ok", "test_accuracy": 0.5, "seconds": 1.0})
-    assert store.has_utility("k") and store.load_utility("k")["test_accuracy"] == 0.5
+    assert store.trained("k") and store.load_utility("k")["test_accuracy"] == 0.5
     (store.utility / "k.json").write_text('{"status": "ok"')
-    assert not store.has_utility("k") and "is corrupted" in capsys.readouterr().err
+    assert not store.trained("k") and "is corrupted" in capsys.readouterr().err
     for edited in ('{"status": "ok", "test_accuracy": 5}', '{"status": "ok", "test_accuracy": NaN}',
                    '{"status": "ok", "test_accuracy": 1e400}', '{"status": "bogus", "test_accuracy": 0.5}'):
         (store.utility / "k.json").write_text(edited)  # each once failed its tasks for good, or gave NaN silently
-        assert not store.has_utility("k") and "is corrupted" in capsys.readouterr().err
+        assert not store.trained("k") and "is corrupted" in capsys.readouterr().err
