@@ -45,7 +45,7 @@ LEADERBOARD_SCORES = (
     "overhead_checkins",
     "overhead_upload_bytes",
 )
-DEFAULT_COLUMNS = ("rank", "tier", "defense", *LEADERBOARD_SCORES, "tasks", "failed")
+DEFAULT_COLUMNS = ("rank", "tier", "defense", *LEADERBOARD_SCORES, "tasks", "failed", "not_applicable")
 OPTIONAL_COLUMNS = (*OPTIONAL_SCORES, *(f"{c}_worst" for c in OPTIONAL_SCORES), HORIZON, "epsilon_level")
 # One line per column of the short tables (README, board), for their legends.
 COLUMN_NOTES = {
@@ -75,6 +75,8 @@ COLUMN_NOTES = {
     "overhead_checkins": "padded check-ins that contribute nothing, per contribution",
     "tasks": "tasks that ran (ok)",
     "failed": "tasks that failed (counted, never dropped)",
+    "not_applicable": "tasks where the defense has nothing to act on (such as DP-SGD on synthetic updates): no scores, "
+                      "their rows say why",
 }
 
 SIGNIFICANT = 3
@@ -344,7 +346,8 @@ BOARD_LEGEND = (
     "[95% CI]: bootstrap percentile interval over seeds, per cell. epsilon: PLD, replace-one, no amplification (the",
     "  adversary sees who took part), mean over cells, with what it protects: a user, an example or an event;",
     "  dp-fedavg's (central DP) binds those who see the models, not the server, which adds that noise itself.",
-    "overhead: padded check-ins per contribution. tasks: ok / all. Full table: --format csv, json, latex, html.",
+    "overhead: padded check-ins per contribution. tasks: ok / run, + those where the defense has nothing to act on",
+    "  (n/a: no scores; their rows say why). Full table: --format csv, json, latex, html.",
 )
 
 
@@ -410,8 +413,13 @@ def _board_row(row: pd.Series) -> list[str]:
         _interval(row, "utility_drop_worst", 1, scale=100, sign=True),
         _epsilon(row),
         _fixed(row.get("overhead_checkins"), 2),
-        f"{int(row['tasks'])}/{int(row['tasks']) + int(row['failed'])}",
+        f"{int(row['tasks'])}/{int(row['tasks']) + int(row['failed'])}" + _inapplicable(row),
     ]
+
+
+def _inapplicable(row: pd.Series) -> str:
+    count = row.get("not_applicable", 0)
+    return f" +{int(count)} n/a" if not _is_missing(count) and count else ""
 
 
 def _board(summary: pd.DataFrame, columns: Sequence[str] = ()) -> str:
@@ -462,7 +470,7 @@ def default_columns(summary: pd.DataFrame, candidates: Sequence[str] = DEFAULT_C
 
 def cell_columns(cells: pd.DataFrame) -> list[str]:
     """The columns of a `summarize_cells` table worth showing: its keys and every score some cell has."""
-    keys = ["defense", "cell", "seeds", "tasks", "failed", HORIZON]
+    keys = ["defense", "cell", "seeds", "tasks", "failed", "not_applicable", HORIZON]
     scores = [c for c in SUMMARY_SCORES if c in cells.columns]
     return [c for c in keys + scores if c in cells.columns and cells[c].notna().any()]
 

@@ -50,7 +50,7 @@ RECORDED_PACKAGES = ("disaggbench", "numpy", "scipy", "torch", "highspy", "opacu
 README_COLUMNS = ("rank", "tier", "defense", "attack_success_worst", "attributed_success_worst",
                   "anonymous_success_worst", "horizon", "psnr_share_worst", "utility_drop_worst", "test_accuracy",
                   "test_accuracy_undefended", "epsilon", "epsilon_level", "epsilon_utility", "overhead_checkins", "tasks",
-                  "failed")
+                  "failed", "not_applicable")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

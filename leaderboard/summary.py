@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from benchmark.columns import RANGE_SLACK, SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range, status_problem
+from benchmark.columns import NOT_APPLICABLE, RANGE_SLACK, SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range, status_problem
 from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
@@ -222,7 +222,9 @@ def _percentiles(replicates: np.ndarray, defined: np.ndarray) -> tuple[np.ndarra
 def _count_tasks(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     is_ok = results["status"].eq("ok")
     keys = [results[c].astype(str) if c == "scenario" else results[c] for c in by]
-    return pd.DataFrame({"tasks": is_ok.groupby(keys).sum(), "failed": failed(results["status"]).groupby(keys).sum()}).astype(int)
+    inapplicable = results["status"].astype(str).str.startswith(NOT_APPLICABLE)
+    return pd.DataFrame({"tasks": is_ok.groupby(keys).sum(), "failed": failed(results["status"]).groupby(keys).sum(),
+                         "not_applicable": inapplicable.groupby(keys).sum()}).astype(int)
 
 
 def _check(results: pd.DataFrame) -> None:
@@ -258,7 +260,7 @@ def _cell_estimates(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str
 
 
 def summarize_cells(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per (defense, cell): `tasks`, `failed`, `seeds`, `horizon` (the attack's strongest, NaN when the
+    """One row per (defense, cell): `tasks`, `failed`, `not_applicable`, `seeds`, `horizon` (the attack's strongest, NaN when the
     table has none), and per score its mean over seeds with `<score>_low`, `<score>_high` (95% bootstrap percentile
     interval over seeds; NaN with fewer than two seeds)."""
     _check(results)
@@ -315,7 +317,7 @@ def epsilon_levels(ok: pd.DataFrame) -> pd.Series:
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One ranked row per defense.
 
-    Columns: `rank`, `tier`, `defense`, `tasks` (ok), `failed`, `complete` (no failed task), `cells`; per score
+    Columns: `rank`, `tier`, `defense`, `tasks` (ok), `failed`, `not_applicable`, `complete` (no failed task), `cells`; per score
     the mean of its per-cell means with `<score>_low`/`<score>_high` (bootstrap over seeds, each cell resampled on
     its own); `attack_success_worst` (+ `_low`, `_high`, `_cell`) and `horizon`: the cell where the attack
     succeeds most; `attack_success_ceiling_worst`: the highest attack_success_ceiling over cells and horizons;
@@ -334,7 +336,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     for defense in pd.unique(results["defense"]):
         mine = cells[cells["defense"] == defense].reset_index(drop=True)
         row = {"defense": defense, "tasks": int(counts.loc[defense, "tasks"]),
-               "failed": int(counts.loc[defense, "failed"]), "cells": len(mine)}
+               "failed": int(counts.loc[defense, "failed"]),
+               "not_applicable": int(counts.loc[defense, "not_applicable"]), "cells": len(mine)}
         if len(mine):
             with _quiet():
                 means = np.nanmean(mine[scores].to_numpy(dtype=float), axis=0)
@@ -359,14 +362,16 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         row["tier"] = tier_of(float(row["utility_drop_bound"]))
         rows.append(row)
     summary = pd.DataFrame(rows)
-    summary["complete"] = summary["failed"].eq(0) & summary["tasks"].gt(0)
+    # complete: no task failed, and some task ran or was found not to apply (a defense that acts where these cells
+    # have nothing to act on scores nothing, which is no failure: it ranks last among the complete, its scores NaN)
+    summary["complete"] = summary["failed"].eq(0) & (summary["tasks"].gt(0) | summary["not_applicable"].gt(0))
     summary["_order"] = summary["tier"].map(TIER_ORDER)
     summary = summary.sort_values(
         ["complete", "_order", "attack_success_worst", "utility_drop_bound", "defense"],
         ascending=[False, True, True, True, True], na_position="last", kind="mergesort",
     ).drop(columns="_order")
     summary.insert(0, "rank", range(1, len(summary) + 1))
-    front = ["rank", "tier", "defense", "tasks", "failed", "complete", "cells"]
+    front = ["rank", "tier", "defense", "tasks", "failed", "not_applicable", "complete", "cells"]
     summary = summary[front + [c for c in summary.columns if c not in front]].reset_index(drop=True)
     summary.attrs["zeros"] = zeros_baseline(results)  # the board prints it beside the ranking
     return summary

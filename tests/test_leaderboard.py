@@ -123,6 +123,24 @@ def test_failed_tasks_are_counted_marked_and_never_ranked_above_complete_defense
     assert re.match(r"\s*1 ", next(line for line in board if " dp_sgd " in line))
 
 
+def test_a_defense_with_nothing_to_act_on_is_not_marked_failed_and_says_so() -> None:
+    """DP-SGD on synthetic updates is `not applicable`: the board had marked it `!` (failed tasks) with `0/0`, and no
+    table said why its row was empty."""
+    rows = [task("none", s, attack_success=1.0) for s in (0, 1)]
+    rows += [task("dp_sgd", s, status="not applicable: synthetic updates come from no local training") for s in (0, 1)]
+    rows += [task("broken", 0, attack_success=0.5), task("broken", 1, status="failed: boom")]
+    summary = summarize(pd.DataFrame(rows))
+    counts = summary.set_index("defense")[["tasks", "failed", "not_applicable", "complete"]].to_dict("index")
+    assert counts["dp_sgd"] == {"tasks": 0, "failed": 0, "not_applicable": 2, "complete": True}
+    assert not counts["broken"]["complete"]
+    assert summary["defense"].tolist() == ["none", "dp_sgd", "broken"]  # no scores: last of the complete
+    board = render(summary, "board").splitlines()
+    line = next(line for line in board if " dp_sgd " in line)
+    assert re.match(r"\s*2 ", line) and line.rstrip().endswith("0/0 +2 n/a")
+    assert re.match(r"\s*3! ", next(line for line in board if " broken " in line))
+    assert any(line.startswith("| rank") and "not_applicable" in line for line in render(summary, "markdown").splitlines())
+
+
 def test_a_complete_defense_outranks_a_better_one_with_a_failed_task() -> None:
     rows = [task("safe_but_failed", s, attack_success=0.0) for s in (0, 1)]
     rows += [task("safe_but_failed", 2, status="failed: boom"), *(task("leaky", s, attack_success=0.9) for s in (0, 1))]
