@@ -360,8 +360,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     form = args.format or "markdown"
     if args.cells and form == "board":
         raise BenchmarkError("--cells gives the full per-cell table: choose --format markdown, latex, csv, json or html")
-    from benchmark.suite import check_suite_name
+    from benchmark.suite import check_suite_name, load_suite
 
+    if suite.endswith(".toml"):  # as `run --suite` takes it: its results are stored under the suite's name
+        suite = load_suite(suite).name
     path = Path(results_root) / check_suite_name(suite, "--suite") / "results.parquet"
     if args.out:  # never over the stored results
         check_output_file(Path(args.out), "--out", keep=(path.parent,))

@@ -669,6 +669,14 @@ def test_bad_leaderboard_html_plot_path_and_empty_out(tmp_path, capsys, stored):
     check_refused(tmp_path, capsys, [*args, "--out", ""], "must name a file")
 
 
+def test_leaderboard_reads_a_suite_file_as_run_does(tmp_path, capsys, stored):
+    """`run --suite FILE.toml` stores under the suite's name; `leaderboard --suite FILE.toml` had looked for a
+    folder named after the file and told the user to run the suite they had run."""
+    assert main(["leaderboard", "--suite", str(stored / "tiny.toml"), "--results", str(stored / "results"),
+                 "--format", "csv"]) == 0
+    assert "none" in capsys.readouterr().out
+
+
 def test_html_page_of_a_suite_without_utility_draws_the_plot_it_can(tmp_path, capsys, stored):
     """The tiny suite declares no utility task: the page had been refused ("no defense has both attack_success and a
     utility drop to plot") although it renders without --out; it now shows the recovery plot alone."""
