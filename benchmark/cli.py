@@ -208,6 +208,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
             raise BenchmarkError(f"--out {out} holds the {flag} file {given}, which writing the outputs would replace; give another folder")
     if aggregates.ndim == 2 and not 1 <= args.window <= aggregates.shape[0]:
         raise BenchmarkError(f"--window must be between 1 and the {aggregates.shape[0]} rounds of the aggregates, got {args.window}")
+    precision = float(np.finfo(aggregates.dtype).eps) if np.issubdtype(aggregates.dtype, np.floating) else 0.0
     aggregates, counts, totals = check_observation(aggregates, counts, args.window, totals)
     _check_memory(aggregates.shape[0], counts.shape[0], args.counts)
     _check_explained(aggregates, counts, args.window, args.aggregates)
@@ -225,7 +226,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         nodes=args.nodes, simplex_iterations=args.simplex_iterations, certificate_nodes=args.certificate_nodes,
         mip_checks=args.mip_checks, lp_work=args.lp_work, search_work=args.search_work, device=resolve_device(args.device),
     )
-    subspace = None if args.noise else _exact_subspace(aggregates, counts.shape[0], args.aggregates)
+    subspace = None if args.noise else _exact_subspace(aggregates, counts.shape[0], args.aggregates, precision)
     result = disaggregate(aggregates, counts, args.window, totals, settings, progress=not args.quiet, subspace=subspace)
     report = result.report()
     # an update the sums do not determine (its column a combination of the others') is NaN, not least squares' share
@@ -259,16 +260,26 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exact_subspace(aggregates: np.ndarray, n_users: int, aggregates_file: str) -> tuple[np.ndarray, np.ndarray]:
+# Rounding in a file's own precision (float32 sums: eps 1.2e-7) spreads over its singular values within a few eps x
+# max(T, d) of sigma_1; sums with real noise (a forgotten --noise) sit orders of magnitude above this margin.
+ROUNDING_MARGIN = 100.0
+
+
+def _exact_subspace(aggregates: np.ndarray, n_users: int, aggregates_file: str,
+                    precision: float) -> tuple[np.ndarray, np.ndarray]:
     """left_singular(aggregates), which the attack starts from; BenchmarkError, before the attack, where the sums'
-    numerical rank exceeds the users (exact sums of n fixed updates have rank <= n: the whole attack had run, written
-    its outputs and missed the sums, for counts of only some users or noisy sums without --noise)."""
+    rank exceeds the users (exact sums of n fixed updates have rank <= n: the whole attack had run, written its
+    outputs and missed the sums, for counts of only some users or noisy sums without --noise). Rank counts the
+    singular values above the rounding of the file's own precision (`precision`, its dtype's eps): exact sums
+    logged in float32 carry float32 rounding, which the attack's float64 threshold would count as rank."""
     from attacks.disaggregation import blas_threads_for
-    from attacks.geometry import left_singular, numerical_rank
+    from attacks.geometry import RANK_TOLERANCE, left_singular
 
     with blas_threads_for(aggregates):
         subspace = left_singular(aggregates, n_users)
-    rank = numerical_rank(subspace[1], aggregates.shape)
+    singular = subspace[1]
+    tolerance = max(RANK_TOLERANCE, ROUNDING_MARGIN * precision) * max(aggregates.shape)
+    rank = int(np.sum(singular > singular[0] * tolerance)) if len(singular) else 0
     if rank > n_users:
         raise BenchmarkError(f"aggregates file {aggregates_file} has numerical rank {rank}, above the {n_users} users of "
                              f"--counts, which exact sums of {n_users} updates cannot have: give --noise for noisy or "

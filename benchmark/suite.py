@@ -242,8 +242,7 @@ def load_suite(name_or_path: str) -> Suite:
     for key in ("version", "description"):
         if key in data and not isinstance(data[key], str):
             raise BenchmarkError(f"suite {origin}: {key} must be a string, got {data[key]!r}")
-    if not data["version"].strip():  # a submitted entry needs one: refused here, not after the whole run
-        raise BenchmarkError(f"suite {origin}: version must not be empty, got {data['version']!r}")
+    check_label(data["version"], f"suite {origin}: version")  # an entry prints it: refused here, not after the run
     if not data.get("cells") and not data.get("grids"):
         raise BenchmarkError(f"suite {origin}: needs [[cells]] or [[grids]]")
     for key in ("cells", "grids", "defenses"):

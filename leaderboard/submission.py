@@ -262,8 +262,10 @@ def _check_texts(entry: dict, origin: str) -> None:
     except ValueError:
         raise BenchmarkError(f"entry {origin}: created {entry['created']!r} is not a UTC time "
                              "(YYYY-MM-DDTHH:MM:SSZ)") from None
-    fields = [("defense.name", entry["defense"]["name"]), ("suite.name", entry["suite"]["name"]),
-              ("suite.version", entry["suite"]["version"]), ("suite.source", entry["suite"]["source"])]
+    # (suite.source, and a plugin's defense.name, path/to/file.py:Class, are paths, not names tables print)
+    name = entry["defense"]["name"]
+    fields = [("suite.name", entry["suite"]["name"]), ("suite.version", entry["suite"]["version"])]
+    fields += [] if plugin_path(name) is not None else [("defense.name", name)]
     fields += [("defense.label", entry["defense"]["label"])] if entry["defense"]["label"] else []  # empty: none given
     fields += [(f"packages.{package}", version) for package, version in entry["packages"].items()]
     for field, value in fields:

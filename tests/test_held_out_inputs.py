@@ -130,11 +130,12 @@ def test_a_seed_in_a_cell_or_grid_is_refused(tmp_path, capsys, suite_file, edit,
                                                                  "from the suite's top-level seeds list")
 
 
-@pytest.mark.parametrize("version", ['""', '"  "'])
+@pytest.mark.parametrize("version", ['""', '"  "', '"2 "', '"2\\u00a0b"'])
 def test_an_empty_suite_version_is_refused_before_the_run(tmp_path, capsys, suite_file, version):
-    """Only submit refused it, after the whole run: an entry needs a version."""
+    """Only submit refused it, after the whole run: an entry needs a version it can print (no surrounding spaces,
+    no control or non-printing characters)."""
     suite_file.write_text(SUITE.replace('version = "1"', f"version = {version}"))
-    check_refused(tmp_path, capsys, _run(suite_file, tmp_path), f"suite {suite_file}: version must not be empty")
+    check_refused(tmp_path, capsys, _run(suite_file, tmp_path), f"suite {suite_file}: version")
 
 
 def test_synthetic_updates_with_fewer_coordinates_than_users_are_refused(tmp_path, capsys, suite_file):
