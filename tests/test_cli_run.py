@@ -266,4 +266,6 @@ def test_a_defense_that_cannot_act_on_synthetic_updates_is_not_applicable_there_
     assert set(table.loc[table["scenario"] == "tiny-fedsgd", "status"]) == {"ok"}
     board = out.split("\n\n")[0].splitlines()[1:]
     assert len(board) == 4 and not any("!" in line.split()[0] for line in board)  # nobody marked as failing
-    assert all(line.split()[-1] in ("1/1", "2/2") for line in board)  # tasks ok / all: the inapplicable left out
+    # tasks ok / run, then the inapplicable ones, counted apart
+    assert all(re.search(r" (1/1|2/2)( \+1 n/a)?$", line) for line in board)
+    assert sum(line.endswith("+1 n/a") for line in board) == 3

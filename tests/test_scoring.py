@@ -141,7 +141,8 @@ def test_the_leaderboard_shows_shares_beside_recovered_values():
     for quantity in ("psnr", "label_accuracy", "property_auc"):
         assert SHARE_COLUMNS[quantity] in DEFAULT_COLUMNS
     scores = {*SCORE_COLUMNS, *SUMMARY_SCORES, *(f"{c}_worst" for c in SUMMARY_SCORES)}
-    assert set(DEFAULT_COLUMNS) - {"rank", "tier", "defense", "horizon", "epsilon_level", "tasks", "failed"} <= scores
+    assert set(DEFAULT_COLUMNS) - {"rank", "tier", "defense", "horizon", "epsilon_level", "tasks", "failed",
+                                 "not_applicable"} <= scores
     assert not any(column.endswith(("_ceiling", "_aggregate")) for column in DEFAULT_COLUMNS)
 
 
