@@ -73,11 +73,12 @@ def _check_entries_outside_results(entries: str, results: str, suite: str) -> No
     from benchmark.store import look_up
     from benchmark.suite import load_suite
 
-    owned = look_up(Path(results), "--results") / load_suite(suite).name
+    name = load_suite(suite).name
+    owned = look_up(Path(results), "--results") / name
     folder = look_up(Path(entries), "--entries")
     if folder == owned or owned in folder.parents:
-        raise BenchmarkError(f"--entries {entries} lies inside the results of suite {load_suite(suite).name!r} "
-                             f"({owned}); give a folder outside it")
+        raise BenchmarkError(f"--entries {entries} lies inside the results of suite {name!r} ({owned}); give a folder "
+                             "outside it")
 
 
 def _load_array(path: str, what: str) -> np.ndarray:
