@@ -16,7 +16,7 @@ import secrets
 import tempfile
 import tomllib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
 from importlib import metadata, resources
@@ -29,7 +29,7 @@ from benchmark import __version__
 from benchmark.columns import NOT_APPLICABLE, RESULT_COLUMNS, SCORE_COLUMNS, WALL_CLOCK_COLUMNS, row_problem
 from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
-from benchmark.provenance import plugin_path, source_digest
+from benchmark.provenance import plugin_path, portable_name, source_digest
 from benchmark.runner import plugin_labels, run_suite
 from benchmark.store import ResultStore, check_output_file, write_atomically
 from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, load_suite
@@ -527,8 +527,10 @@ def _suite_spec(suite: Suite, defense: str, parameters: dict) -> DefenseSpec:
     """The suite's own entry for this defense when its parameters, defaults filled in, are these: then its
     tasks are the very tasks `disaggbench run --suite` stores, and one run serves both. Else a new spec."""
     for spec in suite.defenses:
-        if spec.name == defense and full_parameters(spec.name, dict(spec.parameters)) == parameters:
-            return plugin_labels((spec,))[0]
+        # a plugin by its file's name and class, as keys name it: the suite spells its path from where it ran, the
+        # entry from its own folder (a suite that listed its plugin had verified none of its tasks)
+        if portable_name(spec.name) == portable_name(defense) and full_parameters(defense, dict(spec.parameters)) == parameters:
+            return plugin_labels((replace(spec, name=defense),))[0]
     return plugin_labels((DefenseSpec(defense, tuple(sorted(parameters.items())), ""),))[0]
 
 

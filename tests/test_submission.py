@@ -241,6 +241,27 @@ def test_an_entry_is_verified_from_another_folder_with_its_plugin(submitted: Pat
     assert code == 0, err + out
 
 
+def test_an_entry_of_a_plugin_its_suite_lists_is_verified(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The suite spells the plugin's path from where it runs, the entry from its own folder: verify matched neither
+    and found none of the entry's tasks ("not a task of its suite and defense here")."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "mine.py").write_text(
+        "from defenses.base import Defense\n\nclass Mine(Defense):\n    name = 'mine'\n"
+    )
+    (tmp_path / "work" / "listed.toml").write_text(
+        SUITE.replace('[[defenses]]\nname = "none"', '[[defenses]]\nname = "mine.py:Mine"\nlabel = "Mine 50%"', 1))
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = cli(["submit", "mine.py:Mine", "--name", "mine", "--suite", "listed.toml", "--entries", "entries",
+                        "--results", "r", "--quiet"], capsys)
+    assert code == 0, err
+    assert read(tmp_path / "work" / "entries" / "mine.json")["defense"]["label"] == "Mine 50%"
+    for folder in (tmp_path / "work", tmp_path):
+        monkeypatch.chdir(folder)
+        code, out, err = cli(["verify", tmp_path / "work" / "entries" / "mine.json", "--sample", "1", "--seed", "0",
+                              "--quiet"], capsys)
+        assert code == 0 and "every score matches" in out, err + out
+
+
 def test_the_seed_picks_the_sample(entries: Path, capsys) -> None:
     path = entries / "none.json"
     entry = read(path)
