@@ -199,15 +199,16 @@ def _low_rank_left_singular(aggregates: np.ndarray, width: int) -> tuple[np.ndar
     return basis @ left, values
 
 
-def rank_threshold(largest: float, shape: tuple[int, int]) -> float:
+def rank_threshold(largest: float, shape: tuple[int, int], tolerance: float = RANK_TOLERANCE) -> float:
     """The singular value below which a direction of a matrix of this shape and sigma_1 counts as rounding."""
-    return largest * max(shape) * RANK_TOLERANCE
+    return largest * max(shape) * tolerance
 
 
-def numerical_rank(singular: np.ndarray, shape: tuple[int, int]) -> int:
+def numerical_rank(singular: np.ndarray, shape: tuple[int, int], tolerance: float = RANK_TOLERANCE) -> int:
+    """Singular values above rank_threshold; `tolerance` above RANK_TOLERANCE for matrices of lower precision."""
     if len(singular) == 0 or singular[0] <= 0:
         return 0
-    return int(np.sum(singular > rank_threshold(singular[0], shape)))
+    return int(np.sum(singular > rank_threshold(singular[0], shape, tolerance)))
 
 
 Subspace = tuple[np.ndarray, np.ndarray]  # left_singular(A): computed once per observation, shared by every attack

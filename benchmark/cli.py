@@ -67,20 +67,6 @@ def _check_named(folders: dict[str, str]) -> None:
             raise BenchmarkError(f"{flag} '' does not name a folder; give one")
 
 
-def _check_entries_outside_results(entries: str, results: str, suite: str) -> None:
-    """BenchmarkError where the entries folder lies in the suite's results folder, whose files the store owns (an
-    entry written into its tasks/ had been taken for a stored task)."""
-    from benchmark.store import look_up
-    from benchmark.suite import load_suite
-
-    name = load_suite(suite).name
-    owned = look_up(Path(results), "--results") / name
-    folder = look_up(Path(entries), "--entries")
-    if folder == owned or owned in folder.parents:
-        raise BenchmarkError(f"--entries {entries} lies inside the results of suite {name!r} ({owned}); give a folder "
-                             "outside it")
-
-
 def _load_array(path: str, what: str) -> np.ndarray:
     """A plain .npy array from `path`; BenchmarkError naming the file for anything else."""
     file = Path(path)
@@ -274,13 +260,11 @@ def _exact_subspace(aggregates: np.ndarray, n_users: int, aggregates_file: str,
     singular values above the rounding of the file's own precision (`precision`, its dtype's eps): exact sums
     logged in float32 carry float32 rounding, which the attack's float64 threshold would count as rank."""
     from attacks.disaggregation import blas_threads_for
-    from attacks.geometry import RANK_TOLERANCE, left_singular
+    from attacks.geometry import RANK_TOLERANCE, left_singular, numerical_rank
 
     with blas_threads_for(aggregates):
         subspace = left_singular(aggregates, n_users)
-    singular = subspace[1]
-    tolerance = max(RANK_TOLERANCE, ROUNDING_MARGIN * precision) * max(aggregates.shape)
-    rank = int(np.sum(singular > singular[0] * tolerance)) if len(singular) else 0
+    rank = numerical_rank(subspace[1], aggregates.shape, max(RANK_TOLERANCE, ROUNDING_MARGIN * precision))
     if rank > n_users:
         raise BenchmarkError(f"aggregates file {aggregates_file} has numerical rank {rank}, above the {n_users} users of "
                              f"--counts, which exact sums of {n_users} updates cannot have: give --noise for noisy or "
@@ -438,7 +422,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from leaderboard.submission import parse_parameters, submit
 
     _check_named({"--results": args.results, "--entries": args.entries})
-    _check_entries_outside_results(args.entries, args.results, args.suite)
     submission = submit(
         args.defense, parse_parameters(args.param or []), args.suite, args.name, args.results, args.entries,
         _executor(args), overwrite=args.overwrite, progress=not args.quiet,

@@ -94,6 +94,11 @@ def failed(status: "pd.Series") -> "pd.Series":
     """Which statuses are failures (not "ok", not "not applicable")."""
     return status.astype(str).str.startswith("failed")
 
+
+def inapplicable(status: "pd.Series") -> "pd.Series":
+    """Which statuses are "not applicable" (no scores; neither a result nor a failure)."""
+    return status.astype(str).str.startswith(NOT_APPLICABLE)
+
 # Columns that measure the machine, not the defense: kept in results, never ranked, hashed or compared.
 WALL_CLOCK_COLUMNS = ("attack_seconds", "task_seconds", "clock_limited")
 

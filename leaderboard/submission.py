@@ -31,7 +31,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.executor import Executor
 from benchmark.provenance import plugin_path, portable_name, source_digest
 from benchmark.runner import plugin_labels, run_suite
-from benchmark.store import ResultStore, check_output_file, write_atomically
+from benchmark.store import ResultStore, check_output_file, look_up, write_atomically
 from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, load_suite
 from defenses.builtin import ALIASES, BUILTIN_DEFENSES
 from defenses.registry import check_label, defense_class, is_builtin_name, make_defense
@@ -551,6 +551,11 @@ def submit(
         raise BenchmarkError(f"entry {path} exists; choose another --name or pass --overwrite")
     check_output_file(path, "entry", replaces_stored=True)
     suite = load_suite(suite_source)
+    owned = look_up(Path(results_root), "--results") / suite.name  # the store's files: an entry there passed for a task
+    folder = look_up(Path(entries), "--entries")
+    if folder == owned or owned in folder.parents:
+        raise BenchmarkError(f"--entries {entries} lies inside the results of suite {suite.name!r} ({owned}); give a "
+                             "folder outside it")
     parameters = full_parameters(defense, given_parameters)
     spec = _suite_spec(suite, defense, parameters)
     label = spec.label

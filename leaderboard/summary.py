@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from benchmark.columns import NOT_APPLICABLE, RANGE_SLACK, SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, metric_range, status_problem
+from benchmark.columns import RANGE_SLACK, SCORE_COLUMNS, WALL_CLOCK_COLUMNS, failed, inapplicable, metric_range, status_problem
 from benchmark.errors import BenchmarkError
 
 CONFIDENCE = 0.95
@@ -222,9 +222,8 @@ def _percentiles(replicates: np.ndarray, defined: np.ndarray) -> tuple[np.ndarra
 def _count_tasks(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     is_ok = results["status"].eq("ok")
     keys = [results[c].astype(str) if c == "scenario" else results[c] for c in by]
-    inapplicable = results["status"].astype(str).str.startswith(NOT_APPLICABLE)
     return pd.DataFrame({"tasks": is_ok.groupby(keys).sum(), "failed": failed(results["status"]).groupby(keys).sum(),
-                         "not_applicable": inapplicable.groupby(keys).sum()}).astype(int)
+                         "not_applicable": inapplicable(results["status"]).groupby(keys).sum()}).astype(int)
 
 
 def _check(results: pd.DataFrame) -> None:
