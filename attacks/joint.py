@@ -45,12 +45,14 @@ class JointState:
 
 @dataclass(frozen=True)
 class JointOutcome:
-    """What the joint stage adds to a disaggregation: alternatives found per user, its event counts, and whether
-    the clock safety net stopped it."""
+    """What the joint stage adds to a disaggregation: alternatives found per user, its event counts, whether
+    the clock safety net stopped it, and whether propagation met a contradiction (no set of binary columns meets
+    the counts, the totals and the columns proven so far: the observations are inconsistent)."""
 
     alternatives: np.ndarray | None = None
     events: dict[str, int] = field(default_factory=dict)
     clock_limited: bool = False
+    contradiction: bool = False
 
 
 def initial_state(geometry: Geometry) -> JointState:
@@ -413,9 +415,11 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
             tally = {s: status.count(s) for s in ("unique", "ambiguous", "found", "timeout", "infeasible") if status.count(s)}
             log(f"joint {time.perf_counter() - started:7.1f} s after {stage}: {tally}")
 
+    contradiction = False
     while True:
         if not propagate(geometry, state, solver.totals, columns):
             state.count("contradiction: the observations admit no such columns")
+            contradiction = True
             break
         newly = 0
         for user in np.flatnonzero(fixed_columns(state) & ~state.proven):
@@ -451,6 +455,7 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
                 if not solver.valid(state, user, column):  # peeling ruled the candidate out
                     state.count("candidate ruled out by peeling")
                     status[user] = "timeout"
+                    columns[:, user] = 0.0  # a user without a column writes none
                     continue
                 if attempt("certify" + ("+branch" if certify_by_branching else ""), user):
                     newly += prove(user, column, certify_by_branching)
@@ -486,4 +491,4 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         state.count("work limit spent: the stage stopped")
     if solver.clock_bit:
         state.count("clock safety net stopped work")
-    return JointOutcome(state.alternatives, state.events, solver.clock_bit)
+    return JointOutcome(state.alternatives, state.events, solver.clock_bit, contradiction)

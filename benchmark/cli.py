@@ -232,6 +232,10 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         print(f"error: --noise, yet the aggregates carry no noise (numerical rank at most the {counts.shape[0]} users) and the "
               f"recovery misses them by a relative {result.relative_misfit:.3g}: run without --noise, or check the counts", file=sys.stderr)
         return 1
+    if result.misses_totals:
+        print("error: --totals contradict the counts and aggregates (no set of binary columns adds up to them in every "
+              "round): no user is proven unique", file=sys.stderr)
+        return 1
     if result.relative_misfit > settings.accepted_residual:
         misfit = f"the recovery explains the aggregates only to a relative misfit of {result.relative_misfit:.3g}"
         missing = sum(status in ("timeout", "infeasible") for status in result.status)
@@ -240,9 +244,6 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         else:
             hint = "" if args.noise else "; with noisy or rounded aggregates, try --noise"
             print(f"error: {misfit}: no user is proven unique{hint}", file=sys.stderr)
-        return 1
-    if result.misses_totals:
-        print("error: the recovered columns do not add up to --totals in every round: no user is proven unique", file=sys.stderr)
         return 1
     return 0
 

@@ -250,11 +250,32 @@ def test_columns_that_miss_the_totals_are_never_unique(tmp_path, capsys):
     np.save(tmp_path / "S.npy", np.array([3, 1, 2, 1, 1, 1]))  # the window sums agree with the counts, the rounds do not
     args = ["disaggregate", "--quiet", "--aggregates", tmp_path / "A.npy", "--counts", tmp_path / "C.npy", "--window", "2"]
     assert main([str(a) for a in [*args, "--totals", tmp_path / "S.npy", "--out", tmp_path / "bad"]]) == 1
-    assert "do not add up to --totals" in capsys.readouterr().err
+    assert "--totals contradict the counts and aggregates" in capsys.readouterr().err
     assert json.loads((tmp_path / "bad" / "report.json").read_text())["totals"]["unique"] == 0
     np.save(tmp_path / "S.npy", participants.sum(axis=1))
     assert main([str(a) for a in [*args, "--totals", tmp_path / "S.npy", "--out", tmp_path / "good"]]) == 0
     assert json.loads((tmp_path / "good" / "report.json").read_text())["totals"]["unique"] == 3
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_totals_that_contradict_the_sums_while_users_lack_columns_are_an_error(tmp_path, capsys, seed):
+    # Totals permuted within each window agree with the counts' window sums, not with the rounds. Seed 2 leaves users
+    # without a column, where the misfit check never compares the totals: this exited 0 with users `unique` and wrote
+    # ruled-out candidates as the columns of users reported `timeout`.
+    rng = np.random.default_rng(seed)
+    participants = (rng.random((24, 8)) < 0.4).astype(np.int64)
+    np.save(tmp_path / "A.npy", participants @ rng.normal(size=(8, 12)))
+    np.save(tmp_path / "C.npy", participants.reshape(6, 4, 8).sum(axis=1).T)
+    np.save(tmp_path / "S.npy", np.stack([rng.permutation(w) for w in participants.sum(axis=1).reshape(-1, 4)]).ravel())
+    args = ["disaggregate", "--quiet", "--aggregates", tmp_path / "A.npy", "--counts", tmp_path / "C.npy", "--window", "4",
+            "--totals", tmp_path / "S.npy", "--out", tmp_path / "out"]
+    assert main([str(a) for a in args]) == 1
+    assert "--totals contradict the counts and aggregates" in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["totals"]["unique"] == 0
+    written = np.load(tmp_path / "out" / "participants.npy")
+    without = [entry["user"] for entry in report["per_user"] if entry["status"] in ("timeout", "infeasible")]
+    assert not written[:, without].any()
 
 
 def test_the_report_is_standard_json(tmp_path, capsys):
