@@ -18,6 +18,8 @@ from benchmark.executor import Executor
 if TYPE_CHECKING:
     import pandas as pd
 
+    from benchmark.suite import Suite
+
 DEFAULT_RESULTS = "results"
 DEFAULT_ENTRIES = "leaderboard/entries"
 MAX_WORKERS = 1024  # local processes; more only exhausts the machine
@@ -325,6 +327,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from benchmark.suite import Suite
+
     from benchmark.store import write_atomically
     from leaderboard.render import render
     from leaderboard.summary import check_table, summarize
@@ -359,9 +363,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise BenchmarkError("--cells gives the full per-cell table: choose --format markdown, latex, csv, json or html")
     from benchmark.suite import check_suite_name, load_suite
 
-    if suite.endswith(".toml"):  # as `run --suite` takes it: its results are stored under the suite's name
-        suite = load_suite(suite).name
+    loaded = load_suite(suite) if suite.endswith(".toml") else None  # as `run --suite` takes it: stored under its name
+    suite = loaded.name if loaded is not None else suite
     path = Path(results_root) / check_suite_name(suite, "--suite") / "results.parquet"
+    if loaded is not None:
+        _check_stored_suite(loaded, args.suite, path.parent)
     if args.out:  # never over the stored results
         check_output_file(Path(args.out), "--out", keep=(path.parent,))
     if not path.is_file():
@@ -387,6 +393,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         _print(text)
     return 0
+
+
+def _check_stored_suite(suite: "Suite", source: str, folder: Path) -> None:
+    """BenchmarkError where the results in `folder` were written by another version of the suite, or one with other
+    cells, seeds or settings (its suite.json): the table would pass for the file's results."""
+    from benchmark.store import ResultStore
+    from benchmark.suite import cells_digest, expand
+
+    held = ResultStore(folder.parent, suite.name).claimed()
+    if held is None:
+        return
+    if held.get("version") != suite.version:
+        raise BenchmarkError(f"--results {folder} holds version {held.get('version')!r} of suite {suite.name!r}, but "
+                             f"{source} is version {suite.version!r}: run `disaggbench run --suite {source}` first")
+    if held.get("cells") not in (None, cells_digest(expand(suite))):  # the digest reads no defense
+        raise BenchmarkError(f"--results {folder} holds suite {suite.name!r} version {suite.version!r} with other cells, "
+                             f"seeds or settings than {source}: run `disaggbench run --suite {source}` first")
 
 
 def _write_html_page(results: "pd.DataFrame", out: Path) -> None:

@@ -1,6 +1,5 @@
 """Runs a suite's tasks, skipping those already stored, and records a failed task instead of stopping."""
 
-import hashlib
 import json
 import os
 import signal
@@ -8,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -21,7 +20,7 @@ from benchmark.devices import resolve_device
 from benchmark.errors import BenchmarkError, TaskTimeout
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
-from benchmark.suite import DefenseSpec, Task
+from benchmark.suite import DefenseSpec, Task, cells_digest
 from benchmark.utility import UtilityRun
 
 
@@ -328,13 +327,6 @@ def plugin_labels(specs: tuple[DefenseSpec, ...]) -> tuple[DefenseSpec, ...]:
     return labelled
 
 
-def _cells_digest(tasks: list[Task]) -> str:
-    """What makes two suites of one name different, whichever defenses run: their cells, seeds, attack, utility."""
-    parts = sorted({json.dumps([task.scenario.to_dict(), task.attack.keyed(), asdict(task.utility) if task.utility else None],
-                               sort_keys=True, default=str) for task in tasks})
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
 def run_suite(
     tasks: list[Task],
     results_root: str | os.PathLike,
@@ -343,11 +335,14 @@ def run_suite(
     task_timeout: float | None = None,
     device: str = "cpu",
     context: list[Task] = (),
+    write_table: bool = True,
 ) -> pd.DataFrame:
     """Run every task not stored yet, then write and return the suite's table (one row per task).
 
     `context` tasks are not run, but those stored join the table: `run --defense X` adds X's rows to the
-    suite's table instead of replacing it (a context task with the label of one of `tasks` is left out).
+    suite's table instead of replacing it (a context task with the label of one of `tasks` is left out, and must
+    be the same defense: a label that names other parameters in the suite is refused before any work).
+    `write_table` False (an entry's run): the tasks are stored, the suite's table is left as it is.
 
     Every defense with a task to run is validated first (defenses.validate); a broken one raises
     BenchmarkError before anything runs, as does a results folder that cannot be written. The utility
@@ -362,6 +357,7 @@ def run_suite(
         raise BenchmarkError("the suite has no tasks")
     if device == "auto":
         raise BenchmarkError("--device auto must be resolved to cpu or cuda before tasks are keyed")
+    _check_labels(tasks, context)
     store = ResultStore(results_root, tasks[0].suite)
     store.check_writable()
     keys = [task.key(device) for task in tasks]
@@ -370,7 +366,7 @@ def run_suite(
     store.check_slots([job.key for job in todo])
     _check_datasets([job.task for job in todo])
     _validate_defenses([job.task.defense for job in todo])
-    store.claim(tasks[0].suite, tasks[0].suite_version, _cells_digest([*tasks, *context]))  # the last check, then writes
+    store.claim(tasks[0].suite, tasks[0].suite_version, cells_digest([*tasks, *context]))  # the last check, then writes
     groups = _horizon_groups(_utility_columns(todo, store, executor, progress, task_timeout))
     for _ in run_tasks(_run_and_store_horizons, groups, executor, progress="tasks" if progress else None, sizes=[len(g) for g in groups]):
         pass
@@ -378,5 +374,21 @@ def run_suite(
     labels = {task.defense.display for task in tasks}
     others = [task.key(device) for task in context if task.defense.display not in labels]
     full = store.table([*others, *keys], missing=lost)
-    store.write_table(full)
+    if write_table:
+        store.write_table(full)
     return full.iloc[len(full) - len(tasks):].reset_index(drop=True)
+
+
+def _check_labels(tasks: list[Task], context: list[Task]) -> None:
+    """BenchmarkError where a task's defense label is the suite's label of another defense or other parameters:
+    its rows would stand in the table under a label the suite file gives to something else."""
+    from benchmark.provenance import portable_name
+
+    suite_specs = {task.defense.display: task.defense for task in context}
+    for spec in {task.defense.display: task.defense for task in tasks}.values():
+        other = suite_specs.get(spec.display)
+        if other is not None and (portable_name(other.name), other.parameters) != (portable_name(spec.name), spec.parameters):
+            given = ", ".join(f"{k}={v}" for k, v in other.parameters) or "its default parameters"
+            raise BenchmarkError(f"--defense {spec.name}: the suite gives the label {spec.display!r} to {other.name} with "
+                                 f"{given}; these rows would replace that defense's under its label: run the suite, or "
+                                 "`disaggbench submit` this defense with its --param values")

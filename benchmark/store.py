@@ -262,18 +262,23 @@ class ResultStore:
         """Mark the folder as this suite's (`cells`: a digest of its cells, seeds, attack and utility task), or
         BenchmarkError, before any work, where another suite of the same name and version holds it: its table
         would be replaced by this one's rows. Another version of the suite takes the folder over, as it always did."""
-        path = self.folder / "suite.json"
         identity = {"name": name, "version": version, "cells": cells}
-        try:
-            held = json.loads(path.read_text()) if path.is_file() else None
-        except (OSError, ValueError):
-            held = None  # unreadable: claimed anew
-        if isinstance(held, dict) and held.get("version") == version and held.get("cells") not in (None, cells):
+        held = self.claimed()
+        if held is not None and held.get("version") == version and held.get("cells") not in (None, cells):
             raise BenchmarkError(f"--results {self.folder} holds another suite named {name!r}, version {version!r} "
                                  "(other cells, seeds or settings); give another --results, or a new name or version")
         if held != identity:
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, json.dumps(identity, sort_keys=True).encode())
+            write_atomically(self.folder / "suite.json", json.dumps(identity, sort_keys=True).encode())
+
+    def claimed(self) -> dict | None:
+        """The suite that last wrote here ({name, version, cells}: claim); None where none is recorded or readable."""
+        path = self.folder / "suite.json"
+        try:
+            held = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError):
+            return None  # unreadable: claimed anew
+        return held if isinstance(held, dict) else None
 
     def check_slots(self, keys: list[str]) -> None:
         """BenchmarkError, before any task runs, when something other than a plain file sits where a task's row or

@@ -84,6 +84,13 @@ class Task:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def cells_digest(tasks: list[Task]) -> str:
+    """What makes two suites of one name different, whichever defenses run: their cells, seeds, attack, utility."""
+    parts = sorted({json.dumps([task.scenario.to_dict(), task.attack.keyed(), asdict(task.utility) if task.utility else None],
+                               sort_keys=True, default=str) for task in tasks})
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def check_suite_name(name: object, what: str) -> str:
     """A suite name is one folder under --results: never "..", an absolute path or a separator."""
     if not (isinstance(name, str) and _SUITE_NAME.fullmatch(name)):

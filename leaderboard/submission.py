@@ -439,7 +439,7 @@ def _run(tasks: list[Task], results_root: str | Path, executor: Executor, progre
     # Worker processes run with one BLAS thread; tasks run in this process must too, or
     # multi-threaded reductions change the last bits of some scores.
     with threadpool_limits(limits=1):
-        return run_suite(tasks, results_root, executor, progress=progress)
+        return run_suite(tasks, results_root, executor, progress=progress, write_table=False)  # the suite's table stays the suite's
 
 
 def _summary(summary_table: pd.DataFrame) -> dict:

@@ -269,3 +269,28 @@ def test_a_defense_that_cannot_act_on_synthetic_updates_is_not_applicable_there_
     # tasks ok / run, then the inapplicable ones, counted apart
     assert all(re.search(r" (1/1|2/2)( \+1 n/a)?$", line) for line in board)
     assert sum(line.endswith("+1 n/a") for line in board) == 3
+
+
+def test_a_defense_run_alone_under_a_label_the_suite_gives_other_parameters_is_refused(tmp_path, suite_file, capsys):
+    # The suite's `dp-gaussian` row is noise_multiplier 1.0; `--defense dp-gaussian` (its defaults) had replaced that
+    # row with other parameters' scores under the same label.
+    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                          "--defense", "dp-gaussian"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "the suite gives the label 'dp-gaussian' to dp-gaussian with noise_multiplier=1.0" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_board_of_a_suite_file_refuses_results_another_version_or_other_cells_wrote(tmp_path, suite_file, capsys):
+    results = tmp_path / "r"
+    code, _, err = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet", "--defense", "none"], capsys)
+    assert code == 0, err
+    code, out, _ = run(["leaderboard", "--suite", str(suite_file), "--results", str(results), "--format", "csv"], capsys)
+    assert code == 0 and "none" in out
+    other_version = tmp_path / "v2.toml"
+    other_version.write_text(TINY_SUITE.replace('version = "1"', 'version = "2"'))
+    other_cells = tmp_path / "cells.toml"
+    other_cells.write_text(TINY_SUITE.replace("seeds = [0]", "seeds = [1]"))
+    for path, message in ((other_version, "holds version '1' of suite 'tiny', but"), (other_cells, "with other cells, seeds")):
+        code, out, err = run(["leaderboard", "--suite", str(path), "--results", str(results), "--format", "csv"], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1 and out == ""
