@@ -435,7 +435,10 @@ def run_joint(geometry: Geometry, progress, totals: np.ndarray | None, settings,
         free_rounds = (state.upper & ~state.lower).sum(axis=0)
         open_users = sorted((u for u in range(n_users) if not state.proven[u] and status[u] != "infeasible"),
                             key=lambda u: (int(free_rounds[u]), u))
-        if not open_users or solver.out_of_time() or settings.time_limit <= 0:
+        if not open_users or solver.out_of_time():
+            break
+        if settings.time_limit <= 0:  # no second for any solve: the clock stopped the stage, and the report says so
+            solver.clock_bit = True
             break
         # 1. users without a candidate: batched restarts of the search, before any per-user program (they cost
         # far less, and coupled through the totals they need every other candidate in hand)

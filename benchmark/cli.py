@@ -201,8 +201,8 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     aggregates, counts, totals = check_observation(aggregates, counts, args.window, totals)
     _check_memory(aggregates.shape[0], counts.shape[0], args.counts)
     _check_explained(aggregates, counts, args.window, args.aggregates)
-    if not 0 <= args.time_limit < 1e9:
-        raise BenchmarkError("--time-limit must be a non-negative number of seconds")
+    if not 0 < args.time_limit < 1e9:
+        raise BenchmarkError("--time-limit must be a positive number of seconds (a clock for each LP or integer program)")
     if args.budget is not None and not 0 <= args.budget < 1e9:
         raise BenchmarkError("--budget must be a non-negative number of seconds")
     if args.nodes < 0 or args.certificate_nodes < 0 or args.simplex_iterations < 1 or args.mip_checks < 1:

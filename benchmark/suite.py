@@ -161,6 +161,8 @@ def _attack(origin: str, values: object) -> AttackSettings:
         if problem is None and not isinstance(value, bool) and isinstance(value, (int, float)):
             minimum = 1 if key in ("search_iterations", "simplex_iterations", "mip_checks") else 0
             problem = None if value >= minimum else f"must be at least {minimum}"
+            if problem is None and key == "time_limit" and value == 0:  # no second for any solve: the joint stage never ran
+                problem = "must be above 0 seconds"
         if problem is None and key == "invert_at" and value not in INVERT_AT:
             problem = f"must be one of {', '.join(INVERT_AT)}"
         if problem:

@@ -133,6 +133,10 @@ def _negative_time_limit(tmp_path, obs):
     return {"--time-limit": "-1"}, "--time-limit"
 
 
+def _zero_time_limit(tmp_path, obs):  # no second for any solve: the joint stage had been skipped, reported as unclocked
+    return {"--time-limit": "0"}, "--time-limit must be a positive number"
+
+
 def _nan_budget(tmp_path, obs):
     return {"--budget": "nan"}, "--budget"
 
@@ -207,7 +211,7 @@ def _out_in_proc(tmp_path, obs):  # /proc refuses new folders even to root, whos
     _fewer_coordinates_than_users, _bytes_after_the_array, _out_name_too_long_for_its_staging_folder, _out_in_proc,
     _npz, _text, _directory, _object_array, _nan_counts, _zero_counts, _string_array, _out_is_file,
     _out_holds_other_files, _out_dir_where_a_file_goes, _out_under_a_file, _out_unwritable, _huge_window,
-    _negative_window, _window_not_dividing, _negative_time_limit, _nan_budget, _negative_certificate_nodes,
+    _negative_window, _window_not_dividing, _negative_time_limit, _zero_time_limit, _nan_budget, _negative_certificate_nodes,
     _unknown_device, _cuda_without_a_gpu,
 ], ids=lambda case: case.__name__.strip("_"))
 def test_bad_disaggregate_input(tmp_path, capsys, observation, case):
@@ -399,6 +403,7 @@ SUITE_CASES = {
     "duplicate-cell": (_append(TINY_CELL), "cell name 'tiny-fedsgd' appears twice"),
     "time-limit-string": (_replace("time_limit = 0.2", 'time_limit = "fast"'), "[attack] time_limit must be a number"),
     "time-limit-negative": (_replace("time_limit = 0.2", "time_limit = -2"), "[attack] time_limit must be at least 0"),
+    "time-limit-zero": (_replace("time_limit = 0.2", "time_limit = 0.0"), "[attack] time_limit must be above 0 seconds"),
     "certify-string": (_replace("time_limit = 0.2", 'certify = "yes"'), "[attack] certify must be true or false"),
     "search-iterations-zero": (_replace("time_limit = 0.2", "search_iterations = 0"), "[attack] search_iterations must be at least 1"),
     "attack-adaptive": (_replace("time_limit = 0.2", "adaptive = true"), "unknown attack setting(s) ['adaptive']"),
