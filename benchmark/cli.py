@@ -198,9 +198,24 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     if aggregates.ndim == 2 and not 1 <= args.window <= aggregates.shape[0]:
         raise BenchmarkError(f"--window must be between 1 and the {aggregates.shape[0]} rounds of the aggregates, got {args.window}")
     precision = float(np.finfo(aggregates.dtype).eps) if np.issubdtype(aggregates.dtype, np.floating) else 0.0
+    if precision > np.finfo(np.float32).eps and not args.noise:  # float16: its rounding alone exceeds what exact mode accepts
+        raise BenchmarkError(f"aggregates file {args.aggregates} is {aggregates.dtype} (relative rounding {precision:.0e}), too "
+                             "coarse for exact disaggregation, which accepts columns within 1e-6 of col(A): give float32 "
+                             "or float64 sums, or --noise")
     aggregates, counts, totals = check_observation(aggregates, counts, args.window, totals)
     _check_memory(aggregates.shape[0], counts.shape[0], args.counts)
     _check_explained(aggregates, counts, args.window, args.aggregates)
+    joint_options = [flag for flag, given in (
+        ("--nodes", args.nodes), ("--certificate-nodes", args.certificate_nodes), ("--mip-checks", args.mip_checks),
+        ("--simplex-iterations", args.simplex_iterations), ("--lp-work", args.lp_work), ("--search-work", args.search_work),
+        ("--time-limit", args.time_limit), ("--budget", args.budget), ("--no-certify", args.no_certify or None),
+        ("--no-lattice", args.no_lattice or None)) if given is not None]
+    if args.noise and joint_options:
+        raise BenchmarkError(f"{', '.join(joint_options)} limit the lattice and joint stages, which run on exact sums only: "
+                             "leave them out with --noise")
+    for name in ("nodes", "certificate_nodes", "mip_checks", "simplex_iterations", "time_limit"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(_ATTACK, name))
     if not 0 < args.time_limit < 1e9:
         raise BenchmarkError("--time-limit must be a positive number of seconds (a clock for each LP or integer program)")
     if args.budget is not None and not 0 <= args.budget < 1e9:
@@ -479,8 +494,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option that takes one value: given twice, it is a bad input (the last one had silently won)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        _mark_given(parser, self, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _StoreTrueOnce(argparse._StoreTrueAction):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        _mark_given(parser, self, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _mark_given(parser: "_Parser", action: argparse.Action, option_string: str | None) -> None:
+    if action.dest in parser.given:
+        parser.error(f"{option_string} is given more than once; give it once")
+    parser.given.add(action.dest)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a bad option reported like every other bad input: one line, exit 2 (usage via --help)."""
+    """argparse, with a bad option reported like every other bad input: one line, exit 2 (usage via --help); an
+    option that takes one value may be given once (`--param` and `--defense` repeat by design)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.given: set[str] = set()
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+        self.register("action", "store_true", _StoreTrueOnce)
 
     def error(self, message: str) -> None:
         print(f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
@@ -509,13 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--window", required=True, type=int, help="rounds per analytics window K")
     dis.add_argument("--out", required=True, help="output folder")
     dis.add_argument("--totals", help="optional integer array of length T, participants per round")
-    dis.add_argument("--nodes", type=int, default=_ATTACK.nodes, help=f"work limit: branch-and-bound nodes per integer program (default {_ATTACK.nodes}); with --simplex-iterations it decides the answers, the same on any machine")
-    dis.add_argument("--certificate-nodes", type=int, default=_ATTACK.certificate_nodes, help=f"work limit: branch-and-bound nodes for all certificates by branching together (default {_ATTACK.certificate_nodes})")
-    dis.add_argument("--mip-checks", type=int, default=_ATTACK.mip_checks, help=f"work limit: HiGHS's limit checks per integer program, which bound its root's cuts and heuristics (default {_ATTACK.mip_checks})")
-    dis.add_argument("--simplex-iterations", type=int, default=_ATTACK.simplex_iterations, help=f"work limit: simplex iterations per LP (default {_ATTACK.simplex_iterations})")
+    dis.add_argument("--nodes", type=int, help=f"work limit: branch-and-bound nodes per integer program (default {_ATTACK.nodes}); with --simplex-iterations it decides the answers, the same on any machine")
+    dis.add_argument("--certificate-nodes", type=int, help=f"work limit: branch-and-bound nodes for all certificates by branching together (default {_ATTACK.certificate_nodes})")
+    dis.add_argument("--mip-checks", type=int, help=f"work limit: HiGHS's limit checks per integer program, which bound its root's cuts and heuristics (default {_ATTACK.mip_checks})")
+    dis.add_argument("--simplex-iterations", type=int, help=f"work limit: simplex iterations per LP (default {_ATTACK.simplex_iterations})")
     dis.add_argument("--lp-work", type=int, help="work limit: entry-iterations (simplex iterations x the nonzero entries of the model they ran on) for the joint stage as a whole, its LPs and integer programs together (default: no cap); it stops the stage at the same point on any machine")
     dis.add_argument("--search-work", type=int, help="work limit: basis-entry column-iterations (columns x iterations x the entries of the T x rank basis) for the joint stage's batched search restarts together (default: no cap)")
-    dis.add_argument("--time-limit", type=float, default=_ATTACK.time_limit, help=f"clock safety net: seconds per LP or integer program (default {_ATTACK.time_limit:g}); the report says when it bit")
+    dis.add_argument("--time-limit", type=float, help=f"clock safety net: seconds per LP or integer program (default {_ATTACK.time_limit:g}); the report says when it bit")
     dis.add_argument("--device", default="cpu", help="where the batched searches iterate: cpu (numpy, the reference: the same answer on every machine), cuda, or auto (cuda when torch sees one)")
     dis.add_argument("--budget", type=float, help="clock safety net: seconds for the joint stage as a whole (default: no cap); the report says when it bit")
     dis.add_argument("--noise", action="store_true", help="updates drift or carry noise: rank truncation, minimised residual")

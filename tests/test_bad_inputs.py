@@ -133,6 +133,15 @@ def _negative_time_limit(tmp_path, obs):
     return {"--time-limit": "-1"}, "--time-limit"
 
 
+def _float16_aggregates(tmp_path, obs):  # exact in float16 still misses col(A) by its rounding: all users "infeasible"
+    np.save(tmp_path / "A16.npy", np.load(obs["A"]).astype(np.float16))
+    return {"--aggregates": tmp_path / "A16.npy"}, "is float16 (relative rounding 1e-03), too coarse for exact"
+
+
+def _joint_limits_with_noise(tmp_path, obs):  # the joint and lattice stages run on exact sums only: these did nothing
+    return {"--noise": "--no-certify", "--nodes": "0", "--lp-work": "5"}, "--nodes, --lp-work, --no-certify limit the lattice"
+
+
 def _zero_time_limit(tmp_path, obs):  # no second for any solve: the joint stage had been skipped, reported as unclocked
     return {"--time-limit": "0"}, "--time-limit must be a positive number"
 
@@ -211,7 +220,7 @@ def _out_in_proc(tmp_path, obs):  # /proc refuses new folders even to root, whos
     _fewer_coordinates_than_users, _bytes_after_the_array, _out_name_too_long_for_its_staging_folder, _out_in_proc,
     _npz, _text, _directory, _object_array, _nan_counts, _zero_counts, _string_array, _out_is_file,
     _out_holds_other_files, _out_dir_where_a_file_goes, _out_under_a_file, _out_unwritable, _huge_window,
-    _negative_window, _window_not_dividing, _negative_time_limit, _zero_time_limit, _nan_budget, _negative_certificate_nodes,
+    _negative_window, _window_not_dividing, _negative_time_limit, _zero_time_limit, _float16_aggregates, _joint_limits_with_noise, _nan_budget, _negative_certificate_nodes,
     _unknown_device, _cuda_without_a_gpu,
 ], ids=lambda case: case.__name__.strip("_"))
 def test_bad_disaggregate_input(tmp_path, capsys, observation, case):
@@ -528,6 +537,12 @@ def test_tasks_path_that_is_a_file(tmp_path, capsys, suite_file):
     (["run", "--format", "pdf"], "argument --format"),
     (["verify"], "the following arguments are required: entry"),
     ([], "the following arguments are required: command"),
+    # an option given twice: the last value had silently won
+    (["disaggregate", "--window", "4", "--window", "3", "--aggregates", "a", "--counts", "c", "--out", "o"],
+     "--window is given more than once"),
+    (["leaderboard", "--suite", "quick", "--sui", "standard"], "--suite is given more than once"),  # an abbreviation too
+    (["verify", "e.json", "--seed", "1", "--seed=2"], "--seed is given more than once"),
+    (["run", "--quiet", "--quiet"], "--quiet is given more than once"),
 ])
 def test_bad_options_are_one_line(tmp_path, capsys, args, names):
     before = snapshot(tmp_path)
