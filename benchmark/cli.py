@@ -2,6 +2,7 @@
 submit and verify leaderboard entries."""
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -606,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A terminal or pipe that cannot encode a character (PYTHONIOENCODING=ascii, a C locale) gets it escaped: the
+    # board's dashes and a label's accents had raised UnicodeEncodeError after the outputs were written.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
