@@ -113,6 +113,8 @@ def _read(name_or_path: str) -> tuple[dict, str]:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise BenchmarkError(f"suite file {path} cannot be read as UTF-8 text: {error}") from None
+    elif path.suffix.lower() == ".toml":  # TINY.TOML: neither a built-in name nor, as spelled, a suite file
+        raise BenchmarkError(f"suite file {path}: suite files end in a lowercase .toml; rename it")
     elif name_or_path in builtin_suites():
         text = resources.files("benchmark.suites").joinpath(f"{name_or_path}.toml").read_text()
     else:
@@ -238,6 +240,29 @@ def _rounds(per_user: float, n_users: object, where: str) -> int:
     return round(per_user * n_users)
 
 
+# Cell fields that synthetic updates never read, and those fedsgd's single gradient never reads: a suite that sets
+# them believes they shape the cell (they only changed its task keys).
+MODEL_FIELDS = ("dataset", "data_root", "model", "samples_per_user", "local_training", "local_epochs", "batch_size",
+                "learning_rate", "initial_model")
+FEDAVG_FIELDS = ("local_epochs", "batch_size")
+
+
+def _check_used(cell: dict) -> None:
+    """BenchmarkError for a cell field that this cell's kind of updates never reads."""
+    name = cell.get("name", Scenario.name)
+    if cell.get("update_kind") == "synthetic":
+        unused = [key for key in MODEL_FIELDS if key in cell]
+        reason = 'update_kind = "synthetic" (Gaussian updates, no model or data)'
+    elif "synthetic_dim" in cell:
+        unused, reason = ["synthetic_dim"], "model updates (synthetic_dim sizes synthetic ones)"
+    else:
+        unused = [key for key in FEDAVG_FIELDS if key in cell] if cell.get("local_training", Scenario.local_training) == "fedsgd" else []
+        reason = 'local_training = "fedsgd" (one gradient of all the client\'s samples)'
+    if unused:
+        raise BenchmarkError(f"cell {name!r}: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with "
+                             f"{reason}; remove {'it' if len(unused) == 1 else 'them'}")
+
+
 def load_suite(name_or_path: str) -> Suite:
     """The suite, every field checked by type and range, names unique; BenchmarkError naming the field."""
     data, origin = _read(name_or_path)
@@ -269,6 +294,8 @@ def load_suite(name_or_path: str) -> Suite:
             if isinstance(cell, dict) and "seed" in cell:
                 raise BenchmarkError(f"cell {cell.get('name', Scenario.name)!r}: seed is not a cell field; seeds come "
                                      "from the suite's top-level seeds list")
+            if isinstance(cell, dict):
+                _check_used(cell)
         cells = tuple(Scenario.from_dict(cell) for cell in _horizon_cells(declared))
         for cell in cells:
             check_label(cell.name, "cell name")

@@ -62,6 +62,9 @@ def check_label(value: object, what: str) -> str:
         raise BenchmarkError(f"{what} must be a non-empty string, got {value!r}")
     if value != value.strip() or not value.isprintable():
         raise BenchmarkError(f"{what} {value!r} has surrounding spaces or control characters, which tables would not show")
+    if not value.isascii():  # a look-alike letter (Cyrillic o in "none") passed for another defense; wide ones broke the board
+        raise BenchmarkError(f"{what} {value!r} must be ASCII: tables print it as a row's identity, where a look-alike "
+                             "letter could pass for another name")
     return value
 
 

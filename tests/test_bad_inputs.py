@@ -450,6 +450,15 @@ SUITE_CASES = {
     "utility-string-clients": (_append('\n[utility]\nname = "u"\ndataset = "digits"\nn_clients = "10"\n'), "suite.toml: [utility] n_clients must be an integer"),
     "label-builtin-with-a-space": (_append('\n[[defenses]]\nname = "rounded-counts"\nlabel = "none "\n'), "surrounding spaces"),
     "label-with-a-newline": (_append('\n[[defenses]]\nname = "rounded-counts"\nlabel = "a\\nb"\n'), "control characters"),
+    # a Cyrillic o: the row read "nоne", ranked first, passing for the built-in `none`
+    # fields this cell's updates never read: they only changed its task keys
+    "synthetic-cell-with-a-model": (_replace("window = 3", 'window = 3\nupdate_kind = "synthetic"\nmodel = "cnn"\nbatch_size = 3'),
+                                    "cell 'tiny-fedsgd': model, batch_size have no effect with update_kind = \"synthetic\""),
+    "fedsgd-cell-with-epochs": (_replace("window = 3", "window = 3\nlocal_epochs = 7"),
+                                'local_epochs has no effect with local_training = "fedsgd"'),
+    "model-cell-with-synthetic-dim": (_replace("window = 3", "window = 3\nsynthetic_dim = 5000"),
+                                      "synthetic_dim has no effect with model updates"),
+    "look-alike-label": (_append('\n[[defenses]]\nname = "rounded-counts"\nlabel = "n\u043ene"\n'), "must be ASCII"),
     "horizons-one-round-count": (_replace("n_rounds = 24", "horizons = [4, 4.0000000001]"), "give the same number of rounds twice"),
     "cell-name-empty": (_replace('name = "tiny-fedsgd"', 'name = ""'), "name must not be empty"),
     "mip-checks-zero": (_replace("time_limit = 0.2", "mip_checks = 0"), "[attack] mip_checks must be at least 1"),
@@ -517,7 +526,8 @@ def test_bad_run_option(tmp_path, capsys, suite_file, args, names, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder.py").mkdir()
     (tmp_path / "syntax.py").write_text("class X(:\n")
-    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, "--results", tmp_path / "results", "--quiet", *args], names)
+    results = [] if "--results" in args else ["--results", tmp_path / "results"]  # an option is given once
+    check_refused(tmp_path, capsys, ["run", "--suite", suite_file, *results, "--quiet", *args], names)
 
 
 def test_results_path_that_is_a_file(tmp_path, capsys, suite_file):
