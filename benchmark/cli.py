@@ -244,8 +244,9 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
     totals_line = ", ".join(f"{k} {v}" for k, v in report["totals"].items())
     print(f"{len(result.status)} users in {result.wall_seconds:.2f} s: {totals_line}; wrote {out}/participants.npy, updates.npy, report.json")
     if report["unidentifiable_updates"]:
-        print(f"note: {report['unidentifiable_updates']} user(s) never took part or always took part with others: the sums "
-              "do not determine their updates, written as NaN (report.json: update_identifiable)", file=sys.stderr)
+        print(f"note: {report['unidentifiable_updates']} user(s) have a recovered column that is empty or a combination of the "
+              "others' (never took part, or always with others): the sums do not determine their updates, written as NaN "
+              "(report.json: update_identifiable)", file=sys.stderr)
     if args.noise and result.relative_misfit > AttackSettings().accepted_residual and _noise_free(aggregates, counts.shape[0]):
         print(f"error: --noise, yet the aggregates carry no noise (numerical rank at most the {counts.shape[0]} users) and the "
               f"recovery misses them by a relative {result.relative_misfit:.3g}: run without --noise, or check the counts", file=sys.stderr)
@@ -260,7 +261,8 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         if missing:  # the users without a column leave their share of the sums unexplained; the others' statuses stand
             print(f"error: {misfit}: {missing} user(s) have no column (infeasible or timeout)", file=sys.stderr)
         else:
-            hint = "" if args.noise else "; with noisy or rounded aggregates, try --noise"
+            # without --noise the sums passed the rank check (exact sums of n updates): noise is not the likely cause
+            hint = "" if args.noise else "; the columns found do not reproduce the sums (counts that do not match them, "                                          "or columns the attack could not pin down: report.json)"
             print(f"error: {misfit}: no user is proven unique{hint}", file=sys.stderr)
         return 1
     return 0
