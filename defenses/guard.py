@@ -27,7 +27,7 @@ READ_PARAMETERS = {
     "padding_rate": ("a number in [0, 1]", lambda v: _number(v, 0.0, 1.0)),
     "window_factor": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
     "group_size": ("an integer in [1, 1e9]", lambda v: _integer(v, 1)),
-    "groups": ("a list of integers >= 0", lambda v: isinstance(v, (list, tuple)) and all(_integer(g, 0) for g in v)),
+    "groups": ("a list of integers in [0, 1e9]", lambda v: isinstance(v, (list, tuple)) and all(_integer(g, 0) for g in v)),
     "update_noise_std": ("a number >= 0", lambda v: _number(v, 0.0)),
     "aggregate_noise_std": ("a number >= 0", lambda v: _number(v, 0.0)),
     "example_noise_multiplier": ("a number >= 0", lambda v: _number(v, 0.0)),
