@@ -380,15 +380,29 @@ def run_suite(
 
 
 def _check_labels(tasks: list[Task], context: list[Task]) -> None:
-    """BenchmarkError where a task's defense label is the suite's label of another defense or other parameters:
-    its rows would stand in the table under a label the suite file gives to something else."""
-    from benchmark.provenance import portable_name
-
+    """BenchmarkError where a task's defense label is the suite's label of another defense (other code, or other
+    parameters once defaults are filled in): its rows would stand in the table under a label the suite file gives to
+    something else."""
     suite_specs = {task.defense.display: task.defense for task in context}
     for spec in {task.defense.display: task.defense for task in tasks}.values():
         other = suite_specs.get(spec.display)
-        if other is not None and (portable_name(other.name), other.parameters) != (portable_name(spec.name), spec.parameters):
+        if other is not None and not _same_defense(spec, other):
             given = ", ".join(f"{k}={v}" for k, v in other.parameters) or "its default parameters"
             raise BenchmarkError(f"--defense {spec.name}: the suite gives the label {spec.display!r} to {other.name} with "
                                  f"{given}; these rows would replace that defense's under its label: run the suite, or "
                                  "`disaggbench submit` this defense with its --param values")
+
+
+def _same_defense(one: DefenseSpec, other: DefenseSpec) -> bool:
+    """The same code (built-in name, or a plugin file's bytes and class) and the same constructor arguments."""
+    from benchmark.provenance import plugin_digests, plugin_path
+    from defenses.registry import bound_parameters, defense_class
+
+    if plugin_digests(one.name, one.parameters) != plugin_digests(other.name, other.parameters):
+        return False  # other plugin code (same file name, other bytes)
+    if plugin_path(one.name) is None and defense_class(one.name) is not defense_class(other.name):
+        return False  # built-ins by class, so that an old alias is the same defense
+    try:
+        return bound_parameters(one.name, dict(one.parameters)) == bound_parameters(other.name, dict(other.parameters))
+    except BenchmarkError:  # parameters it does not take: validation names them
+        return dict(one.parameters) == dict(other.parameters)

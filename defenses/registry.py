@@ -55,6 +55,23 @@ def defense_class(name: str) -> type:
     return cls
 
 
+def bound_parameters(name: str, given: dict) -> dict:
+    """Every constructor parameter of the defense, defaults filled in; BenchmarkError where it does not take `given`."""
+    try:
+        bound = inspect.signature(defense_class(name)).bind(**given)
+    except TypeError as error:
+        raise BenchmarkError(f"defense {name!r} does not take parameters {given}: {error}") from None
+    bound.apply_defaults()
+    parameters: dict = {}
+    for key, value in bound.arguments.items():
+        kind = bound.signature.parameters[key].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            parameters.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            parameters[key] = value
+    return parameters
+
+
 def check_label(value: object, what: str) -> str:
     """A name tables print (a defense's label or name, a cell's, a grid's, the utility task's): a non-empty string
     without surrounding spaces or control characters, which tables would not show; BenchmarkError naming `what`."""

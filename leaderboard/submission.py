@@ -34,7 +34,7 @@ from benchmark.runner import plugin_labels, run_suite
 from benchmark.store import ResultStore, check_output_file, look_up, write_atomically
 from benchmark.suite import DefenseSpec, Suite, Task, builtin_suites, expand, load_suite
 from defenses.builtin import ALIASES, BUILTIN_DEFENSES
-from defenses.registry import check_label, defense_class, is_builtin_name, make_defense
+from defenses.registry import bound_parameters, check_label, defense_class, is_builtin_name, make_defense
 from leaderboard.render import COLUMN_NOTES, default_columns, render
 from leaderboard.summary import OPTIONAL_SCORES, SUMMARY_SCORES, check_table, summarize
 
@@ -114,19 +114,7 @@ def full_parameters(defense: str, given: dict) -> dict:
 
     Recording the defaults too keeps an entry meaningful if a later version changes them.
     """
-    cls = defense_class(defense)
-    try:
-        bound = inspect.signature(cls).bind(**given)
-    except TypeError as error:
-        raise BenchmarkError(f"defense {defense!r} does not take parameters {given}: {error}") from None
-    bound.apply_defaults()
-    parameters: dict = {}
-    for name, value in bound.arguments.items():
-        kind = bound.signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            parameters.update(value)
-        elif kind is not inspect.Parameter.VAR_POSITIONAL:
-            parameters[name] = value
+    parameters = bound_parameters(defense, given)
     try:
         parameters = json.loads(canonical_json(parameters))  # tuples become lists, as a verifier will read them
     except (TypeError, ValueError):

@@ -272,13 +272,19 @@ def test_a_defense_that_cannot_act_on_synthetic_updates_is_not_applicable_there_
 
 
 def test_a_defense_run_alone_under_a_label_the_suite_gives_other_parameters_is_refused(tmp_path, suite_file, capsys):
-    # The suite's `dp-gaussian` row is noise_multiplier 1.0; `--defense dp-gaussian` (its defaults) had replaced that
-    # row with other parameters' scores under the same label.
-    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+    # A suite's `dp-gaussian` row of noise_multiplier 2: `--defense dp-gaussian` (its defaults) had replaced that row
+    # with other parameters' scores under the same label.
+    other = tmp_path / "other.toml"
+    other.write_text(TINY_SUITE.replace("noise_multiplier = 1.0", "noise_multiplier = 2.0"))
+    code, out, err = run(["run", "--suite", str(other), "--results", str(tmp_path / "r"), "--quiet",
                           "--defense", "dp-gaussian"], capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "the suite gives the label 'dp-gaussian' to dp-gaussian with noise_multiplier=1.0" in err
+    assert "the suite gives the label 'dp-gaussian' to dp-gaussian with noise_multiplier=2.0" in err
     assert not (tmp_path / "r").exists()
+    # The suite's noise_multiplier = 1.0 is the default: the same defense, which runs (here into its timeout).
+    code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                          "--defense", "dp-gaussian", "--task-timeout", "0.001"], capsys)
+    assert code == 1 and "gives the label" not in err
 
 
 def test_the_board_of_a_suite_file_refuses_results_another_version_or_other_cells_wrote(tmp_path, suite_file, capsys):
