@@ -71,9 +71,9 @@ class Disaggregation:
     # the LP polytope tends to be the single binary point, so the LP settles the user); inf when nothing is free
     equalities_per_free_round: np.ndarray | None = None
     relative_misfit: float = float("nan")  # ||A - P U|| / ||A||: how well the whole recovery explains the sums
-    # the per-round totals contradict the rest (every user has a column and they do not add up to them, or no binary
-    # columns meet the counts and totals together): nothing is proven unique
-    misses_totals: bool = False
+    misses_totals: bool = False  # every user has a column, yet they do not add up to the per-round totals
+    # the joint stage's propagation showed that no binary columns meet the counts and the totals together
+    contradiction: bool = False
     # (T, n) uint8: the search's best rounded column for each user it searched, accepted or not (zeros elsewhere);
     # under noise the adaptive attack refines these rather than searching again
     candidates: np.ndarray | None = None
@@ -284,12 +284,6 @@ def _separate_exchangeable(geometry: Geometry, state: _Progress, totals: np.ndar
             alternatives[member] = max(alternatives[member], len(members))
 
 
-def _misses_totals(participants: np.ndarray, totals: np.ndarray, complete: bool, contradiction: bool) -> bool:
-    """Whether the observations contradict the per-round totals: every user has a column and they do not add up to
-    them, or the joint stage's propagation showed that no binary columns meet the counts and totals together."""
-    return contradiction or (complete and not np.array_equal(participants.sum(axis=1, dtype=np.int64), totals))
-
-
 def _equalities_per_free_round(geometry: Geometry) -> np.ndarray:
     """Rows of N^T (T - r) plus windows with free rounds, over free rounds, per user: an upper bound of the true ratio."""
     lengths = np.bincount(geometry.window_index)
@@ -400,9 +394,12 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
     # while the columns do not add up to the per-round totals: then nothing is proven unique. While some user has
     # no column, neither says anything of the others.
     complete = not any(s in ("timeout", "infeasible") for s in state.status)
-    misses_totals = totals is not None and _misses_totals(participants, totals, complete,
-                                                          outcome is not None and outcome.contradiction)
-    inconsistent = (misfit > settings.accepted_residual and complete) or misses_totals
+    misses_totals = complete and totals is not None and not np.array_equal(participants.sum(axis=1, dtype=np.int64), totals)
+    contradiction = outcome is not None and outcome.contradiction
+    # With the totals, every certificate leans on the other users' columns and on the totals themselves: a user whose
+    # observations admit no column at all (infeasible) shows they contradict each other, and then proves nothing.
+    inconsistent = (misfit > settings.accepted_residual and complete) or misses_totals or contradiction or \
+        (totals is not None and "infeasible" in state.status)
     status = tuple("found" if s == "unique" and inconsistent else s for s in state.status)
     return Disaggregation(
         participants=participants,
@@ -419,6 +416,7 @@ def _disaggregate(aggregates, counts, window, totals, settings, progress, counts
         equalities_per_free_round=_equalities_per_free_round(geometry),
         relative_misfit=misfit,
         misses_totals=misses_totals,
+        contradiction=contradiction,
         candidates=state.guess.astype(np.uint8),
         identifiable=identifiable_updates(participants),
     )

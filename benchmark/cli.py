@@ -251,7 +251,7 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         print(f"error: --noise, yet the aggregates carry no noise (numerical rank at most the {counts.shape[0]} users) and the "
               f"recovery misses them by a relative {result.relative_misfit:.3g}: run without --noise, or check the counts", file=sys.stderr)
         return 1
-    if result.misses_totals:
+    if result.contradiction:
         print("error: --totals contradict the counts and aggregates (no set of binary columns adds up to them in every "
               "round): no user is proven unique", file=sys.stderr)
         return 1
@@ -264,6 +264,9 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
             # without --noise the sums passed the rank check (exact sums of n updates): noise is not the likely cause
             hint = "" if args.noise else "; the columns found do not reproduce the sums (counts that do not match them, "                                          "or columns the attack could not pin down: report.json)"
             print(f"error: {misfit}: no user is proven unique{hint}", file=sys.stderr)
+        return 1
+    if result.misses_totals:
+        print("error: the recovered columns do not add up to --totals in every round: no user is proven unique", file=sys.stderr)
         return 1
     return 0
 
