@@ -382,13 +382,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     form = args.format or "markdown"
     if args.cells and form == "board":
         raise BenchmarkError("--cells gives the full per-cell table: choose --format markdown, latex, csv, json or html")
-    from benchmark.suite import check_suite_name, load_suite
+    from benchmark.suite import builtin_suites, check_suite_name, load_suite
 
     loaded = load_suite(suite) if suite.endswith(".toml") else None  # as `run --suite` takes it: stored under its name
     suite = loaded.name if loaded is not None else suite
     path = Path(results_root) / check_suite_name(suite, "--suite") / "results.parquet"
-    if loaded is not None:
-        _check_stored_suite(loaded, args.suite, path.parent)
     if args.out:  # never over the stored results
         check_output_file(Path(args.out), "--out", keep=(path.parent,))
     if not path.is_file():
@@ -398,6 +396,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     except Exception as error:  # a truncated or foreign file: one line naming it
         raise BenchmarkError(f"results file {path} cannot be read ({' '.join(str(error).split())[:200]}); run the suite again to rewrite it") from None
     check_table(results, str(path))
+    if loaded is not None or suite in builtin_suites():
+        _check_stored_suite(loaded or load_suite(suite), args.suite, path.parent, results)
     if args.cells:
         from leaderboard.render import cell_columns
         from leaderboard.summary import summarize_cells
@@ -416,19 +416,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_stored_suite(suite: "Suite", source: str, folder: Path) -> None:
-    """BenchmarkError where the results in `folder` were written by another version of the suite, or one with other
-    cells, seeds or settings (its suite.json): the table would pass for the file's results."""
+def _check_stored_suite(suite: "Suite", source: str, folder: Path, results: "pd.DataFrame") -> None:
+    """BenchmarkError where the table in `folder` holds rows of another version of the suite (`submit` of a new
+    version stores its tasks and leaves the old table), or where the folder's suite.json says another suite of this
+    name and version (other cells, seeds or settings) wrote it: the table would pass for the suite's results."""
     from benchmark.store import ResultStore
     from benchmark.suite import cells_digest, expand
 
+    versions = sorted({str(v) for v in results["suite_version"].dropna()}) if "suite_version" in results.columns else []
+    if versions and versions != [suite.version]:
+        raise BenchmarkError(f"--results {folder} holds rows of version {', '.join(map(repr, versions))} of suite "
+                             f"{suite.name!r}, but {source} is version {suite.version!r}: run `disaggbench run --suite "
+                             f"{source}` first")
     held = ResultStore(folder.parent, suite.name).claimed()
-    if held is None:
-        return
-    if held.get("version") != suite.version:
-        raise BenchmarkError(f"--results {folder} holds version {held.get('version')!r} of suite {suite.name!r}, but "
-                             f"{source} is version {suite.version!r}: run `disaggbench run --suite {source}` first")
-    if held.get("cells") not in (None, cells_digest(expand(suite))):  # the digest reads no defense
+    if held is not None and held.get("version") == suite.version and \
+            held.get("cells") not in (None, cells_digest(expand(suite))):  # the digest reads no defense
         raise BenchmarkError(f"--results {folder} holds suite {suite.name!r} version {suite.version!r} with other cells, "
                              f"seeds or settings than {source}: run `disaggbench run --suite {source}` first")
 

@@ -297,6 +297,14 @@ def test_the_board_of_a_suite_file_refuses_results_another_version_or_other_cell
     other_version.write_text(TINY_SUITE.replace('version = "1"', 'version = "2"'))
     other_cells = tmp_path / "cells.toml"
     other_cells.write_text(TINY_SUITE.replace("seeds = [0]", "seeds = [1]"))
-    for path, message in ((other_version, "holds version '1' of suite 'tiny', but"), (other_cells, "with other cells, seeds")):
+    for path, message in ((other_version, "holds rows of version '1' of suite 'tiny', but"), (other_cells, "with other cells, seeds")):
         code, out, err = run(["leaderboard", "--suite", str(path), "--results", str(results), "--format", "csv"], capsys)
         assert code == 2 and message in err and err.count("\n") == 1 and out == ""
+    # An entry of version 2 stores its tasks there and leaves version 1's table: that table is still version 1's.
+    code, _, err = run(["submit", "none", "--name", "n2", "--suite", str(other_version), "--results", str(results),
+                        "--entries", str(tmp_path / "entries"), "--quiet"], capsys)
+    assert code == 0, err
+    code, out, err = run(["leaderboard", "--suite", str(other_version), "--results", str(results), "--format", "csv"], capsys)
+    assert code == 2 and "holds rows of version '1'" in err
+    code, out, _ = run(["leaderboard", "--suite", str(suite_file), "--results", str(results), "--format", "csv"], capsys)
+    assert code == 0 and "none" in out
