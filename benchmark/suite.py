@@ -240,10 +240,11 @@ def _rounds(per_user: float, n_users: object, where: str) -> int:
     return round(per_user * n_users)
 
 
-# Cell fields that synthetic updates never read, and those fedsgd's single gradient never reads: a suite that sets
-# them believes they shape the cell (they only changed its task keys).
+# Cell fields that synthetic updates never read (they come from no model, which therefore never moves), and those
+# fedsgd's single gradient never reads: a [[cells]] entry that sets them believes they shape the cell (they only
+# changed its task keys). A [[grids]] entry may set one for the crossed cells that read it.
 MODEL_FIELDS = ("dataset", "data_root", "model", "samples_per_user", "local_training", "local_epochs", "batch_size",
-                "learning_rate", "initial_model")
+                "learning_rate", "initial_model", "model_policy", "server_step")
 FEDAVG_FIELDS = ("local_epochs", "batch_size")
 
 
@@ -289,13 +290,14 @@ def load_suite(name_or_path: str) -> Suite:
     if not data["defenses"]:
         raise BenchmarkError(f"suite {origin}: defenses must list at least one [[defenses]] entry")
     try:
+        for cell in data.get("cells", []):  # a grid may cross kinds of cells with a field that only some of them read
+            if isinstance(cell, dict):
+                _check_used(cell)
         declared = [*data.get("cells", []), *_grid_cells(data.get("grids", []))]
         for cell in declared:  # expand() sets every task's seed: a cell's own would be ignored
             if isinstance(cell, dict) and "seed" in cell:
                 raise BenchmarkError(f"cell {cell.get('name', Scenario.name)!r}: seed is not a cell field; seeds come "
                                      "from the suite's top-level seeds list")
-            if isinstance(cell, dict):
-                _check_used(cell)
         cells = tuple(Scenario.from_dict(cell) for cell in _horizon_cells(declared))
         for cell in cells:
             check_label(cell.name, "cell name")

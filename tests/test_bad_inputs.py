@@ -1071,3 +1071,22 @@ def test_an_output_stream_that_cannot_encode_a_character_gets_it_escaped(tmp_pat
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert "sortie-\\xe9" in done.stdout and (out / "report.json").is_file()
+
+
+def test_a_grid_may_cross_kinds_of_cells_with_a_field_only_some_read(tmp_path):
+    # local_epochs is read by the fedavg cells of this grid, not by its fedsgd ones: a [[cells]] entry setting it under
+    # fedsgd is refused, a grid crossing both is not
+    from benchmark.suite import load_suite
+
+    path = tmp_path / "grid.toml"
+    path.write_text(SUITE.split("[[cells]]")[0] + """
+[[grids]]
+name = "g"
+n_users = 6
+n_rounds = 24
+participation = 0.4
+window = 3
+local_training = ["fedsgd", "fedavg"]
+local_epochs = 2
+""")
+    assert [cell.local_epochs for cell in load_suite(str(path)).cells] == [2, 2]
