@@ -212,8 +212,8 @@ def cmd_disaggregate(args: argparse.Namespace) -> int:
         ("--time-limit", args.time_limit), ("--budget", args.budget), ("--no-certify", args.no_certify or None),
         ("--no-lattice", args.no_lattice or None)) if given is not None]
     if args.noise and joint_options:
-        raise BenchmarkError(f"{', '.join(joint_options)} limit the lattice and joint stages, which run on exact sums only: "
-                             "leave them out with --noise")
+        raise BenchmarkError(f"{', '.join(joint_options)} {'limits' if len(joint_options) == 1 else 'limit'} the lattice and "
+                             "joint stages, which run on exact sums only: leave them out with --noise")
     for name in ("nodes", "certificate_nodes", "mip_checks", "simplex_iterations", "time_limit"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(_ATTACK, name))
@@ -614,10 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A terminal or pipe that cannot encode a character (PYTHONIOENCODING=ascii, a C locale) gets it escaped: the
-    # board's dashes and a label's accents had raised UnicodeEncodeError after the outputs were written.
+    # A terminal or pipe that cannot encode a character (PYTHONIOENCODING=ascii, a C locale) gets "?" for it: the
+    # board's dashes and a path's accents had raised UnicodeEncodeError after the outputs were written.
     if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="backslashreplace")
+        sys.stdout.reconfigure(errors="replace")  # one "?" a character: the board's columns stay aligned
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

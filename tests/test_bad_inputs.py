@@ -1059,7 +1059,7 @@ def test_killing_the_parent_leaves_no_worker(tmp_path):
     assert not survivors
 
 
-def test_an_output_stream_that_cannot_encode_a_character_gets_it_escaped(tmp_path, observation):
+def test_an_output_stream_that_cannot_encode_a_character_gets_a_question_mark(tmp_path, observation):
     # PYTHONIOENCODING=ascii (or a C locale): the summary naming a non-ASCII folder raised UnicodeEncodeError after
     # the outputs were written, a traceback and exit 1.
     out = tmp_path / "sortie-é"
@@ -1067,7 +1067,7 @@ def test_an_output_stream_that_cannot_encode_a_character_gets_it_escaped(tmp_pat
                "--counts", str(observation["C"]), "--window", "4", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert "sortie-\\xe9" in done.stdout and (out / "report.json").is_file()
+    assert "sortie-?" in done.stdout and (out / "report.json").is_file()
 
 
 def test_a_grid_may_cross_kinds_of_cells_with_a_field_only_some_read(tmp_path):
