@@ -348,8 +348,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from benchmark.suite import Suite
-
     from benchmark.store import write_atomically
     from leaderboard.render import render
     from leaderboard.summary import check_table, summarize

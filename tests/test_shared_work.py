@@ -10,7 +10,6 @@ import pytest
 
 import benchmark.utility as utility
 from benchmark import simulation
-from benchmark.executor import Executor
 from benchmark.runner import run_suite
 from benchmark.scenario import Scenario
 from benchmark.simulation import simulate
