@@ -297,17 +297,27 @@ def _check_datasets(tasks: list[Task]) -> None:
         check_dataset(dataset, root)
 
 
-def _validate_defenses(specs: list[DefenseSpec]) -> None:
-    """Every defense with a task to run passes validate_defense first: a broken one stops the run, one line."""
+def _validate_defenses(tasks: list[Task]) -> None:
+    """Every defense with a task to run passes validate_defense first: a broken one stops the run, one line. So does
+    one that publishes fixed `groups` (before any round) for another number of users than a cell it runs on: each of
+    those tasks would fail after its simulation."""
+    from defenses.guard import GuardedDefense
     from defenses.registry import make_defense
     from defenses.validate import validate_defense
 
-    seen = set()
-    for spec in specs:
+    cells: dict[str, tuple[DefenseSpec, dict[str, int]]] = {}
+    for task in tasks:
+        spec = task.defense
         identity = json.dumps([spec.name, spec.parameters], sort_keys=True, default=str)
-        if identity not in seen:
-            seen.add(identity)
-            validate_defense(partial(make_defense, spec.name, dict(spec.parameters)))
+        cells.setdefault(identity, (spec, {}))[1][task.scenario.name] = task.scenario.n_users
+    for spec, users in cells.values():
+        validate_defense(partial(make_defense, spec.name, dict(spec.parameters)))
+        guarded = GuardedDefense(make_defense(spec.name, dict(spec.parameters)))
+        groups = guarded.public_parameters().get("groups")
+        wrong = [(cell, n) for cell, n in users.items() if groups is not None and len(groups) != n]
+        if wrong:
+            raise BenchmarkError(f"defense {guarded.name!r}: public_parameters gives groups for {len(groups)} users; "
+                                 f"cell {wrong[0][0]!r} has {wrong[0][1]}")
 
 
 def plugin_labels(specs: tuple[DefenseSpec, ...]) -> tuple[DefenseSpec, ...]:
@@ -365,7 +375,7 @@ def run_suite(
             if not store.finished(key, _identity(task))]
     store.check_slots([job.key for job in todo])
     _check_datasets([job.task for job in todo])
-    _validate_defenses([job.task.defense for job in todo])
+    _validate_defenses([job.task for job in todo])
     store.claim(tasks[0].suite, tasks[0].suite_version, cells_digest([*tasks, *context]))  # the last check, then writes
     groups = _horizon_groups(_utility_columns(todo, store, executor, progress, task_timeout))
     for _ in run_tasks(_run_and_store_horizons, groups, executor, progress="tasks" if progress else None, sizes=[len(g) for g in groups]):

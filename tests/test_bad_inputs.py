@@ -653,6 +653,9 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_bucket': 10**30}\n", "count_bucket = 1000"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'padding_rate': 2.0}\n", "number in [0, 1]"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': 'abc'}\n", "list of integers"),
+    # fixed groups for 2 users where the cell has 6: each task had failed on it after its simulation
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': [0, 1]}\n",
+     "public_parameters gives groups for 2 users; cell 'tiny-fedsgd' has 6"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'update_noise_std': -1}\n", "number >= 0"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {1: 2}\n", "has the key 1"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_noise_scale': 1e300}\n",
@@ -1087,3 +1090,12 @@ local_training = ["fedsgd", "fedavg"]
 local_epochs = 2
 """)
     assert [cell.local_epochs for cell in load_suite(str(path)).cells] == [2, 2]
+
+
+def test_fixed_groups_that_fit_the_cells_pass_validation(tmp_path, capsys, suite_file):
+    plugin = tmp_path / "fixed.py"
+    plugin.write_text("from defenses.base import Defense\n\nclass X(Defense):\n    name = 'fixed-pairs'\n"
+                      "    def public_parameters(self):\n        return {'groups': [0, 0, 1, 1, 2, 2]}\n")
+    code = main(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+                 "--defense", f"{plugin}:X", "--task-timeout", "0.001"])
+    assert code == 1 and "groups" not in capsys.readouterr().err  # validated, then the task ran into its timeout
