@@ -395,7 +395,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise BenchmarkError(f"results file {path} cannot be read ({' '.join(str(error).split())[:200]}); run the suite again to rewrite it") from None
     check_table(results, str(path))
     if loaded is not None or suite in builtin_suites():
-        _check_stored_suite(loaded or load_suite(suite), args.suite, path.parent, results)
+        _check_stored_suite(loaded or load_suite(suite), args.suite or suite, path.parent, results)
     if args.cells:
         from leaderboard.render import cell_columns
         from leaderboard.summary import summarize_cells

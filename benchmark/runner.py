@@ -299,11 +299,11 @@ def _check_datasets(tasks: list[Task]) -> None:
 
 def _validate_defenses(tasks: list[Task]) -> None:
     """Every defense with a task to run passes validate_defense first: a broken one stops the run, one line. So does
-    one that publishes fixed `groups` (before any round) for another number of users than a cell it runs on: each of
-    those tasks would fail after its simulation."""
-    from defenses.guard import GuardedDefense
+    one that publishes fixed `groups` (whose length does not follow the validation run's users) for another number of
+    users than a cell it runs on: each of those tasks would fail after its simulation. Groups drawn for the run's
+    users pass; fixed groups that happen to have the validation run's length are still caught by each task."""
     from defenses.registry import make_defense
-    from defenses.validate import validate_defense
+    from defenses.validate import USERS, validate_defense
 
     cells: dict[str, tuple[DefenseSpec, dict[str, int]]] = {}
     for task in tasks:
@@ -311,13 +311,12 @@ def _validate_defenses(tasks: list[Task]) -> None:
         identity = json.dumps([spec.name, spec.parameters], sort_keys=True, default=str)
         cells.setdefault(identity, (spec, {}))[1][task.scenario.name] = task.scenario.n_users
     for spec, users in cells.values():
-        validate_defense(partial(make_defense, spec.name, dict(spec.parameters)))
-        guarded = GuardedDefense(make_defense(spec.name, dict(spec.parameters)))
-        groups = guarded.public_parameters().get("groups")
-        wrong = [(cell, n) for cell, n in users.items() if groups is not None and len(groups) != n]
+        groups = validate_defense(partial(make_defense, spec.name, dict(spec.parameters))).get("groups")
+        fixed = groups is not None and len(groups) != USERS
+        wrong = [(cell, n) for cell, n in users.items() if fixed and len(groups) != n]
         if wrong:
-            raise BenchmarkError(f"defense {guarded.name!r}: public_parameters gives groups for {len(groups)} users; "
-                                 f"cell {wrong[0][0]!r} has {wrong[0][1]}")
+            raise BenchmarkError(f"defense {spec.display!r}: public_parameters gives fixed groups for {len(groups)} "
+                                 f"users; cell {wrong[0][0]!r} has {wrong[0][1]}")
 
 
 def plugin_labels(specs: tuple[DefenseSpec, ...]) -> tuple[DefenseSpec, ...]:

@@ -47,6 +47,7 @@ def _trace(defense: Defense) -> list[tuple[str, object]]:
         trace.append(("transform_step", guarded.transform_step(received, rng)))
     trace.append(("transform_analytics", guarded.transform_analytics(checked_in, WINDOW, rng)))
     trace.append(("privacy", guarded.privacy(ROUNDS, 0.5, int(checked_in.sum(axis=0).max()), 1e-5)))
+    trace.append(("public_parameters", guarded.public_parameters()))  # after a run, as the attacker reads them
     return trace
 
 
@@ -65,17 +66,20 @@ def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and (a == b or a != a and b != b)
 
 
-def validate_defense(defense_factory: Callable[[], Defense]) -> None:
+def validate_defense(defense_factory: Callable[[], Defense]) -> dict:
     """Build the defense twice and run every hook with the same seed; BenchmarkError naming the first bad hook.
 
     Bad: an output of the wrong shape or dtype, NaN or infinite values (checked
     by GuardedDefense), a hook that raises, or outputs that differ between the
-    two same-seed runs (randomness not drawn from the rng passed in).
+    two same-seed runs (randomness not drawn from the rng passed in). Returns the public parameters after the
+    run of USERS users.
     """
     defense = _build(defense_factory)
-    for (hook, a), (_, b) in zip(_trace(defense), _trace(_build(defense_factory))):
+    trace = _trace(defense)
+    for (hook, a), (_, b) in zip(trace, _trace(_build(defense_factory))):
         if not _same(a, b):
             raise BenchmarkError(f"defense {defense.name!r}: hook {hook} is not deterministic: the same seed gave different outputs")
+    return trace[-1][1]
 
 
 def _build(defense_factory: Callable[[], Defense]) -> Defense:

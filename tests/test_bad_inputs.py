@@ -655,7 +655,7 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': 'abc'}\n", "list of integers"),
     # fixed groups for 2 users where the cell has 6: each task had failed on it after its simulation
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': [0, 1]}\n",
-     "public_parameters gives groups for 2 users; cell 'tiny-fedsgd' has 6"),
+     "public_parameters gives fixed groups for 2 users; cell 'tiny-fedsgd' has 6"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'update_noise_std': -1}\n", "number >= 0"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {1: 2}\n", "has the key 1"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_noise_scale': 1e300}\n",
@@ -1093,9 +1093,18 @@ local_epochs = 2
 
 
 def test_fixed_groups_that_fit_the_cells_pass_validation(tmp_path, capsys, suite_file):
+    # X: groups fixed for the cell's 6 users; Y: placeholder groups until a run draws one per user (as the built-in
+    # structured participation does). A check of the groups against the validation run's 4 users, or before any
+    # round, had refused one of them.
     plugin = tmp_path / "fixed.py"
-    plugin.write_text("from defenses.base import Defense\n\nclass X(Defense):\n    name = 'fixed-pairs'\n"
-                      "    def public_parameters(self):\n        return {'groups': [0, 0, 1, 1, 2, 2]}\n")
+    plugin.write_text(
+        "from defenses.base import Defense\n\nclass X(Defense):\n    name = 'fixed-pairs'\n"
+        "    def public_parameters(self):\n        return {'groups': [0, 0, 1, 1, 2, 2]}\n\n"
+        "class Y(Defense):\n    name = 'drawn-pairs'\n    groups = [0, 0, 1, 1]\n"
+        "    def choose_participants(self, selected, round_index, rng):\n"
+        "        if round_index == 0:\n            self.groups = [u // 2 for u in range(len(selected))]\n"
+        "        return selected, selected\n"
+        "    def public_parameters(self):\n        return {'groups': self.groups}\n")
     code = main(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
-                 "--defense", f"{plugin}:X", "--task-timeout", "0.001"])
-    assert code == 1 and "groups" not in capsys.readouterr().err  # validated, then the task ran into its timeout
+                 "--defense", f"{plugin}:X", "--defense", f"{plugin}:Y", "--task-timeout", "0.001"])
+    assert code == 1 and "groups" not in capsys.readouterr().err  # validated, then the tasks ran into their timeout
