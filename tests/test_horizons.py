@@ -157,3 +157,44 @@ def test_more_rounds_never_make_the_attack_weaker(tmp_path):
         assert long["attack_success_prefix"] == pytest.approx(named)
         assert long["attack_success"] >= long["attack_success_prefix"]
         assert long["attack_success"] >= short["attack_success"] or short["attack"] == "anonymous"
+
+
+DP_SGD_SUITE = """
+name = "dp-sgd-horizons"
+version = "1"
+seeds = [0]
+
+[attack]
+time_limit = 0.5
+
+[[defenses]]
+name = "dp-sgd"
+
+[[cells]]
+name = "digits-fedavg"
+n_users = 6
+horizons = [2, 4]
+participation = 0.5
+window = 3
+samples_per_user = 2
+local_training = "fedavg"
+local_epochs = 2
+batch_size = 2
+"""
+
+
+def test_a_shorter_horizon_cut_from_a_shared_run_gets_the_epsilons_of_its_own_run(tmp_path):
+    # DP-SGD learns its steps a round from the clients' training: the shorter horizon's task, whose defense had run
+    # nothing, reported NaN epsilons ("amplification not computed") while the same task alone reported them.
+    path = tmp_path / "dp.toml"
+    path.write_text(DP_SGD_SUITE)
+    tasks = expand(load_suite(str(path)))
+    table = run_suite(tasks, tmp_path / "results", progress=False)
+    simulation._shared.clear()
+    from benchmark.runner import run_task
+
+    for row, task in zip(table.to_dict("records"), tasks):
+        own = run_task(task)
+        for column in ("epsilon", "epsilon_amplified", "epsilon_rdp", "epsilon_accounting"):
+            assert row[column] == own[column], (task.scenario.n_rounds, column)
+        assert np.isfinite(row["epsilon_amplified"]) and "amplified" in row["epsilon_accounting"]
