@@ -426,9 +426,7 @@ def _check_stored_suite(suite: "Suite", source: str, folder: Path, results: "pd.
         raise BenchmarkError(f"--results {folder} holds rows of version {', '.join(map(repr, versions))} of suite "
                              f"{suite.name!r}, but {source} is version {suite.version!r}: run `disaggbench run --suite "
                              f"{source}` first")
-    held = ResultStore(folder.parent, suite.name).claimed()
-    if held is not None and held.get("version") == suite.version and \
-            held.get("cells") not in (None, cells_digest(expand(suite))):  # the digest reads no defense
+    if ResultStore(folder.parent, suite.name).holds_other_cells(suite.version, cells_digest(expand(suite))):
         raise BenchmarkError(f"--results {folder} holds suite {suite.name!r} version {suite.version!r} with other cells, "
                              f"seeds or settings than {source}: run `disaggbench run --suite {source}` first")
 

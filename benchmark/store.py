@@ -263,13 +263,17 @@ class ResultStore:
         BenchmarkError, before any work, where another suite of the same name and version holds it: its table
         would be replaced by this one's rows. Another version of the suite takes the folder over, as it always did."""
         identity = {"name": name, "version": version, "cells": cells}
-        held = self.claimed()
-        if held is not None and held.get("version") == version and held.get("cells") not in (None, cells):
+        if self.holds_other_cells(version, cells):
             raise BenchmarkError(f"--results {self.folder} holds another suite named {name!r}, version {version!r} "
                                  "(other cells, seeds or settings); give another --results, or a new name or version")
-        if held != identity:
+        if self.claimed() != identity:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_atomically(self.folder / "suite.json", json.dumps(identity, sort_keys=True).encode())
+
+    def holds_other_cells(self, version: str, cells: str) -> bool:
+        """Whether this version of the suite, with other cells, seeds or settings (`cells`: their digest), wrote here."""
+        held = self.claimed()
+        return held is not None and held.get("version") == version and held.get("cells") not in (None, cells)
 
     def claimed(self) -> dict | None:
         """The suite that last wrote here ({name, version, cells}: claim); None where none is recorded or readable."""
