@@ -196,7 +196,6 @@ def _run_and_store_horizons(jobs: tuple[_Job, ...]) -> list[str]:
     """The jobs of one cell, seed and defense at several horizons, longest first, in one worker: one federation
     run of the longest serves them all (benchmark.simulation.simulate_horizons), each task stored as it ends."""
     from benchmark.simulation import simulate_horizons
-    from defenses.guard import GuardedDefense
 
     horizons = tuple(job.task.scenario.n_rounds for job in jobs)
     runs: dict = {}
@@ -209,11 +208,17 @@ def _run_and_store_horizons(jobs: tuple[_Job, ...]) -> list[str]:
         elif defense is not ran[0]:
             # A shorter horizon's task gets the state its defense would have learnt running its own (prefix) federation
             # (DP-SGD learns its steps a round from the clients' training): its epsilons had been NaN, "not computed".
-            vars(defense.inner if isinstance(defense, GuardedDefense) else defense).update(
-                vars(ran[0].inner if isinstance(ran[0], GuardedDefense) else ran[0]))
+            _state(defense).update(_state(ran[0]))
         return runs.pop(scenario.n_rounds)
 
     return [_run_and_store(job, simulator) for job in jobs]
+
+
+def _state(defense) -> dict:
+    """The attributes of the defense itself (inside its guard), where it keeps what it learns while a federation runs."""
+    from defenses.guard import GuardedDefense
+
+    return vars(defense.inner if isinstance(defense, GuardedDefense) else defense)
 
 
 def _horizon_groups(jobs: list[_Job]) -> list[tuple[_Job, ...]]:
