@@ -4,8 +4,10 @@ A task key hashes these, so editing the simulation, an attack, a defense or a pl
 recompute instead of reusing a stored result (the package version can stay the same across many commits).
 """
 
+import ast
 import hashlib
 import importlib.util
+import sysconfig
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -55,8 +57,12 @@ def _entry_point_digest(name: str) -> list[str]:
         return []
     spec = importlib.util.find_spec(found.module)
     origin = Path(spec.origin) if spec is not None and spec.origin else None
-    data = origin.read_bytes() if origin is not None and origin.is_file() else found.value.encode()
-    return [f"{name}={hashlib.sha256(data).hexdigest()[:16]}"]
+    if origin is None or not origin.is_file():
+        return [f"{name}={hashlib.sha256(found.value.encode()).hexdigest()[:16]}"]
+    top = importlib.util.find_spec(found.module.partition(".")[0])
+    package = Path(top.origin).parent if top is not None and top.origin and top.origin.endswith("__init__.py") else None
+    files = sorted(package.rglob("*.py")) if package is not None else [origin]
+    return [f"{name}={_files_digest(files, _user_imports(files, origin.parent))}"]
 
 
 def plugin_digests(name: str, parameters: object = ()) -> list[str]:
@@ -64,11 +70,83 @@ def plugin_digests(name: str, parameters: object = ()) -> list[str]:
     `parameters`: a `file.py:Class` file's bytes, an entry point's module file. Built-ins are in source_digest."""
     path = plugin_path(name)
     if path is not None:
-        data = path.read_bytes() if path.is_file() else b"<missing>"
-        own = [f"{path.name}:{name.rpartition(':')[2]}={hashlib.sha256(data).hexdigest()[:16]}"]
+        digest = _files_digest([path], _user_imports([path], path.parent)) if path.is_file() else \
+            hashlib.sha256(b"<missing>").hexdigest()[:16]
+        own = [f"{path.name}:{name.rpartition(':')[2]}={digest}"]
     else:
         own = _entry_point_digest(name)
     return own + _nested_digests(parameters)
+
+
+def _files_digest(files: list[Path], helpers: list[Path]) -> str:
+    """SHA-256 of the plugin's own files' bytes, then each helper module's path (relative where it can be, so a
+    plugin folder keeps its key elsewhere) and bytes; a plugin without helpers keeps its file's plain digest."""
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files))
+    for helper in helpers:
+        digest.update(b"\0" + helper.name.encode() + b"\0" + helper.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _library_folders() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths)
+
+
+def plugin_helpers(path: Path) -> list[Path]:
+    """The helper module files a `file.py:Class` plugin imports (see _user_imports), resolved."""
+    return _user_imports([path], path.parent)
+
+
+def _user_imports(files: list[Path], folder: Path) -> list[Path]:
+    """The module files a plugin's code imports from outside the standard library, installed packages and this
+    package (whose source source_digest hashes), found without running it: `import helper` or `from helper import
+    x` beside the plugin or on sys.path (a package: all its files), followed through those files' own imports. Editing such a helper changes
+    what the plugin computes, so its bytes belong in the key; imports inside functions count too, names a plugin
+    builds at run time (importlib.import_module(text)) cannot be seen."""
+    libraries, own = _library_folders(), tuple(ROOT / package for package in SOURCE_PACKAGES)
+    found: dict[Path, None] = {}
+    queue = [path.resolve() for path in files]
+    scanned = set(queue)
+    while queue:
+        for module in _imported_names(queue.pop()):
+            origin = _module_file(module, folder)
+            if origin is None or origin in scanned or any(origin.is_relative_to(root) for root in libraries + own):
+                continue
+            package = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+            for path in (path.resolve() for path in package):
+                if path not in scanned:
+                    scanned.add(path)
+                    found[path] = None
+                    queue.append(path)
+    return sorted(found, key=lambda path: path.as_posix())
+
+
+def _module_file(module: str, folder: Path) -> Path | None:
+    """The .py file `import module` would run (a package's __init__.py), else the one beside the plugin; None for
+    compiled, built-in and missing modules."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        return Path(spec.origin).resolve()
+    beside = folder / f"{module}.py"
+    return beside.resolve() if spec is None and beside.is_file() else None
+
+
+def _imported_names(path: Path) -> list[str]:
+    """Top-level names of the modules a file imports (absolute imports only); none where it does not parse."""
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name.partition(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module.partition(".")[0])
+    return list(dict.fromkeys(names))
 
 
 def _nested_digests(value: object) -> list[str]:

@@ -2,10 +2,12 @@
 
 import importlib.util
 import inspect
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError, TaskTimeout
+from benchmark.provenance import plugin_helpers
 from defenses.base import Defense
 from defenses.builtin import ALIASES, BUILTIN_DEFENSES
 
@@ -19,6 +21,10 @@ def _from_file(spec: str) -> type:
         raise BenchmarkError(f"defense file {path} is a directory, not a .py file")
     if not path.is_file():
         raise BenchmarkError(f"defense file {path} does not exist")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # helper modules beside the plugin import as beside a script, after installed packages
+        sys.path.append(folder)
+    _forget(plugin_helpers(path))
     module_spec = importlib.util.spec_from_file_location(f"disaggbench_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -30,6 +36,15 @@ def _from_file(spec: str) -> type:
     if not hasattr(module, class_name):
         raise BenchmarkError(f"defense file {path} has no class {class_name}")
     return getattr(module, class_name)
+
+
+def _forget(files: list[Path]) -> None:
+    """Drop these helper modules from sys.modules, so the plugin imports their current code (the key hashed it)."""
+    names = {path.name for path in files}
+    for key, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if origin and Path(origin).name in names and Path(origin).resolve() in files:
+            del sys.modules[key]
 
 
 def defense_class(name: str) -> type:

@@ -902,6 +902,27 @@ def test_an_edited_plugin_file_is_re_run_not_reused(tmp_path, capsys, suite_file
     assert len(after) == 2 and set(first) < set(after)  # a new key: the edited defense ran
 
 
+def test_an_edited_helper_module_of_a_plugin_is_re_run_not_reused(tmp_path, capsys, suite_file):
+    folder = tmp_path / "plugin"
+    folder.mkdir()
+    (folder / "mine.py").write_text("from defenses.base import Defense\nfrom mine_helper import factor\n\n"
+                                    "class Mine(Defense):\n    name = 'mine'\n\n"
+                                    "    def transform_aggregate(self, aggregate, rng):\n"
+                                    "        return aggregate * factor()\n")
+    (folder / "mine_helper.py").write_text("def factor():\n    return 1.0\n")
+    args = ["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
+            "--defense", f"{folder / 'mine.py'}:Mine"]
+    assert main(args) == 0  # the helper beside the plugin imports
+    first = sorted(p.name for p in (tmp_path / "r" / "tiny" / "tasks").glob("*.json"))
+    (folder / "mine_helper.py").write_text("def factor():\n    return 0.0\n")  # sums of zeros: nothing to find
+    assert main(args) == 0
+    after = sorted(p.name for p in (tmp_path / "r" / "tiny" / "tasks").glob("*.json"))
+    assert len(after) == 2 and set(first) < set(after)  # a new key: the helper's edit re-ran the defense
+    scores = {name: json.loads((tmp_path / "r" / "tiny" / "tasks" / name).read_text())["attack_success"]
+              for name in after}
+    assert scores[first[0]] > 0 and scores[(set(after) - set(first)).pop()] == 0  # it ran the edited helper's code
+
+
 def test_the_source_and_device_are_in_the_key():
     from dataclasses import replace
 
