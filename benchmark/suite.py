@@ -15,6 +15,7 @@ from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.scenario import MAX_ROUNDS, MAX_USERS, Scenario, type_error
 from benchmark.utility import UtilityTask
+from defenses.builtin import ALIASES
 from defenses.registry import check_label, is_builtin_name
 
 # A suite's name is a folder under --results: one path component, no "." or "..", no separator.
@@ -33,7 +34,8 @@ class DefenseSpec:
 
     @property
     def display(self) -> str:
-        return self.label or self.name
+        """The label, else the name (an old name's new one: `dp-gaussian` rows are `ldp-gaussian`'s)."""
+        return self.label or ALIASES.get(self.name, self.name)
 
 
 @dataclass(frozen=True)

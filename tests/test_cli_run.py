@@ -56,13 +56,13 @@ def test_run_writes_the_table_and_a_second_run_reuses_it(tmp_path, suite_file, c
     board = first.split("\n\n")[0].splitlines()  # the ranking, before the legend
     assert board[0].split()[:3] == ["rank", "tier", "defense"]
     ranked = {line.split()[2] for line in board[1:]}
-    assert ranked == {"none", "dp-gaussian"}
+    assert ranked == {"none", "ldp-gaussian"}  # the old name's rows carry the new one
     table = pd.read_parquet(results / "tiny" / "results.parquet")
     assert list(table.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
-    assert set(table["defense"]) == {"none", "dp-gaussian"} and set(table["status"]) == {"ok"}
+    assert set(table["defense"]) == {"none", "ldp-gaussian"} and set(table["status"]) == {"ok"}
     none = table[table["defense"] == "none"].iloc[0]
     assert none["exact_column_rate"] == 1.0 and none["psnr_recovered"] > none["psnr_aggregate"]
-    dp = table[table["defense"] == "dp-gaussian"].iloc[0]
+    dp = table[table["defense"] == "ldp-gaussian"].iloc[0]
     assert dp["epsilon"] > 0 and dp["exact_column_rate"] < none["exact_column_rate"]
     task_files = sorted((results / "tiny" / "tasks").glob("*.json"))
     assert len(task_files) == 2
@@ -276,11 +276,16 @@ def test_a_defense_run_alone_under_a_label_the_suite_gives_other_parameters_is_r
     # with other parameters' scores under the same label.
     other = tmp_path / "other.toml"
     other.write_text(TINY_SUITE.replace("noise_multiplier = 1.0", "noise_multiplier = 2.0"))
-    code, out, err = run(["run", "--suite", str(other), "--results", str(tmp_path / "r"), "--quiet",
-                          "--defense", "dp-gaussian"], capsys)
-    assert code == 2 and err.count("\n") == 1
-    assert "the suite gives the label 'dp-gaussian' to dp-gaussian with noise_multiplier=2.0" in err
-    assert not (tmp_path / "r").exists()
+    for name in ("dp-gaussian", "ldp-gaussian"):  # the old name's rows are the new name's: one label, one defense
+        code, out, err = run(["run", "--suite", str(other), "--results", str(tmp_path / "r"), "--quiet",
+                              "--defense", name], capsys)
+        assert code == 2 and err.count("\n") == 1
+        assert "the suite gives the label 'ldp-gaussian' to dp-gaussian with noise_multiplier=2.0" in err
+        assert not (tmp_path / "r").exists()
+    both = tmp_path / "both.toml"  # both names, unlabelled: two rows of one label
+    both.write_text(TINY_SUITE.replace('[[defenses]]\nname = "none"', '[[defenses]]\nname = "ldp-gaussian"'))
+    code, _, err = run(["run", "--suite", str(both), "--results", str(tmp_path / "r"), "--quiet"], capsys)
+    assert code == 2 and "'ldp-gaussian'" in err and err.count("\n") == 1 and not (tmp_path / "r").exists()
     # The suite's noise_multiplier = 1.0 is the default: the same defense, which runs (here into its timeout).
     code, out, err = run(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
                           "--defense", "dp-gaussian", "--task-timeout", "0.001"], capsys)
