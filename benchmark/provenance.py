@@ -130,8 +130,10 @@ def _module_file(module: str, folder: Path) -> Path | None:
         spec = None
     if spec is not None and spec.origin and spec.origin.endswith(".py"):
         return Path(spec.origin).resolve()
-    beside = folder / f"{module}.py"
-    return beside.resolve() if spec is None and beside.is_file() else None
+    if spec is not None:
+        return None
+    beside = next((path for path in (folder / f"{module}.py", folder / module / "__init__.py") if path.is_file()), None)
+    return beside.resolve() if beside is not None else None
 
 
 def _imported_names(path: Path) -> list[str]:
