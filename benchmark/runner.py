@@ -314,9 +314,9 @@ def _validate_defenses(tasks: list[Task]) -> None:
     """Every defense with a task to run passes validate_defense first: a broken one stops the run, one line. So does
     one that publishes fixed `groups` (whose length does not follow the validation run's users) for another number of
     users than a cell it runs on: each of those tasks would fail after its simulation. Groups drawn for the run's
-    users pass; fixed groups that happen to have the validation run's length are still caught by each task."""
+    users pass; groups as long as the validation run's users are fixed where a run of one more user keeps them."""
     from defenses.registry import make_defense
-    from defenses.validate import USERS, validate_defense
+    from defenses.validate import USERS, published_after_run, validate_defense
 
     cells: dict[str, tuple[DefenseSpec, dict[str, int]]] = {}
     for task in tasks:
@@ -324,12 +324,18 @@ def _validate_defenses(tasks: list[Task]) -> None:
         identity = json.dumps([spec.name, spec.parameters], sort_keys=True, default=str)
         cells.setdefault(identity, (spec, {}))[1][task.scenario.name] = task.scenario.n_users
     for spec, users in cells.values():
-        groups = validate_defense(partial(make_defense, spec.name, dict(spec.parameters))).get("groups")
-        fixed = groups is not None and len(groups) != USERS
+        factory = partial(make_defense, spec.name, dict(spec.parameters))
+        groups = validate_defense(factory).get("groups")
+        fixed = groups is not None and (
+            len(groups) != USERS or _length(published_after_run(factory, USERS + 1).get("groups")) == USERS)
         wrong = [(cell, n) for cell, n in users.items() if fixed and len(groups) != n]
         if wrong:
             raise BenchmarkError(f"defense {spec.display!r}: public_parameters gives fixed groups for {len(groups)} "
                                  f"users; cell {wrong[0][0]!r} has {wrong[0][1]}")
+
+
+def _length(groups: object) -> int | None:
+    return len(groups) if isinstance(groups, (list, tuple)) else None
 
 
 def plugin_labels(specs: tuple[DefenseSpec, ...]) -> tuple[DefenseSpec, ...]:

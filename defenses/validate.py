@@ -13,25 +13,25 @@ from defenses.guard import GuardedDefense
 USERS, ROUNDS, WINDOW, SAMPLES = 4, 6, 2, 4
 
 
-def _trace(defense: Defense) -> list[tuple[str, object]]:
-    """(hook, output) for every hook call of a small fixed protocol, in call order."""
+def _trace(defense: Defense, users: int = USERS) -> list[tuple[str, object]]:
+    """(hook, output) for every hook call of a small fixed protocol of `users` users, in call order."""
     import torch  # a task's dependency: loaded only when a defense is validated
 
     from benchmark.models import build_model
     from benchmark.scenario import Scenario
 
     guarded = GuardedDefense(defense)
-    scenario = Scenario(n_users=USERS, n_rounds=ROUNDS, window=WINDOW, samples_per_user=SAMPLES,
+    scenario = Scenario(n_users=users, n_rounds=ROUNDS, window=WINDOW, samples_per_user=SAMPLES,
                         local_training="fedavg", batch_size=2)
     model = build_model(scenario.model, (1, 2, 2), 3, seed=0)
     data = np.random.default_rng(1)
     x, y = torch.from_numpy(data.standard_normal((SAMPLES, 1, 2, 2))), torch.from_numpy(data.integers(0, 3, SAMPLES))
-    updates = data.standard_normal((USERS, sum(p.numel() for p in model.parameters())))
+    updates = data.standard_normal((users, sum(p.numel() for p in model.parameters())))
     rng = np.random.default_rng(0)
     trace: list[tuple[str, object]] = [("public_parameters", guarded.public_parameters())]
-    checked_in = np.zeros((ROUNDS, USERS), dtype=bool)
+    checked_in = np.zeros((ROUNDS, users), dtype=bool)
     for t in range(ROUNDS):
-        selected = (np.arange(USERS) + t) % 2 == 0
+        selected = (np.arange(users) + t) % 2 == 0
         contributing, checked_in[t] = guarded.choose_participants(selected, t, rng)
         trace.append(("choose_participants", (contributing, checked_in[t].copy())))
         aggregate = np.zeros(updates.shape[1])
@@ -80,6 +80,12 @@ def validate_defense(defense_factory: Callable[[], Defense]) -> dict:
         if not _same(a, b):
             raise BenchmarkError(f"defense {defense.name!r}: hook {hook} is not deterministic: the same seed gave different outputs")
     return trace[-1][1]
+
+
+def published_after_run(defense_factory: Callable[[], Defense], users: int) -> dict:
+    """The public parameters after the validation protocol run with `users` users (its hooks checked as there):
+    whether published groups follow the number of users or are fixed."""
+    return _trace(_build(defense_factory), users)[-1][1]
 
 
 def _build(defense_factory: Callable[[], Defense]) -> Defense:

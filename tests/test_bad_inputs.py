@@ -656,6 +656,9 @@ PLUGIN_HEAD = "import sys\nimport numpy as np\nfrom defenses.accounting import P
     # fixed groups for 2 users where the cell has 6: each task had failed on it after its simulation
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': [0, 1]}\n",
      "public_parameters gives fixed groups for 2 users; cell 'tiny-fedsgd' has 6"),
+    # fixed groups as long as the validation run's 4 users: each task had failed on them
+    ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'groups': [0, 0, 1, 1]}\n",
+     "public_parameters gives fixed groups for 4 users; cell 'tiny-fedsgd' has 6"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'update_noise_std': -1}\n", "number >= 0"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {1: 2}\n", "has the key 1"),
     ("class X(Defense):\n    name = 'pp'\n    def public_parameters(self):\n        return {'count_noise_scale': 1e300}\n",
