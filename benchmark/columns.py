@@ -123,6 +123,8 @@ def metric_range(column: str) -> tuple[float, float]:
     """The values a score can take; a mean, and so every bootstrap percentile of means, stays inside it."""
     if column in _RANGES:
         return _RANGES[column]
+    if column.endswith("_share"):  # (recovered - floor) / (ceiling - floor), clipped: psnr_share too
+        return (0.0, 1.0)
     if column.startswith(_UNBOUNDED_PREFIXES):
         return _UNBOUNDED
     return (0.0, 1.0)

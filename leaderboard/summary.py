@@ -23,6 +23,7 @@ BOOTSTRAP_SAMPLES = 2000
 # One fixed stream per (cell, number of seeds): the same table always gives the same intervals, and defenses
 # run on the same seeds of a cell are resampled alike (paired).
 BOOTSTRAP_SEED = 20211
+TIE_DIGITS = 9  # attack success rounded to this many digits before ranking: shares equal but for float rounding tie
 CHANCE_ACCURACY = 0.1  # 1 / 10 classes: every built-in dataset but femnist (62 classes)
 
 # Scores the leaderboard uses when the results table has them (written by newer scoring code).
@@ -270,6 +271,18 @@ def summarize_cells(results: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["defense", "cell"], kind="mergesort").reset_index(drop=True)
 
 
+def _mean_over_cells(replicates: np.ndarray, cell_means: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates (samples x scores) of the mean over cells of each cell's mean, from each cell's own
+    (cells x samples x scores): over the cells whose mean the point estimate averages, every one of them in every
+    replicate (NaN where a resample drew none of a cell's scored seeds; nanmean had averaged the other cells
+    alone there, an interval around another quantity)."""
+    present = ~np.isnan(cell_means)[:, None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(present, replicates, 0.0).sum(axis=0) / present.sum(axis=0)
+    means[(np.isnan(replicates) & present).any(axis=0)] = np.nan
+    return means
+
+
 def _worst(cells: pd.DataFrame, score: str, key: pd.Series) -> dict:
     """The cell where `key` is largest: its score, interval and name."""
     if key.isna().all():
@@ -321,7 +334,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     its own); `attack_success_worst` (+ `_low`, `_high`, `_cell`) and `horizon`: the cell where the attack
     succeeds most; `attack_success_ceiling_worst`: the highest attack_success_ceiling over cells and horizons;
     `utility_drop_worst` (+ `_low`, `_high`, `_cell`): the cell with the largest upper bound on the
-    drop, which sets the tier (the point estimate where a cell has one seed; unknown if any cell lacks a drop);
+    drop, which sets the tier (unknown, tier ?, if any cell lacks an upper bound: no drop, or one seed with one);
     `psnr_share_worst` (+ `_low`, `_high`, `_cell`): the cell whose inversions reveal most (_revealing);
     `epsilon_level`: what its epsilon protects (epsilon_levels). Defenses whose every task failed keep a row with NaN scores, ranked last.
     """
@@ -339,8 +352,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                "not_applicable": int(counts.loc[defense, "not_applicable"]), "cells": len(mine)}
         if len(mine):
             with _quiet():
-                means = np.nanmean(mine[scores].to_numpy(dtype=float), axis=0)
-                reps = np.nanmean(np.stack([replicates[(defense, c)] for c in mine["cell"]]), axis=0)
+                cell_means = mine[scores].to_numpy(dtype=float)
+                means = np.nanmean(cell_means, axis=0)
+                reps = _mean_over_cells(np.stack([replicates[(defense, c)] for c in mine["cell"]]), cell_means)
             defined = mine[[f"{s}_low" for s in scores]].notna().to_numpy().any(axis=0)
             means, low, high = _clip(scores, means, *_percentiles(reps, defined))
         else:
@@ -355,9 +369,11 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         row["attack_success_ceiling_worst"] = float(ceilings.get(defense, math.nan))
         row["epsilon_level"] = levels.get(defense, math.nan)
         row |= _worst(mine, "psnr_share", _revealing(mine))  # the cell whose inversions reveal most
-        bound = mine["utility_drop_high"].fillna(mine["utility_drop"]) if len(mine) else pd.Series(dtype=float)
-        row |= _worst(mine, "utility_drop", bound)
-        row["utility_drop_bound"] = bound.max() if len(bound) and bound.notna().all() else math.nan  # every cell
+        # a cell without an upper bound (one seed with a drop, or none) leaves the drop unknown: no worst cell, tier ?
+        bound = mine["utility_drop_high"] if len(mine) else pd.Series(dtype=float)
+        known = bool(len(bound)) and bool(bound.notna().all())
+        row |= _worst(mine, "utility_drop", bound if known else bound * math.nan)
+        row["utility_drop_bound"] = bound.max() if known else math.nan  # every cell
         row["tier"] = tier_of(float(row["utility_drop_bound"]))
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -365,10 +381,13 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     # have nothing to act on scores nothing, which is no failure: it ranks last among the complete, its scores NaN)
     summary["complete"] = summary["failed"].eq(0) & (summary["tasks"].gt(0) | summary["not_applicable"].gt(0))
     summary["_order"] = summary["tier"].map(TIER_ORDER)
+    # equal shares of users are equal: 0.16799999999999998 and 0.168 (one sum of five seeds in two orders) tie, and
+    # the utility drop decides
+    summary["_success"] = summary["attack_success_worst"].round(TIE_DIGITS)
     summary = summary.sort_values(
-        ["complete", "_order", "attack_success_worst", "utility_drop_bound", "defense"],
+        ["complete", "_order", "_success", "utility_drop_bound", "defense"],
         ascending=[False, True, True, True, True], na_position="last", kind="mergesort",
-    ).drop(columns="_order")
+    ).drop(columns=["_order", "_success"])
     summary.insert(0, "rank", range(1, len(summary) + 1))
     front = ["rank", "tier", "defense", "tasks", "failed", "not_applicable", "complete", "cells"]
     summary = summary[front + [c for c in summary.columns if c not in front]].reset_index(drop=True)

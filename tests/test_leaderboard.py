@@ -535,3 +535,40 @@ def test_the_board_shows_what_inversion_reveals_beside_attack_success() -> None:
     # says only that the attack got as little as the true update gives)
     assert lines["groups"][column].strip() == "0.60" and lines["dp"][column].strip() == "0.00"
     assert max(len(line) for line in board) <= BOARD_WIDTH
+
+
+def test_equal_attack_success_ties_whatever_the_float_rounding_and_the_drop_decides() -> None:
+    # Both sum to 0.84 over five seeds, so both means are 0.168; summed in these orders one came out
+    # 0.16799999999999998 and ranked first despite the larger utility drop.
+    rows = [task("p", seed, attack_success=s, test_accuracy=0.898, test_accuracy_undefended=0.9)
+            for seed, s in enumerate((0.28, 0.06, 0.04, 0.17, 0.29))]
+    rows += [task("q", seed, attack_success=s, test_accuracy=0.891, test_accuracy_undefended=0.9)
+             for seed, s in enumerate((0.23, 0.01, 0.24, 0.10, 0.26))]
+    summary = summarize(pd.DataFrame(rows))
+    assert summary["tier"].tolist() == ["<=1", "<=1"] and summary["defense"].tolist() == ["p", "q"]
+
+
+def test_a_cell_without_an_upper_bound_on_its_drop_leaves_the_drop_unknown() -> None:
+    rows = utility_rows("known", 0.5, (0.0, 0.0), cell="c1")
+    rows += [task("known", s, cell="c2", attack_success=0.5, test_accuracy_undefended=math.nan) for s in (0, 1)]
+    rows += utility_rows("one_seed", 0.5, (0.009,))  # one seed: a point, no 95% bound
+    rows += utility_rows("one_of_five", 0.5, (0.009,))
+    rows += [task("one_of_five", s, attack_success=0.5, test_accuracy_undefended=math.nan) for s in range(1, 5)]
+    summary = summarize(pd.DataFrame(rows)).set_index("defense")
+    assert (summary["tier"] == "?").all()
+    assert summary[["utility_drop_worst", "utility_drop_worst_low", "utility_drop_worst_high"]].isna().all().all()
+    assert summary["utility_drop_worst_cell"].isna().all()
+
+
+def test_the_mean_over_cells_keeps_every_cell_in_each_bootstrap_replicate() -> None:
+    # epsilon in cell a for every seed, in cell b for one seed of five: resamples that missed it had averaged cell
+    # a alone, and the interval [0.0012, 5.0015] sat below its own point estimate 5.001.
+    rows = [task("d", s, cell="a", attack_success=0.0, epsilon=0.001 * s) for s in range(5)]
+    rows += [task("d", s, cell="b", attack_success=0.0, epsilon=10.0 if s == 0 else math.nan) for s in range(5)]
+    row = summarize(pd.DataFrame(rows)).iloc[0]
+    assert row["epsilon_low"] <= row["epsilon"] <= row["epsilon_high"]
+    assert row["epsilon_low"] > 5.0 and row["epsilon_high"] < 5.003
+
+
+def test_every_share_lies_in_zero_to_one() -> None:
+    assert {metric_range(column) for column in SCORE_COLUMNS if column.endswith("_share")} == {(0.0, 1.0)}
