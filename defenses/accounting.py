@@ -32,7 +32,7 @@ LEVELS = ("user", "example", "event")
 class Privacy:
     """Every privacy figure of a run at delta (NaN: not applicable), its level and how it was counted.
 
-    `level` is user, example or event (joined by "/" when parts differ), or — without a DP guarantee;
+    `level` is user, example or event (a plugin may join them by "/"), or — without a DP guarantee;
     `accounting` names the adjacency, the sampling and the accountant.
     """
 
@@ -42,6 +42,7 @@ class Privacy:
     epsilon_analytics: float = math.nan  # of the published participation counts
     level: str = NO_DP
     accounting: str = "no DP guarantee"
+    binds_server: bool = True  # False where the server sees what the noise protects (central DP): not this adversary
 
     @property
     def figures(self) -> dict[str, float]:
@@ -99,6 +100,9 @@ def _rdp(multiplier: float, steps: int, delta: float) -> float:
 # Below this multiplier epsilon is infinite in float64 already (1e-8: inf, 1e-6: 8e13 over 40 participations); far
 # below it the accountants divide by it and overflow (1e-320: ZeroDivisionError and scipy warnings, not inf).
 NEGLIGIBLE_MULTIPLIER = 1e-8
+# Above this multiplier opacus' RDP bound no longer moves (its largest order sets a floor: 0.10286725 at 12
+# participations, delta 1e-5, from 1e9 to 1e150 alike), and from about 1e155 it overflows: the cross-check uses it.
+RDP_MAX_MULTIPLIER = 1e9
 
 
 def gaussian_privacy(
@@ -106,14 +110,17 @@ def gaussian_privacy(
 ) -> Privacy:
     """`epsilon`, `epsilon_amplified` and `epsilon_rdp` (see the module) at `level`; NaN for a NaN multiplier, inf for none."""
     z = noise_multiplier
-    sampled = (f"Poisson q={participation:g} amplified" if z >= AMPLIFICATION_MIN_MULTIPLIER
-               else f"Poisson q={participation:g}, amplification not computed (z < {AMPLIFICATION_MIN_MULTIPLIER:g})")
+    sampled = f"Poisson q={participation:g} amplified" if z >= AMPLIFICATION_MIN_MULTIPLIER else \
+        f"Poisson q={participation:g}, amplification not computed (" + \
+        ("no noise multiplier" if math.isnan(z) else f"noise multiplier per participation {z:.3g} < "
+                                                     f"{AMPLIFICATION_MIN_MULTIPLIER:g}") + ")"
     accounting = f"PLD, replace-one, no amplification (participation observable); {sampled}; RDP cross-check"
     if math.isnan(z) or z < NEGLIGIBLE_MULTIPLIER or max_participations == 0:
-        same = math.nan if math.isnan(z) else math.inf if z < NEGLIGIBLE_MULTIPLIER else 0.0
+        same = math.nan if math.isnan(z) else 0.0 if max_participations == 0 else math.inf  # nobody took part: no loss
         return Privacy(same, same, same, level=level, accounting=accounting)
     epsilon = _exact(z / math.sqrt(max_participations), delta)
     amplified = epsilon
-    if z >= AMPLIFICATION_MIN_MULTIPLIER and participation < 1.0:
+    if z >= AMPLIFICATION_MIN_MULTIPLIER and participation < 1.0 and epsilon > 0:  # 0: nothing left to amplify
         amplified = min(epsilon, _poisson_pld(z, participation, n_rounds, delta))
-    return Privacy(epsilon, amplified, _rdp(z, max_participations, delta), level=level, accounting=accounting)
+    return Privacy(epsilon, amplified, _rdp(min(z, RDP_MAX_MULTIPLIER), max_participations, delta), level=level,
+                   accounting=accounting)

@@ -84,8 +84,11 @@ class NoisyCounts(Defense):
         return Analytics(np.clip(counts + noise, 0, window_lengths(checked_in.shape[0], window)), window, None)
 
     def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
-        return Privacy(epsilon_analytics=max_participations / self.scale, level="user",
-                       accounting="discrete Laplace on counts, L1 sensitivity = max participations; updates not DP")
+        # replace-one, as every epsilon here: one user's participation record for another of at most as many
+        # participations moves up to 2 x max participations of window counts (add/remove would claim half)
+        return Privacy(epsilon_analytics=2 * max_participations / self.scale, level="user",
+                       accounting="discrete Laplace on counts, replace-one: L1 sensitivity = 2 x max participations; "
+                                  "updates not DP")
 
 
 class TotalsOnly(Defense):

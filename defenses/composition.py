@@ -7,7 +7,7 @@ import numpy as np
 
 from benchmark.errors import BenchmarkError
 from benchmark.observation import Analytics
-from defenses.accounting import NO_DP, Privacy
+from defenses.accounting import LEVELS, NO_DP, Privacy
 from defenses.base import Defense
 
 
@@ -24,9 +24,9 @@ class Composed(Defense):
     the checked-in mask is the union of the parts'. Updates and sums pass through
     every part in order; local_update and padded_uploads come from the first part
     that returns one. Public parameters merge; a key published twice with
-    different values is an error. Epsilons: every DP part alone bounds the whole
-    pipeline (the other parts are pre- or post-processing), so each figure is the
-    smallest of the parts' (NaN ignored). With a dp-sgd part they are example-level.
+    different values is an error. Epsilons: a DP part whose noise the server never
+    sees through alone bounds the whole pipeline (the other parts are pre- or
+    post-processing), at its own level; see `privacy` for which part's figures head the row.
     """
 
     name = "composed"
@@ -85,16 +85,31 @@ class Composed(Defense):
         return self.analytics.transform_analytics(checked_in, window, rng)
 
     def privacy(self, n_rounds: int, participation: float, max_participations: int, delta: float) -> Privacy:
-        """Each figure the smallest of the parts'; the one DP part's level and accounting, or all of theirs joined."""
+        """The figures of one DP part, at one level: among the parts with a headline epsilon, those that bind the
+        server (central DP binds only the models' observers) if any do, at the strongest level they reach (user
+        implies example and event; example and event imply neither each other nor user), the smallest epsilon.
+        A minimum across levels held at none of them (dp-sgd's example-level 8.4 beside dp-aggregate's user-level
+        52.8 had read "8.4 example/user"). epsilon_analytics: the smallest of the parts' (one part publishes
+        counts)."""
         parts = [part.privacy(n_rounds, participation, max_participations, delta) for part in self.parts]
-        figures = {key: _smallest([part.figures[key] for part in parts]) for key in Privacy().figures}
-        private = [part for part in parts if part.level != NO_DP]
-        if len(private) == 1:
-            return replace(private[0], **figures)
-        if not private:
-            return Privacy(**figures)
-        return Privacy(**figures, level="/".join(sorted({part.level for part in private})),
-                       accounting="smallest of: " + " | ".join(part.accounting for part in private))
+        names = {id(guarantee): part.name for guarantee, part in zip(parts, self.parts)}
+        analytics = _smallest([part.epsilon_analytics for part in parts])
+        rated = [part for part in parts if part.level != NO_DP and not math.isnan(part.epsilon)]
+        if not rated:
+            counted = [part for part in parts if part.level != NO_DP]
+            return replace(counted[0], epsilon_analytics=analytics) if len(counted) == 1 else \
+                Privacy(epsilon_analytics=analytics, level=NO_DP if math.isnan(analytics) else "user",
+                        accounting="counts noised; updates not DP" if not math.isnan(analytics) else "no DP guarantee")
+        binding = [part for part in rated if part.binds_server] or rated
+        # LEVELS runs from the strongest; a plugin's joined level ("example/user") is compared as a whole
+        level = next((level for level in LEVELS if any(part.level == level for part in binding)), None)
+        best = min((part for part in binding if level is None or part.level == level), key=lambda part: part.epsilon)
+        others = [f"{names[id(part)]} ({part.level}, epsilon {part.epsilon:.4g}"
+                  + ("" if part.binds_server else ", not binding the server") + ")" for part in rated if part is not best]
+        accounting = f"{names[id(best)]}: {best.accounting}" + (f"; the other DP parts: {', '.join(others)}" if others else "")
+        if not math.isnan(analytics) and math.isnan(best.epsilon_analytics):
+            accounting += "; epsilon_analytics: the counts' noise"
+        return replace(best, epsilon_analytics=analytics, accounting=accounting)
 
 
 def _smallest(values: list[float]) -> float:

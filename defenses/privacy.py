@@ -117,7 +117,7 @@ class DPFedAvg(GaussianDefense):
         guarantee = super().privacy(n_rounds, participation, max_participations, delta)
         central = "; central: the server adds the noise after it has the sum, so the epsilon binds the models' observers, not the server"
         calibrated = f"; noise calibrated for a cohort of {self.noise_cohort}, a smaller one simulated" if self.noise_cohort else ""
-        return replace(guarantee, accounting=guarantee.accounting + central + calibrated)
+        return replace(guarantee, accounting=guarantee.accounting + central + calibrated, binds_server=False)
 
 
 class DPSGD(GaussianDefense):

@@ -69,7 +69,7 @@ COLUMN_NOTES = {
                "who took part), mean over cells; \u2014 = no DP guarantee. A central-DP epsilon (dp-fedavg) binds "
                "whoever sees the trained models, not the server, which adds that noise after it has the sum",
     "epsilon_level": "what one epsilon protects: a user's data (user), one example (example) or one participation "
-                     "(event); parts joined by / for a composition",
+                     "(event); /-joined where its rows differ",
     "epsilon_utility": "the same epsilon for the utility task's training run, whose accuracy gives utility_drop "
                        "(its rounds, sampling and busiest client), mean over cells",
     "overhead_checkins": "padded check-ins that contribute nothing, per contribution",

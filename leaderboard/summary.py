@@ -316,7 +316,7 @@ def _ceilings_worst(ok: pd.DataFrame) -> pd.Series:
 
 def epsilon_levels(ok: pd.DataFrame) -> pd.Series:
     """Per defense, what its headline epsilons protect (user, example or event; "/"-joined where its rows differ,
-    as for a composition), read from its rows with an epsilon; defenses without one are absent.
+    as where a plugin reports a joined level), read from its rows with an epsilon; defenses without one are absent.
 
     An epsilon means nothing without its unit: dp-sgd's is one example's, dp-fedavg's one user's."""
     if "epsilon_level" not in ok.columns:

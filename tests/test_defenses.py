@@ -12,7 +12,7 @@ from benchmark.models import build_model
 from benchmark.scenario import Scenario
 from benchmark.simulation import local_update, simulate
 from benchmark.columns import EPSILON_COLUMNS, EPSILON_TEXT_COLUMNS
-from defenses.accounting import Privacy
+from defenses.accounting import Privacy, gaussian_privacy
 from defenses.analytics import CoarseAnalytics, NoAnalytics, NoisyCounts, RoundedCounts, TotalsOnly
 from benchmark.observation import window_counts, window_lengths
 from defenses.base import Defense
@@ -57,7 +57,7 @@ def test_noisy_counts_stay_in_range_differ_from_the_truth_and_report_their_epsil
     assert observation.counts.min() >= 0 and np.all(observation.counts <= window_lengths(SMALL.n_rounds, SMALL.window))
     assert np.mean(observation.counts != true_counts(truth, SMALL.window)) > 0.3 and observation.totals is None
     guarantee = NoisyCounts(scale=2.0).privacy(24, 0.4, 10, DELTA)
-    assert guarantee.epsilon_analytics == 5.0 and math.isnan(guarantee.epsilon)  # user level: 10 participations / 2
+    assert guarantee.epsilon_analytics == 10.0 and math.isnan(guarantee.epsilon)  # user level: 2 x 10 participations / 2
 
 
 def test_noisy_counts_noise_is_discrete_laplace_of_the_given_scale():
@@ -211,7 +211,7 @@ def test_epsilons_fall_with_noise_and_amplification_never_hurts(cls):
 def test_epsilon_edge_cases_are_documented_values():
     tiny = DPGaussian(0.001).privacy(60, 0.3, 25, DELTA)
     assert math.isfinite(tiny.epsilon) and tiny.epsilon_amplified == tiny.epsilon  # no PLD below z = 0.1
-    assert "amplification not computed (z < 0.1)" in tiny.accounting
+    assert "amplification not computed (noise multiplier per participation 0.001 < 0.1)" in tiny.accounting
     none = DPGaussian(0.0).privacy(60, 0.3, 25, DELTA)
     assert (none.epsilon, none.epsilon_amplified, none.epsilon_rdp) == (math.inf,) * 3
     assert DPGaussian(1.0).privacy(60, 0.3, 0, DELTA).epsilon == 0.0
@@ -244,8 +244,8 @@ def test_readme_privacy_example_reports_the_ldp_gaussian_account(tmp_path):
 # recorded from the three hooks (epsilon, epsilons, accounting) the one `privacy` hook replaced: rows must not change.
 AMPLIFIED = "Poisson q=0.3 amplified"
 GAUSSIAN = f"PLD, replace-one, no amplification (participation observable); {AMPLIFIED}; RDP cross-check"
-UNAMPLIFIED = GAUSSIAN.replace(AMPLIFIED, "Poisson q=0.3, amplification not computed (z < 0.1)")
-COUNTS = "discrete Laplace on counts, L1 sensitivity = max participations; updates not DP"
+UNAMPLIFIED = GAUSSIAN.replace(AMPLIFIED, "Poisson q=0.3, amplification not computed ({})")
+COUNTS = "discrete Laplace on counts, replace-one: L1 sensitivity = 2 x max participations; updates not DP"
 CENTRAL = "; central: the server adds the noise after it has the sum, so the epsilon binds the models' observers, not the server"
 COHORT = CENTRAL + "; noise calibrated for a cohort of {}, a smaller one simulated"
 NO_DP = (math.nan, math.nan, math.nan, math.nan, "—", "no DP guarantee")
@@ -258,21 +258,24 @@ RECORDED = [
     ("ldp-gaussian", {"noise_multiplier": 0.5},
      (284.39208984375, 76.39158765462537, 294.8612600716533, math.nan, "user", GAUSSIAN)),
     ("ldp-gaussian", {"noise_multiplier": 0.05},
-     (20852.0, 20852.0, 22111.778257578855, math.nan, "user", UNAMPLIFIED)),
+     (20852.0, 20852.0, 22111.778257578855, math.nan, "user",
+      UNAMPLIFIED.format("noise multiplier per participation 0.05 < 0.1"))),
     ("dp-aggregate", {"noise_multiplier": 2.0},
      (33.103759765625, 11.754876834845275, 35.08175401905626, math.nan, "user", GAUSSIAN)),
-    ("dp-sgd", {"noise_multiplier": 1.0}, (math.nan, math.nan, math.nan, math.nan, "example", UNAMPLIFIED)),
-    ("noisy-counts", {"scale": 4.0}, (math.nan, math.nan, math.nan, 6.25, "user", COUNTS)),
+    ("dp-sgd", {"noise_multiplier": 1.0},
+     (math.nan, math.nan, math.nan, math.nan, "example", UNAMPLIFIED.format("no noise multiplier"))),
+    ("noisy-counts", {"scale": 4.0}, (math.nan, math.nan, math.nan, 12.5, "user", COUNTS)),
     ("composed", {"defenses": [{"name": "ldp-gaussian", "noise_multiplier": 1.0},
                                {"name": "dp-aggregate", "noise_multiplier": 2.0}, {"name": "noisy-counts", "scale": 4.0}]},
-     (33.103759765625, 11.754876834845275, 35.08175401905626, 6.25, "user",
-      f"smallest of: {GAUSSIAN} | {GAUSSIAN} | {COUNTS}")),
+     (33.103759765625, 11.754876834845275, 35.08175401905626, 12.5, "user",
+      f"dp-aggregate: {GAUSSIAN}; the other DP parts: ldp-gaussian (user, epsilon 91.82); epsilon_analytics: the "
+      "counts' noise")),
     ("composed", {"defenses": [{"name": "dp-sgd", "noise_multiplier": 1.0},
                                {"name": "dp-fedavg", "noise_multiplier": 1.0, "noise_cohort": 100}]},
-     (91.81732177734375, 27.842182111117634, 96.11630842505602, math.nan, "example/user",
-      f"smallest of: {UNAMPLIFIED} | {GAUSSIAN}{COHORT.format(100)}")),
+     (91.81732177734375, 27.842182111117634, 96.11630842505602, math.nan, "user",  # dp-sgd's steps unknown here
+      f"dp-fedavg: {GAUSSIAN}{COHORT.format(100)}")),
     ("composed", {"defenses": [{"name": "ldp-gaussian", "noise_multiplier": 1.0}, {"name": "rounded-counts", "bucket": 2}]},
-     (91.81732177734375, 27.842182111117634, 96.11630842505602, math.nan, "user", GAUSSIAN)),
+     (91.81732177734375, 27.842182111117634, 96.11630842505602, math.nan, "user", f"ldp-gaussian: {GAUSSIAN}")),
 ]
 
 
@@ -318,8 +321,30 @@ def test_composition_pipes_participants_and_unions_check_ins():
 def test_composition_takes_the_smallest_epsilon_of_its_parts():
     defense = composed({"name": "dp-gaussian", "noise_multiplier": 1.0}, {"name": "dp-aggregate", "noise_multiplier": 2.0},
                        {"name": "noisy-counts", "scale": 4.0})
-    figures = defense.privacy(60, 0.3, 25, DELTA).figures
-    assert figures == {**DPGaussian(2.0).privacy(60, 0.3, 25, DELTA).figures, "epsilon_analytics": 25 / 4.0}
+    guarantee = defense.privacy(60, 0.3, 25, DELTA)
+    assert guarantee.figures == {**DPGaussian(2.0).privacy(60, 0.3, 25, DELTA).figures, "epsilon_analytics": 2 * 25 / 4.0}
+    assert "updates not DP" not in guarantee.accounting and guarantee.accounting.startswith("dp-aggregate: ")
+
+
+def test_a_composition_reports_one_level_and_what_binds_the_server():
+    # dp-sgd's example-level 8.4 beside dp-aggregate's user-level 52.8 had read "8.4 example/user"; a central
+    # dp-fedavg's 3.7, which binds only the models' observers, had headed ldp-gaussian's 154 against the server.
+    sgd = composed({"name": "dp-sgd", "noise_multiplier": 4.0}, {"name": "dp-aggregate", "noise_multiplier": 1.0})
+    sgd.parts[0].count_steps(replace(SMALL, local_training="fedsgd"))
+    guarantee = sgd.privacy(40, 0.3, 12, DELTA)
+    user = make_defense("dp-aggregate", {"noise_multiplier": 1.0}).privacy(40, 0.3, 12, DELTA)
+    assert (guarantee.epsilon, guarantee.level) == (user.epsilon, "user") and "dp-sgd (example" in guarantee.accounting
+    central = composed({"name": "dp-fedavg", "noise_multiplier": 8.0, "noise_cohort": 1000},
+                       {"name": "ldp-gaussian", "noise_multiplier": 0.5}).privacy(40, 0.3, 12, DELTA)
+    local = make_defense("ldp-gaussian", {"noise_multiplier": 0.5}).privacy(40, 0.3, 12, DELTA)
+    assert central.epsilon == local.epsilon and central.binds_server and "not binding the server" in central.accounting
+    alone = composed({"name": "dp-fedavg", "noise_multiplier": 8.0}, {"name": "rounded-counts"}).privacy(40, 0.3, 12, DELTA)
+    assert not alone.binds_server and alone.epsilon < local.epsilon  # nothing else: the central figure, marked
+
+
+def test_huge_or_absent_noise_gives_finite_figures():
+    assert make_defense("dp-aggregate", {"noise_multiplier": 1e160}).privacy(40, 0.3, 12, DELTA).epsilon == 0.0  # overflowed
+    assert gaussian_privacy(0.0, "user", 40, 0.3, 0, DELTA).epsilon == 0.0  # nobody took part: no loss (was inf)
 
 
 @pytest.mark.parametrize("entries, message", [

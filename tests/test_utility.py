@@ -127,8 +127,8 @@ def test_epsilons_carry_their_level() -> None:
 
 def test_noisy_counts_user_level_epsilon_grows_with_participations() -> None:
     counts = make_defense("noisy-counts", {"scale": 2.0})
-    assert counts.privacy(60, 0.3, 10, DELTA).epsilon_analytics == pytest.approx(5.0)
-    assert counts.privacy(60, 0.3, 26, DELTA).epsilon_analytics == pytest.approx(13.0)
+    assert counts.privacy(60, 0.3, 10, DELTA).epsilon_analytics == pytest.approx(10.0)  # replace-one: 2 x 10 / 2
+    assert counts.privacy(60, 0.3, 26, DELTA).epsilon_analytics == pytest.approx(26.0)
     assert counts.privacy(60, 0.3, 26, DELTA).level == "user"
 
 
