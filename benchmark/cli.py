@@ -419,16 +419,22 @@ def _check_stored_suite(suite: "Suite", source: str, folder: Path, results: "pd.
     version stores its tasks and leaves the old table), or where the folder's suite.json says another suite of this
     name and version (other cells, seeds or settings) wrote it: the table would pass for the suite's results."""
     from benchmark.store import ResultStore
-    from benchmark.suite import cells_digest, expand
+    from benchmark.suite import cells_digest, defense_digests, expand
 
     versions = sorted({str(v) for v in results["suite_version"].dropna()}) if "suite_version" in results.columns else []
     if versions and versions != [suite.version]:
         raise BenchmarkError(f"--results {folder} holds rows of version {', '.join(map(repr, versions))} of suite "
                              f"{suite.name!r}, but {source} is version {suite.version!r}: run `disaggbench run --suite "
                              f"{source}` first")
-    if ResultStore(folder.parent, suite.name).holds_other_cells(suite.version, cells_digest(expand(suite))):
+    store, tasks = ResultStore(folder.parent, suite.name), expand(suite)
+    if store.holds_other_cells(suite.version, cells_digest(tasks)):
         raise BenchmarkError(f"--results {folder} holds suite {suite.name!r} version {suite.version!r} with other cells, "
                              f"seeds or settings than {source}: run `disaggbench run --suite {source}` first")
+    shown = set(results["defense"].astype(str))
+    relabelled = [label for label in store.relabelled(defense_digests(tasks)) if label in shown]
+    if relabelled:
+        raise BenchmarkError(f"--results {folder} holds rows of {relabelled[0]!r} made with other parameters or code "
+                             f"than {source} gives that label: run `disaggbench run --suite {source}` first")
 
 
 def _write_html_page(results: "pd.DataFrame", out: Path) -> None:

@@ -20,7 +20,7 @@ from benchmark.devices import resolve_device
 from benchmark.errors import BenchmarkError, TaskTimeout
 from benchmark.executor import Executor, run_tasks
 from benchmark.store import ResultStore
-from benchmark.suite import DefenseSpec, Task, cells_digest
+from benchmark.suite import DefenseSpec, Task, cells_digest, defense_digests
 from benchmark.utility import UtilityRun
 
 
@@ -394,7 +394,8 @@ def run_suite(
     store.check_slots([job.key for job in todo])
     _check_datasets([job.task for job in todo])
     _validate_defenses([job.task for job in todo])
-    store.claim(tasks[0].suite, tasks[0].suite_version, cells_digest([*tasks, *context]))  # the last check, then writes
+    store.claim(tasks[0].suite, tasks[0].suite_version, cells_digest([*tasks, *context]),  # the last check, then writes
+                defense_digests(tasks))
     groups = _horizon_groups(_utility_columns(todo, store, executor, progress, task_timeout))
     for _ in run_tasks(_run_and_store_horizons, groups, executor, progress="tasks" if progress else None, sizes=[len(g) for g in groups]):
         pass

@@ -258,15 +258,19 @@ class ResultStore:
             if sub.exists() and not sub.is_dir():
                 raise BenchmarkError(f"{what}: {sub} is a file, not a folder")
 
-    def claim(self, name: str, version: str, cells: str) -> None:
-        """Mark the folder as this suite's (`cells`: a digest of its cells, seeds, attack and utility task), or
-        BenchmarkError, before any work, where another suite of the same name and version holds it: its table
-        would be replaced by this one's rows. Another version of the suite takes the folder over, as it always did."""
-        identity = {"name": name, "version": version, "cells": cells}
+    def claim(self, name: str, version: str, cells: str, defenses: dict[str, str] | None = None) -> None:
+        """Mark the folder as this suite's (`cells`: a digest of its cells, seeds, attack and utility task;
+        `defenses`: each label's defense digest, merged into those recorded), or BenchmarkError, before any work,
+        where another suite of the same name and version holds it: its table would be replaced by this one's rows.
+        Another version of the suite takes the folder over, as it always did."""
         if self.holds_other_cells(version, cells):
             raise BenchmarkError(f"--results {self.folder} holds another suite named {name!r}, version {version!r} "
                                  "(other cells, seeds or settings); give another --results, or a new name or version")
-        if self.claimed() != identity:
+        held = self.claimed() or {}
+        same = (held.get("name"), held.get("version"), held.get("cells")) == (name, version, cells)
+        recorded = held.get("defenses") if same and isinstance(held.get("defenses"), dict) else {}
+        identity = {"name": name, "version": version, "cells": cells, "defenses": {**recorded, **(defenses or {})}}
+        if held != identity:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_atomically(self.folder / "suite.json", json.dumps(identity, sort_keys=True).encode())
 
@@ -275,8 +279,16 @@ class ResultStore:
         held = self.claimed()
         return held is not None and held.get("version") == version and held.get("cells") not in (None, cells)
 
+    def relabelled(self, defenses: dict[str, str]) -> list[str]:
+        """The labels whose rows here were made by another defense (name, parameters or plugin code) than
+        `defenses` gives them (label -> digest); none where the folder does not record its defenses."""
+        held = (self.claimed() or {}).get("defenses")
+        held = held if isinstance(held, dict) else {}
+        return sorted(label for label, digest in defenses.items() if held.get(label) not in (None, digest))
+
     def claimed(self) -> dict | None:
-        """The suite that last wrote here ({name, version, cells}: claim); None where none is recorded or readable."""
+        """The suite that last wrote here ({name, version, cells, defenses}: claim); None where none is recorded or
+        readable."""
         path = self.folder / "suite.json"
         try:
             held = json.loads(path.read_text()) if path.is_file() else None

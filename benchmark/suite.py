@@ -86,6 +86,19 @@ class Task:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def defense_digests(tasks: list[Task]) -> dict[str, str]:
+    """Each defense label's digest of what its tasks' keys hold of the defense (name, parameters, plugin code):
+    the rows a results folder holds under a label were made by the defense a suite file gives it, or not."""
+    from benchmark.provenance import plugin_digests, portable_name
+
+    digests = {}
+    for spec in {task.defense.display: task.defense for task in tasks}.values():
+        payload = [portable_name(spec.name), [list(p) for p in spec.parameters],
+                   plugin_digests(spec.name, [value for _, value in spec.parameters])]
+        digests[spec.display] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digests
+
+
 def cells_digest(tasks: list[Task]) -> str:
     """What makes two suites of one name different, whichever defenses run: their cells, seeds, attack, utility."""
     parts = sorted({json.dumps([task.scenario.to_dict(), task.attack.keyed(), asdict(task.utility) if task.utility else None],

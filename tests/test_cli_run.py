@@ -292,6 +292,23 @@ def test_a_defense_run_alone_under_a_label_the_suite_gives_other_parameters_is_r
     assert code == 1 and "gives the label" not in err
 
 
+def test_the_board_of_a_suite_file_refuses_rows_its_labels_did_not_make(tmp_path, suite_file, capsys):
+    # The same suite, with the defense's parameters edited under the same label: its board had shown the old rows.
+    results = tmp_path / "r"
+    code, _, err = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet"], capsys)
+    assert code == 0, err
+    edited = tmp_path / "edited.toml"
+    edited.write_text(TINY_SUITE.replace("noise_multiplier = 1.0", "noise_multiplier = 3.0"))
+    code, out, err = run(["leaderboard", "--suite", str(edited), "--results", str(results)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds rows of 'ldp-gaussian' made with other parameters" in err
+    code, out, err = run(["leaderboard", "--suite", str(suite_file), "--results", str(results)], capsys)
+    assert code == 0 and "ldp-gaussian" in out  # the file that made them
+    code, _, err = run(["run", "--suite", str(edited), "--results", str(results), "--quiet", "--defense", "none"], capsys)
+    assert code == 0, err  # the table now holds the edited suite's rows: none's, and no stale ldp-gaussian row
+    code, out, err = run(["leaderboard", "--suite", str(edited), "--results", str(results)], capsys)
+    assert code == 0 and "ldp-gaussian" not in out.split("\n\n")[0] and "none" in out
+
+
 def test_the_board_of_a_suite_file_refuses_results_another_version_or_other_cells_wrote(tmp_path, suite_file, capsys):
     results = tmp_path / "r"
     code, _, err = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet", "--defense", "none"], capsys)
