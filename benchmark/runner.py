@@ -194,9 +194,16 @@ def _run_and_store(job: _Job, simulator: Callable | None = None) -> str:
 
 def _run_and_store_horizons(jobs: tuple[_Job, ...]) -> list[str]:
     """The jobs of one cell, seed and defense at several horizons, longest first, in one worker: one federation
-    run of the longest serves them all (benchmark.simulation.simulate_horizons), each task stored as it ends."""
-    from benchmark.simulation import simulate_horizons
+    run of the longest serves them all (benchmark.simulation.simulate_horizons) where the defense is prefix-consistent
+    (the built-ins), each task stored as it ends."""
+    from benchmark.simulation import prefix_consistent, simulate_horizons
+    from defenses.registry import make_defense
 
+    spec = jobs[0].task.defense
+    if len(jobs) > 1 and not prefix_consistent(make_defense(spec.name, dict(spec.parameters))):
+        # a plugin's horizons run apart, each task on its own defense, as `verify` re-runs one (a defense shared
+        # across them had carried what it learnt in the longest run into the shorter ones and back)
+        return [_run_and_store(job) for job in jobs]
     horizons = tuple(job.task.scenario.n_rounds for job in jobs)
     runs: dict = {}
     ran: list = []  # the defense that ran the federation

@@ -1,5 +1,6 @@
 """Federated learning with secure aggregation: what the server observes, and the truth kept aside for scoring."""
 
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -382,7 +383,10 @@ def simulate_horizons(scenario: Scenario, defense: Defense, horizons: tuple[int,
     longest = max(horizons)
     scenario = replace(scenario, n_rounds=longest)
     if not prefix_consistent(defense):
-        return {n: _observe(replace(scenario, n_rounds=n), defense, _run(replace(scenario, n_rounds=n), defense, ()))
+        # each horizon's federation from the defense as given (a plugin may learn across rounds: reused, a shorter
+        # run had started where the longer one ended); `defense` itself runs the longest, as callers read it after
+        own = {n: defense if n == longest else copy.deepcopy(defense) for n in horizons}
+        return {n: _observe(replace(scenario, n_rounds=n), own[n], _run(replace(scenario, n_rounds=n), own[n], ()))
                 for n in horizons}
     shorter = tuple(sorted(n for n in set(horizons) if n < longest))
     observed = _run(scenario, defense, shorter)
