@@ -93,7 +93,10 @@ def run_task(task: Task, picture: Path | None = None, device: str = "cpu", utili
         attempts = run_attacks(observation, replace(task.attack, device=device))
         recovery_scores = [score_recovery(recovery, truth) for recovery in attempts]
         success = [scores["attack_success"] for scores in recovery_scores]
-        strongest = int(np.argmax(success))
+        # ties go to the attempt that reads the defense: under fixed groups every attempt scores alike, and the static
+        # one, first, had inverted each group sum as one user's batch (structured-participation's inv 0.72, not 1.0)
+        strongest = max(range(len(attempts)), key=lambda i: (np.nan_to_num(success[i], nan=-1.0),
+                                                             attempts[i].groups is not None, attempts[i].attack == "adaptive"))
         if task.attack.invert:
             output = infer_from(observation, attempts[strongest], seed=seed, device=device, sample=task.attack.inverted_users)
             users = scored_users(output, truth)

@@ -77,13 +77,15 @@ def _cosine_matrix(recovered: np.ndarray, true: np.ndarray) -> np.ndarray:
 def match_updates(recovered: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n,) the recovered update matched to each true one (-1: none) and their cosine (NaN: none), one-to-one.
 
-    Hungarian on cosine, so one recovered vector never counts for two users.
+    Hungarian, so one recovered vector never counts for two users: the most pairs at SUCCESS_COSINE or above, then
+    the largest total cosine (maximizing the total alone had paired 0.96 and 0.955 matches away, one success of two).
     """
     owner, cosine = np.full(len(true), -1), np.full(len(true), np.nan)
     if len(recovered) == 0:
         return owner, cosine
     matrix = _cosine_matrix(recovered, true)
-    rows, cols = linear_sum_assignment(-matrix)
+    bonus = 2.0 * min(matrix.shape) + 1.0  # more than any difference of total cosine
+    rows, cols = linear_sum_assignment(-(matrix + bonus * (matrix >= SUCCESS_COSINE)))
     owner[cols], cosine[cols] = rows, matrix[rows, cols]
     return owner, cosine
 
@@ -237,14 +239,18 @@ def score_recovery(recovery: Recovery, truth: GroundTruth) -> dict[str, float]:
     recovered = (np.nan_to_num(matched, nan=-1.0) >= SUCCESS_COSINE) | attributed
     took_part = truth.participants.any(axis=0)
     share = (lambda users: float(users[took_part].mean()) if took_part.any() else math.nan)
+    # Per user who took part, as the shares: a non-participant's empty column is "exact" and its zero entries
+    # "recovered" whatever the attack did. The entries of an attack that names nobody are no recovered matrix
+    # (its zeros scored 1 - participation); a user's cosine is its named update's or, unnamed, its matched one's.
+    names_anyone = bool(named.participants.any())
     return {
         "attack_success": share(recovered),
         "attributed_success": share(attributed),
         "anonymous_success": share(recovered & ~attributed),
-        "exact_column_rate": float(columns_exact.mean()),
-        "entry_accuracy": float((named.participants == truth.participants).mean()),
-        "update_cosine": float(cosines.mean()),
-        "unique_rate": named.status.count("unique") / len(named.status),
+        "exact_column_rate": share(columns_exact),
+        "entry_accuracy": share((named.participants == truth.participants).mean(axis=0)) if names_anyone else math.nan,
+        "update_cosine": share(np.maximum(cosines, np.nan_to_num(matched, nan=0.0))),
+        "unique_rate": share(np.array([status == "unique" for status in named.status])),
         "attack_seconds": named.wall_seconds,
     }
 

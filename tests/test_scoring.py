@@ -351,3 +351,51 @@ def test_an_attack_that_recovers_the_true_matrix_scores_its_ceiling_under_fixed_
     scores = score_recovery(named_recovery("static", exact, None), truth)
     assert scores["anonymous_success"] > 0  # a group sum matched to a user its own update missed
     assert success_ceiling(observation.aggregates, truth) == scores["attack_success"] == 0.125
+
+
+def test_matching_counts_the_most_users_at_the_success_cosine_before_the_total_cosine():
+    from benchmark.scoring import SUCCESS_COSINE, match_updates
+
+    # cosines (recovered x true): [[0.96, 1.0], [0.93, 0.955]]; the largest total (1.0 + 0.93) passes one user,
+    # the other pairing (0.96 + 0.955) both.
+    true = np.array([[1.0, 0.0, 0.0], [0.96, 0.28, 0.0]])
+    second = np.array([0.93, (0.955 - 0.96 * 0.93) / 0.28, 0.0])
+    second[2] = math.sqrt(1.0 - second[0] ** 2 - second[1] ** 2)
+    owner, cosine = match_updates(np.array([true[1], second]), true)
+    assert owner.tolist() == [0, 1] and (cosine >= SUCCESS_COSINE).all()
+
+
+def test_per_user_columns_count_users_who_took_part_and_an_unnamed_recovery():
+    from benchmark.scoring import score_recovery
+
+    scenario = Scenario(name="absent", n_users=10, n_rounds=30, participation=0.4, window=3, update_kind="synthetic",
+                        synthetic_dim=20, seed=1)
+    _, truth = simulate(scenario, Defense())
+    truth = replace(truth, participants=truth.participants.copy())
+    truth.participants[:, :2] = 0  # two users who never took part
+    n_users = 10
+    nobody = Disaggregation(np.zeros_like(truth.participants), np.zeros_like(truth.updates), ("timeout",) * n_users,
+                            np.zeros(n_users), np.zeros(n_users), rank=0, wall_seconds=0.0)
+    anonymous = replace(named_recovery("anonymous", nobody, None), columns=truth.participants[:, 2:],
+                        updates=truth.updates[2:])
+    scores = score_recovery(anonymous, truth)
+    assert scores["attack_success"] == 1.0 and scores["update_cosine"] == pytest.approx(1.0)  # was 0: unnamed
+    assert math.isnan(scores["entry_accuracy"])  # names nobody: no matrix recovered (was 1 - participation)
+    assert scores["exact_column_rate"] == 0.0  # the two empty columns had scored 0.2
+    exact = replace(nobody, participants=truth.participants, updates=truth.updates, status=("unique",) * n_users)
+    scores = score_recovery(named_recovery("static", exact, None), truth)
+    assert scores["update_cosine"] == pytest.approx(1.0) and scores["exact_column_rate"] == 1.0  # was 0.8
+    assert scores["unique_rate"] == 1.0
+
+
+def test_under_fixed_groups_the_inverted_attempt_is_the_group_aware_one(tmp_path):
+    # Every attempt scores alike under fixed groups; the first, static, had been inverted: each group sum as one
+    # user's batch, structured-participation's inversion share 0.72 where the group-aware inversion gives 1.0.
+    from tests.conftest import TINY_CELL
+
+    path = tmp_path / "groups.toml"
+    path.write_text('name = "groups"\nversion = "1"\nseeds = [0]\n\n[attack]\ntime_limit = 0.2\n\n'
+                    '[[defenses]]\nname = "structured-participation"\ngroup_size = 2\n' + TINY_CELL)
+    assert main(["run", "--suite", str(path), "--results", str(tmp_path / "r"), "--quiet"]) == 0
+    row = pd.read_parquet(tmp_path / "r" / "groups" / "results.parquet").iloc[0]
+    assert row["status"] == "ok" and row["attack"] == "adaptive"
