@@ -11,7 +11,7 @@ from attacks.properties import PropertyGuess, guess, property_scores, window_wei
 from attacks.recovery import Recovery, run_attacks
 from attacks.settings import AttackSettings
 from benchmark.models import build_model, parameter_slices
-from benchmark.observation import Observation
+from benchmark.observation import Observation, expected_contributors
 
 AGGREGATE_ROUNDS = 20  # rounds whose sums the aggregate-only baseline inverts (at most the sample size, if any)
 INVERSION_CHUNK = 64  # updates inverted together in one batched computation
@@ -191,8 +191,7 @@ def _contributors(observation: Observation, recovery: Recovery) -> np.ndarray:
     rate = float(observation.defense_parameters.get("padding_rate", 0.0))
     if rate <= 0:
         return observation.totals
-    estimate = np.rint((observation.totals - rate * observation.n_users) / (1.0 - rate)) if rate < 1 else observation.totals
-    return np.clip(estimate, nonzero, observation.totals).astype(np.int64)
+    return np.clip(expected_contributors(observation.totals, rate, observation.n_users), nonzero, observation.totals)
 
 
 def infer_from(

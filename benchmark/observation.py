@@ -39,6 +39,19 @@ def window_counts(checked_in: np.ndarray, window: int) -> np.ndarray:
     return window_sums(checked_in.astype(np.int64), window).T
 
 
+def expected_contributors(checked_in: np.ndarray, padding_rate: float, n_users: int) -> np.ndarray:
+    """Contributors a server can count on behind each round's `checked_in` check-ins (int array): all of them,
+    or, where unselected users pad at the public `padding_rate` r (below 1: at 1 everyone checks in and m says
+    nothing), the expected (m - r n) / (1 - r), rounded and within [0, m]. The server cannot tell padded devices
+    from contributing ones (under secure aggregation a masked padded device uploads like any other), so this
+    divides its round's sum, and the attack reads it too."""
+    checked_in = np.asarray(checked_in, dtype=np.int64)
+    if not 0 < padding_rate < 1:
+        return checked_in
+    estimate = np.rint((checked_in - padding_rate * n_users) / (1.0 - padding_rate)).astype(np.int64)
+    return np.clip(estimate, 0, checked_in)
+
+
 def round_totals(checked_in: np.ndarray) -> np.ndarray:
     """(T,) users checked in per round."""
     return checked_in.sum(axis=1).astype(np.int64)

@@ -37,3 +37,12 @@ def secure_aggregate(
         aggregate = aggregate + np.asarray(uploads, dtype=np.float64).sum(axis=0)
         coordinates = uploads.size
     return np.asarray(defense.transform_aggregate(aggregate, rngs["defense_aggregates"]), dtype=np.float64), coordinates
+
+
+def server_divisor(contributors: int, cohort: float, padding_rate: float) -> float:
+    """What the server divides a round's sum by: the round's contributors, whom it counts; under padding, which it
+    cannot tell from them (a masked padded device uploads like any other under secure aggregation), the cohort
+    its sampling targets (public, as in DP-FedAvg's fixed denominator). Dividing by the true contributors had made
+    masked padding cost nothing; a per-round estimate from the check-ins, (m - r n) / (1 - r), diverged on small
+    cohorts (rate 0.5, 10 of 60 clients a round: accuracy 0.10)."""
+    return float(contributors) if padding_rate <= 0 else max(float(cohort), 1.0)

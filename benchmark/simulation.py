@@ -14,7 +14,7 @@ from benchmark import local_sgd
 from benchmark.local_sgd import LocalTraining, parameters_of
 from benchmark.models import DESIGN_PUBLIC_IMAGES, build_model, design_weights, get_flat, logit_shift, set_flat
 from benchmark.observation import Observation
-from benchmark.protocol import secure_aggregate, streams
+from benchmark.protocol import secure_aggregate, server_divisor, streams
 from benchmark.scenario import Scenario
 from defenses.base import Defense, batched_local_training, trains_like_undefended
 from defenses.guard import GuardedDefense
@@ -191,6 +191,7 @@ class _Federation:
         padded_coordinates = 0
         direction = None  # the sum of the mean aggregates of the rounds since the last refresh
         server = _Server(self, step) if refresh_every and s.update_kind == "model" else None
+        padding_rate = float(defense.public_parameters().get("padding_rate", 0.0)) if server is not None else 0.0
         for t in range(s.n_rounds):
             selected = rngs["participation"].random(n) < s.participation
             contributing, counted = defense.choose_participants(selected, t, rngs["defense_participants"])
@@ -212,8 +213,9 @@ class _Federation:
             padded_coordinates += uploaded
             aggregates.append(aggregate)
             if server is not None:
-                if contributing.any():
-                    mean = defense.transform_step(aggregate, rngs["defense_steps"]) / contributing.sum()
+                if contributing.any():  # divided as the server can (server_divisor)
+                    divisor = server_divisor(int(contributing.sum()), s.participation * n, padding_rate)
+                    mean = defense.transform_step(aggregate, rngs["defense_steps"]) / divisor
                     direction = mean if direction is None else direction + mean
                 if (t + 1) % refresh_every == 0 and (direction is not None or server.shift is not None):
                     server.refresh(direction)  # the invariant server needs no aggregate to move the model

@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmark.catalog import DATASETS
 from benchmark.errors import BenchmarkError
-from benchmark.protocol import HOOK_STREAMS, secure_aggregate, streams
+from benchmark.protocol import HOOK_STREAMS, secure_aggregate, server_divisor, streams
 from benchmark.scenario import MAX_ROUNDS, MAX_USERS
 from defenses.base import Defense, local_training_part, trains_like_undefended
 
@@ -236,6 +236,7 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
     per_client = example_dp is None and local_training_part(defense) is not None
     scenario = _scenario(task, seed) if per_client else None
     dim = sum(value.numel() for value in params.values())
+    padding_rate = float(defense.public_parameters().get("padding_rate", 0.0))
     for t, contributing, checked_in in _rounds(task, defense, rngs):
         clients = np.flatnonzero(contributing)
         sent = []
@@ -252,8 +253,9 @@ def _train(task: UtilityTask, defense: Defense, seed: int, one_at_a_time: bool) 
         padded = int((np.asarray(checked_in) & ~np.asarray(contributing)).sum())
         aggregate, _ = secure_aggregate(defense, sent, padded, dim, rngs)
         if len(clients):
+            divisor = server_divisor(len(clients), task.sample_rate * task.n_clients, padding_rate)
             aggregate = defense.transform_step(aggregate, rngs["defense_steps"])
-            step = torch.from_numpy(aggregate * (task.server_learning_rate * task.learning_rate / len(clients))).float()
+            step = torch.from_numpy(aggregate * (task.server_learning_rate * task.learning_rate / divisor)).float()
             params = unflatten(model, flatten(params) - step)
     with torch.no_grad():
         logits = functional_call(model, params, (torch.tensor(data.x_test),))  # a copy: digits arrays are read-only

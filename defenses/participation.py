@@ -13,7 +13,9 @@ class ParticipationPadding(Defense):
 
     Masked padded devices each upload a full vector, as under secure aggregation's
     pairwise masks; a round's masks are integers summing to exactly zero, so the
-    round's sum is exactly the unpadded one: the cost is bytes, not utility.
+    round's sum is exactly the unpadded one. The cost is bytes and a fixed denominator:
+    the server, which cannot count its contributors among the check-ins, divides each
+    sum by the cohort its sampling targets (benchmark.protocol.server_divisor).
     """
 
     name = "participation-padding"

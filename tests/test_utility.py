@@ -246,3 +246,17 @@ def test_a_local_update_override_runs_per_client_on_the_global_model() -> None:
     short = UtilityTask(name="short", n_clients=20, cohort=5, n_rounds=3, samples_per_client=10, batch_size=10)
     frozen = train(short, GuardedDefense(Frozen()), 0)
     assert Frozen.calls > 0 and frozen == train(replace(short, learning_rate=1e-12), Defense(), 0)
+
+
+def test_under_padding_the_server_divides_by_its_target_cohort_not_the_true_contributors() -> None:
+    # Masked padded devices upload zero-sum masks: the sum is the unpadded one, and the simulated server had
+    # divided it by the true number of contributors, which it cannot tell from the check-ins (drop exactly 0).
+    from benchmark.observation import expected_contributors
+    from benchmark.protocol import server_divisor
+
+    assert expected_contributors(np.array([10, 40, 2]), 0.0, 60).tolist() == [10, 40, 2]
+    assert expected_contributors(np.array([10, 40, 2]), 0.1, 60).tolist() == [4, 38, 0]  # (m - 6) / 0.9, in [0, m]
+    assert server_divisor(7, 10.0, 0.0) == 7.0 and server_divisor(7, 10.0, 0.1) == 10.0
+    light, heavy = (scores("participation-padding", {"rate": rate, "masked": True}) for rate in (0.1, 0.5))
+    assert light["utility_drop"] != 0.0 and light["test_accuracy_undefended"] == scores("none", {})["test_accuracy"]
+    assert heavy["test_accuracy"] == light["test_accuracy"]  # the step never reads who, or how many, contributed
