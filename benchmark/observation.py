@@ -88,6 +88,9 @@ class Observation:
     # The server's own knowledge of how it moved the model: False when the model never moved, or moved only where
     # no client's update changes (a forced refresh along the logits' common shift, Scenario.server_step).
     updates_drift: bool = True
+    # The cohort the server's sampling targets a round (participation x users): its own protocol setting, which
+    # stands for a round's contributors where nothing published counts them. NaN: not given.
+    cohort: float = float("nan")
 
     def first_rounds(self, n_rounds: int) -> "Observation":
         """What the server saw in the first `n_rounds` rounds (whole analytics windows): a server may ignore the rest."""

@@ -434,6 +434,7 @@ def _observe(scenario: Scenario, defense: Defense, observed: dict) -> tuple[Obse
         batch_size=scenario.batch_size,
         defense_parameters=parameters,
         updates_drift=bool(observed["updates_drift"]),
+        cohort=scenario.participation * scenario.n_users,
     )
     truth = GroundTruth(
         participants=observed["contributed"].astype(np.uint8),

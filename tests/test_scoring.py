@@ -399,3 +399,20 @@ def test_under_fixed_groups_the_inverted_attempt_is_the_group_aware_one(tmp_path
     assert main(["run", "--suite", str(path), "--results", str(tmp_path / "r"), "--quiet"]) == 0
     row = pd.read_parquet(tmp_path / "r" / "groups" / "results.parquet").iloc[0]
     assert row["status"] == "ok" and row["attack"] == "adaptive"
+
+
+def test_the_label_floor_does_not_depend_on_the_attack_that_ran():
+    # Without published totals the floor's contributors per round came off the recovered columns: the floor of
+    # "what the sums alone reveal" rose with the attack (rounded-counts: 0.175 from static's columns, 0.942 from
+    # adaptive's).
+    from attacks.pipeline import infer_from
+    from attacks.recovery import run_attacks
+
+    scenario = Scenario(name="fedsgd-mlp", n_users=20, n_rounds=60, participation=0.3, window=5, dataset="digits",
+                        model="mlp", samples_per_user=1, learning_rate=1.0, seed=0)
+    observation, _ = simulate(scenario, make_defense("rounded-counts", {"bucket": 2}))
+    assert observation.totals is None and observation.cohort == 6.0
+    attempts = run_attacks(observation, AttackSettings(time_limit=5.0))
+    floors = {str([labels.tolist() for labels in infer_from(observation, attempt, seed=0, sample=2).aggregate_labels])
+              for attempt in attempts[:2]}
+    assert len(floors) == 1
