@@ -1,6 +1,7 @@
 """Image, label and property scores; image scores are invariant to the order of a batch (Hungarian matching)."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,11 @@ def property_accuracy(predictions: np.ndarray, truth: np.ndarray) -> float:
 def property_auc(scores: np.ndarray, truth: np.ndarray, predictions: np.ndarray) -> float:
     """ROC AUC of the property scores against the true property (ties count one half).
 
-    When every user has the same property there is nothing to rank and the AUC is undefined; it
-    falls back to property_accuracy of the predictions then, so a table never holds NaN for it.
+    When every user has the same property there is nothing to rank and the AUC is undefined: NaN (it had
+    copied property_accuracy, another score, into this column).
     """
     if truth.all() or not truth.any():
-        return property_accuracy(predictions, truth)
+        return math.nan
     return float(roc_auc_score(truth, scores))
 
 

@@ -116,9 +116,9 @@ def test_without_published_counts_the_floor_cannot_tell_users_apart(federation):
     assert len(set(floor.scores)) == 1 and property_auc(floor.scores, has, floor.predictions) == 0.5
 
 
-def test_property_auc_falls_back_to_accuracy_when_every_user_shares_the_property():
-    has = np.ones(4, bool)
-    assert property_auc(np.array([0.3, 0.2, -0.1, 0.5]), has, np.array([True, True, False, True])) == 0.75
+def test_property_auc_is_nan_when_every_user_shares_the_property():
+    has = np.ones(4, bool)  # nothing to rank: it had copied property_accuracy (0.75 here) into the AUC column
+    assert math.isnan(property_auc(np.array([0.3, 0.2, -0.1, 0.5]), has, np.array([True, True, False, True])))
     assert property_auc(np.array([0.9, 0.1, 0.8]), np.array([True, False, True]), np.zeros(3, bool)) == 1.0
     assert majority_share(np.array([True, False, True, True])) == 0.75
     assert holds_property(np.array([[7, 3], [8, 9]]), 10).tolist() == [True, False]
