@@ -198,8 +198,8 @@ class _Federation:
             contributed[t], checked_in[t] = contributing, counted
             if s.update_kind == "model":
                 weights.append(get_flat(self.model).numpy())
-            if server is not None:
-                server.accepted(contributing)
+            if server is not None:  # every device that checked in took the model: the server cannot tell padded ones apart
+                server.accepted(counted)
             users = np.flatnonzero(contributing)
             together = self.train_together(users)
             cleans = self.clean_updates(users, frozen=refresh_every == 0)
@@ -264,8 +264,8 @@ class _Server:
         self.version = 0
         self.held = np.full(federation.scenario.n_users, -1)  # each client's last accepted version; -1: none yet
 
-    def accepted(self, contributing: np.ndarray) -> None:
-        self.held[contributing] = self.version
+    def accepted(self, checked_in: np.ndarray) -> None:
+        self.held[checked_in] = self.version
 
     def refresh(self, direction: np.ndarray | None) -> None:
         current = self.models[self.version]
