@@ -44,7 +44,7 @@ def test_dask_cluster_and_local_processes_give_identical_results(tmp_path):
                              for name, prefix in cluster.scheduler.task_prefixes.items() if "run_and_store" in name)
     assert computed_there > 0, "no task ran on the Dask workers"
     assert len(local) == len(tasks) and set(local["status"]) == {"ok"}
-    assert set(local["defense"]) == {"none", "dp-gaussian", "coarse-analytics"}
+    assert set(local["defense"]) == {"none", "ldp-gaussian", "coarse-analytics"}  # dp-gaussian: the old name
     pd.testing.assert_frame_equal(local.drop(columns=WALL_CLOCK), on_dask.drop(columns=WALL_CLOCK), check_exact=True)
     stored = sorted(p.name for p in (tmp_path / "dask" / "tiny-dask" / "tasks").glob("*.json"))
     assert stored == sorted(p.name for p in (tmp_path / "local" / "tiny-dask" / "tasks").glob("*.json"))
