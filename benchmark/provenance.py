@@ -70,7 +70,7 @@ def plugin_digests(name: str, parameters: object = ()) -> list[str]:
     `parameters`: a `file.py:Class` file's bytes, an entry point's module file. Built-ins are in source_digest."""
     path = plugin_path(name)
     if path is not None:
-        digest = _files_digest([path], _user_imports([path], path.parent)) if path.is_file() else \
+        digest = _files_digest([path], plugin_helpers(path)) if path.is_file() else \
             hashlib.sha256(b"<missing>").hexdigest()[:16]
         own = [f"{path.name}:{name.rpartition(':')[2]}={digest}"]
     else:
@@ -93,15 +93,25 @@ def _library_folders() -> tuple[Path, ...]:
 
 
 def plugin_helpers(path: Path) -> list[Path]:
-    """The helper module files a `file.py:Class` plugin imports (see _user_imports), resolved."""
-    return _user_imports([path], path.parent)
+    """The helper module files a `file.py:Class` plugin imports (see _user_imports), resolved; its folder is that of
+    the file itself, behind any symbolic link, as defenses.registry imports from there."""
+    return _user_imports([path], path.resolve().parent)
+
+
+def helper_names(files: list[Path], folder: Path) -> set[str]:
+    """The top-level module names under which `files` (helpers of a plugin in `folder`) import."""
+    names = set()
+    for path in files:
+        inside = path.relative_to(folder) if path.is_relative_to(folder) else Path(path.name)
+        names.add(inside.parts[0] if len(inside.parts) > 1 else inside.stem)
+    return names
 
 
 def _user_imports(files: list[Path], folder: Path) -> list[Path]:
     """The module files a plugin's code imports from outside the standard library, installed packages and this
     package (whose source source_digest hashes), found without running it: `import helper` or `from helper import
-    x` beside the plugin or on sys.path (a package: all its files), followed through those files' own imports. Editing such a helper changes
-    what the plugin computes, so its bytes belong in the key; imports inside functions count too, names a plugin
+    x` beside the plugin or on sys.path (a package: all its files), followed through those files' own imports.
+    Editing such a helper changes what the plugin computes, so its bytes belong in the key; imports inside functions count too, names a plugin
     builds at run time (importlib.import_module(text)) cannot be seen."""
     libraries, own = _library_folders(), tuple(ROOT / package for package in SOURCE_PACKAGES)
     found: dict[Path, None] = {}
@@ -109,31 +119,32 @@ def _user_imports(files: list[Path], folder: Path) -> list[Path]:
     scanned = set(queue)
     while queue:
         for module in _imported_names(queue.pop()):
-            origin = _module_file(module, folder)
-            if origin is None or origin in scanned or any(origin.is_relative_to(root) for root in libraries + own):
-                continue
-            package = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
-            for path in (path.resolve() for path in package):
-                if path not in scanned:
-                    scanned.add(path)
-                    found[path] = None
-                    queue.append(path)
+            for path in _module_files(module, folder.resolve()):
+                if path in scanned or any(path.is_relative_to(root) for root in libraries + own):
+                    continue
+                scanned.add(path)
+                found[path] = None
+                queue.append(path)
     return sorted(found, key=lambda path: path.as_posix())
 
 
-def _module_file(module: str, folder: Path) -> Path | None:
-    """The .py file `import module` would run (a package's __init__.py), else the one beside the plugin; None for
-    compiled, built-in and missing modules."""
+def _module_files(module: str, folder: Path) -> list[Path]:
+    """The .py files behind top-level `module`: beside the plugin first (a module file, or every file of a package
+    folder, namespace packages too), as the plugin imports with its folder first on sys.path; else where
+    `import module` finds it (a package: its folders' files); none for compiled, built-in and missing modules."""
+    if (folder / f"{module}.py").is_file():
+        return [(folder / f"{module}.py").resolve()]
+    if (folder / module).is_dir():
+        return sorted(path.resolve() for path in (folder / module).rglob("*.py"))
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.origin and spec.origin.endswith(".py"):
-        return Path(spec.origin).resolve()
-    if spec is not None:
-        return None
-    beside = next((path for path in (folder / f"{module}.py", folder / module / "__init__.py") if path.is_file()), None)
-    return beside.resolve() if beside is not None else None
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:  # a package, regular or namespace
+        return sorted(path.resolve() for place in spec.submodule_search_locations for path in Path(place).rglob("*.py"))
+    return [Path(spec.origin).resolve()] if spec.origin and spec.origin.endswith(".py") else []
 
 
 def _imported_names(path: Path) -> list[str]:

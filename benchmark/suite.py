@@ -90,10 +90,15 @@ def defense_digests(tasks: list[Task]) -> dict[str, str]:
     """Each defense label's digest of what its tasks' keys hold of the defense (name, parameters, plugin code):
     the rows a results folder holds under a label were made by the defense a suite file gives it, or not."""
     from benchmark.provenance import plugin_digests, portable_name
+    from defenses.registry import bound_parameters
 
     digests = {}
     for spec in {task.defense.display: task.defense for task in tasks}.values():
-        payload = [portable_name(spec.name), [list(p) for p in spec.parameters],
+        try:  # defaults filled in, as `run --defense` compares defenses (runner._same_defense)
+            parameters = sorted(bound_parameters(spec.name, dict(spec.parameters)).items())
+        except BenchmarkError:
+            parameters = [list(p) for p in spec.parameters]
+        payload = [portable_name(ALIASES.get(spec.name, spec.name)), parameters,
                    plugin_digests(spec.name, [value for _, value in spec.parameters])]
         digests[spec.display] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return digests

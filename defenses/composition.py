@@ -95,21 +95,23 @@ class Composed(Defense):
         names = {id(guarantee): part.name for guarantee, part in zip(parts, self.parts)}
         analytics = _smallest([part.epsilon_analytics for part in parts])
         rated = [part for part in parts if part.level != NO_DP and not math.isnan(part.epsilon)]
+        rated = [part for part in rated if math.isfinite(part.epsilon)] or rated  # an infinite one guarantees nothing
         if not rated:
             counted = [part for part in parts if part.level != NO_DP]
             return replace(counted[0], epsilon_analytics=analytics) if len(counted) == 1 else \
                 Privacy(epsilon_analytics=analytics, level=NO_DP if math.isnan(analytics) else "user",
                         accounting="counts noised; updates not DP" if not math.isnan(analytics) else "no DP guarantee")
         binding = [part for part in rated if part.binds_server] or rated
-        # LEVELS runs from the strongest; a plugin's joined level ("example/user") is compared as a whole
-        level = next((level for level in LEVELS if any(part.level == level for part in binding)), None)
-        best = min((part for part in binding if level is None or part.level == level), key=lambda part: part.epsilon)
+        # LEVELS runs from the strongest; a plugin's joined level ("example/user") holds at each level it names
+        holds = (lambda part, level: level in part.level.split("/"))
+        level = next((level for level in LEVELS if any(holds(part, level) for part in binding)), None)
+        best = min((part for part in binding if level is None or holds(part, level)), key=lambda part: part.epsilon)
         others = [f"{names[id(part)]} ({part.level}, epsilon {part.epsilon:.4g}"
                   + ("" if part.binds_server else ", not binding the server") + ")" for part in rated if part is not best]
         accounting = f"{names[id(best)]}: {best.accounting}" + (f"; the other DP parts: {', '.join(others)}" if others else "")
         if not math.isnan(analytics) and math.isnan(best.epsilon_analytics):
             accounting += "; epsilon_analytics: the counts' noise"
-        return replace(best, epsilon_analytics=analytics, accounting=accounting)
+        return replace(best, epsilon_analytics=analytics, accounting=accounting, level=level or best.level)
 
 
 def _smallest(values: list[float]) -> float:

@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError, TaskTimeout
-from benchmark.provenance import plugin_helpers
+from benchmark.provenance import helper_names, plugin_helpers
 from defenses.base import Defense
 from defenses.builtin import ALIASES, BUILTIN_DEFENSES
 
@@ -21,30 +21,29 @@ def _from_file(spec: str) -> type:
         raise BenchmarkError(f"defense file {path} is a directory, not a .py file")
     if not path.is_file():
         raise BenchmarkError(f"defense file {path} does not exist")
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:  # helper modules beside the plugin import as beside a script, after installed packages
-        sys.path.append(folder)
-    _forget(plugin_helpers(path))
+    folder = path.resolve().parent
+    _forget(helper_names(plugin_helpers(path), folder))
     module_spec = importlib.util.spec_from_file_location(f"disaggbench_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
+    sys.path.insert(0, str(folder))  # helper modules beside the plugin import as beside a script, while it loads
     try:
         module_spec.loader.exec_module(module)
     except (KeyboardInterrupt, TaskTimeout):  # the user's Ctrl-C, the task's clock: not the file's failure
         raise
     except BaseException as error:  # noqa: BLE001 - a user's file: any failure (an exit, GeneratorExit) becomes one line
         raise BenchmarkError(f"defense file {path} failed to load: {type(error).__name__}: {error}") from None
+    finally:
+        sys.path.remove(str(folder))
     if not hasattr(module, class_name):
         raise BenchmarkError(f"defense file {path} has no class {class_name}")
     return getattr(module, class_name)
 
 
-def _forget(files: list[Path]) -> None:
-    """Drop these helper modules from sys.modules, so the plugin imports their current code (the key hashed it)."""
-    names = {path.name for path in files}
-    for key, module in list(sys.modules.items()):
-        origin = getattr(module, "__file__", None)
-        if origin and Path(origin).name in names and Path(origin).resolve() in files:
-            del sys.modules[key]
+def _forget(names: set[str]) -> None:
+    """Drop the modules of these top-level names (and their submodules) from sys.modules, so the plugin imports its
+    own helpers' current code (the key hashed them), not another plugin's helper of the same name loaded before."""
+    for key in [key for key in sys.modules if key.partition(".")[0] in names]:
+        del sys.modules[key]
 
 
 def defense_class(name: str) -> type:

@@ -1132,3 +1132,39 @@ def test_fixed_groups_that_fit_the_cells_pass_validation(tmp_path, capsys, suite
     code = main(["run", "--suite", str(suite_file), "--results", str(tmp_path / "r"), "--quiet",
                  "--defense", f"{plugin}:X", "--defense", f"{plugin}:Y", "--task-timeout", "0.001"])
     assert code == 1 and "groups" not in capsys.readouterr().err  # validated, then the tasks ran into their timeout
+
+
+def test_two_plugins_with_helpers_of_one_name_each_run_their_own(tmp_path, capsys, suite_file):
+    # The first plugin's folder stayed on sys.path and its `common` in sys.modules: the second ran the first's helper
+    # (attack success 1.0 where its own gives 0) under a key that hashed its own.
+    for folder, factor in (("a", "1.0"), ("b", "0.0")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "plug.py").write_text(
+            "from defenses.base import Defense\nfrom common import factor\n\nclass P(Defense):\n    name = 'p'\n\n"
+            "    def transform_aggregate(self, aggregate, rng):\n        return aggregate * factor()\n")
+        (tmp_path / folder / "common.py").write_text(f"def factor():\n    return {factor}\n")
+    suite = suite_file.read_text().split("[[defenses]]")[0] + "".join(
+        f'[[defenses]]\nname = "{tmp_path / folder / "plug.py"}:P"\nlabel = "p{folder}"\n\n' for folder in "ab")
+    suite += suite_file.read_text()[suite_file.read_text().index("[[cells]]"):]
+    (tmp_path / "two.toml").write_text(suite)
+    assert main(["run", "--suite", str(tmp_path / "two.toml"), "--results", str(tmp_path / "r"), "--quiet"]) == 0
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet").set_index("defense")
+    assert table.loc["pa", "attack_success"] > 0 and table.loc["pb", "attack_success"] == 0
+    assert main(["leaderboard", "--suite", str(tmp_path / "two.toml"), "--results", str(tmp_path / "r")]) == 0
+
+
+def test_helpers_in_a_namespace_package_or_behind_a_symlink_are_in_the_key(tmp_path):
+    from benchmark.provenance import plugin_digests
+
+    (tmp_path / "real" / "helpers").mkdir(parents=True)  # a namespace package: no __init__.py
+    (tmp_path / "real" / "helpers" / "mathx.py").write_text("def factor():\n    return 1.0\n")
+    (tmp_path / "real" / "plug.py").write_text("from helpers.mathx import factor\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "link.py").symlink_to(tmp_path / "real" / "plug.py")
+    names = [f"{tmp_path / 'real' / 'plug.py'}:P", f"{tmp_path / 'elsewhere' / 'link.py'}:P"]
+    before = [plugin_digests(name)[0].split("=")[1] for name in names]
+    (tmp_path / "real" / "helpers" / "mathx.py").write_text("def factor():\n    return 2.0\n")
+    after = [plugin_digests(name)[0].split("=")[1] for name in names]
+    assert before[0] != after[0] and before[1] != after[1]

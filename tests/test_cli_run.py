@@ -303,6 +303,10 @@ def test_the_board_of_a_suite_file_refuses_rows_its_labels_did_not_make(tmp_path
     assert code == 2 and err.count("\n") == 1 and "holds rows of 'ldp-gaussian' made with other parameters" in err
     code, out, err = run(["leaderboard", "--suite", str(suite_file), "--results", str(results)], capsys)
     assert code == 0 and "ldp-gaussian" in out  # the file that made them
+    code, _, err = run(["run", "--suite", str(suite_file), "--results", str(results), "--quiet", "--defense",
+                        "ldp-gaussian", "--task-timeout", "0.001"], capsys)  # the suite's dp-gaussian, by its new name
+    code, out, err = run(["leaderboard", "--suite", str(suite_file), "--results", str(results)], capsys)
+    assert code == 0, err  # one defense under two names: its rows had been refused as another defense's
     code, _, err = run(["run", "--suite", str(edited), "--results", str(results), "--quiet", "--defense", "none"], capsys)
     assert code == 0, err  # the table now holds the edited suite's rows: none's, and no stale ldp-gaussian row
     code, out, err = run(["leaderboard", "--suite", str(edited), "--results", str(results)], capsys)

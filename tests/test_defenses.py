@@ -440,3 +440,27 @@ def test_the_task_clock_firing_inside_a_hook_is_the_tasks_timeout_not_the_defens
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+class _Reported(Defense):
+    """A plugin-like part that reports a fixed guarantee."""
+
+    name = "reported"
+
+    def __init__(self, epsilon: float, level: str) -> None:
+        self.guarantee = Privacy(epsilon=epsilon, epsilon_amplified=epsilon, epsilon_rdp=epsilon, level=level,
+                                 accounting="reported")
+
+    def privacy(self, n_rounds, participation, max_participations, delta):
+        return self.guarantee
+
+
+def test_a_composition_prefers_a_finite_epsilon_and_reads_a_joined_level_at_each_level():
+    from defenses.composition import Composed
+
+    dp = make_defense("dp-aggregate", {"noise_multiplier": 1.0})
+    finite = dp.privacy(40, 0.3, 12, DELTA)
+    guarantee = Composed([_Reported(math.inf, "user"), dp]).privacy(40, 0.3, 12, DELTA)
+    assert guarantee.epsilon == finite.epsilon  # it had reported inf
+    joined = Composed([_Reported(1.0, "example/user"), dp]).privacy(40, 0.3, 12, DELTA)
+    assert (joined.epsilon, joined.level) == (1.0, "user")  # it holds at both levels: it had lost to 52.8
