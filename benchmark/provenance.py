@@ -107,6 +107,16 @@ def helper_names(files: list[Path], folder: Path) -> set[str]:
     return names
 
 
+def is_library_module(module: object) -> bool:
+    """Whether a loaded module comes from the standard library, an installed package or this package (no file:
+    built in)."""
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return getattr(module, "__path__", None) is None  # a namespace package has a path and no file
+    path = Path(origin).resolve()
+    return any(path.is_relative_to(root) for root in _library_folders() + tuple(ROOT / p for p in SOURCE_PACKAGES))
+
+
 def _user_imports(files: list[Path], folder: Path) -> list[Path]:
     """The module files a plugin's code imports from outside the standard library, installed packages and this
     package (whose source source_digest hashes), found without running it: `import helper` or `from helper import

@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError, TaskTimeout
-from benchmark.provenance import helper_names, plugin_helpers
+from benchmark.provenance import helper_names, is_library_module, plugin_helpers
 from defenses.base import Defense
 from defenses.builtin import ALIASES, BUILTIN_DEFENSES
 
@@ -41,9 +41,12 @@ def _from_file(spec: str) -> type:
 
 def _forget(names: set[str]) -> None:
     """Drop the modules of these top-level names (and their submodules) from sys.modules, so the plugin imports its
-    own helpers' current code (the key hashed them), not another plugin's helper of the same name loaded before."""
+    own helpers' current code (the key hashed them), not another plugin's helper of the same name loaded before;
+    never one loaded from the standard library, an installed package or this package (a helper that shadows such a
+    name cannot replace a module already in use)."""
     for key in [key for key in sys.modules if key.partition(".")[0] in names]:
-        del sys.modules[key]
+        if not is_library_module(sys.modules[key]):
+            del sys.modules[key]
 
 
 def defense_class(name: str) -> type:
