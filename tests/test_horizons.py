@@ -189,15 +189,22 @@ def test_a_shorter_horizon_cut_from_a_shared_run_gets_the_epsilons_of_its_own_ru
     path = tmp_path / "dp.toml"
     path.write_text(DP_SGD_SUITE)
     tasks = expand(load_suite(str(path)))
-    table = run_suite(tasks, tmp_path / "results", progress=False)
-    simulation._shared.clear()
+    for row in _suite_rows_against_own_runs(tasks, tmp_path, ("epsilon", "epsilon_amplified", "epsilon_rdp",
+                                                                "epsilon_accounting")):
+        assert np.isfinite(row["epsilon_amplified"]) and "amplified" in row["epsilon_accounting"]
+
+
+def _suite_rows_against_own_runs(tasks: list, tmp_path, columns: tuple[str, ...]) -> list[dict]:
+    """The suite's rows of `tasks`, each asserted equal in `columns` to the same task run alone (as verify runs it)."""
     from benchmark.runner import run_task
 
-    for row, task in zip(table.to_dict("records"), tasks):
+    rows = run_suite(tasks, tmp_path / "results", progress=False).to_dict("records")
+    simulation._shared.clear()
+    for row, task in zip(rows, tasks):
         own = run_task(task)
-        for column in ("epsilon", "epsilon_amplified", "epsilon_rdp", "epsilon_accounting"):
+        for column in columns:
             assert row[column] == own[column], (task.scenario.n_rounds, column)
-        assert np.isfinite(row["epsilon_amplified"]) and "amplified" in row["epsilon_accounting"]
+    return rows
 
 
 LEARNS_ACROSS_ROUNDS = '''
@@ -241,10 +248,4 @@ def test_a_stateful_plugin_runs_each_horizon_from_its_own_start(tmp_path):
     path = tmp_path / "plugin.toml"
     path.write_text(suite.replace("horizons = [2, 4, 8]", "horizons = [4, 8]"))
     tasks = [task for task in expand(load_suite(str(path))) if task.defense.name.endswith(":AdaptiveClip")]
-    table = run_suite(tasks, tmp_path / "results", progress=False)
-    simulation._shared.clear()
-    from benchmark.runner import run_task
-
-    for row, task in zip(table.to_dict("records"), tasks):
-        own = run_task(task)
-        assert (row["attack_success"], row["update_cosine"]) == (own["attack_success"], own["update_cosine"])
+    _suite_rows_against_own_runs(tasks, tmp_path, ("attack_success", "update_cosine"))
